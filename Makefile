@@ -1,0 +1,25 @@
+# The two commands of the README. Both create the virtual environment when it is missing.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test lint clean
+
+demo: $(STAMP)
+	$(BIN)/transferlab run
+
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests benchmarks
+
+# Reinstall when the dependencies change. torch comes from the machine's local wheel where one exists.
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -e '.[test]'
+	touch $(STAMP)
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

@@ -1,0 +1,1 @@
+"""Built-in recipes and suites, shipped inside the package as `transferlab.configs`."""

@@ -1,0 +1,69 @@
+"""`ImageTextData`: image-text pairs decoded once and kept in memory as tensors.
+
+Every source (bundled, folder + CSV/JSONL, webdataset shards) produces one of these, with images already
+at the model's resolution and channel count, so training and evaluation index tensors instead of decoding
+files every epoch.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+import torch
+
+
+@dataclass
+class DataReport:
+    """What a reader saw: samples kept and samples skipped, by reason."""
+
+    kept: int = 0
+    skipped: Counter = field(default_factory=Counter)
+
+    def skip(self, reason: str) -> None:
+        self.skipped[reason] += 1
+
+    def to_dict(self) -> dict:
+        return {"kept": self.kept, "skipped": dict(self.skipped)}
+
+
+@dataclass
+class ImageTextData:
+    """A labelled or unlabelled image-text collection held in memory.
+
+    images:     uint8 tensor [N, C, H, W] at the model's input resolution.
+    captions:   one non-empty list of captions per image.
+    labels:     int64 tensor [N] of class indices, or None for pure image-text pairs.
+    classnames: the class names labels index into, or None.
+    """
+
+    name: str
+    images: torch.Tensor
+    captions: list[list[str]]
+    labels: torch.Tensor | None = None
+    classnames: list[str] | None = None
+    report: DataReport = field(default_factory=DataReport)
+
+    def __post_init__(self) -> None:
+        n = len(self.images)
+        if self.images.dtype != torch.uint8 or self.images.ndim != 4:
+            raise ValueError(f"{self.name}: images must be uint8 [N, C, H, W], got {self.images.dtype} "
+                             f"{tuple(self.images.shape)}")
+        if len(self.captions) != n or (self.labels is not None and len(self.labels) != n):
+            raise ValueError(f"{self.name}: {n} images but {len(self.captions)} caption lists"
+                             + ("" if self.labels is None else f" and {len(self.labels)} labels"))
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def subset(self, index: torch.Tensor) -> ImageTextData:
+        """The samples at `index` (a 1-D tensor of positions), sharing nothing mutable with self."""
+        index = torch.as_tensor(index, dtype=torch.long)
+        return ImageTextData(
+            name=self.name,
+            images=self.images[index],
+            captions=[self.captions[i] for i in index.tolist()],
+            labels=None if self.labels is None else self.labels[index],
+            classnames=self.classnames,
+            report=self.report,
+        )

@@ -1,0 +1,130 @@
+"""What every reader of image-text files shares: the bad-sample policy, caption cleaning, and turning
+the samples it kept into an `ImageTextData` (labels indexed into class names, captions from templates,
+images stacked)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import torch
+from tqdm import tqdm
+
+from transferlab.data.dataset import DataReport, ImageTextData
+from transferlab.errors import UserError
+
+MAX_CAPTION_CHARS = 10_000  # longer captions are truncated: no text tower reads that far
+PROGRESS_AFTER = 200  # a bar for fewer images would only flicker
+INTEGER = re.compile(r"[+-]?\d+")
+
+T = TypeVar("T")
+
+
+@dataclass
+class Sample:
+    """One decoded image, its captions (empty: make them from templates), its raw label, and where it
+    came from (for messages)."""
+
+    image: torch.Tensor
+    captions: list[str]
+    label: str | None
+    where: str
+
+
+class BadSamples:
+    """The `bad_samples` policy: raise a UserError saying how to fix a bad sample, or count the skip.
+
+    Calls return None, so a reader can `return bad(...)` from a function that otherwise returns a sample.
+    """
+
+    def __init__(self, name: str | None, mode: str, report: DataReport, unit: str) -> None:
+        self.name, self.mode, self.report, self.unit = name, mode, report, unit
+
+    def __call__(self, reason: str, where: str, detail: str, fix: str | None = None) -> None:
+        if self.mode == "skip":
+            self.report.skip(reason)
+            return None
+        key = f"datasets.{self.name}.bad_samples" if self.name else "bad_samples"
+        raise UserError(f"{where}: {detail}. {fix or f'Fix or remove that {self.unit}'}, or set `{key}: skip` "
+                        f"to skip such {self.unit}s and count them in the data report.")
+
+
+def clean_captions(value: Any) -> list[str] | None:
+    """Stripped, truncated, non-empty captions from a string or a list of strings; None for anything else."""
+    items = [] if value is None else [value] if isinstance(value, str) else value
+    if not isinstance(items, list) or not all(isinstance(item, str) for item in items):
+        return None
+    return [item.strip()[:MAX_CAPTION_CHARS] for item in items if item.strip()]
+
+
+def progress(items: Iterable[T], desc: str, total: int | None = None) -> Iterator[T]:
+    """`items` with a progress bar: when more than PROGRESS_AFTER are known to come, or, for a stream of
+    unknown length, once it has taken a few seconds."""
+    if total is None:
+        return iter(tqdm(items, desc=desc, unit=" samples", delay=3, leave=False))
+    return iter(tqdm(items, desc=desc, total=total, unit=" images", disable=total <= PROGRESS_AFTER, leave=False))
+
+
+def assemble(name: str, origin: str, samples: list[Sample], bad: BadSamples, templates: list[str] | None,
+             labelled: bool, known: list[str] | None = None, known_from: str = "") -> ImageTextData:
+    """Index labels, fill template captions and stack the images of the samples a reader kept.
+
+    `known`, when given, are the class names (read from `known_from`) that integer labels index into.
+    """
+    labels = classnames = None
+    if labelled:
+        samples, labels, classnames = _index_labels(samples, bad, known, known_from)
+    if not samples:
+        skipped = bad.report.skipped
+        if skipped:
+            reasons = ", ".join(f"{count} {reason}" for reason, count in skipped.most_common())
+            total = skipped.total()
+            counted = f"{total} {bad.unit} was" if total == 1 else f"{total} {bad.unit}s were"
+            raise UserError(f"{origin}: no usable samples are left for dataset '{name}'; {counted} skipped "
+                            f"({reasons}). Fix those, or point `datasets.{name}` at the right data.")
+        raise UserError(f"{origin} holds no samples. Add some, or point `datasets.{name}` at the right data.")
+    captions = [sample.captions for sample in samples]
+    if templates and labels is not None:
+        made = {}
+        for i, sample in enumerate(samples):
+            if not sample.captions:
+                classname = classnames[labels[i]]
+                if classname not in made:
+                    made[classname] = [_fill(template, classname, name) for template in templates]
+                captions[i] = made[classname]
+    bad.report.kept = len(samples)
+    return ImageTextData(name=name, images=torch.stack([sample.image for sample in samples]), captions=captions,
+                         labels=None if labels is None else torch.tensor(labels, dtype=torch.long),
+                         classnames=classnames, report=bad.report)
+
+
+def _fill(template: str, classname: str, name: str) -> str:
+    try:
+        return template.format(classname)
+    except (IndexError, KeyError, ValueError) as err:
+        raise UserError(f"Template {template!r} in `datasets.{name}.templates` cannot be filled in ({err}). Use "
+                        f"'{{}}' for the class name and double any other braces: '{{{{' and '}}}}'.") from None
+
+
+def _index_labels(samples: list[Sample], bad: BadSamples, known: list[str] | None,
+                  known_from: str) -> tuple[list[Sample], list[int], list[str]]:
+    if known is None:
+        # labels that are all integers are classes in numeric order, so '10' comes after '9'
+        numeric = all(INTEGER.fullmatch(sample.label) for sample in samples)
+        canonical = {s.label: str(int(s.label)) if numeric else s.label for s in samples}
+        classnames = sorted(set(canonical.values()), key=int if numeric else None)
+        index = {classname: i for i, classname in enumerate(classnames)}
+        return samples, [index[canonical[sample.label]] for sample in samples], classnames
+    index = {classname: i for i, classname in enumerate(known)}
+    kept, labels = [], []
+    for sample in samples:
+        number = int(sample.label) if INTEGER.fullmatch(sample.label) else index.get(sample.label, -1)
+        if not 0 <= number < len(known):
+            bad("unknown label", sample.where, f"the label '{sample.label}' is neither a class index "
+                                               f"0..{len(known) - 1} nor a class name in {known_from}")
+            continue
+        kept.append(sample)
+        labels.append(number)
+    return kept, labels, list(known)

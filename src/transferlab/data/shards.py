@@ -1,0 +1,247 @@
+"""Read and write webdataset tar shards: members `<key>.<ext>`, consecutive members with one key forming
+one sample.
+
+Shards are how large image-text collections (LAION, DataComp, CC12M) are distributed, so reading them
+lets a recipe use such data directly; writing them lets a curated collection be handed to any
+webdataset-based trainer. Tar files are streamed member by member and never extracted: a member with an
+absolute path, a '..' component, or that is not a regular file (a symlink, a device) is skipped and
+counted as an "unsafe tar member", so a hostile shard cannot touch the file system.
+"""
+
+from __future__ import annotations
+
+import glob
+import io
+import json
+import re
+import tarfile
+import zlib
+from collections.abc import Iterator
+from pathlib import Path, PurePosixPath
+from typing import BinaryIO
+
+from braceexpand import braceexpand
+
+from transferlab.config import WebDatasetSource
+from transferlab.data.dataset import DataReport, ImageTextData
+from transferlab.data.images import BadImage, decode_image, encode_png
+from transferlab.data.samples import BadSamples, Sample, assemble, clean_captions, progress
+from transferlab.errors import UserError
+from transferlab.fileio import atomic_open, atomic_write
+
+IMAGE_EXTS = ("png", "jpg", "jpeg", "webp", "bmp", "gif", "tif", "tiff")
+CLASSNAMES = "classnames.txt"
+KEY_EXT = re.compile(r"^((?:.*/|)[^.]+)[.]([^/]*)$")  # webdataset's rule: the key ends at the name's first dot
+
+
+def expand_shards(pattern: str) -> list[Path]:
+    """The shard files `pattern` names: a .tar file, a directory (its *.tar, sorted), a glob, or a brace
+    pattern such as "dir/shard-{000..009}.tar" (each expansion may itself be a file, directory or glob)."""
+    found: dict[Path, None] = {}
+    missing = []
+    for part in braceexpand(str(pattern)):
+        path = Path(part).expanduser()
+        if path.is_dir():
+            found.update(dict.fromkeys(sorted(path.glob("*.tar"))))
+        elif glob.has_magic(part):
+            found.update(dict.fromkeys(Path(p) for p in sorted(glob.glob(str(path))) if Path(p).is_file()))
+        elif path.is_file():
+            found[path] = None
+        else:
+            missing.append(part)
+    if missing and found:
+        shown = ", ".join(missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
+        raise UserError(f"Shard pattern '{pattern}': {len(missing)} of the files it names do not exist ({shown}). "
+                        f"Fix the pattern's range, or restore the missing shards.")
+    if not found:
+        raise UserError(f"No shards match '{pattern}'. Set the dataset's `shards` to a .tar file, a folder of .tar "
+                        f"files, a glob or a brace pattern such as data/shard-{{000000..000009}}.tar (relative paths "
+                        f"start from where you run transferlab).")
+    return list(found)
+
+
+def iter_samples(paths: list[Path], bad: BadSamples | None = None) -> Iterator[dict[str, bytes | str]]:
+    """Stream the samples of `paths`, one dict at a time: {"__key__": key, "__shard__": path, ext: bytes...}.
+
+    Unsafe members are skipped and counted in `bad.report`. A corrupt or truncated shard raises a
+    UserError naming it, or, when `bad` skips, ends that shard where the damage starts and is counted.
+    """
+    bad = bad or BadSamples(None, "error", DataReport(), "sample")
+    for path in paths:
+        yield from _shard_samples(Path(path), bad)
+
+
+def _shard_samples(path: Path, bad: BadSamples) -> Iterator[dict[str, bytes | str]]:
+    sample: dict[str, bytes | str] | None = None
+    try:
+        # "r|*" reads the tar as a stream (any compression), so a shard is never seeked or extracted
+        with tarfile.open(path, mode="r|*") as tar:
+            for member in tar:
+                if member.isdir():
+                    continue
+                name = PurePosixPath(member.name)
+                if not member.isfile() or name.is_absolute() or ".." in name.parts:
+                    bad.report.skip("unsafe tar member")
+                    continue
+                match = KEY_EXT.match(member.name)
+                if match is None:
+                    continue
+                key, ext = match.groups()
+                if sample is not None and sample["__key__"] != key:
+                    yield sample
+                    sample = None
+                if sample is None:
+                    sample = {"__key__": key, "__shard__": str(path)}
+                sample[ext] = tar.extractfile(member).read()
+    except (tarfile.TarError, EOFError, OSError, zlib.error) as err:
+        bad("corrupt shard", str(path), f"the shard is corrupt or truncated ({type(err).__name__}: {err}), so the "
+                                        f"samples from there on cannot be read",
+            fix="Re-create or re-download the shard, or leave it out of `shards`")
+        return  # the sample being read when the damage began is incomplete: drop it
+    if sample is not None:
+        yield sample
+
+
+def read_webdataset(spec: WebDatasetSource, name: str, size: int, channels: int) -> ImageTextData:
+    """Read the samples of the shards `spec.shards` names into memory, images decoded to [C, size, size]."""
+    paths = expand_shards(spec.shards)
+    bad = BadSamples(name, spec.bad_samples, DataReport(), "sample")
+    known_from = paths[0].parent / CLASSNAMES
+    known = _read_classnames(known_from)
+    templated = bool(spec.templates) and spec.label_key is not None
+    samples = []
+    for sample in progress(iter_samples(paths, bad), Path(spec.shards).name):
+        parsed = _parse_sample(sample, spec, name, templated, bad, size, channels)
+        if parsed is not None:
+            samples.append(parsed)
+    return assemble(name, spec.shards, samples, bad, spec.templates, spec.label_key is not None, known,
+                    str(known_from))
+
+
+def _parse_sample(sample: dict, spec: WebDatasetSource, name: str, templated: bool, bad: BadSamples,
+                  size: int, channels: int) -> Sample | None:
+    where = f"{sample['__shard__']}, sample '{sample['__key__']}'"
+    ext = next((key for key in sample if key.lower() in IMAGE_EXTS), None)
+    if ext is None:
+        members = ", ".join(f".{key}" for key in sample if not key.startswith("__"))
+        return bad("no image", where, f"no image member (.{', .'.join(IMAGE_EXTS)}) among {members}")
+    captions = None
+    if "json" in sample:
+        try:
+            meta = json.loads(sample["json"])
+        except (ValueError, RecursionError) as err:
+            return bad("invalid json", where, f"the .json member is not valid JSON ({err})")
+        if isinstance(meta, dict) and "captions" in meta:
+            captions = clean_captions(meta["captions"])
+            if captions is None:
+                return bad("invalid caption", where, 'the .json member\'s "captions" is not a list of strings')
+    key = spec.caption_key
+    if captions is None:
+        try:
+            captions = clean_captions(sample[key].decode("utf-8")) if key in sample else []
+        except UnicodeDecodeError:
+            return bad("invalid caption", where, f"the .{key} member is not UTF-8 text; re-encode it as UTF-8")
+    if not captions and not templated:
+        state = "empty" if key in sample else "missing"
+        return bad(f"{state} caption", where, f"the caption member .{key} is {state}, and without "
+                                              f"`datasets.{name}.label_key` and `templates` no caption can be made")
+    label = None
+    if spec.label_key:
+        try:
+            label = sample.get(spec.label_key, b"").decode("utf-8").strip()
+        except UnicodeDecodeError:
+            return bad("invalid label", where, f"the .{spec.label_key} member is not UTF-8 text")
+        if not label:
+            return bad("missing label", where, f"the label member .{spec.label_key} is missing or empty")
+    try:
+        return Sample(decode_image(sample[ext], size, channels), captions, label, where)
+    except BadImage as err:
+        return bad("undecodable image", where, f"the .{ext} member cannot be decoded: {err}")
+
+
+def _read_classnames(path: Path) -> list[str] | None:
+    if not path.is_file():
+        return None
+    try:
+        names = [line.strip() for line in path.read_text(encoding="utf-8-sig").split("\n")]
+    except UnicodeDecodeError:
+        raise UserError(f"{path} is not valid UTF-8. Re-save it as UTF-8, one class name per line.") from None
+    while names and not names[-1]:
+        names.pop()
+    return names or None
+
+
+def write_webdataset(data: ImageTextData, pattern: str | Path, samples_per_shard: int = 1000) -> list[Path]:
+    """Write `data` as shards of `samples_per_shard` samples and return their paths.
+
+    `pattern` holds a %-placeholder for the shard number, e.g. "out/shard-%06d.tar". Without one,
+    "-%06d.tar" replaces a ".tar" suffix or is appended ("out/train.tar" -> "out/train-000000.tar"), and an
+    existing directory gets "shard-%06d.tar" inside it. Each sample `<key>` (its zero-padded index) gets
+    `<key>.png`, `<key>.txt` (first caption), `<key>.json` ({"captions": all captions}) and, with labels,
+    `<key>.cls` (the class index). Class names go to classnames.txt beside the shards. Existing files are
+    never overwritten, and each shard appears under its name only once complete.
+    """
+    if samples_per_shard < 1:
+        raise ValueError(f"samples_per_shard must be positive, got {samples_per_shard}")
+    form = _shard_form(pattern)
+    if not len(data):
+        return []
+    count = -(-len(data) // samples_per_shard)
+    paths = [Path(form % i) for i in range(count)]
+    names = data.classnames
+    names_path = paths[0].parent / CLASSNAMES
+    for path in paths:
+        if path.exists():
+            raise UserError(f"{path} already exists, and shards are never overwritten. Choose another output "
+                            f"path, or delete the file first.")
+    if names is not None:
+        if any("\n" in classname or "\r" in classname for classname in names):
+            raise UserError(f"A class name of '{data.name}' holds a line break, which {CLASSNAMES} (one name per "
+                            f"line) cannot store. Remove line breaks from the labels.")
+        if names_path.exists() and _read_classnames(names_path) != names:
+            raise UserError(f"{names_path} already exists with other class names. Write the shards to another "
+                            f"folder, or delete that file first.")
+    width = max(6, len(str(len(data) - 1)))
+    for shard, path in enumerate(paths):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        indices = range(shard * samples_per_shard, min(len(data), (shard + 1) * samples_per_shard))
+        with atomic_open(path) as file:
+            _write_shard(file, data, indices, width)
+    if names is not None and not names_path.exists():
+        atomic_write(names_path, "".join(f"{n}\n" for n in names))
+    return paths
+
+
+def _shard_form(pattern: str | Path) -> str:
+    text = str(pattern)
+    if "%" not in text:
+        path = Path(text)
+        if path.is_dir():
+            text = str(path / "shard-%06d.tar")
+        else:
+            text = (text[:-4] if text.endswith(".tar") else text) + "-%06d.tar"
+    try:
+        first, second = text % 0, text % 1
+    except (TypeError, ValueError) as err:
+        first = second = f"not formattable ({err})"
+    if first == second:
+        raise UserError(f"Output pattern '{pattern}' needs exactly one %-placeholder for the shard number, such as "
+                        f"out/shard-%06d.tar (write a literal % as %%).")
+    return text
+
+
+def _write_shard(file: BinaryIO, data: ImageTextData, indices: range, width: int) -> None:
+    with tarfile.open(fileobj=file, mode="w") as tar:
+        for i in indices:
+            key = f"{i:0{width}d}"
+            captions = data.captions[i]
+            members = {"png": encode_png(data.images[i]),
+                       "txt": (captions[0] if captions else "").encode("utf-8"),
+                       "json": json.dumps({"captions": captions}, ensure_ascii=False).encode("utf-8")}
+            if data.labels is not None:
+                members["cls"] = str(int(data.labels[i])).encode("utf-8")
+            for ext, payload in members.items():
+                info = tarfile.TarInfo(f"{key}.{ext}")
+                # fixed metadata, so the same data always gives byte-identical shards
+                info.size, info.mode, info.mtime = len(payload), 0o644, 0
+                tar.addfile(info, io.BytesIO(payload))

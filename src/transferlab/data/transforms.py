@@ -1,0 +1,59 @@
+"""Batched image transforms on tensors: normalisation and seeded augmentation.
+
+Augmentation runs on whole batches (one affine grid, a few interpolations) instead of per-image PIL
+calls, and draws every random number from the generator it is given, so a step's augmentation depends
+only on (seed, step): a resumed run sees exactly the images an uninterrupted run would have seen.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from transferlab.config import AugmentSpec
+
+
+def to_unit(images: torch.Tensor) -> torch.Tensor:
+    """uint8 [B, C, H, W] → float in [0, 1]."""
+    return images.float().div_(255)
+
+
+def normalize(images: torch.Tensor, mean: list[float], std: list[float]) -> torch.Tensor:
+    """Float images in [0, 1] → (x − mean) / std per channel."""
+    shape = (1, -1, 1, 1)
+    mean_t = torch.tensor(mean, device=images.device).view(shape)
+    std_t = torch.tensor(std, device=images.device).view(shape)
+    return (images - mean_t) / std_t
+
+
+def augment(images: torch.Tensor, spec: AugmentSpec, generator: torch.Generator) -> torch.Tensor:
+    """Random rotation, scale and translation per image, then, with probability `low_res_prob`, a random
+    loss of resolution (area-downsample to a side in [low_res_min, low_res_max], bilinear upsample back).
+
+    images: float [B, C, H, W] in [0, 1]; the empty border is filled with 0.
+    """
+    if not spec.enabled:
+        return images
+    batch, _, height, width = images.shape
+
+    def uniform(*shape: int) -> torch.Tensor:
+        return (torch.rand(*shape, generator=generator) * 2 - 1).to(images.device)
+
+    angle = uniform(batch) * math.radians(spec.rotate_degrees)
+    scale = 1 + uniform(batch) * spec.scale
+    shift = uniform(batch, 2) * spec.translate * 2  # grid coordinates span [-1, 1]
+    cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
+    theta = torch.stack([torch.stack([cos, -sin, shift[:, 0]], 1), torch.stack([sin, cos, shift[:, 1]], 1)], 1)
+    grid = F.affine_grid(theta, list(images.shape), align_corners=False)
+    images = F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+    degrade = torch.rand(batch, generator=generator) < spec.low_res_prob
+    high = min(spec.low_res_max, height - 1)
+    sides = torch.randint(min(spec.low_res_min, high), high + 1, (batch,), generator=generator)
+    for side in torch.unique(sides[degrade]).tolist():
+        chosen = torch.nonzero(degrade & (sides == side)).flatten().to(images.device)
+        small = F.interpolate(images[chosen], size=(side, max(1, round(side * width / height))), mode="area")
+        images[chosen] = F.interpolate(small, size=(height, width), mode="bilinear", align_corners=False)
+    return images

@@ -1,0 +1,34 @@
+"""Zero-shot classification with a prompt-template ensemble (Radford et al., 2021, section 3.1.4).
+
+Each class c gets the weight w_c = normalise(mean_t normalise(f(template_t(c)))) from the text encoder f;
+an image with normalised embedding x is assigned argmax_c x·w_c. No labelled example is used.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from transferlab.evaluate.metrics import mean_per_class_recall, topk_accuracy
+from transferlab.models.dual_encoder import DualEncoder
+
+
+@torch.no_grad()
+def zeroshot_weights(model: DualEncoder, classnames: list[str], templates: list[str]) -> torch.Tensor:
+    """Class weights [K, D]: the normalised mean of each class's normalised template embeddings."""
+    was_training = model.training
+    model.eval()
+    texts = [template.format(name) for name in classnames for template in templates]
+    embeddings = model.encode_text(texts).float().cpu().view(len(classnames), len(templates), -1)
+    model.train(was_training)
+    return F.normalize(embeddings.mean(dim=1), dim=-1)
+
+
+def zeroshot_classify(embeddings: torch.Tensor, weights: torch.Tensor,
+                      labels: torch.Tensor) -> tuple[dict, torch.Tensor]:
+    """Metrics (acc1, acc5, mean_per_class_recall) and predictions of images [N, D] against weights [K, D]."""
+    logits = embeddings @ weights.T
+    predictions = logits.argmax(dim=1)
+    metrics = {"acc1": topk_accuracy(logits, labels, 1), "acc5": topk_accuracy(logits, labels, 5),
+               "mean_per_class_recall": mean_per_class_recall(predictions, labels)}
+    return metrics, predictions

@@ -1,0 +1,52 @@
+"""Crash-safe file writes: a file is either its old self or its complete new self, never half-written."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import BinaryIO
+
+
+def fsync_dir(path: Path) -> None:
+    """Make a rename or creation inside `path` durable."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def temp_path(path: Path) -> Path:
+    """A hidden name beside `path` for writing it before `commit`."""
+    return path.with_name(f".{path.name}.tmp-{os.getpid()}")
+
+
+def commit(tmp: Path, path: Path) -> Path:
+    """fsync a fully written temporary file and rename it over `path`."""
+    with open(tmp, "rb+") as handle:
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+    fsync_dir(path.parent)
+    return path
+
+
+@contextmanager
+def atomic_open(path: str | Path) -> Iterator[BinaryIO]:
+    """A binary file to write `path` through: renamed into place when the block ends without error,
+    removed otherwise, so `path` keeps its old content on any failure."""
+    path = Path(path)
+    tmp = temp_path(path)
+    try:
+        with open(tmp, "wb") as handle:
+            yield handle
+        commit(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def atomic_write(path: str | Path, data: str | bytes) -> Path:
+    with atomic_open(path) as handle:
+        handle.write(data.encode("utf-8") if isinstance(data, str) else data)
+    return Path(path)

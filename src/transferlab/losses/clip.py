@@ -1,0 +1,49 @@
+"""Symmetric InfoNCE, the CLIP loss, with multi-positive targets.
+
+For L2-normalised image embeddings x_i and text embeddings y_j of a batch of n pairs, and an
+exponentiated scale s (1 / temperature):
+
+    z_ij = s · x_i·y_j (+ b)
+    L = ½ [ Σ_i CE(z_i·, t_i·) + Σ_j CE(z_·j, t_·j) ] / n,   CE(z, t) = −Σ_k t_k log softmax(z)_k
+
+With `positive_ids` None, t is the identity (pair i matches only caption i), as in Radford et al. (2021).
+With ids (class labels, or ids of identical captions), every pair with equal ids is a match and t_i· is
+uniform over the matches of i — otherwise two images of one class, each captioned from that class, would
+be pushed away from each other's equally true caption (the multi-positive targets of Khosla et al.,
+2020, "Supervised Contrastive Learning", and of UniCL, Yang et al., 2022).
+
+Example:
+    >>> loss = clip_loss(F.normalize(img, dim=-1), F.normalize(txt, dim=-1), model.logit_scale.exp(),
+    ...                  positive_ids=labels)
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def clip_loss(image_emb: torch.Tensor, text_emb: torch.Tensor, logit_scale: torch.Tensor | float,
+              logit_bias: torch.Tensor | float | None = None,
+              positive_ids: torch.Tensor | None = None) -> torch.Tensor:
+    """Symmetric InfoNCE of normalised embeddings [n, d] with the exponentiated scale."""
+    logits = logit_scale * image_emb @ text_emb.T
+    if logit_bias is not None:
+        logits = logits + logit_bias
+    if positive_ids is None:
+        labels = torch.arange(len(logits), device=logits.device)
+        return 0.5 * (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels))
+    matches = (positive_ids[:, None] == positive_ids[None, :]).to(logits.dtype)
+    targets = matches / matches.sum(dim=1, keepdim=True)  # symmetric, so it serves both directions
+    image_to_text = -(targets * F.log_softmax(logits, dim=1)).sum(dim=1).mean()
+    text_to_image = -(targets * F.log_softmax(logits.T, dim=1)).sum(dim=1).mean()
+    return 0.5 * (image_to_text + text_to_image)
+
+
+class ClipLoss(nn.Module):
+    """Module form of `clip_loss`; `forward(image_emb, text_emb, logit_scale, positive_ids=None)`."""
+
+    def forward(self, image_emb: torch.Tensor, text_emb: torch.Tensor, logit_scale: torch.Tensor,
+                positive_ids: torch.Tensor | None = None) -> torch.Tensor:
+        return clip_loss(image_emb, text_emb, logit_scale, positive_ids=positive_ids)

