@@ -18,6 +18,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from transferlab.errors import UserError
@@ -42,7 +43,7 @@ def friendly(command):
         try:
             return command(*args, **kwargs)
         except UserError as err:
-            console.print(f"[bold red]error:[/] {err}", highlight=False, soft_wrap=True)
+            console.print(f"[bold red]error:[/] {escape(str(err))}", highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
     return wrapper
 
@@ -133,7 +134,8 @@ def _show(results: dict, out: Path) -> None:
     metric_names = list(dict.fromkeys(m for t in results["tasks"] for m in t["metrics"]))
     table = Table(title=f"{results['model']} · {results['suite']}")
     for column in ["dataset", "split", "task", *metric_names]:
-        table.add_column(column, justify="left" if column in ("dataset", "split", "task") else "right")
+        table.add_column(column, justify="left" if column in ("dataset", "split", "task") else "right",
+                         overflow="fold")
     for task in results["tasks"]:
         values = [_format(name, task["metrics"].get(name)) for name in metric_names]
         table.add_row(task["dataset"], task["split"], task["task"], *values)

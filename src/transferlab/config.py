@@ -12,6 +12,7 @@ from __future__ import annotations
 import typing
 from importlib.resources import files
 from pathlib import Path
+from types import UnionType
 from typing import Annotated, Any, Literal, Union
 
 import yaml
@@ -282,13 +283,11 @@ def apply_override(raw: dict, override: str) -> None:
         parsed = value
     node: Any = raw
     for depth, part in enumerate(parts[:-1]):
-        if isinstance(node, list):
-            node = node[_list_index(node, part, parts[: depth + 1])]
-            continue
-        if not isinstance(node.get(part, {}), (dict, list)):
+        child = node[_list_index(node, part, parts[: depth + 1])] if isinstance(node, list) else node.get(part, {})
+        if not isinstance(child, (dict, list)):
             raise UserError(f"--set {key}: '{'.'.join(parts[:depth + 1])}' is a value, not a section, so it "
                             f"has no key '{parts[depth + 1]}'.")
-        node = node.setdefault(part, {})
+        node = child if isinstance(node, list) else node.setdefault(part, {})
     if isinstance(node, list):
         node[_list_index(node, parts[-1], parts)] = parsed
     else:
@@ -296,7 +295,7 @@ def apply_override(raw: dict, override: str) -> None:
 
 
 def _list_index(node: list, part: str, path: list[str]) -> int:
-    if not part.isdigit() or int(part) >= len(node):
+    if not (part.isascii() and part.isdigit()) or int(part) >= len(node):
         raise UserError(f"--set {'.'.join(path)}: '{part}' is not an index of that list "
                         f"(it has {len(node)} items, indices 0..{len(node) - 1}).")
     return int(part)
@@ -344,7 +343,7 @@ def _walk(loc: tuple) -> tuple[list[Any], list[str]]:
         elif origin in (list, tuple):
             shown.append(str(part))
             node = typing.get_args(node)[0]
-        elif origin is Union:
+        elif origin in (Union, UnionType):
             node = next((m for m in typing.get_args(node) if _tags(m) and part in _tags(m)), None)
         else:
             shown.append(str(part))

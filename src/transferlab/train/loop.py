@@ -40,8 +40,9 @@ from transferlab.train.logging import MetricsLogger, flatten
 
 
 def pretrain(recipe: Recipe, run_dir: Path, resume: bool = False) -> DualEncoder:
-    """Train `recipe` into `run_dir` (which must hold its config.yaml) and return the final model."""
+    """Train `recipe` into `run_dir` and return the final model."""
     run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
     spec = recipe.train
     device = resolve_device(recipe.device)
     seed_everything(recipe.seed)

@@ -1,0 +1,28 @@
+"""Shared fixtures: a tiny recipe that trains in seconds with no pretrained weights."""
+
+import pytest
+
+from transferlab.config import load_recipe
+
+TINY = [
+    "model.image.name=cnn-tiny",
+    "model.text.name=text-transformer-tiny",
+    "model.text.locked=false",
+    "model.embed_dim=16",
+    "train.steps=8",
+    "train.batch_size=32",
+    "train.warmup_steps=2",
+    "train.log_every=2",
+    "train.checkpoint_every=4",
+    "eval.linear_probe.weight_decays=[0.001]",
+]
+
+
+@pytest.fixture
+def tiny_overrides() -> list[str]:
+    return list(TINY)
+
+
+@pytest.fixture
+def tiny_recipe():
+    return load_recipe(None, TINY)

@@ -1,0 +1,95 @@
+"""The L-BFGS linear probe against scikit-learn's LogisticRegression, its estimator API, and λ selection."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from sklearn.base import clone
+from sklearn.datasets import load_digits
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import accuracy_score
+from sklearn.model_selection import GridSearchCV
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import StandardScaler
+
+from transferlab.evaluate.linear_probe import LinearProbe, probe_with_validation
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Full-batch L-BFGS on a few hundred rows is fastest, and least hurt by a busy machine, on one thread."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def digits():
+    x, y = load_digits(return_X_y=True)
+    return x[:500] / 16.0, y[:500]
+
+
+@pytest.mark.parametrize("weight_decay", [1e-2, 1e-3])
+def test_probe_matches_sklearn_logistic_regression(digits, weight_decay):
+    x, y = digits
+    probe = LinearProbe(weight_decay=weight_decay).fit(x, y)
+    reference = LogisticRegression(C=1 / (weight_decay * len(x)), tol=1e-10, max_iter=10_000).fit(x, y)
+    assert np.array_equal(probe.classes_, reference.classes_)
+    assert np.abs(probe.coef_ - reference.coef_).max() < 1e-3
+    assert np.abs(probe.predict_proba(x) - reference.predict_proba(x)).max() < 1e-4
+    assert np.array_equal(probe.predict(x), reference.predict(x))
+
+
+def test_string_labels_are_kept_as_classes(digits):
+    x, y = digits
+    names = np.array(["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"])
+    probe = LinearProbe(weight_decay=1e-2, max_iter=100).fit(x[:200], names[y[:200]])
+    assert list(probe.classes_) == sorted(names)
+    assert set(probe.predict(x[200:300])) <= set(names)
+    assert probe.score(x[:200], names[y[:200]]) > 0.95
+
+
+def test_clone_and_params_round_trip():
+    probe = LinearProbe(weight_decay=0.3, max_iter=7)
+    assert probe.get_params() == {"weight_decay": 0.3, "max_iter": 7, "tol": 1e-7, "device": "cpu"}
+    copy = clone(probe)
+    assert copy is not probe and copy.get_params() == probe.get_params()
+    assert probe.set_params(weight_decay=0.01) is probe
+    assert probe.weight_decay == 0.01 and copy.weight_decay == 0.3
+
+
+def test_probe_works_inside_a_pipeline(digits):
+    x, y = digits
+    pipeline = Pipeline([("scale", StandardScaler()), ("probe", LinearProbe(weight_decay=1e-2, max_iter=100))])
+    pipeline.fit(x[:300], y[:300])
+    scaler = StandardScaler().fit(x[:300])
+    direct = LinearProbe(weight_decay=1e-2, max_iter=100).fit(scaler.transform(x[:300]), y[:300])
+    assert np.array_equal(pipeline.predict(x[300:]), direct.predict(scaler.transform(x[300:])))
+    assert pipeline.score(x[300:], y[300:]) > 0.85
+
+
+def test_probe_works_in_grid_search(digits):
+    x, y = digits
+    search = GridSearchCV(LinearProbe(max_iter=100), {"weight_decay": [1e-3, 10.0]}, cv=3).fit(x[:300], y[:300])
+    assert search.best_params_ == {"weight_decay": 1e-3}
+    assert search.best_score_ > 0.85
+    assert search.score(x[300:], y[300:]) > 0.85
+
+
+def test_probe_with_validation_picks_best_lambda_and_refits_on_train_and_val(digits):
+    x, y = digits
+    train, val, test = slice(0, 250), slice(250, 400), slice(400, 500)
+    grid = [1e-4, 1e-2, 1.0, 10.0]
+    probe, scores = probe_with_validation(x[train], y[train], x[val], y[val], grid, max_iter=200)
+
+    brute = {wd: accuracy_score(y[val], LinearProbe(wd, 200).fit(x[train], y[train]).predict(x[val])) for wd in grid}
+    best = max(grid, key=lambda wd: (brute[wd], wd))
+    assert scores == pytest.approx(brute)
+    assert probe.weight_decay == best
+    assert len(set(brute.values())) > 1
+
+    refit = LinearProbe(best, 200).fit(np.concatenate([x[train], x[val]]), np.concatenate([y[train], y[val]]))
+    assert np.array_equal(probe.predict(x[test]), refit.predict(x[test]))
+    assert np.allclose(probe.coef_, refit.coef_)

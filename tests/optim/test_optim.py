@@ -1,0 +1,79 @@
+"""Weight-decay parameter groups, the AdamW factory and the learning-rate schedules."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from transferlab.config import TrainSpec
+from transferlab.optim import build_optimizer, lr_at, parameter_groups
+
+
+class Small(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(1, 4, 3)
+        self.bn = nn.BatchNorm2d(4)
+        self.proj = nn.Linear(4, 8)
+        self.ln = nn.LayerNorm(8)
+        self.frozen = nn.Linear(8, 8)
+        self.frozen.requires_grad_(False)
+        self.logit_scale = nn.Parameter(torch.tensor(2.0))
+
+
+def ids(params) -> set[int]:
+    return {id(p) for p in params}
+
+
+def test_matrices_are_decayed_and_vectors_scalars_are_not():
+    model = Small()
+    decay, no_decay = parameter_groups(model, 0.1)
+    assert decay["weight_decay"] == 0.1 and no_decay["weight_decay"] == 0.0
+    assert ids(decay["params"]) == ids([model.conv.weight, model.proj.weight])
+    assert ids(no_decay["params"]) == ids([model.conv.bias, model.bn.weight, model.bn.bias, model.proj.bias,
+                                           model.ln.weight, model.ln.bias, model.logit_scale])
+
+
+def test_frozen_parameters_are_left_out():
+    model = Small()
+    grouped = ids(p for group in parameter_groups(model, 0.1) for p in group["params"])
+    assert grouped.isdisjoint(ids(model.frozen.parameters()))
+    assert grouped == ids(p for p in model.parameters() if p.requires_grad)
+
+
+def test_build_optimizer_is_adamw_with_recipe_settings():
+    spec = TrainSpec(lr=0.01, weight_decay=0.2, betas=(0.8, 0.9), eps=1e-5)
+    optimizer = build_optimizer(Small(), spec)
+    assert isinstance(optimizer, torch.optim.AdamW)
+    assert [g["weight_decay"] for g in optimizer.param_groups] == [0.2, 0.0]
+    assert all(g["lr"] == 0.01 and g["betas"] == (0.8, 0.9) and g["eps"] == 1e-5 for g in optimizer.param_groups)
+
+
+def test_warmup_rises_linearly_to_base_lr():
+    lrs = [lr_at(step, 0.5, 100, 10, "cosine") for step in range(10)]
+    assert lrs == pytest.approx([0.5 * (step + 1) / 10 for step in range(10)])
+    assert lrs[9] == pytest.approx(0.5)
+
+
+def test_cosine_is_half_at_midpoint_and_zero_at_end():
+    assert lr_at(10, 0.5, 110, 10, "cosine") == pytest.approx(0.5)
+    assert lr_at(60, 0.5, 110, 10, "cosine") == pytest.approx(0.25)
+    assert lr_at(35, 0.5, 110, 10, "cosine") == pytest.approx(0.25 * (1 + math.cos(math.pi / 4)))
+    assert lr_at(110, 0.5, 110, 10, "cosine") == pytest.approx(0.0, abs=1e-12)
+    assert lr_at(150, 0.5, 110, 10, "cosine") == pytest.approx(0.0, abs=1e-12)
+
+
+def test_constant_stays_at_base_lr_after_warmup():
+    assert [lr_at(step, 0.3, 50, 5, "constant") for step in (5, 20, 49, 80)] == [0.3] * 4
+
+
+def test_no_warmup_starts_at_base_lr():
+    assert lr_at(0, 0.3, 50, 0, "cosine") == pytest.approx(0.3)
+
+
+def test_unknown_schedule_raises():
+    with pytest.raises(ValueError, match="unknown schedule"):
+        lr_at(20, 0.1, 100, 10, "linear")
