@@ -130,23 +130,28 @@ def _evaluate(model, recipe, out: Path, name: str, run_dir: Path) -> dict:
     return evaluate(model, recipe, out, name, metrics_path=run_dir / "metrics.jsonl")
 
 
+SHORT_NAMES = {"mean_per_class_recall": "class-mean recall", "weight_decay": "λ",
+               "zeroshot_classification": "zero-shot", "linear_probe": "linear probe"}
+
+
 def _show(results: dict, out: Path) -> None:
     metric_names = list(dict.fromkeys(m for t in results["tasks"] for m in t["metrics"]))
-    table = Table(title=f"{results['model']} · {results['suite']}")
-    for column in ["dataset", "split", "task", *metric_names]:
-        table.add_column(column, justify="left" if column in ("dataset", "split", "task") else "right",
-                         overflow="fold")
+    table = Table(title=f"{results['model']} · {results['suite']}", title_justify="left")
+    table.add_column("data", no_wrap=True)
+    table.add_column("task", no_wrap=True)
+    for name in metric_names:
+        table.add_column(SHORT_NAMES.get(name, name), justify="right", no_wrap=True)
     for task in results["tasks"]:
         values = [_format(name, task["metrics"].get(name)) for name in metric_names]
-        table.add_row(task["dataset"], task["split"], task["task"], *values)
+        table.add_row(f"{task['dataset']}/{task['split']}", SHORT_NAMES.get(task["task"], task["task"]), *values)
     Console().print(table)
-    console.print(f"results: {out / 'results.json'}\nreport:  {out / 'report.html'}")
+    console.print(f"results: {out / 'results.json'}\nreport:  {out / 'report.html'}", soft_wrap=True)
 
 
 def _format(name: str, value) -> str:
     if value is None:
         return ""
-    return f"{value:.4f}" if isinstance(value, float) and name != "weight_decay" else f"{value:g}"
+    return f"{value:.3f}" if isinstance(value, float) and name != "weight_decay" else f"{value:g}"
 
 
 def main() -> None:

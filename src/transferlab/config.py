@@ -132,7 +132,7 @@ class AugmentSpec(Strict):
 
     enabled: bool = True
     rotate_degrees: float = Field(default=10.0, ge=0)
-    scale: float = Field(default=0.15, ge=0, lt=1)
+    scale: float = Field(default=0.3, ge=0, lt=1)
     translate: float = Field(default=0.1, ge=0, lt=1)
     low_res_prob: float = Field(default=0.5, ge=0, le=1)
     low_res_min: int = Field(default=7, gt=0, description="smallest side, in pixels, an image is "

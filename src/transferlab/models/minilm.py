@@ -24,13 +24,20 @@ class SentenceTransformerTower(nn.Module):
         super().__init__()
         os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach for the hub at run time
         from sentence_transformers import SentenceTransformer
+        from transformers.utils import logging as transformers_logging
 
         path = Path(path)
         if not (path / "modules.json").is_file():
             raise UserError(f"{path} is not a sentence-transformers model directory (it has no modules.json). "
                             f"Pass a directory saved with SentenceTransformer.save().")
         self.source = str(path)
-        self.model = SentenceTransformer(str(path), device="cpu")
+        bar_was_on = transformers_logging.is_progress_bar_enabled()
+        transformers_logging.disable_progress_bar()  # a bar for reading 90 MB from disk is noise
+        try:
+            self.model = SentenceTransformer(str(path), device="cpu")
+        finally:
+            if bar_was_on:
+                transformers_logging.enable_progress_bar()
         self.width = self.model.get_embedding_dimension()
 
     def tokenize(self, texts: list[str]) -> dict:

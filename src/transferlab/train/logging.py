@@ -1,7 +1,7 @@
 """Where training metrics go: `metrics.jsonl` always, TensorBoard and MLflow when the recipe asks.
 
 metrics.jsonl gets one JSON object per logged step, flushed at once, so a crashed run keeps its curve. On
-resume, lines from steps at or after the resumed step are dropped: they belong to work being redone.
+resume, lines from steps after the checkpoint resumed from are dropped: they belong to work being redone.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from transferlab.errors import UserError
 class MetricsLogger:
     def __init__(self, run_dir: Path, spec: LoggingSpec, params: dict, start_step: int = 0) -> None:
         self.path = Path(run_dir) / "metrics.jsonl"
-        kept = [line for line in read_metrics(self.path) if line.get("step", -1) < start_step]
+        kept = [line for line in read_metrics(self.path) if line.get("step", -1) <= start_step]
         self.path.write_text("".join(json.dumps(line) + "\n" for line in kept), encoding="utf-8")
         self._file = open(self.path, "a", encoding="utf-8")
         self._tensorboard = self._mlflow = None
@@ -27,7 +27,8 @@ class MetricsLogger:
             except ImportError:
                 raise UserError("logging.tensorboard is on but the tensorboard package is missing: "
                                 "pip install tensorboard, or set logging.tensorboard=false.") from None
-            self._tensorboard = SummaryWriter(log_dir=str(Path(run_dir) / "tensorboard"), purge_step=start_step)
+            self._tensorboard = SummaryWriter(log_dir=str(Path(run_dir) / "tensorboard"),
+                                              purge_step=start_step + 1 if start_step else None)
         if spec.mlflow:
             self._mlflow = _start_mlflow(run_dir, spec, params)
 
