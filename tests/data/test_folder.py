@@ -250,3 +250,14 @@ def test_any_csv_gives_data_or_a_user_error(rows, skip):
         except UserError:
             return
         assert len(data) == 1 and all(c and c == c.strip() for c in data.captions[0])
+
+
+def test_a_collection_too_large_for_memory_is_refused_before_decoding(tmp_path, monkeypatch):
+    from transferlab.data import samples
+
+    monkeypatch.setattr(samples, "free_memory", lambda: 1000)  # bytes
+    Image.new("L", (8, 8)).save(tmp_path / "a.png")
+    (tmp_path / "t.csv").write_text("image,caption\na.png,x\n")
+    spec = FolderSource(source="folder", table=tmp_path / "t.csv", images=tmp_path)
+    with pytest.raises(UserError, match="free memory.*model.image_size"):
+        read_folder(spec, "big", size=28, channels=3)

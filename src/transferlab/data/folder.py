@@ -17,7 +17,7 @@ from pathlib import Path
 from transferlab.config import FolderSource
 from transferlab.data.dataset import DataReport, ImageTextData
 from transferlab.data.images import BadImage, decode_image
-from transferlab.data.samples import BadSamples, Sample, assemble, clean_captions, progress
+from transferlab.data.samples import BadSamples, Sample, assemble, check_fits, clean_captions, progress
 from transferlab.errors import UserError, did_you_mean
 
 TABLE_KINDS = {".csv": ",", ".tsv": "\t", ".jsonl": None}
@@ -79,6 +79,7 @@ def read_folder(spec: FolderSource, name: str, size: int, channels: int) -> Imag
         else:
             rows[path][2].extend(captions)
 
+    check_fits(len(rows), channels, size, name, str(table))
     samples = []
     for path, (line, raw, captions, label) in progress(rows.items(), table.name, len(rows)):
         where = f"{table} line {line}"

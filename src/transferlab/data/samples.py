@@ -4,6 +4,7 @@ images stacked)."""
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -20,6 +21,23 @@ PROGRESS_AFTER = 200  # a bar for fewer images would only flicker
 INTEGER = re.compile(r"[+-]?\d+")
 
 T = TypeVar("T")
+
+
+def free_memory() -> int | None:
+    """Bytes of physical memory free now, where the OS says (Linux, macOS); None elsewhere."""
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def check_fits(count: int, channels: int, size: int, name: str, origin: str) -> None:
+    """Refuse, before decoding, a collection whose decoded images would not fit in free memory."""
+    need, free = count * channels * size * size, free_memory()
+    if free is not None and need > 0.8 * free:
+        raise UserError(f"{origin}: the {count} images of dataset '{name}' need {need / 2**30:.1f} GiB once decoded "
+                        f"at {size}x{size}x{channels}, more than the {free / 2**30:.1f} GiB of free memory. Lower "
+                        f"model.image_size, or train on a subset of the data.")
 
 
 @dataclass

@@ -25,7 +25,7 @@ from braceexpand import braceexpand
 from transferlab.config import WebDatasetSource
 from transferlab.data.dataset import DataReport, ImageTextData
 from transferlab.data.images import BadImage, decode_image, encode_png
-from transferlab.data.samples import BadSamples, Sample, assemble, clean_captions, progress
+from transferlab.data.samples import BadSamples, Sample, assemble, check_fits, clean_captions, progress
 from transferlab.errors import UserError
 from transferlab.fileio import atomic_open, atomic_write
 
@@ -114,6 +114,8 @@ def read_webdataset(spec: WebDatasetSource, name: str, size: int, channels: int)
         parsed = _parse_sample(sample, spec, name, templated, bad, size, channels)
         if parsed is not None:
             samples.append(parsed)
+            if len(samples) % 4096 == 0:  # the count is unknown until the last shard: check as it grows
+                check_fits(2 * len(samples), channels, size, name, spec.shards)
     return assemble(name, spec.shards, samples, bad, spec.templates, spec.label_key is not None, known,
                     str(known_from))
 
