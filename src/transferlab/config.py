@@ -181,7 +181,7 @@ class LinearProbeSpec(Strict):
     weight_decays: list[float] = Field(
         default=[1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1],
         description="L2 penalties tried on the validation split; the best is refit on train + val")
-    max_iter: int = Field(default=500, gt=0)
+    max_iter: int = Field(default=1000, gt=0)
 
 
 class EvalSpec(Strict):
