@@ -10,6 +10,15 @@ import torch.nn.functional as F
 from transferlab.losses import ClipLoss, clip_loss
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """These tensors are tiny: intra-op threads only add synchronisation, which is slow on a busy machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def embeddings(n: int, d: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     generator = torch.Generator().manual_seed(seed)
     image = F.normalize(torch.randn(n, d, generator=generator, dtype=torch.float64), dim=-1)
@@ -78,3 +87,95 @@ def test_gradient_matches_finite_differences():
     image.requires_grad_(True)
     ids = torch.tensor([0, 0, 1, 2, 2, 2])
     assert torch.autograd.gradcheck(lambda x: clip_loss(x, text, 4.0, positive_ids=ids), (image,))
+
+
+def smoothed_brute_force(image: np.ndarray, text: np.ndarray, scale: float, ids: np.ndarray | None,
+                         epsilon: float) -> float:
+    """Cross-entropy of each row and column against (1 − ε)·t + ε/n, t one-hot or uniform over equal ids."""
+    n = len(image)
+    ids = np.arange(n) if ids is None else ids
+    logits = scale * image @ text.T
+    total = 0.0
+    for matrix in (logits, logits.T):
+        for i in range(n):
+            row = matrix[i]
+            log_normaliser = math.log(sum(math.exp(value) for value in row))
+            matches = sum(1 for j in range(n) if ids[i] == ids[j])
+            for j in range(n):
+                target = (1 - epsilon) * (ids[i] == ids[j]) / matches + epsilon / n
+                total -= target * (row[j] - log_normaliser) / n
+    return total / 2
+
+
+@pytest.mark.parametrize("with_ids", [False, True])
+@pytest.mark.parametrize("epsilon", [0.1, 0.5, 1.0])
+def test_label_smoothing_matches_brute_force(with_ids, epsilon):
+    image, text = embeddings(9, 5, seed=5)
+    ids = torch.tensor([0, 1, 0, 2, 1, 1, 3, 0, 2]) if with_ids else None
+    loss = clip_loss(image, text, 7.0, positive_ids=ids, label_smoothing=epsilon)
+    expected = smoothed_brute_force(image.numpy(), text.numpy(), 7.0, None if ids is None else ids.numpy(), epsilon)
+    assert loss.item() == pytest.approx(expected, abs=1e-10)
+    assert ClipLoss(label_smoothing=epsilon)(image, text, 7.0, ids).item() == pytest.approx(expected, abs=1e-10)
+
+
+def test_label_smoothing_zero_is_bit_identical_to_the_unsmoothed_loss():
+    image, text = embeddings(8, 4, seed=6)
+    ids = torch.tensor([0, 0, 1, 1, 2, 3, 3, 3])
+    assert torch.equal(clip_loss(image, text, 9.0, label_smoothing=0.0), clip_loss(image, text, 9.0))
+    assert torch.equal(clip_loss(image, text, 9.0, positive_ids=ids, label_smoothing=0.0),
+                       clip_loss(image, text, 9.0, positive_ids=ids))
+    assert not torch.equal(clip_loss(image, text, 9.0, label_smoothing=0.2), clip_loss(image, text, 9.0))
+
+
+@pytest.mark.parametrize("epsilon", [-0.1, 1.5])
+def test_label_smoothing_outside_unit_interval_is_refused(epsilon):
+    image, text = embeddings(4, 3, seed=7)
+    with pytest.raises(ValueError, match="label_smoothing"):
+        clip_loss(image, text, 1.0, label_smoothing=epsilon)
+    with pytest.raises(ValueError, match="label_smoothing"):
+        ClipLoss(label_smoothing=epsilon)
+
+
+def test_loss_and_gradients_match_open_clip_including_the_scale():
+    open_clip_loss = pytest.importorskip("open_clip.loss")
+    image, text = embeddings(12, 6, seed=8)
+    scale = torch.tensor(11.0, dtype=torch.float64)
+    inputs = [tensor.clone().requires_grad_(True) for tensor in (image, text, scale)]
+    reference = [tensor.clone().requires_grad_(True) for tensor in (image, text, scale)]
+    ours = clip_loss(*inputs)
+    theirs = open_clip_loss.ClipLoss()(*reference)
+    assert abs(ours.item() - theirs.item()) < 1e-9
+    for ours_grad, theirs_grad in zip(torch.autograd.grad(ours, inputs), torch.autograd.grad(theirs, reference),
+                                      strict=True):
+        assert torch.allclose(ours_grad, theirs_grad, rtol=0, atol=1e-9)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_low_precision_tracks_float64_and_stays_differentiable(dtype):
+    image, text = embeddings(16, 8, seed=9)
+    ids = torch.arange(16) % 5
+    expected = clip_loss(image, text, 10.0, positive_ids=ids, label_smoothing=0.1).item()
+    low = image.to(dtype).requires_grad_(True)
+    loss = clip_loss(low, text.to(dtype), torch.tensor(10.0, dtype=dtype), positive_ids=ids, label_smoothing=0.1)
+    loss.backward()
+    assert loss.dtype == dtype
+    assert loss.item() == pytest.approx(expected, rel=0.05 if dtype == torch.bfloat16 else 1e-5)
+    assert torch.isfinite(low.grad).all()
+
+
+def test_loss_falls_when_training_a_linear_image_tower():
+    generator = torch.Generator().manual_seed(0)
+    labels = torch.arange(64) % 4
+    points = 0.5 * torch.randn(4, 16, generator=generator)[labels] + torch.randn(64, 16, generator=generator)
+    tower = torch.nn.Linear(16, 8)
+    prototypes = torch.nn.Parameter(torch.randn(4, 8, generator=generator))
+    optimizer = torch.optim.Adam([*tower.parameters(), prototypes], lr=0.05)
+    losses = []
+    for _ in range(100):
+        loss = clip_loss(F.normalize(tower(points), dim=-1), F.normalize(prototypes[labels], dim=-1), 10.0,
+                         positive_ids=labels, label_smoothing=0.1)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.7 * losses[0]
