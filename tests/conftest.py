@@ -1,6 +1,7 @@
-"""Shared fixtures: a tiny recipe that trains in seconds with no pretrained weights."""
+"""Shared fixtures: one intra-op thread, and a tiny recipe that trains in seconds with no pretrained weights."""
 
 import pytest
+import torch
 
 from transferlab.config import load_recipe
 
@@ -16,6 +17,16 @@ TINY = [
     "train.checkpoint_every=4",
     "eval.linear_probe.weight_decays=[0.001]",
 ]
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Test tensors are small: a second intra-op thread only adds synchronisation, and on a busy shared
+    machine it made small matrix products many times slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture

@@ -10,15 +10,6 @@ import torch.nn.functional as F
 from transferlab.losses import NO_NEIGHBOUR_LOSS, LookLoss, look_loss
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """These tensors are tiny: intra-op threads only add synchronisation, which is slow on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def normalised(n: int, d: int, seed: int, dtype: torch.dtype = torch.float64) -> torch.Tensor:
     generator = torch.Generator().manual_seed(seed)
     return F.normalize(torch.randn(n, d, generator=generator, dtype=dtype), dim=-1)
