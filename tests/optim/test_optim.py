@@ -1,4 +1,4 @@
-"""Weight-decay parameter groups, the AdamW factory and the learning-rate schedules."""
+"""Weight-decay parameter groups, the optimizer factory and the learning-rate schedules."""
 
 from __future__ import annotations
 
@@ -9,7 +9,9 @@ import torch
 from torch import nn
 
 from transferlab.config import TrainSpec
-from transferlab.optim import build_optimizer, lr_at, parameter_groups
+from transferlab.errors import UserError
+from transferlab.optim import LAMB, AdamW8bit, Lion, Lion8bit, build_optimizer, create_optimizer, lr_at
+from transferlab.optim.factory import parameter_groups
 
 
 class Small(nn.Module):
@@ -77,3 +79,22 @@ def test_no_warmup_starts_at_base_lr():
 def test_unknown_schedule_raises():
     with pytest.raises(ValueError, match="unknown schedule"):
         lr_at(20, 0.1, 100, 10, "linear")
+
+
+@pytest.mark.parametrize(("name", "kind"), [("adamw", torch.optim.AdamW), ("lion", Lion), ("lamb", LAMB),
+                                            ("adamw8bit", AdamW8bit), ("lion8bit", Lion8bit)])
+def test_create_optimizer_by_name(name, kind):
+    optimizer = create_optimizer(name, parameter_groups(Small(), 0.2), lr=0.01, betas=(0.8, 0.9), eps=1e-5)
+    assert type(optimizer) is kind
+    assert [g["weight_decay"] for g in optimizer.param_groups] == [0.2, 0.0]
+    assert all(g["lr"] == 0.01 and tuple(g["betas"]) == (0.8, 0.9) for g in optimizer.param_groups)
+    assert all(g.get("eps", 1e-5) == 1e-5 for g in optimizer.param_groups)  # Lion has no eps
+
+
+def test_unknown_optimizer_is_a_user_error_listing_the_choices():
+    with pytest.raises(UserError, match="adamw, lion, lamb, adamw8bit, lion8bit.*Did you mean 'lion8bit'"):
+        create_optimizer("lion-8bit", parameter_groups(Small(), 0.1), lr=0.01, betas=(0.9, 0.99), eps=1e-8)
+
+
+def test_build_optimizer_follows_the_recipe_optimizer():
+    assert type(build_optimizer(Small(), TrainSpec(optimizer="lion8bit"))) is Lion8bit

@@ -1,7 +1,10 @@
-"""Build the optimizer of a recipe: AdamW with weight decay only on matrices and kernels.
+"""Build optimizers: parameter groups with weight decay only on matrices and kernels, and the optimizer.
 
 Norm gains, biases and the temperature (every parameter with fewer than two dimensions) get no weight
 decay, as in CLIP and open_clip: decaying a norm's gain or the logit scale towards zero only hurts.
+`create_optimizer` picks any of OPTIMIZERS by name for groups from `parameter_groups` or
+`layer_decay_groups`; `build_optimizer` is the recipe's optimizer (train.optimizer, AdamW by default) over
+`parameter_groups`.
 """
 
 from __future__ import annotations
@@ -10,6 +13,12 @@ import torch
 from torch import nn
 
 from transferlab.config import TrainSpec
+from transferlab.errors import UserError, did_you_mean
+from transferlab.optim.eightbit import AdamW8bit, Lion8bit
+from transferlab.optim.lamb import LAMB
+from transferlab.optim.lion import Lion
+
+OPTIMIZERS = ("adamw", "lion", "lamb", "adamw8bit", "lion8bit")
 
 
 def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:
@@ -20,6 +29,26 @@ def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
+def create_optimizer(name: str, groups: list[dict], lr: float, betas: tuple[float, float],
+                     eps: float) -> torch.optim.Optimizer:
+    """Optimizer `name` over `groups` (each with its weight_decay, optionally its own lr).
+
+    Lion has no ε and ignores `eps`; it wants a 3-10x smaller lr and larger weight decay than AdamW.
+    """
+    betas = tuple(betas)
+    if name == "adamw":
+        return torch.optim.AdamW(groups, lr=lr, betas=betas, eps=eps)
+    if name == "adamw8bit":
+        return AdamW8bit(groups, lr=lr, betas=betas, eps=eps)
+    if name == "lamb":
+        return LAMB(groups, lr=lr, betas=betas, eps=eps)
+    if name == "lion":
+        return Lion(groups, lr=lr, betas=betas)
+    if name == "lion8bit":
+        return Lion8bit(groups, lr=lr, betas=betas)
+    raise UserError(f"unknown optimizer {name!r}; choose one of {', '.join(OPTIMIZERS)}."
+                    f"{did_you_mean(name, OPTIMIZERS)}")
+
+
 def build_optimizer(model: nn.Module, spec: TrainSpec) -> torch.optim.Optimizer:
-    groups = parameter_groups(model, spec.weight_decay)
-    return torch.optim.AdamW(groups, lr=spec.lr, betas=spec.betas, eps=spec.eps)
+    return create_optimizer(spec.optimizer, parameter_groups(model, spec.weight_decay), spec.lr, spec.betas, spec.eps)
