@@ -1,4 +1,4 @@
-"""Shared fixtures: one intra-op thread, and a tiny recipe that trains in seconds with no pretrained weights."""
+"""Shared fixtures: a seeded single-thread torch per test, and a tiny recipe that trains in seconds."""
 
 import pytest
 import torch
@@ -20,11 +20,13 @@ TINY = [
 
 
 @pytest.fixture(autouse=True)
-def one_thread():
-    """Test tensors are small: a second intra-op thread only adds synchronisation, and on a busy shared
-    machine it made small matrix products many times slower."""
+def one_thread_seeded():
+    """Every test starts from the same global RNG state, whichever tests ran before it, and on one
+    intra-op thread: test tensors are small, and on a busy shared machine a second thread made small
+    matrix products many times slower."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
+    torch.manual_seed(0)
     yield
     torch.set_num_threads(threads)
 

@@ -43,7 +43,7 @@ def test_run_then_eval_on_the_default_recipe(tmp_path, monkeypatch):
     assert found[("zeroshot_classification", "mnist5k", "test")]["acc1"] > 0.7  # after only 40 steps
     assert found[("linear_probe", "digits", "test")]["acc1"] > 0.8
     report = (run_dir / "eval" / "report.html").read_text()
-    assert report.count("<img") == 5  # loss curve + a confusion matrix per (task, dataset)
+    assert report.count("<img") == 7  # loss curve, a confusion matrix per (task, dataset), a map per dataset
     assert "mnist5k" in report and "digits" in report
     assert "zero-shot" in result.output and "linear probe" in result.output  # the printed table
 

@@ -2,7 +2,7 @@
 
     transferlab run [RECIPE]           pretrain, then evaluate (the built-in `default` recipe by default)
     transferlab pretrain [RECIPE]      pretrain only
-    transferlab eval MODEL             evaluate a run or checkpoint on its recipe's eval section
+    transferlab eval MODEL [MODEL...]  evaluate runs, checkpoints, openclip: or hf: models on a suite
 
 Every command takes `--out DIR` and `--set key=value`; bad input ends with a one-paragraph message and
 exit status 2, never a traceback.
@@ -69,20 +69,58 @@ def pretrain(recipe: RecipeArg = None, out: OutOpt = None, set_: SetOpt = None, 
 
 @app.command("eval")
 @friendly
-def eval_(model: Annotated[str, typer.Argument(help="a run directory or a checkpoints/step_<n> directory")],
-          out: Annotated[Path | None, typer.Option("--out", help="where results go (default: <run>/eval, "
-                                                                    "or <run>/eval-step_<n> for a checkpoint)")] = None,
-          set_: SetOpt = None, device: DeviceOpt = None) -> None:
-    """Evaluate an existing run or checkpoint without retraining."""
+def eval_(models: Annotated[list[str], typer.Argument(help="run or checkpoint directories, openclip:<config>"
+                                                           "[:<checkpoint>], hf:<dir or package>")],
+          suite: Annotated[str | None, typer.Option(
+              "--suite", help="a suite YAML file or built-in suite name (default: a run's own recipe, "
+                              "else 'default')")] = None,
+          out: Annotated[Path | None, typer.Option("--out", help="where results go (default: <run>/eval for one "
+                                                                 "run, else runs/eval-<time>)")] = None,
+          set_: SetOpt = None, device: DeviceOpt = None,
+          model_card: Annotated[bool, typer.Option("--model-card", help="write the results into each run's "
+                                                                        "README.md model card")] = False,
+          embedding_map: Annotated[str, typer.Option("--embedding-map", help="pca or tsne")] = "pca") -> None:
+    """Evaluate models without retraining; several models are compared side by side in one report."""
+    from transferlab.config import load_suite
+    from transferlab.evaluate.suite import evaluate, suite_of
     from transferlab.models.references import load_model
     from transferlab.runtime import resolve_device
 
-    overrides = list(set_ or []) + ([f"device={device}"] if device else [])
-    loaded = load_model(model, resolve_device(device or "auto"), overrides)
+    if embedding_map not in ("pca", "tsne"):
+        raise UserError(f"--embedding-map must be pca or tsne, not {embedding_map!r}.")
+    resolved, overrides = resolve_device(device or "auto"), list(set_ or [])
+    loaded = [load_model(ref, resolved, () if suite else overrides) for ref in models]
+    pairs = [(item.encoder, load_suite(suite, overrides) if suite else
+              suite_of(item.recipe) if item.recipe is not None else load_suite("default", overrides))
+             for item in loaded]
     if out is None:
-        is_run = Path(model).resolve() == loaded.run_dir.resolve()
-        out = loaded.run_dir / ("eval" if is_run else f"eval-{loaded.checkpoint.name}")
-    _show(_evaluate(loaded.model, loaded.recipe, out, str(loaded.checkpoint), loaded.run_dir), out)
+        only = loaded[0]
+        if len(loaded) == 1 and only.run_dir is not None:
+            is_run = Path(models[0]).resolve() == only.run_dir.resolve()
+            out = only.run_dir / ("eval" if is_run else f"eval-{only.checkpoint.name}")
+        else:
+            out = Path("runs") / f"eval-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+    all_results = evaluate(pairs, out, embedding_method=embedding_map)
+    for results in all_results:
+        _show(results)
+    if model_card:
+        _write_model_cards(loaded, all_results)
+    console.print(f"results: {out}\nreport:  {out / 'report.html'}", soft_wrap=True)
+
+
+def _write_model_cards(loaded, all_results: list[dict]) -> None:
+    from transferlab.evaluate.model_card import write_model_card
+
+    for item, results in zip(loaded, all_results, strict=True):
+        if item.run_dir is None:
+            console.print(f"no model card for {item.encoder.name}: it is not a transferlab run")
+            continue
+        spec = item.recipe
+        summary = {"image tower": spec.model.image.name, "text tower": spec.model.text.name if spec.model.text
+                   else "none", "embedding dim": spec.model.embed_dim, "objective": spec.train.objective,
+                   "optimizer": spec.train.optimizer, "steps": spec.train.steps, "batch size": spec.train.batch_size,
+                   "training data": spec.train.data}
+        console.print(f"model card: {write_model_card(item.run_dir, results, summary)}")
 
 
 def _prepare_run(recipe_ref: str | None, out: Path | None, overrides: list[str], resume: bool,
@@ -120,38 +158,39 @@ def _pretrain(recipe, run_dir: Path, resume: bool):
 
 
 def _evaluate_and_show(model, recipe, run_dir: Path) -> None:
+    from transferlab.evaluate.suite import evaluate, suite_of
+    from transferlab.models.encoder import from_dual_encoder
+
     out = run_dir / "eval"
-    _show(_evaluate(model, recipe, out, str(run_dir), run_dir), out)
-
-
-def _evaluate(model, recipe, out: Path, name: str, run_dir: Path) -> dict:
-    from transferlab.evaluate.suite import evaluate
-
-    return evaluate(model, recipe, out, name, metrics_path=run_dir / "metrics.jsonl")
+    (results,) = evaluate([(from_dual_encoder(model, str(run_dir), run_dir), suite_of(recipe))], out)
+    _show(results)
+    console.print(f"results: {out / 'results.json'}\nreport:  {out / 'report.html'}", soft_wrap=True)
 
 
 SHORT_NAMES = {"mean_per_class_recall": "class-mean recall", "weight_decay": "λ",
                "zeroshot_classification": "zero-shot", "linear_probe": "linear probe"}
 
 
-def _show(results: dict, out: Path) -> None:
-    metric_names = list(dict.fromkeys(m for t in results["tasks"] for m in t["metrics"]))
+def _show(results: dict) -> None:
+    """The results as a table on stdout; few-shot curves, which would not fit, are left to the report."""
+    tasks = [t for t in results["tasks"] if t["task"] != "fewshot"]
+    metric_names = list(dict.fromkeys(m for t in tasks for m in t["metrics"] if not m.endswith("_std")))
     table = Table(title=f"{results['model']} · {results['suite']}", title_justify="left")
     table.add_column("data", no_wrap=True)
     table.add_column("task", no_wrap=True)
     for name in metric_names:
         table.add_column(SHORT_NAMES.get(name, name), justify="right", no_wrap=True)
-    for task in results["tasks"]:
+    for task in tasks:
         values = [_format(name, task["metrics"].get(name)) for name in metric_names]
         table.add_row(f"{task['dataset']}/{task['split']}", SHORT_NAMES.get(task["task"], task["task"]), *values)
     Console().print(table)
-    console.print(f"results: {out / 'results.json'}\nreport:  {out / 'report.html'}", soft_wrap=True)
 
 
 def _format(name: str, value) -> str:
     if value is None:
         return ""
-    return f"{value:.3f}" if isinstance(value, float) and name != "weight_decay" else f"{value:g}"
+    return f"{value:g}" if name in ("weight_decay", "k", "n_clusters") or not isinstance(value, float) \
+        else f"{value:.3f}"
 
 
 def main() -> None:

@@ -80,7 +80,7 @@ def test_probe_with_validation_picks_best_lambda_and_refits_on_train_and_val(dig
     x, y = digits
     train, val, test = slice(0, 250), slice(250, 400), slice(400, 500)
     grid = [1e-4, 1e-2, 1.0, 10.0]
-    probe, scores = probe_with_validation(x[train], y[train], x[val], y[val], grid, max_iter=200)
+    probe, scores = probe_with_validation(x[train], y[train], x[val], y[val], grid, max_iter=200, refine=False)
 
     brute = {wd: accuracy_score(y[val], LinearProbe(wd, 200).fit(x[train], y[train]).predict(x[val])) for wd in grid}
     best = max(grid, key=lambda wd: (brute[wd], wd))
@@ -91,3 +91,15 @@ def test_probe_with_validation_picks_best_lambda_and_refits_on_train_and_val(dig
     refit = LinearProbe(best, 200).fit(np.concatenate([x[train], x[val]]), np.concatenate([y[train], y[val]]))
     assert np.array_equal(probe.predict(x[test]), refit.predict(x[test]))
     assert np.allclose(probe.coef_, refit.coef_)
+
+
+def test_refinement_tries_quarter_and_half_decades_around_the_best_coarse_penalty(digits):
+    x, y = digits
+    grid = [1e-4, 1e-2, 1.0]
+    _, coarse = probe_with_validation(x[:250], y[:250], x[250:400], y[250:400], grid, max_iter=200, refine=False)
+    best = max(coarse, key=lambda wd: (coarse[wd], wd))
+    probe, scores = probe_with_validation(x[:250], y[:250], x[250:400], y[250:400], grid, max_iter=200)
+    expected = set(grid) | {best * 10 ** step for step in (-0.5, -0.25, 0.25, 0.5)}
+    assert sorted(scores) == pytest.approx(sorted(expected))
+    assert probe.weight_decay == max(scores, key=lambda wd: (scores[wd], wd))
+    assert scores[probe.weight_decay] >= coarse[best]

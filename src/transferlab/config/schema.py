@@ -1,24 +1,18 @@
-"""Recipes: YAML in, validated by pydantic, unknown keys rejected with the nearest valid key suggested.
+"""The pydantic models of recipes and suites: every key, its type, default and meaning.
 
 A recipe names its datasets once (`datasets:`), and training and evaluation refer to them by name, so the
-held-out test split a model is evaluated on is the very split it never trained on. `load_recipe` reads a
-built-in recipe by name (`default`) or a YAML file, applies `--set a.b=c` overrides, resolves relative
-paths against the working directory, and returns a `Recipe`; `dump_recipe` writes the fully resolved
-recipe that goes into every run directory.
+held-out test split a model is evaluated on is the very split it never trained on. Unknown keys are
+rejected (`extra="forbid"`); `transferlab.config.loading` turns the errors into messages.
 """
 
 from __future__ import annotations
 
-import typing
-from importlib.resources import files
 from pathlib import Path
-from types import UnionType
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from transferlab.errors import UserError, did_you_mean
+from transferlab.errors import did_you_mean
 
 
 class Strict(BaseModel):
@@ -101,11 +95,14 @@ class TowerSpec(Strict):
     options: dict[str, Any] = {}
     locked: bool = Field(default=False, description="frozen weights (LiT); a locked text tower's caption "
                                                     "embeddings are computed once and reused")
+    unlocked_blocks: int = Field(default=0, ge=0, description="with locked: the last N blocks (and what "
+                                                              "follows them) still train")
 
 
 class ModelSpec(Strict):
     image: TowerSpec = TowerSpec(name="cnn-small")
-    text: TowerSpec = TowerSpec(name="minilm-l6", locked=True)
+    text: TowerSpec | None = Field(default=TowerSpec(name="minilm-l6", locked=True),
+                                   description="null for image-only objectives (supcon, ntxent, look, ce)")
     embed_dim: int = Field(default=128, gt=0)
     image_size: int = Field(default=28, gt=0)
     channels: Literal[1, 3] = 1
@@ -113,6 +110,9 @@ class ModelSpec(Strict):
     std: list[float] = [0.5]
     init_temperature: float = Field(default=0.07, gt=0)
     max_logit_scale: float = Field(default=100.0, gt=0)
+    init_logit_bias: float | None = Field(default=None, description="a learnable logit bias (SigLIP: -10)")
+    grad_checkpointing: bool = Field(default=False, description="recompute transformer blocks' activations "
+                                                                "in the backward pass to save memory")
 
     @model_validator(mode="after")
     def _normalisation(self) -> ModelSpec:
@@ -146,20 +146,51 @@ class AugmentSpec(Strict):
         return self
 
 
+class LookSpec(Strict):
+    """LOOK's leave-one-out kNN loss against a memory bank of past embeddings."""
+
+    k: int = Field(default=50, gt=0)
+    bank_size: int = Field(default=4096, gt=0)
+    temperature: float = Field(default=0.07, gt=0)
+
+
+Objective = Literal["clip", "siglip", "dcl", "supcon", "ntxent", "look", "ce"]
+IMAGE_ONLY_OBJECTIVES = ("supcon", "ntxent", "look", "ce")
+
+
 class TrainSpec(Strict):
     data: str = Field(default="mnist5k", description="a key of `datasets`; its train split is used")
+    objective: Objective = Field(default="clip", description="clip, siglip, dcl (image-text); supcon, ntxent "
+                                                             "(two views), look, ce (labels)")
     steps: int = Field(default=150, gt=0)
     batch_size: int = Field(default=256, gt=1)
+    optimizer: Literal["adamw", "lion", "lamb", "adamw8bit", "lion8bit"] = "adamw"
     lr: float = Field(default=2e-3, gt=0)
     weight_decay: float = Field(default=0.05, ge=0)
     betas: tuple[float, float] = (0.9, 0.98)
     eps: float = Field(default=1e-6, gt=0)
     warmup_steps: int = Field(default=20, ge=0)
-    schedule: Literal["cosine", "constant"] = "cosine"
+    schedule: Literal["cosine", "constant", "constant_cooldown"] = "cosine"
+    cooldown_fraction: float = Field(default=0.2, gt=0, le=1, description="constant_cooldown: share of steps "
+                                                                           "spent decaying to 0")
+    layer_decay: float | None = Field(default=None, gt=0, le=1, description="layer-wise lr decay for "
+                                                                            "fine-tuning (e.g. 0.75)")
+    ema_decay: float | None = Field(default=None, gt=0, lt=1, description="keep an EMA of the weights")
     grad_clip: float | None = Field(default=1.0, gt=0)
     positives: Literal["auto", "label", "caption", "pair"] = Field(
         default="auto", description="which pairs in a batch count as matches: same class label, same "
                                     "caption text, or only the pair itself; auto = label when labelled")
+    captions: Literal["sample", "all"] = Field(default="sample", description="per image and step: one "
+                                               "caption sampled, or all its captions as positives")
+    label_smoothing: float = Field(default=0.0, ge=0, lt=1)
+    temperature: float = Field(default=0.1, gt=0, description="fixed temperature of supcon / ntxent")
+    look: LookSpec = LookSpec()
+    chunk_size: int | None = Field(default=None, gt=0, description="embed the batch in chunks of this size "
+                                                                   "(exact gradients, less memory)")
+    large_batch: Literal["cache", "accumulate"] = Field(default="cache", description="with chunk_size: "
+                                                        "gradient caching or accumulation")
+    precision: Literal["fp32", "bf16", "fp16"] = Field(default="fp32", description="bf16 autocast (CPU, GPU) "
+                                                       "or fp16 with a gradient scaler (GPU)")
     augment: AugmentSpec = AugmentSpec()
     log_every: int = Field(default=10, gt=0)
     checkpoint_every: int = Field(default=50, gt=0)
@@ -174,14 +205,39 @@ class LoggingSpec(Strict):
 
 # ---------------------------------------------------------------------------------------------- eval
 
-EvalTask = Literal["zeroshot_classification", "linear_probe"]
+EvalTask = Literal["zeroshot_classification", "linear_probe", "knn", "ncm", "fewshot", "retrieval", "clustering"]
+FewShotMethod = Literal["linear_probe", "knn", "ncm"]
 
 
 class LinearProbeSpec(Strict):
     weight_decays: list[float] = Field(
-        default=[1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1],
-        description="L2 penalties tried on the validation split; the best is refit on train + val")
+        default=[1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0],
+        description="the coarse grid of L2 penalties tried on the validation split")
+    refine: bool = Field(default=True, description="then try 10^±0.25 and 10^±0.5 around the best; the best "
+                                                   "is refit on train + val")
     max_iter: int = Field(default=1000, gt=0)
+
+
+class KnnSpec(Strict):
+    ks: list[int] = Field(default=[1, 5, 10, 20, 50, 100], description="k values tried on the val split")
+    temperature: float = Field(default=0.07, gt=0, description="votes weigh exp(similarity / temperature)")
+
+
+class FewShotSpec(Strict):
+    shots: list[int] = [1, 2, 4, 8, 16]
+    seeds: int = Field(default=3, gt=0)
+    methods: list[FewShotMethod] = ["linear_probe", "knn", "ncm"]
+    weight_decay: float = Field(default=1e-3, gt=0, description="the probe's L2 penalty (no val split to tune "
+                                                                "it on with a handful of shots)")
+    k: int = Field(default=5, gt=0, description="the kNN's k (capped at the number of shots)")
+
+
+class ClusteringSpec(Strict):
+    seeds: int = Field(default=3, gt=0)
+
+
+class RetrievalSpec(Strict):
+    ks: list[int] = [1, 5, 10]
 
 
 class EvalSpec(Strict):
@@ -189,13 +245,34 @@ class EvalSpec(Strict):
     split: Literal["train", "val", "test"] = "test"
     tasks: list[EvalTask] = ["zeroshot_classification", "linear_probe"]
     templates: list[str] = ["a handwritten digit {}.", "a photo of the number {}."]
-    batch_size: int = Field(default=512, gt=0)
+    batch_size: int | None = Field(default=None, gt=0, description="images per encoder call; default: "
+                                                                   "256 on CPU, the largest that fits on GPU")
     linear_probe: LinearProbeSpec = LinearProbeSpec()
+    knn: KnnSpec = KnnSpec()
+    fewshot: FewShotSpec = FewShotSpec()
+    clustering: ClusteringSpec = ClusteringSpec()
+    retrieval: RetrievalSpec = RetrievalSpec()
 
     @field_validator("templates")
     @classmethod
     def _templates(cls, value: list[str]) -> list[str]:
         return SourceBase._templates(value)
+
+
+class Suite(Strict):
+    """An evaluation suite: named datasets and what to run on them (a recipe's `eval` section, standalone)."""
+
+    name: str = "default"
+    datasets: dict[str, DataSource] = {}
+    eval: EvalSpec = EvalSpec()
+
+    @model_validator(mode="after")
+    def _dataset_names(self) -> Suite:
+        for name in self.eval.datasets:
+            if name not in self.datasets:
+                raise ValueError(f"eval.datasets names dataset '{name}', which `datasets` does not define."
+                                 f"{did_you_mean(name, self.datasets)} Defined: {', '.join(self.datasets)}")
+        return self
 
 
 # -------------------------------------------------------------------------------------------- recipe
@@ -215,174 +292,21 @@ class Recipe(Strict):
     logging: LoggingSpec = LoggingSpec()
 
     @model_validator(mode="after")
+    def _objective_fits_model(self) -> Recipe:
+        image_only = self.train.objective in IMAGE_ONLY_OBJECTIVES
+        if not image_only and self.model.text is None:
+            raise ValueError(f"train.objective '{self.train.objective}' pairs images with captions, so it needs "
+                             f"model.text; set model.text or use an image-only objective "
+                             f"({', '.join(IMAGE_ONLY_OBJECTIVES)})")
+        if self.model.text is None and "zeroshot_classification" in self.eval.tasks:
+            raise ValueError("eval.tasks has zeroshot_classification, which needs a text tower, but model.text is "
+                             "null; remove it from eval.tasks")
+        return self
+
+    @model_validator(mode="after")
     def _dataset_names(self) -> Recipe:
         for key, name in [("train.data", self.train.data)] + [("eval.datasets", n) for n in self.eval.datasets]:
             if name not in self.datasets:
                 raise ValueError(f"{key} names dataset '{name}', which `datasets` does not define."
                                  f"{did_you_mean(name, self.datasets)} Defined: {', '.join(self.datasets)}")
         return self
-
-
-# ----------------------------------------------------------------------------------- load and dump
-
-
-def builtin_recipes() -> list[str]:
-    return sorted(p.name[:-5] for p in files("transferlab.configs").iterdir() if p.name.endswith(".yaml"))
-
-
-def load_recipe(ref: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Recipe:
-    """Read a recipe (a YAML path or a built-in name; None is `default`), apply overrides, validate."""
-    ref = "default" if ref is None else str(ref)
-    path = Path(ref)
-    if path.suffix in (".yaml", ".yml") or path.exists():
-        if not path.is_file():
-            raise UserError(f"Recipe file {path} does not exist. Pass a YAML recipe path or one of the "
-                            f"built-in recipes: {', '.join(builtin_recipes())}.")
-        return recipe_from_text(path.read_text(encoding="utf-8"), str(path), overrides)
-    if ref in builtin_recipes():
-        text = (files("transferlab.configs") / f"{ref}.yaml").read_text(encoding="utf-8")
-        return recipe_from_text(text, f"built-in recipe '{ref}'", overrides)
-    raise UserError(f"No recipe named '{ref}'.{did_you_mean(ref, builtin_recipes())} Pass a YAML file "
-                    f"path or one of the built-in recipes: {', '.join(builtin_recipes())}.")
-
-
-def recipe_from_text(text: str, origin: str, overrides: list[str] | tuple[str, ...] = ()) -> Recipe:
-    """Parse YAML text (`origin` names it in errors), apply `key=value` overrides, validate."""
-    raw = parse_yaml(text, origin)
-    for override in overrides:
-        apply_override(raw, override)
-    return resolve_paths(validate_recipe(raw, origin), Path.cwd())
-
-
-def parse_yaml(text: str, origin: str) -> dict:
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(err, "problem", None) or str(err)
-        raise UserError(f"{origin}:{where} is not valid YAML ({problem}). Fix the syntax there; "
-                        f"indentation and unquoted ':' are the usual causes.") from None
-    if raw is None:
-        return {}
-    if not isinstance(raw, dict):
-        raise UserError(f"{origin} must hold a mapping of recipe keys (name, datasets, model, train, eval, "
-                        f"logging), not a {type(raw).__name__}.")
-    return raw
-
-
-def apply_override(raw: dict, override: str) -> None:
-    """Apply one `a.b.c=value` override in place; the value is parsed as YAML (numbers, lists, null)."""
-    key, sep, value = override.partition("=")
-    if not sep or not key.strip():
-        raise UserError(f"--set {override!r} is not of the form key=value, e.g. --set train.steps=200.")
-    parts = key.strip().split(".")
-    try:
-        parsed = yaml.safe_load(value)
-    except yaml.YAMLError:
-        parsed = value
-    node: Any = raw
-    for depth, part in enumerate(parts[:-1]):
-        child = node[_list_index(node, part, parts[: depth + 1])] if isinstance(node, list) else node.get(part, {})
-        if not isinstance(child, (dict, list)):
-            raise UserError(f"--set {key}: '{'.'.join(parts[:depth + 1])}' is a value, not a section, so it "
-                            f"has no key '{parts[depth + 1]}'.")
-        node = child if isinstance(node, list) else node.setdefault(part, {})
-    if isinstance(node, list):
-        node[_list_index(node, parts[-1], parts)] = parsed
-    else:
-        node[parts[-1]] = parsed
-
-
-def _list_index(node: list, part: str, path: list[str]) -> int:
-    if not (part.isascii() and part.isdigit()) or int(part) >= len(node):
-        raise UserError(f"--set {'.'.join(path)}: '{part}' is not an index of that list "
-                        f"(it has {len(node)} items, indices 0..{len(node) - 1}).")
-    return int(part)
-
-
-def validate_recipe(raw: dict, origin: str) -> Recipe:
-    try:
-        return Recipe.model_validate(raw)
-    except ValidationError as err:
-        lines = [_explain(error) for error in err.errors()]
-        raise UserError(f"{origin} is not a valid recipe: " + "; ".join(lines)
-                        + ". Fix the recipe file or the --set override.") from None
-
-
-def _explain(error: dict) -> str:
-    loc, kind = error["loc"], error["type"]
-    shown = _display_path(loc)
-    if kind == "extra_forbidden":
-        valid = _fields_at(loc[:-1])
-        parent = shown.rpartition(".")[0]
-        prefix = f"{parent}." if parent else ""
-        hint = did_you_mean(prefix + str(loc[-1]), [prefix + key for key in valid])
-        return f"unknown key '{shown}'.{hint} Valid keys there: {', '.join(valid)}"
-    if kind.startswith("union_tag"):
-        expected = error.get("ctx", {}).get("expected_tags", "mnist5k, digits, folder, webdataset")
-        return f"'{shown}' needs a 'source' of {expected}"
-    message = error["msg"].removeprefix("Value error, ")
-    return f"'{shown}': {message}" if shown else message
-
-
-def _walk(loc: tuple) -> tuple[list[Any], list[str]]:
-    """Follow a pydantic error location through Recipe's annotations: the types met, and the path as
-    the user wrote it (discriminator tags dropped)."""
-    node: Any = Recipe
-    types, shown = [], []
-    for part in loc:
-        node = _unwrap(node)
-        origin = typing.get_origin(node)
-        if isinstance(node, type) and issubclass(node, BaseModel):
-            shown.append(str(part))
-            node = node.model_fields[part].annotation if part in node.model_fields else None
-        elif origin is dict:
-            shown.append(str(part))
-            node = typing.get_args(node)[1]
-        elif origin in (list, tuple):
-            shown.append(str(part))
-            node = typing.get_args(node)[0]
-        elif origin in (Union, UnionType):
-            node = next((m for m in typing.get_args(node) if _tags(m) and part in _tags(m)), None)
-        else:
-            shown.append(str(part))
-            node = None
-        types.append(node)
-    return types, shown
-
-
-def _unwrap(node: Any) -> Any:
-    while typing.get_origin(node) is Annotated:
-        node = typing.get_args(node)[0]
-    return node
-
-
-def _tags(member: Any) -> tuple:
-    field = getattr(member, "model_fields", {}).get("source")
-    return typing.get_args(field.annotation) if field else ()
-
-
-def _fields_at(loc: tuple) -> list[str]:
-    types, _ = _walk(loc)
-    node = _unwrap(types[-1] if types else Recipe)
-    return list(node.model_fields) if isinstance(node, type) and issubclass(node, BaseModel) else []
-
-
-def _display_path(loc: tuple) -> str:
-    return ".".join(_walk(loc)[1])
-
-
-def resolve_paths(recipe: Recipe, base: Path) -> Recipe:
-    """Make data paths absolute so the saved recipe works from any directory."""
-    for source in recipe.datasets.values():
-        if isinstance(source, FolderSource):
-            source.table = (base / source.table).resolve()
-            source.images = (base / source.images).resolve() if source.images else source.table.parent
-        elif isinstance(source, WebDatasetSource) and not Path(source.shards).is_absolute():
-            source.shards = str(base / source.shards)
-    return recipe
-
-
-def dump_recipe(recipe: Recipe) -> str:
-    return yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False, allow_unicode=True)

@@ -1,14 +1,15 @@
-"""One pass of the image encoder per (model, dataset, split), cached on disk.
+"""One pass of the encoder per (model, dataset, split), cached on disk.
 
-Embeddings are stored in `eval/features/<dataset>_<split>.safetensors` together with a fingerprint of
-the model weights, the preprocessing and the images; a later evaluation with the same fingerprint reads
-the file instead of running the encoder, and any change to the model or the data invalidates it.
+Image and caption embeddings are stored under `<cache>/<model fingerprint>/<dataset>_<split>[_captions]
+.safetensors`, with a fingerprint of the inputs in the file's metadata: re-running a suite, or adding a
+task to it, reads the files instead of running the encoder, and any change to the model's weights or
+preprocessing (a new model fingerprint) or to the data (a new input fingerprint) is a cache miss.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -18,49 +19,81 @@ from tqdm import tqdm
 
 from transferlab.data.dataset import ImageTextData
 from transferlab.fileio import commit, temp_path
-from transferlab.models.dual_encoder import DualEncoder
+from transferlab.models.encoder import Encoder
+
+CPU_BATCH = 256
+GPU_BATCH = 1024  # halved on out-of-memory until a batch fits
 
 
-def model_fingerprint(model: DualEncoder) -> str:
-    digest = hashlib.sha256(json.dumps(model.spec.model_dump(mode="json"), sort_keys=True).encode())
-    for name, tensor in sorted(model.saved_state_dict().items()):
-        digest.update(name.encode())
-        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()
-
-
-def data_fingerprint(data: ImageTextData) -> str:
-    return hashlib.sha256(data.images.contiguous().numpy().tobytes()).hexdigest()
+def auto_batch_size(device: torch.device) -> int:
+    return GPU_BATCH if device.type == "cuda" else CPU_BATCH
 
 
 @torch.no_grad()
-def embed_images(model: DualEncoder, images: torch.Tensor, batch_size: int = 512, desc: str = "embed") -> torch.Tensor:
-    """Normalised image embeddings [N, D] (float32, CPU) of uint8 images [N, C, H, W]."""
-    device = model.logit_scale.device
-    was_training = model.training
-    model.eval()
-    chunks = []
-    for start in tqdm(range(0, len(images), batch_size), desc=desc, unit="batch", leave=False,
-                      disable=len(images) <= batch_size):
-        batch = model.preprocess(images[start:start + batch_size].to(device))
-        chunks.append(model.encode_image(batch).float().cpu())
-    model.train(was_training)
-    return torch.cat(chunks) if chunks else torch.zeros(0, model.spec.embed_dim)
+def embed_images(encoder: Encoder, images: torch.Tensor, batch_size: int | None = None,
+                 desc: str = "embed") -> torch.Tensor:
+    """Normalised embeddings [N, D] (float32, CPU) of uint8 images [N, C, H, W]."""
+    encode = encoder.require("image", "this evaluation")
+    return _batched(lambda chunk: encode(encoder.preprocess(chunk.to(encoder.device))), images,
+                    batch_size or auto_batch_size(encoder.device), desc)
 
 
-def cached_embeddings(model: DualEncoder, data: ImageTextData, split: str, cache_dir: Path | None,
-                      fingerprint: str, batch_size: int = 512) -> torch.Tensor:
-    """Embeddings of `data`, read from `cache_dir` when the fingerprints match, else computed and stored."""
-    key = hashlib.sha256(f"{fingerprint}:{data_fingerprint(data)}".encode()).hexdigest()
-    path = None if cache_dir is None else Path(cache_dir) / f"{data.name}_{split}.safetensors"
+@torch.no_grad()
+def embed_texts(encoder: Encoder, texts: list[str], batch_size: int | None = None,
+                desc: str = "embed text") -> torch.Tensor:
+    encode = encoder.require("text", "this evaluation")
+    return _batched(lambda chunk: encode(list(chunk)), texts, batch_size or auto_batch_size(encoder.device), desc)
+
+
+def _batched(encode: Callable, items, batch_size: int, desc: str) -> torch.Tensor:
+    """Encode `items` in batches (with a progress bar); on a GPU out-of-memory, halve the batch and retry."""
+    chunks, start = [], 0
+    with tqdm(total=len(items), desc=desc, unit="item", leave=False, disable=len(items) <= batch_size) as bar:
+        while start < len(items):
+            try:
+                chunks.append(encode(items[start:start + batch_size]).float().cpu())
+            except torch.cuda.OutOfMemoryError:
+                if batch_size == 1:
+                    raise
+                batch_size //= 2
+                torch.cuda.empty_cache()
+                continue
+            bar.update(min(batch_size, len(items) - start))
+            start += batch_size
+    return torch.cat(chunks)
+
+
+def cached(path: Path | None, inputs_key: str, compute: Callable[[], torch.Tensor]) -> torch.Tensor:
+    """`compute()`, read from `path` when it holds the result for `inputs_key`, else stored there."""
     if path is not None and path.is_file():
         with safe_open(str(path), framework="pt") as handle:
-            if (handle.metadata() or {}).get("fingerprint") == key:
+            if (handle.metadata() or {}).get("inputs") == inputs_key:
                 return handle.get_tensor("embeddings")
-    embeddings = embed_images(model, data.images, batch_size, desc=f"embed {data.name}/{split}")
+    embeddings = compute()
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = temp_path(path)
-        save_file({"embeddings": embeddings.contiguous()}, str(tmp), metadata={"fingerprint": key})
+        save_file({"embeddings": embeddings.contiguous()}, str(tmp), metadata={"inputs": inputs_key})
         commit(tmp, path)
     return embeddings
+
+
+def image_embeddings(encoder: Encoder, data: ImageTextData, split: str, cache_dir: Path | None,
+                     batch_size: int | None = None) -> torch.Tensor:
+    key = hashlib.sha256(data.images.contiguous().numpy().tobytes()).hexdigest()
+    path = _cache_file(cache_dir, encoder, f"{data.name}_{split}")
+    return cached(path, key, lambda: embed_images(encoder, data.images, batch_size, f"embed {data.name}/{split}"))
+
+
+def caption_embeddings(encoder: Encoder, data: ImageTextData, split: str, cache_dir: Path | None,
+                       batch_size: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Embeddings of every caption of `data`, and the index of each caption's image."""
+    texts = [caption for captions in data.captions for caption in captions]
+    owner = torch.repeat_interleave(torch.arange(len(data)), torch.tensor([len(c) for c in data.captions]))
+    key = hashlib.sha256("\x00".join(texts).encode()).hexdigest()
+    path = _cache_file(cache_dir, encoder, f"{data.name}_{split}_captions")
+    return cached(path, key, lambda: embed_texts(encoder, texts, batch_size, f"embed {data.name}/{split} text")), owner
+
+
+def _cache_file(cache_dir: Path | None, encoder: Encoder, stem: str) -> Path | None:
+    return None if cache_dir is None else Path(cache_dir) / encoder.fingerprint[:16] / f"{stem}.safetensors"

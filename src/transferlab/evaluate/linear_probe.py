@@ -67,13 +67,28 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
         return self.classes_[self.decision_function(X).argmax(axis=1)]
 
 
+REFINE_STEPS = (-0.5, -0.25, 0.25, 0.5)  # in decades around the best coarse penalty
+
+
 def probe_with_validation(train_x, train_y, val_x, val_y, weight_decays: list[float], max_iter: int = 1000,
-                          device: str = "cpu") -> tuple[LinearProbe, dict[float, float]]:
-    """The probe refit on train + val with the λ that scored best on val, and every λ's val accuracy."""
+                          device: str = "cpu", refine: bool = True) -> tuple[LinearProbe, dict[float, float]]:
+    """The probe refit on train + val with the λ that scored best on val, and every λ's val accuracy.
+
+    The coarse grid `weight_decays` is swept from the strongest penalty down, each fit warm-started from
+    the last (strong penalties converge fast); with `refine`, λ·10^±0.25 and λ·10^±0.5 around the best
+    coarse λ are tried as well. Ties go to the stronger penalty.
+    """
     sweep = LinearProbe(max_iter=max_iter, warm_start=True, device=device)
-    scores = {wd: sweep.set_params(weight_decay=wd).fit(train_x, train_y).score(val_x, val_y)
-              for wd in sorted(weight_decays, reverse=True)}  # strong penalties converge fast and warm-start the rest
-    best = max(scores, key=lambda wd: (scores[wd], wd))  # ties go to the stronger penalty
+
+    def score(penalties) -> dict[float, float]:
+        return {wd: sweep.set_params(weight_decay=wd).fit(train_x, train_y).score(val_x, val_y)
+                for wd in sorted(penalties, reverse=True)}
+
+    scores = score(weight_decays)
+    if refine:
+        coarse = max(scores, key=lambda wd: (scores[wd], wd))
+        scores.update(score([coarse * 10 ** step for step in REFINE_STEPS]))
+    best = max(scores, key=lambda wd: (scores[wd], wd))
     features = np.concatenate([np.asarray(train_x), np.asarray(val_x)])
     labels = np.concatenate([np.asarray(train_y), np.asarray(val_y)])
     return LinearProbe(best, max_iter, device=device).fit(features, labels), scores

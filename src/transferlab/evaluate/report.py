@@ -1,45 +1,66 @@
-"""A self-contained HTML report of an evaluation run.
+"""A self-contained HTML report of one evaluated model, or a comparison of several.
 
-`write_report` turns results.json (plus, optionally, a training run's metrics.jsonl lines and per-task
-predictions) into one HTML file: a summary table, the training loss curve and a confusion matrix per
-prediction set. Plots are PNGs inlined as data: URIs and the CSS is inline, so the file can be mailed,
-attached to an issue or opened offline with nothing next to it.
+`write_report` takes, per model, its results.json and optionally its training run's metrics.jsonl lines,
+per-task predictions and embedding maps, and writes one HTML file. With several models it opens with a
+comparison table (best value per row in bold) and combined few-shot plots; then each model gets a section
+with its summary table, training curve, few-shot curves, confusion matrices and embedding maps. Plots are
+PNGs inlined as data: URIs and the CSS is inline, so the file can be mailed, attached to an issue or opened
+offline with nothing next to it. Every string from the inputs is HTML-escaped.
 """
 
 from __future__ import annotations
 
-import base64
 import html
-import io
 import math
+import re
 from pathlib import Path
 
-import numpy as np
 from matplotlib.figure import Figure
 
+from transferlab.evaluate import plots
 from transferlab.fileio import atomic_write
 
-MAX_ANNOTATED_CLASSES = 20  # beyond this the per-cell counts no longer fit in the cells
-MAX_LABELLED_CLASSES = 50  # beyond this class names on the axes overlap into a black smear
+# "<method>@<k>shot" is a few-shot mean accuracy and "<method>@<k>shot_ci95" its 95% CI half-width.
+FEWSHOT_METRIC = re.compile(r"^(?P<method>.+)@(?P<shots>[1-9][0-9]*)shot(?P<ci>_ci95)?$")
+# Hyperparameters and spreads sit in the comparison table but are not better when larger or smaller.
+UNRANKED = {"weight_decay", "k", "best_k", "n_clusters", "runs"}
+EMBEDDING_METHODS = ("pca", "tsne")
+# A grid column is ~588 px wide on the 1200 px page; a wider figure gets a row to itself rather than being
+# shrunk until its labels are unreadable.
+COLUMN_PX = 590
+
+Item = tuple[str, str, bool]  # <img> tag, caption, whether the figure needs a row of its own
 
 CSS = """
 body { font: 15px/1.45 system-ui, -apple-system, "Segoe UI", sans-serif; color: #222;
        max-width: 1200px; margin: 2em auto; padding: 0 1em; }
-h1 { margin-bottom: .2em; word-break: break-all; }
+h1, h2 { word-break: break-word; }
+h1 { margin-bottom: .2em; }
 .meta { color: #666; margin-top: 0; }
+section.model { border-top: 3px solid #d5dbe3; margin-top: 2.5em; }
+.scroll { overflow-x: auto; }
 table { border-collapse: collapse; margin: 1em 0; }
 th, td { border: 1px solid #ddd; padding: .35em .7em; }
 th { background: #f4f6f8; }
-td.num { text-align: right; font-variant-numeric: tabular-nums; }
+td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
 tbody tr:nth-child(even) { background: #fafbfc; }
+tr.group td { border-top: 2px solid #c4ccd6; }
 .grid { display: grid; grid-template-columns: repeat(auto-fill, minmax(460px, 1fr)); gap: 1.5em; }
-figure { margin: 0; }
+.grid figure.wide { grid-column: 1 / -1; }
+figure { margin: 0 0 1em; }
 img { max-width: 100%; height: auto; }
 figcaption { color: #555; font-size: 90%; }
 """
 
 
-def _fmt(name: str, value: object) -> str:
+def is_fraction(task: str, metric: str) -> bool:
+    """Whether a metric is an accuracy or recall in [0, 1], shown as a percentage."""
+    name = metric.lower()
+    return (name.startswith("acc") or "accuracy" in name or "recall" in name
+            or (task == "fewshot" and FEWSHOT_METRIC.match(metric) is not None))
+
+
+def format_metric(task: str, metric: str, value: object) -> str:
     """A metric value as text: accuracy-like fractions as percentages, others to 4 significant digits."""
     if value is None:
         return "—"
@@ -49,139 +70,234 @@ def _fmt(name: str, value: object) -> str:
         return str(value)
     if math.isnan(x):
         return "—"
-    name = name.lower()
-    if name.startswith("acc") or name.endswith(("recall", "accuracy")):
-        return f"{100 * x:.1f}%"
-    return f"{x:.4g}"
+    return f"{100 * x:.1f}%" if is_fraction(task, metric) else f"{x:.4g}"
+
+
+def in_tables(task: str, metric: str) -> bool:
+    """Few-shot points and CI half-widths are drawn as curves and bands rather than listed in tables."""
+    return not metric.endswith("_ci95") and not (task == "fewshot" and FEWSHOT_METRIC.match(metric))
+
+
+def fewshot_curves(tasks: list[dict]) -> dict[tuple[str, str], dict[str, plots.Curve]]:
+    """(dataset, split) -> method -> shots -> (mean, ci95) from the few-shot task entries."""
+    curves: dict[tuple[str, str], dict[str, plots.Curve]] = {}
+    for t in tasks:
+        if t["task"] != "fewshot":
+            continue
+        metrics = t.get("metrics", {})
+        for name, value in metrics.items():
+            match = FEWSHOT_METRIC.match(str(name))
+            if match and not match["ci"] and value is not None:
+                half = metrics.get(f"{name}_ci95")
+                curve = curves.setdefault((str(t["dataset"]), str(t["split"])), {}).setdefault(match["method"], {})
+                curve[int(match["shots"])] = (float(value), math.nan if half is None else float(half))
+    return curves
+
+
+def _table(head: list[str], rows: list[str]) -> str:
+    # Scrolls sideways on its own when many models or datasets make it wider than the page.
+    thead = "<tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in head) + "</tr>"
+    return f'<div class="scroll"><table><thead>{thead}</thead><tbody>{"".join(rows)}</tbody></table></div>'
+
+
+def _num_cell(task: str, metric: str, value: object, bold: bool = False) -> str:
+    text = html.escape(format_metric(task, metric, value))
+    text = f"<strong>{text}</strong>" if bold else text
+    return f'<td class="num" title="{html.escape(str(value))}">{text}</td>'
 
 
 def _summary_table(tasks: list[dict]) -> str:
-    """One row per dataset/split and one column per task.metric, so tasks on one dataset sit side by side."""
-    columns: dict[str, dict[str, None]] = {}  # task -> metric names, both in first-seen order
-    rows: dict[tuple[str, str], dict[tuple[str, str], object]] = {}
+    """One row per task and metric, one column per dataset/split: the full suite has dozens of metrics
+    but few datasets, so this shape fits the page where one column per metric would not."""
+    columns: dict[tuple[str, str], None] = {}  # (dataset, split), in first-seen order
+    rows: dict[str, dict[str, dict[tuple[str, str], object]]] = {}  # task -> metric -> column -> value
     for t in tasks:
-        cells = rows.setdefault((str(t["dataset"]), str(t["split"])), {})
+        task, column = str(t["task"]), (str(t["dataset"]), str(t["split"]))
         for metric, value in t.get("metrics", {}).items():
-            columns.setdefault(str(t["task"]), {})[str(metric)] = None
-            cells[(str(t["task"]), str(metric))] = value
+            if in_tables(task, str(metric)):
+                columns[column] = None
+                rows.setdefault(task, {}).setdefault(str(metric), {})[column] = value
+    if not rows:
+        return "<p>Every result is a few-shot curve, drawn below.</p>"
     esc = html.escape
-    head1 = "".join(f'<th colspan="{len(ms)}">{esc(task)}</th>' for task, ms in columns.items())
-    head2 = "".join(f"<th>{esc(m)}</th>" for ms in columns.values() for m in ms)
     body = []
-    for (dataset, split), cells in rows.items():
-        tds = []
-        for task, ms in columns.items():
-            for m in ms:
-                if (task, m) in cells:  # an absent metric stays blank; a NaN one shows as a dash
-                    value = cells[(task, m)]
-                    tds.append(f'<td class="num" title="{esc(str(value))}">{esc(_fmt(m, value))}</td>')
-                else:
-                    tds.append("<td></td>")
-        body.append(f"<tr><td>{esc(dataset)}</td><td>{esc(split)}</td>{''.join(tds)}</tr>")
-    return (f'<table><thead><tr><th rowspan="2">dataset</th><th rowspan="2">split</th>{head1}</tr>'
-            f"<tr>{head2}</tr></thead><tbody>{''.join(body)}</tbody></table>")
+    for task, metrics in rows.items():
+        for i, (metric, cells) in enumerate(metrics.items()):
+            first = f'<td rowspan="{len(metrics)}">{esc(task)}</td>' if i == 0 else ""
+            # An absent metric stays blank; a NaN one shows as a dash.
+            tds = "".join(_num_cell(task, metric, cells[c]) if c in cells else "<td></td>" for c in columns)
+            group = ' class="group"' if i == 0 else ""  # a rule above each task's rows
+            body.append(f"<tr{group}>{first}<td>{esc(metric)}</td>{tds}</tr>")
+    return _table(["task", "metric", *(f"{dataset}/{split}" for dataset, split in columns)], body)
 
 
-def _series(metrics: list[dict], key: str) -> tuple[list, list]:
-    """Steps and values of `key`, skipping the lines that did not log it."""
-    points = [(m["step"], m[key]) for m in metrics if m.get(key) is not None]
-    return [p[0] for p in points], [p[1] for p in points]
+def _best(metric: str, values: list[object]) -> float | None:
+    """The best of a row's values, or None when the metric is not ranked or fewer than two models have it."""
+    name = metric.lower()
+    numbers = []
+    for v in values:
+        try:
+            numbers.append(float(v))
+        except (TypeError, ValueError):
+            continue
+    numbers = [x for x in numbers if not math.isnan(x)]
+    if name in UNRANKED or name.endswith("_std") or len(numbers) < 2:
+        return None
+    return min(numbers) if "loss" in name else max(numbers)
 
 
-def _training_figure(metrics: list[dict]) -> Figure:
-    fig = Figure(figsize=(9, 3.6), layout="constrained")
-    ax = fig.add_subplot()
-    steps, loss = _series(metrics, "loss")
-    ax.plot(steps, loss, color="C0", lw=1.5)
-    ax.set_xlabel("step")
-    ax.set_ylabel("training loss", color="C0")  # coloured to match its line, as the lr axis is
-    ax.grid(alpha=0.3)
-    steps, lr = _series(metrics, "lr")
-    if lr:
-        # The lr spans orders of magnitude less than the loss, so it needs its own axis to be visible.
-        lr_ax = ax.twinx()
-        lr_ax.plot(steps, lr, color="C1", lw=1, ls="--")
-        lr_ax.set_ylabel("learning rate", color="C1")
-    return fig
+def _comparison_table(models: list[dict], labels: list[str]) -> str:
+    """Rows (dataset, split, task, metric) over every model's table metrics, one column per model."""
+    rows: dict[tuple[str, str, str, str], dict[int, object]] = {}
+    for i, model in enumerate(models):
+        for t in model["results"].get("tasks", []):
+            for metric, value in t.get("metrics", {}).items():
+                if in_tables(str(t["task"]), str(metric)):
+                    key = (str(t["dataset"]), str(t["split"]), str(t["task"]), str(metric))
+                    rows.setdefault(key, {})[i] = value
+    if not rows:
+        return "<p>No metrics to compare.</p>"
+    body = []
+    for (dataset, split, task, metric), values in rows.items():
+        best = _best(metric, list(values.values()))
+        # Values that print the same as the best are bold too: a reader cannot tell them apart.
+        shown = None if best is None else format_metric(task, metric, best)
+        cells = [_num_cell(task, metric, values[i], format_metric(task, metric, values[i]) == shown)
+                 if i in values else "<td></td>" for i in range(len(models))]
+        names = "".join(f"<td>{html.escape(s)}</td>" for s in (dataset, split, task, metric))
+        body.append(f"<tr>{names}{''.join(cells)}</tr>")
+    return _table(["dataset", "split", "task", "metric", *labels], body)
 
 
-def _confusion_figure(pred: dict) -> tuple[Figure, float]:
-    """The row-normalised confusion matrix of one prediction set, and its accuracy."""
-    y_true = np.asarray(pred["y_true"], dtype=np.int64).ravel()
-    y_pred = np.asarray(pred["y_pred"], dtype=np.int64).ravel()
-    if y_true.shape != y_pred.shape or (y_true < 0).any() or (y_pred < 0).any():
-        raise ValueError("y_true and y_pred must be equally long lists of non-negative class indices")
-    names = [str(c) for c in pred["classnames"]]
-    n = max(len(names), int(y_true.max(initial=-1)) + 1, int(y_pred.max(initial=-1)) + 1, 1)
-    names += [str(i) for i in range(len(names), n)]  # labels beyond classnames still get a row
-    counts = np.bincount(y_true * n + y_pred, minlength=n * n).reshape(n, n)
-    totals = counts.sum(axis=1, keepdims=True)
-    # Row-normalise so a rare class's mistakes are as visible as a common one's; empty rows stay 0.
-    rates = np.divide(counts, totals, out=np.zeros(counts.shape), where=totals > 0)
-    accuracy = float(np.mean(y_true == y_pred)) if y_true.size else math.nan
-    side = min(12.0, max(5.0, 0.35 * n + 3))
-    fig = Figure(figsize=(side, side * 0.9), layout="constrained")
-    ax = fig.add_subplot()
-    image = ax.imshow(rates, cmap="Blues", vmin=0, vmax=1)
-    fig.colorbar(image, ax=ax, shrink=0.8, label="fraction of true class")
-    # parse_math=False everywhere: a class name like "$5 bill" must not be read as TeX.
-    title = f"{pred['task']} · {pred['dataset']}/{pred['split']}\naccuracy {_fmt('accuracy', accuracy)}"
-    ax.set_title(title, parse_math=False)
-    ax.set(xlabel="predicted", ylabel="true")
-    if n <= MAX_LABELLED_CLASSES:
-        labels = [c if len(c) <= 24 else c[:23] + "…" for c in names]
-        size = 9 if n <= 20 else 6
-        ax.set_xticks(range(n), labels, rotation=45, ha="right", rotation_mode="anchor", fontsize=size,
-                      parse_math=False)
-        ax.set_yticks(range(n), labels, fontsize=size, parse_math=False)
-    if n <= MAX_ANNOTATED_CLASSES:
-        for i, j in zip(*np.nonzero(counts), strict=True):
-            ax.text(j, i, str(counts[i, j]), ha="center", va="center", fontsize=8,
-                    color="white" if rates[i, j] > 0.5 else "black")
-    return fig, accuracy
+def _item(fig: Figure, alt: str, caption: str) -> Item:
+    tag, width = plots.inline_png(fig, alt)
+    return tag, caption, width > COLUMN_PX
 
 
-def _img(fig: Figure, alt: str) -> str:
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=100)  # a bare Figure renders PNG through Agg, no pyplot state
-    data = base64.b64encode(buffer.getvalue()).decode("ascii")
-    return f'<img src="data:image/png;base64,{data}" alt="{html.escape(alt)}">'
+def _figures(items: list[Item]) -> str:
+    """A two-column grid of captioned figures."""
+    figures = []
+    for img, caption, wide in items:
+        tag = '<figure class="wide">' if wide else "<figure>"
+        figures.append(f"{tag}{img}<figcaption>{html.escape(caption)}</figcaption></figure>")
+    return f'<div class="grid">{"".join(figures)}</div>'
 
 
-def write_report(path: Path, results: dict, metrics: list[dict] | None = None,
-                 predictions: list[dict] | None = None) -> Path:
-    """Write the HTML report of `results` (and of a training run and predictions, if given) to `path`."""
-    path = Path(path)
-    esc = html.escape
-    model, tasks = str(results.get("model", "unknown model")), results.get("tasks", [])
-    suite, created = str(results.get("suite", "—")), str(results.get("created", "—"))
+def _fewshot_items(curves: dict[str, dict[tuple[str, str], dict[str, plots.Curve]]], colors: dict[str, str],
+                   min_models: int = 1) -> list[Item]:
+    """One plot per (dataset, split) that at least `min_models` of model label -> (dataset, split) -> method ->
+    curve have."""
+    counts: dict[tuple[str, str], int] = {}
+    for per_model in curves.values():
+        for key in per_model:
+            counts[key] = counts.get(key, 0) + 1
+    keys = [key for key, count in counts.items() if count >= min_models]
+    items = []
+    for dataset, split in keys:
+        lines = {label: per_model[(dataset, split)] for label, per_model in curves.items()
+                 if (dataset, split) in per_model}
+        fig = plots.fewshot_figure(f"few-shot · {dataset}/{split}", lines, colors)
+        caption = (f"{dataset}/{split}: accuracy by labelled examples per class; "
+                   f"bands: 95% confidence interval over random draws")
+        items.append(_item(fig, f"few-shot accuracy on {dataset}/{split}", caption))
+    return items
+
+
+def _training(metrics: list[dict]) -> Item:
+    steps, loss = plots.series(metrics, "loss")
+    caption = f"final loss {format_metric('', 'loss', loss[-1])} at step {steps[-1]}" if loss else "no loss was logged"
+    if any(m.get("lr") is not None for m in metrics):
+        caption += "; dashed: learning rate"
+    return _item(plots.training_figure(metrics), "training loss and learning rate by step", caption)
+
+
+def _confusion(pred: dict) -> Item:
+    fig, accuracy = plots.confusion_figure(pred)
+    label = f"{pred['task']} · {pred['dataset']}/{pred['split']}"
+    caption = f"{label}: accuracy {format_metric('', 'accuracy', accuracy)} on {len(pred['y_true'])} samples"
+    return _item(fig, f"confusion matrix of {label}", caption)
+
+
+def _embedding(emap: dict, method: str) -> Item:
+    fig, described = plots.embedding_figure(emap, method)
+    label = f"{emap['dataset']}/{emap['split']}"
+    return _item(fig, f"embedding map of {label}", f"{label}: {described}")
+
+
+def _model_section(model: dict, label: str, level: int, colors: dict[str, str], method: str) -> list[str]:
+    """The heading, meta line and every per-model part; `level` is the heading level of the model's name."""
+    esc, sub = html.escape, f"h{level + 1}"
+    results = model["results"]
+    tasks = results.get("tasks", [])
     seconds = sum(float(t.get("seconds", 0.0)) for t in tasks)
-    parts = [
-        f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
-        f"<title>{esc(model)} — transferlab report</title><style>{CSS}</style></head><body>",
-        f"<h1>{esc(model)}</h1>",
-        f'<p class="meta">suite {esc(suite)} · created {esc(created)} · '
-        f"{len(tasks)} task{'s' if len(tasks) != 1 else ''} in {seconds:.1f} s</p>",
-        "<h2>Summary</h2>",
-        _summary_table(tasks) if tasks else "<p>No tasks were evaluated.</p>",
+    parts = [f"<h{level}>{esc(label)}</h{level}>",
+             f'<p class="meta">suite {esc(str(results.get("suite", "—")))} · '
+             f'created {esc(str(results.get("created", "—")))} · '
+             f"{len(tasks)} task{'s' if len(tasks) != 1 else ''} in {seconds:.1f} s</p>",
+             f"<{sub}>Summary</{sub}>",
+             _summary_table(tasks) if tasks else "<p>No tasks were evaluated.</p>"]
+    sections = [
+        ("Training", [_training(model["metrics"])] if model.get("metrics") else []),
+        ("Few-shot", _fewshot_items({label: fewshot_curves(tasks)}, colors)),
+        ("Confusion matrices", [_confusion(p) for p in model.get("predictions") or []]),
+        ("Embedding maps", [_embedding(e, method) for e in model.get("embedding_maps") or []]),
     ]
-    if metrics:
-        steps, loss = _series(metrics, "loss")
-        caption = f"final loss {_fmt('loss', loss[-1])} at step {steps[-1]}" if loss else "no loss was logged"
-        if any(m.get("lr") is not None for m in metrics):
-            caption += "; dashed: learning rate"
-        image = _img(_training_figure(metrics), "training loss and learning rate by step")
-        parts += ["<h2>Training</h2>", f"<figure>{image}<figcaption>{esc(caption)}</figcaption></figure>"]
-    if predictions:
-        parts += ["<h2>Confusion matrices</h2>", '<div class="grid">']
-        for pred in predictions:
-            fig, accuracy = _confusion_figure(pred)
-            label = f"{pred['task']} · {pred['dataset']}/{pred['split']}"
-            caption = f"{label}: accuracy {_fmt('accuracy', accuracy)} on {len(pred['y_true'])} samples"
-            image = _img(fig, f"confusion matrix of {label}")
-            parts.append(f"<figure>{image}<figcaption>{esc(caption)}</figcaption></figure>")
-        parts.append("</div>")
-    parts.append("</body></html>\n")
+    for title, items in sections:
+        if items:
+            parts += [f"<{sub}>{title}</{sub}>", _figures(items)]
+    return parts
+
+
+def _labels(models: list[dict]) -> list[str]:
+    """Model names, numbered where two runs share one, so columns and sections can be told apart."""
+    seen: dict[str, int] = {}
+    labels = []
+    for model in models:
+        name = str(model["results"].get("model", "unknown model"))
+        seen[name] = seen.get(name, 0) + 1
+        labels.append(name if seen[name] == 1 else f"{name} ({seen[name]})")
+    return labels
+
+
+def _method_colors(models: list[dict]) -> dict[str, str]:
+    """One colour per few-shot method across the whole report, so a method looks the same in every plot."""
+    methods = sorted({m for model in models for curves in fewshot_curves(model["results"].get("tasks", [])).values()
+                      for m in curves})
+    return {m: f"C{i % 10}" for i, m in enumerate(methods)}
+
+
+def write_report(path: Path, models: list[dict], embedding_method: str = "pca") -> Path:
+    """Write the HTML report of `models` to `path`.
+
+    Each model is {"results": results.json dict, "metrics": metrics.jsonl lines | None, "predictions": list |
+    None, "embedding_maps": list | None}; the last three may be left out. One model gives a single-model
+    report; several add a comparison first. `embedding_method` is "pca" or "tsne" (slower, fixed seed).
+    """
+    if embedding_method not in EMBEDDING_METHODS:
+        raise ValueError(f"embedding_method must be one of {EMBEDDING_METHODS}, not {embedding_method!r}")
+    if not models:
+        raise ValueError("write_report needs at least one model")
+    path, esc = Path(path), html.escape
+    labels, colors = _labels(models), _method_colors(models)
+    if len(models) == 1:
+        title = labels[0]
+        body = _model_section(models[0], labels[0], 1, colors, embedding_method)
+    else:
+        title = " vs ".join(labels) if len(models) <= 3 else f"{len(models)} models"
+        body = [f"<h1>Comparison of {len(models)} models</h1>",
+                f'<p class="meta">{" · ".join(esc(label) for label in labels)}</p>',
+                "<h2>Comparison</h2>", _comparison_table(models, labels)]
+        combined = _fewshot_items({label: fewshot_curves(m["results"].get("tasks", []))
+                                   for label, m in zip(labels, models, strict=True)}, colors, min_models=2)
+        if combined:
+            body += ["<h3>Few-shot, all models</h3>", _figures(combined)]
+        for model, label in zip(models, labels, strict=True):
+            body += ['<section class="model">', *_model_section(model, label, 2, colors, embedding_method),
+                     "</section>"]
+    document = "\n".join([
+        f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        f"<title>{esc(title)} — transferlab report</title><style>{CSS}</style></head><body>",
+        *body, "</body></html>\n"])
     path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(path, "\n".join(parts))
+    atomic_write(path, document)
     return path

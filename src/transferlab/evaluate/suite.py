@@ -1,85 +1,96 @@
-"""Evaluate a model on a recipe's `eval` section and write results.json and report.html.
+"""Evaluate one or several models on a suite; write results.json per model and one report.html.
 
-Every dataset is embedded once per split (cached in `<out>/features/`), and every task reads those
-embeddings: zero-shot classification of the evaluation split, and a linear probe trained on the
-dataset's train split, its penalty chosen on the val split, tested on the evaluation split.
+Each dataset is loaded once per model at the model's resolution, each split embedded at most once (and
+cached on disk under `<out>/features/`), and every task reads those embeddings. With one model the
+results go to `<out>/results.json`; with several, to `<out>/<model>/results.json`, and the report
+compares them side by side.
 """
 
 from __future__ import annotations
 
 import functools
 import json
+import re
 import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-import torch
-
-from transferlab.config import Recipe
+from transferlab.config import Recipe, Suite
 from transferlab.data.sources import load_splits
 from transferlab.errors import UserError
-from transferlab.evaluate.features import cached_embeddings, model_fingerprint
-from transferlab.evaluate.linear_probe import probe_with_validation
-from transferlab.evaluate.metrics import mean_per_class_recall
+from transferlab.evaluate.features import caption_embeddings, image_embeddings
 from transferlab.evaluate.report import write_report
-from transferlab.evaluate.zeroshot import zeroshot_classify, zeroshot_weights
+from transferlab.evaluate.tasks import TASKS, View
 from transferlab.fileio import atomic_write
-from transferlab.models.dual_encoder import DualEncoder
+from transferlab.models.encoder import Encoder
 from transferlab.train.logging import read_metrics
 
 
-def evaluate(model: DualEncoder, recipe: Recipe, out_dir: Path, model_name: str,
-             metrics_path: Path | None = None) -> dict:
-    """Run every task of `recipe.eval` on every dataset; write out_dir/{results.json, report.html}."""
-    spec, out_dir = recipe.eval, Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    fingerprint = model_fingerprint(model)
-    tasks, predictions = [], []
-    for name in spec.datasets:
-        splits = load_splits(name, recipe.datasets[name], model.spec.image_size, model.spec.channels)
-        data = splits[spec.split]
-        if data.labels is None or data.classnames is None:
-            raise UserError(f"eval.tasks need class labels but dataset '{name}' has none. Set its label_column "
-                            f"(folder) or label_key (webdataset), or remove it from eval.datasets.")
-        if len(data) == 0:
-            raise UserError(f"The {spec.split} split of dataset '{name}' is empty. Give it a non-zero fraction "
-                            f"in datasets.{name}.splits.")
+def suite_of(recipe: Recipe) -> Suite:
+    """A recipe's `eval` section as a suite over the recipe's datasets."""
+    return Suite(name=recipe.name, datasets=recipe.datasets, eval=recipe.eval)
 
-        embeddings = functools.partial(_embeddings, model, splits, out_dir / "features", fingerprint,
-                                       spec.batch_size)
+
+def evaluate(models: list[tuple[Encoder, Suite]], out_dir: Path, embedding_method: str = "pca") -> list[dict]:
+    """Run each model's suite; write results.json (per model) and report.html; return the results."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    names = _unique_slugs([encoder.name for encoder, _ in models])
+    sections = []
+    for (encoder, suite), slug in zip(models, names, strict=True):
+        target = out_dir if len(models) == 1 else out_dir / slug
+        sections.append(run_suite(encoder, suite, target, out_dir / "features"))
+    write_report(out_dir / "report.html", sections, embedding_method=embedding_method)
+    return [section["results"] for section in sections]
+
+
+def run_suite(encoder: Encoder, suite: Suite, out_dir: Path, cache_dir: Path | None) -> dict:
+    """Every task of the suite on every dataset; results.json in out_dir; the model's report section."""
+    spec = suite.eval
+    unknown = [task for task in spec.tasks if task not in TASKS]
+    if unknown:
+        raise UserError(f"Unknown task(s) {unknown} in eval.tasks; the tasks are {', '.join(TASKS)}.")
+    tasks, predictions, maps = [], [], []
+    for name in spec.datasets:
+        splits = load_splits(name, suite.datasets[name], encoder.image_size, encoder.channels)
+        view = View(name=name, split=spec.split, splits=splits,
+                    embed=functools.cache(lambda split, s=splits: image_embeddings(
+                        encoder, s[split], split, cache_dir, spec.batch_size)),
+                    embed_captions=functools.cache(lambda split, s=splits: caption_embeddings(
+                        encoder, s[split], split, cache_dir, spec.batch_size)),
+                    encode_text=encoder.encode_text)
         for task in spec.tasks:
             started = time.perf_counter()
-            if task == "zeroshot_classification":
-                weights = zeroshot_weights(model, data.classnames, spec.templates)
-                metrics, predicted = zeroshot_classify(embeddings(spec.split), weights, data.labels)
-            else:
-                metrics, predicted = _linear_probe(name, splits, embeddings, spec)
-            tasks.append({"task": task, "dataset": name, "split": spec.split, "metrics": metrics,
+            metrics, predicted = TASKS[task](view, spec)
+            tasks.append({"task": task, "dataset": name, "split": spec.split, "metrics": _finite(metrics),
                           "seconds": round(time.perf_counter() - started, 3)})
-            predictions.append({"task": task, "dataset": name, "split": spec.split, "y_true": data.labels.tolist(),
-                                "y_pred": predicted.tolist(), "classnames": data.classnames})
-    results = {"model": model_name, "suite": recipe.name, "created": datetime.now(timezone.utc).isoformat(),
+            if predicted is not None:
+                predictions.append({"task": task, "dataset": name, "split": spec.split,
+                                    "y_true": view.data.labels.tolist(), "y_pred": predicted.tolist(),
+                                    "classnames": view.data.classnames})
+        if view.data.labels is not None and len(view.data):
+            maps.append({"dataset": name, "split": spec.split, "features": view.embed(spec.split).numpy(),
+                         "labels": view.data.labels.numpy(), "classnames": view.data.classnames})
+    results = {"model": encoder.name, "suite": suite.name, "created": datetime.now(timezone.utc).isoformat(),
                "tasks": tasks}
-    atomic_write(out_dir / "results.json", json.dumps(results, indent=1))
-    write_report(out_dir / "report.html", results, read_metrics(metrics_path) if metrics_path else None, predictions)
-    return results
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    atomic_write(Path(out_dir) / "results.json", json.dumps(results, indent=1))
+    metrics_path = None if encoder.run_dir is None else encoder.run_dir / "metrics.jsonl"
+    return {"results": results, "metrics": read_metrics(metrics_path) if metrics_path else None,
+            "predictions": predictions, "embedding_maps": maps}
 
 
-def _embeddings(model: DualEncoder, splits: dict, cache_dir: Path, fingerprint: str, batch_size: int,
-                split: str) -> torch.Tensor:
-    return cached_embeddings(model, splits[split], split, cache_dir, fingerprint, batch_size)
+def _finite(metrics: dict) -> dict:
+    """Metrics with NaN (e.g. the interval of a single seed) as null, so results.json stays valid JSON."""
+    return {k: None if isinstance(v, float) and v != v else v for k, v in metrics.items()}
 
 
-def _linear_probe(name: str, splits: dict, embeddings, spec) -> tuple[dict, torch.Tensor]:
-    if len(splits["val"]) == 0:
-        raise UserError(f"linear_probe chooses its penalty on a validation split, but dataset '{name}' has none. "
-                        f"Set datasets.{name}.splits.val above 0.")
-    probe, _ = probe_with_validation(embeddings("train").numpy(), splits["train"].labels.numpy(),
-                                     embeddings("val").numpy(), splits["val"].labels.numpy(),
-                                     spec.linear_probe.weight_decays, spec.linear_probe.max_iter)
-    labels = splits[spec.split].labels
-    predicted = torch.as_tensor(probe.predict(embeddings(spec.split).numpy()))
-    metrics = {"acc1": (predicted == labels).float().mean().item(),
-               "mean_per_class_recall": mean_per_class_recall(predicted, labels),
-               "weight_decay": probe.weight_decay}
-    return metrics, predicted
+def _unique_slugs(names: list[str]) -> list[str]:
+    """File-system-safe, distinct directory names for the models of one evaluation."""
+    slugs = []
+    for name in names:
+        slug = re.sub(r"[^A-Za-z0-9._-]+", "_", name.strip("/")).strip("_")[-80:] or "model"
+        while slug in slugs:
+            slug += "_"
+        slugs.append(slug)
+    return slugs

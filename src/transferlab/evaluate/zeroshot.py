@@ -6,22 +6,21 @@ an image with normalised embedding x is assigned argmax_c x·w_c. No labelled ex
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 
 from transferlab.evaluate.metrics import mean_per_class_recall, topk_accuracy
-from transferlab.models.dual_encoder import DualEncoder
 
 
 @torch.no_grad()
-def zeroshot_weights(model: DualEncoder, classnames: list[str], templates: list[str]) -> torch.Tensor:
+def zeroshot_weights(encode_text: Callable[[list[str]], torch.Tensor], classnames: list[str],
+                     templates: list[str]) -> torch.Tensor:
     """Class weights [K, D]: the normalised mean of each class's normalised template embeddings."""
-    was_training = model.training
-    model.eval()
     texts = [template.format(name) for name in classnames for template in templates]
-    embeddings = model.encode_text(texts).float().cpu().view(len(classnames), len(templates), -1)
-    model.train(was_training)
-    return F.normalize(embeddings.mean(dim=1), dim=-1)
+    embeddings = F.normalize(encode_text(texts).float().cpu(), dim=-1)
+    return F.normalize(embeddings.view(len(classnames), len(templates), -1).mean(dim=1), dim=-1)
 
 
 def zeroshot_classify(embeddings: torch.Tensor, weights: torch.Tensor,

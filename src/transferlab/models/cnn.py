@@ -29,6 +29,10 @@ class SmallCNN(nn.Module):
             _conv(2 * width, 4 * width), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
         )
 
+    def lockable_blocks(self) -> tuple[list[nn.Module], list[nn.Module]]:
+        """The conv-BN-ReLU blocks in order, and what follows them (nothing with weights)."""
+        return [m for m in self.features if isinstance(m, nn.Sequential)], []
+
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.features(images)
 

@@ -40,6 +40,17 @@ class SentenceTransformerTower(nn.Module):
                 transformers_logging.enable_progress_bar()
         self.width = self.model.get_embedding_dimension()
 
+    def set_grad_checkpointing(self, enabled: bool = True) -> None:
+        bert = self.model[0].auto_model
+        if enabled:
+            bert.gradient_checkpointing_enable()
+        else:
+            bert.gradient_checkpointing_disable()
+
+    def lockable_blocks(self) -> tuple[list[nn.Module], list[nn.Module]]:
+        """The transformer layers of the underlying BERT, in order."""
+        return list(self.model[0].auto_model.encoder.layer), []
+
     def tokenize(self, texts: list[str]) -> dict:
         return self.model.preprocess(list(texts))
 

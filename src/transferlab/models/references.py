@@ -1,8 +1,10 @@
 """Model references: what `transferlab eval MODEL` accepts.
 
-- a run directory (its `checkpoints/latest` is used) or a checkpoint directory `checkpoints/step_<n>`.
+- a transferlab run directory (its `checkpoints/latest` is used) or a checkpoint directory `step_<n>`;
+- `openclip:<config>` (seeded random init) or `openclip:<config>:<checkpoint file>`;
+- `hf:<directory>` or `hf:<installed package>` (sentence-transformers).
 
-Loading reads only safetensors and JSON; a reference never causes code from a file to run.
+Loading reads only safetensors, JSON and weights-only torch files; a reference never runs code from a file.
 """
 
 from __future__ import annotations
@@ -15,19 +17,36 @@ import torch
 from transferlab.config import ModelSpec, Recipe, recipe_from_text
 from transferlab.errors import UserError
 from transferlab.models.dual_encoder import DualEncoder
+from transferlab.models.encoder import Encoder, from_dual_encoder
 from transferlab.train.checkpoint import META_FILE, latest_checkpoint, read_checkpoint
+
+FORMS = ("a run directory, a checkpoints/step_<n> directory, openclip:<config>[:<checkpoint file>] or "
+         "hf:<directory or installed package>")
 
 
 @dataclass
 class LoadedModel:
-    model: DualEncoder
-    recipe: Recipe  # the recipe that trained it
-    checkpoint: Path
-    run_dir: Path
+    encoder: Encoder
+    recipe: Recipe | None = None  # the recipe that trained a transferlab model
+    checkpoint: Path | None = None
+    run_dir: Path | None = None
 
 
-def load_model(ref: str | Path, device: torch.device, overrides: list[str] | tuple[str, ...] = ()) -> LoadedModel:
-    """Load the model a reference names, on `device`, with the recipe that trained it (plus `overrides`)."""
+def load_model(ref: str, device: torch.device, overrides: list[str] | tuple[str, ...] = ()) -> LoadedModel:
+    """The model a reference names, on `device`; for a transferlab model also its recipe (plus overrides)."""
+    if ref.startswith("openclip:"):
+        from transferlab.models.openclip import load_openclip
+
+        config, _, checkpoint = ref.removeprefix("openclip:").partition(":")
+        return LoadedModel(load_openclip(config, checkpoint or None, device))
+    if ref.startswith("hf:"):
+        from transferlab.models.hf import load_hf
+
+        return LoadedModel(load_hf(ref.removeprefix("hf:"), device))
+    return _load_transferlab(ref, device, overrides)
+
+
+def _load_transferlab(ref: str, device: torch.device, overrides) -> LoadedModel:
     path = Path(ref)
     if (path / META_FILE).is_file():
         checkpoint, run_dir = path, path.parent.parent
@@ -38,8 +57,8 @@ def load_model(ref: str | Path, device: torch.device, overrides: list[str] | tup
                             f"Resume the run with `transferlab pretrain --resume --out {path}` or pass a "
                             f"checkpoints/step_<n> directory.")
     else:
-        raise UserError(f"'{ref}' is not a model reference transferlab can load: expected a run directory "
-                        f"(with checkpoints/) or a checkpoint directory (with meta.json). Check the path.")
+        raise UserError(f"'{ref}' is not a model reference transferlab can load: expected {FORMS}. Check the "
+                        f"path or the prefix.")
     meta, weights, _ = read_checkpoint(checkpoint, with_train_state=False)
     model = DualEncoder(ModelSpec.model_validate(meta["model"]))
     try:
@@ -47,4 +66,5 @@ def load_model(ref: str | Path, device: torch.device, overrides: list[str] | tup
     except ValueError as err:
         raise UserError(f"{checkpoint}: {err}. The checkpoint was written by a different model definition.") from None
     recipe = recipe_from_text(meta["recipe"], f"the recipe saved in {checkpoint / META_FILE}", overrides)
-    return LoadedModel(model.to(device).eval(), recipe, checkpoint, run_dir)
+    model = model.to(device).eval()
+    return LoadedModel(from_dual_encoder(model, str(checkpoint), run_dir), recipe, checkpoint, run_dir)

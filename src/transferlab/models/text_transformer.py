@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from transferlab.data.tokenizer import ByteTokenizer
+from transferlab.models.blocks import run_blocks
 from transferlab.models.registry import TEXT_TOWERS
 
 
@@ -32,12 +33,20 @@ class TextTransformer(nn.Module):
                                            activation="gelu", batch_first=True, norm_first=True)
         self.blocks = nn.TransformerEncoder(block, layers, enable_nested_tensor=False)
         self.final_norm = nn.LayerNorm(width)
+        self.grad_checkpointing = False
         # CLIP's initialisation: small embeddings keep early attention close to uniform.
         nn.init.normal_(self.token_embedding.weight, std=0.02)
         nn.init.normal_(self.position_embedding, std=0.01)
 
     def tokenize(self, texts: list[str]) -> dict[str, torch.Tensor]:
         return self.tokenizer(texts, self.context_length)
+
+    def set_grad_checkpointing(self, enabled: bool = True) -> None:
+        self.grad_checkpointing = enabled
+
+    def lockable_blocks(self) -> tuple[list[nn.Module], list[nn.Module]]:
+        """The blocks in order, and what follows them (kept trainable when the last blocks are)."""
+        return list(self.blocks.layers), [self.final_norm]
 
     def forward(self, tokens: dict[str, torch.Tensor]) -> torch.Tensor:
         input_ids, attention_mask = tokens["input_ids"], tokens["attention_mask"].bool()
@@ -46,7 +55,8 @@ class TextTransformer(nn.Module):
             raise ValueError(f"got {length} tokens per text but the tower's context_length is "
                              f"{self.context_length}; tokenize with the tower's own tokenize()")
         hidden = self.token_embedding(input_ids) + self.position_embedding[:length]
-        hidden = self.final_norm(self.blocks(hidden, src_key_padding_mask=~attention_mask))
+        hidden = self.final_norm(run_blocks(self.blocks, hidden, self.grad_checkpointing,
+                                            src_key_padding_mask=~attention_mask))
         # Rows are `BOS bytes... EOS PAD...`, so EOS sits at the last real position.
         eos = attention_mask.sum(dim=1) - 1
         return hidden[torch.arange(hidden.shape[0], device=hidden.device), eos]

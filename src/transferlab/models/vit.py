@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from transferlab.models.blocks import run_blocks
 from transferlab.models.registry import IMAGE_TOWERS
 
 
@@ -34,8 +35,16 @@ class ViT(nn.Module):
                                            norm_first=True)
         self.blocks = nn.TransformerEncoder(block, depth, enable_nested_tensor=False)
         self.final_norm = nn.LayerNorm(width)
+        self.grad_checkpointing = False
         nn.init.trunc_normal_(self.position_embedding, std=0.02)
         nn.init.trunc_normal_(self.class_token, std=0.02)
+
+    def set_grad_checkpointing(self, enabled: bool = True) -> None:
+        self.grad_checkpointing = enabled
+
+    def lockable_blocks(self) -> tuple[list[nn.Module], list[nn.Module]]:
+        """The blocks in order, and what follows them (kept trainable when the last blocks are)."""
+        return list(self.blocks.layers), [self.final_norm]
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         patches = self.patch_embedding(images).flatten(2).transpose(1, 2)  # [B, N, width]
@@ -44,7 +53,7 @@ class ViT(nn.Module):
                              f"{self.position_embedding.shape[1] - 1} patches; resize to the image_size "
                              f"the tower was built with")
         tokens = torch.cat([self.class_token.expand(patches.shape[0], -1, -1), patches], dim=1)
-        hidden = self.final_norm(self.blocks(tokens + self.position_embedding))
+        hidden = self.final_norm(run_blocks(self.blocks, tokens + self.position_embedding, self.grad_checkpointing))
         return hidden[:, 0]
 
 

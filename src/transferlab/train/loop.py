@@ -1,15 +1,16 @@
-"""Contrastive pretraining of a dual encoder, top to bottom.
+"""Pretraining of a dual encoder, top to bottom.
 
-`pretrain(recipe, run_dir)` loads the training split, builds the model and optimizer, resumes from
-`checkpoints/latest` when asked, embeds a locked text tower's captions once, and then for each step:
-picks the batch from the epoch's seeded permutation, augments it with the step's seeded generator, picks
-one caption per image, and takes one AdamW step on the CLIP loss. Because the data order is a function of
-(seed, epoch) and all per-step randomness a function of (seed, step), a resumed run repeats exactly the
-steps an uninterrupted run would have taken.
+`pretrain(recipe, run_dir)` loads the training split, builds the model, the objective and the optimizer,
+resumes from `checkpoints/latest` when asked, embeds a locked text tower's captions once, and then for
+each step: makes the step's batch (a pure function of the step number), back-propagates the objective's
+loss (in chunks when `train.chunk_size` is set, with exact full-batch gradients), and takes one optimizer
+step. Because every random draw of a step is a function of (seed, step), a resumed run repeats exactly
+the steps an uninterrupted run would have taken.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from pathlib import Path
@@ -17,16 +18,15 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from transferlab.config import Recipe, dump_recipe
+from transferlab.config import IMAGE_ONLY_OBJECTIVES, Recipe, dump_recipe
 from transferlab.data.captions import CaptionTable
 from transferlab.data.dataset import ImageTextData
 from transferlab.data.sources import load_splits
-from transferlab.data.transforms import augment, normalize, to_unit
 from transferlab.errors import UserError
-from transferlab.losses import clip_loss
 from transferlab.models.dual_encoder import DualEncoder
-from transferlab.optim import build_optimizer, lr_at
-from transferlab.runtime import derived_generator, resolve_device, seed_everything
+from transferlab.optim import ModelEMA, create_optimizer, layer_decay_groups, lr_at, parameter_groups
+from transferlab.runtime import resolve_device, seed_everything
+from transferlab.train.batches import BatchMaker
 from transferlab.train.checkpoint import (
     latest_checkpoint,
     optimizer_state,
@@ -36,92 +36,94 @@ from transferlab.train.checkpoint import (
     rng_state,
     save_checkpoint,
 )
+from transferlab.train.large_batch import backward_step
 from transferlab.train.logging import MetricsLogger, flatten
+from transferlab.train.objectives import build_objective
 
 
 def pretrain(recipe: Recipe, run_dir: Path, resume: bool = False) -> DualEncoder:
-    """Train `recipe` into `run_dir` and return the final model."""
+    """Train `recipe` into `run_dir` and return the final model (EMA weights when EMA is on)."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     spec = recipe.train
     device = resolve_device(recipe.device)
     seed_everything(recipe.seed)
+    autocast, scaler = _precision(spec.precision, device)
 
     # ---- data: the training split, decoded once, with its deduplicated captions
     data = load_splits(spec.data, recipe.datasets[spec.data], recipe.model.image_size, recipe.model.channels)["train"]
     if len(data) < spec.batch_size:
         raise UserError(f"train.batch_size is {spec.batch_size} but the train split of '{spec.data}' has only "
                         f"{len(data)} samples. Lower train.batch_size or add data.")
-    captions = CaptionTable(data.captions)
-    positive_ids = _positive_ids(data, captions, spec.positives)
-    images = data.images.to(device)
-    steps_per_epoch = len(data) // spec.batch_size  # the last partial batch of an epoch is dropped
+    image_only = spec.objective in IMAGE_ONLY_OBJECTIVES
+    captions = None if image_only else CaptionTable(data.captions)
 
-    # ---- model and optimizer, restored from the latest checkpoint when resuming
+    # ---- model, objective, optimizer and EMA, restored from the latest checkpoint when resuming
     model = DualEncoder(recipe.model).to(device)
-    optimizer = build_optimizer(model, spec)
-    start = 0
-    if resume:
-        checkpoint = latest_checkpoint(run_dir)
-        if checkpoint is None:
-            raise UserError(f"--resume was given but {run_dir}/checkpoints has no complete checkpoint yet. "
-                            f"Start the run again without --resume (into an empty --out directory).")
-        meta, weights, state = read_checkpoint(checkpoint)
-        model.load_saved_state_dict(weights)
-        restore_optimizer(optimizer, state, meta["optimizer_param_groups"])
-        restore_rng(state, meta["rng"])
-        start = meta["step"]
-    model.train()
+    objective = build_objective(spec, recipe.model.embed_dim, None if data.classnames is None
+                                else len(data.classnames)).to(device)
+    trainable = torch.nn.ModuleDict({"model": model, "objective": objective})
+    groups = (parameter_groups(model, spec.weight_decay) if spec.layer_decay is None
+              else layer_decay_groups(model, spec.lr, spec.weight_decay, spec.layer_decay))
+    groups += [g for g in parameter_groups(objective, spec.weight_decay) if g["params"]]
+    optimizer = create_optimizer(spec.optimizer, groups, spec.lr, spec.betas, spec.eps)
+    ema = None if spec.ema_decay is None else ModelEMA(model, spec.ema_decay)
+    start = _resume(run_dir, model, objective, optimizer, ema, scaler) if resume else 0
+    trainable.train()
 
     # ---- LiT: a locked text tower sees each distinct caption once, not once per step
-    text_cache = None
-    if model.locked_text:
-        with torch.no_grad():
-            text_cache = model.text_features(captions.texts)
+    if captions is None:
+        text = None
+    elif model.locked_text:
+        with torch.no_grad(), autocast:
+            cache = model.text_features(captions.texts).float()
 
+        def text(caption_ids: torch.Tensor) -> torch.Tensor:
+            return cache[caption_ids]
+    else:
+        def text(caption_ids: torch.Tensor) -> torch.Tensor:
+            return model.text_features([captions.texts[i] for i in caption_ids.tolist()])
+
+    batches = BatchMaker(recipe, data.images.to(device), data.labels,
+                         captions, _positive_ids(data, captions, spec.positives), objective.views)
     logger = MetricsLogger(run_dir, recipe.logging, flatten(recipe.model_dump(mode="json")), start_step=start)
     window_loss, window_start, window_steps = torch.zeros((), device=device), time.perf_counter(), 0
-    order, order_epoch = None, -1
     progress = tqdm(range(start, spec.steps), initial=start, total=spec.steps, desc="pretrain", unit="step",
                     dynamic_ncols=True)
     for step in progress:
-        # ---- batch: seeded permutation per epoch, seeded augmentation and caption choice per step
-        epoch, position = divmod(step, steps_per_epoch)
-        if epoch != order_epoch:
-            order = torch.randperm(len(data), generator=derived_generator(recipe.seed, "order", epoch))
-            order_epoch = epoch
-        index = order[position * spec.batch_size:(position + 1) * spec.batch_size]
-        generator = derived_generator(recipe.seed, "step", step)
-        batch = normalize(augment(to_unit(images[index.to(device)]), spec.augment, generator),
-                          recipe.model.mean, recipe.model.std)
-        caption_ids = captions.sample(index, generator)
-        if text_cache is not None:
-            text_features = text_cache[caption_ids.to(device)]
-        else:
-            text_features = model.text_features([captions.texts[i] for i in caption_ids.tolist()])
-        ids = None if positive_ids is None else positive_ids[index].to(device)
-
-        # ---- one optimizer step on the CLIP loss
-        lr = lr_at(step, spec.lr, spec.steps, spec.warmup_steps, spec.schedule)
+        batch = batches(step)
+        lr = lr_at(step, spec.lr, spec.steps, spec.warmup_steps, spec.schedule, spec.cooldown_fraction)
         for group in optimizer.param_groups:
-            group["lr"] = lr
-        loss = clip_loss(model.encode_image(batch), model.project_text(text_features), model.logit_scale.exp(),
-                         positive_ids=ids)
+            group["lr"] = lr * group.get("lr_scale", 1.0)
+
+        # ---- one optimizer step on the objective's loss, chunked if asked, with exact gradients
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        embeddings: list[torch.Tensor] = []  # the step's embeddings, detached, for the objective's state
+        loss = backward_step(objective.encoders(model, batch, text, autocast),
+                             _recording(objective, batch, model, embeddings), model, spec.chunk_size,
+                             spec.large_batch, scale=scaler.scale if scaler else lambda value: value)
+        if scaler:
+            scaler.unscale_(optimizer)
         if spec.grad_clip is not None:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), spec.grad_clip)
-        optimizer.step()
+            torch.nn.utils.clip_grad_norm_(trainable.parameters(), spec.grad_clip)
+        if scaler:
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            optimizer.step()
         with torch.no_grad():  # as in CLIP: the temperature may not fall below 1 / max_logit_scale
             model.logit_scale.clamp_(0, math.log(recipe.model.max_logit_scale))
-        window_loss += loss.detach()
+        objective.after_step(embeddings, batch)
+        if ema is not None:
+            ema.update(model)
+        window_loss += loss
         window_steps += 1
 
         # ---- log and checkpoint (the only places that wait for the device)
         done = step + 1
         if done % spec.log_every == 0 or done == spec.steps:
             seconds = time.perf_counter() - window_start
-            values = {"epoch": epoch, "loss": (window_loss / window_steps).item(), "lr": lr,
+            values = {"epoch": batches.epoch_of(step), "loss": (window_loss / window_steps).item(), "lr": lr,
                       "logit_scale": model.logit_scale.exp().item(),
                       "samples_per_s": window_steps * spec.batch_size / seconds}
             logger.log(done, values)
@@ -129,16 +131,38 @@ def pretrain(recipe: Recipe, run_dir: Path, resume: bool = False) -> DualEncoder
             window_loss.zero_()
             window_start, window_steps = time.perf_counter(), 0
         if done % spec.checkpoint_every == 0 or done == spec.steps:
-            _checkpoint(run_dir, done, model, optimizer, recipe)
+            _checkpoint(run_dir, done, model, objective, optimizer, ema, scaler, recipe)
     progress.close()
     logger.close()
+    if ema is not None:
+        ema.apply_to(model)
     model.eval()
     return model
 
 
-def _positive_ids(data: ImageTextData, captions: CaptionTable, mode: str) -> torch.Tensor | None:
+def _recording(objective, batch, model: DualEncoder, sink: list[torch.Tensor]):
+    """The objective's loss function for this batch, keeping the last embeddings it saw in `sink`."""
+    def loss_fn(parts: list[torch.Tensor], with_params: bool) -> torch.Tensor:
+        sink[:] = [part.detach() for part in parts]
+        return objective.loss(parts, batch, model, with_params)
+    return loss_fn
+
+
+def _precision(precision: str, device: torch.device):
+    """The autocast context of the towers' forward passes, and a gradient scaler for fp16."""
+    if precision == "fp32":
+        return contextlib.nullcontext(), None
+    if precision == "fp16" and device.type != "cuda":
+        raise UserError("train.precision fp16 needs a CUDA GPU (its gradients need a scaler and CPU fp16 kernels "
+                        "are slow). Use bf16 or fp32 on this device.")
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    scaler = torch.amp.GradScaler("cuda") if precision == "fp16" else None
+    return torch.autocast(device.type, dtype=dtype), scaler
+
+
+def _positive_ids(data: ImageTextData, captions: CaptionTable | None, mode: str) -> torch.Tensor | None:
     """Which samples' captions count as matches of each other in the loss (None: only the pair)."""
-    if mode == "pair":
+    if captions is None or mode == "pair":
         return None
     if mode in ("label", "auto") and data.labels is not None:
         return data.labels
@@ -148,10 +172,37 @@ def _positive_ids(data: ImageTextData, captions: CaptionTable, mode: str) -> tor
     return captions.table[:, 0]  # samples whose first caption is the same text
 
 
-def _checkpoint(run_dir: Path, step: int, model: DualEncoder, optimizer: torch.optim.Optimizer,
+def _resume(run_dir: Path, model: DualEncoder, objective, optimizer, ema, scaler) -> int:
+    checkpoint = latest_checkpoint(run_dir)
+    if checkpoint is None:
+        raise UserError(f"--resume was given but {run_dir}/checkpoints has no complete checkpoint yet. "
+                        f"Start the run again without --resume (into an empty --out directory).")
+    meta, weights, state = read_checkpoint(checkpoint)
+    if ema is not None:  # model.safetensors holds the EMA weights; the training weights are in the state
+        weights = {k.removeprefix("live."): v for k, v in state.items() if k.startswith("live.")}
+        ema.load_state_dict({k.removeprefix("ema."): v for k, v in state.items() if k.startswith("ema.")})
+    model.load_saved_state_dict(weights)
+    objective.load_state_dict({k.removeprefix("objective."): v for k, v in state.items()
+                               if k.startswith("objective.")})
+    restore_optimizer(optimizer, state, meta["optimizer_param_groups"])
+    if scaler is not None:
+        scaler.load_state_dict(meta["grad_scaler"])
+    restore_rng(state, meta["rng"])
+    return meta["step"]
+
+
+def _checkpoint(run_dir: Path, step: int, model: DualEncoder, objective, optimizer, ema, scaler,
                 recipe: Recipe) -> Path:
     optim_tensors, param_groups = optimizer_state(optimizer)
     rng_tensors, rng_json = rng_state()
+    state = {**optim_tensors, **rng_tensors, **{f"objective.{k}": v for k, v in objective.state_dict().items()}}
+    weights = model.saved_state_dict()
+    if ema is not None:
+        state.update({f"live.{k}": v for k, v in weights.items()})
+        state.update({f"ema.{k}": v for k, v in ema.state_dict().items()})
+        with ema.applied(model):
+            weights = {k: v.clone() for k, v in model.saved_state_dict().items()}
     meta = {"model": recipe.model.model_dump(mode="json"), "optimizer_param_groups": param_groups,
-            "rng": rng_json, "recipe": dump_recipe(recipe)}
-    return save_checkpoint(run_dir, step, model.saved_state_dict(), {**optim_tensors, **rng_tensors}, meta)
+            "rng": rng_json, "recipe": dump_recipe(recipe), "ema": ema is not None,
+            "grad_scaler": None if scaler is None else scaler.state_dict()}
+    return save_checkpoint(run_dir, step, weights, state, meta)

@@ -1,0 +1,37 @@
+"""Recipes and suites: the pydantic models (`schema`) and how YAML becomes them (`loading`)."""
+
+from transferlab.config.loading import (
+    apply_override,
+    builtin_recipes,
+    builtin_suites,
+    dump_recipe,
+    load_recipe,
+    load_suite,
+    parse_yaml,
+    recipe_from_text,
+    resolve_paths,
+    validate_recipe,
+)
+from transferlab.config.schema import (
+    IMAGE_ONLY_OBJECTIVES,
+    AugmentSpec,
+    BundledSource,
+    DataSource,
+    EvalSpec,
+    FolderSource,
+    LoggingSpec,
+    ModelSpec,
+    Recipe,
+    Splits,
+    Suite,
+    TowerSpec,
+    TrainSpec,
+    WebDatasetSource,
+)
+
+__all__ = [
+    "IMAGE_ONLY_OBJECTIVES", "AugmentSpec", "BundledSource", "DataSource", "EvalSpec", "FolderSource", "LoggingSpec",
+    "ModelSpec", "Recipe", "Splits", "Suite", "TowerSpec", "TrainSpec", "WebDatasetSource", "apply_override",
+    "builtin_recipes", "builtin_suites", "dump_recipe", "load_recipe", "load_suite", "parse_yaml",
+    "recipe_from_text", "resolve_paths", "validate_recipe",
+]

@@ -1,0 +1,148 @@
+"""The evaluation tasks of a suite, each reading a dataset's cached embeddings.
+
+Every task takes a `View` of one dataset (its splits and lazily computed, cached embeddings) and the
+suite's options, and returns its metrics (accuracies as fractions) and, for classifiers, the predictions
+on the evaluation split (for the report's confusion matrices). The maths of each lives with its
+estimator: `zeroshot`, `linear_probe`, `knn`, `ncm`, `fewshot`, `retrieval`, `clustering`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from transferlab.config import EvalSpec
+from transferlab.data.dataset import ImageTextData
+from transferlab.errors import UserError
+from transferlab.evaluate.clustering import cluster_metrics
+from transferlab.evaluate.fewshot import fewshot_curve
+from transferlab.evaluate.knn import KNNClassifier, select_k_on_validation
+from transferlab.evaluate.linear_probe import LinearProbe, probe_with_validation
+from transferlab.evaluate.metrics import mean_per_class_recall
+from transferlab.evaluate.ncm import NearestClassMean
+from transferlab.evaluate.retrieval import retrieval_recall
+from transferlab.evaluate.zeroshot import zeroshot_classify, zeroshot_weights
+
+Result = tuple[dict[str, float], torch.Tensor | None]
+
+
+@dataclass
+class View:
+    """One dataset of a suite: its splits, and embeddings computed on first use."""
+
+    name: str
+    split: str  # the evaluation split
+    splits: dict[str, ImageTextData]
+    embed: Callable[[str], torch.Tensor]  # split -> image embeddings
+    embed_captions: Callable[[str], tuple[torch.Tensor, torch.Tensor]]  # split -> (captions, caption's image)
+    encode_text: Callable[[list[str]], torch.Tensor] | None
+
+    @property
+    def data(self) -> ImageTextData:
+        return self.splits[self.split]
+
+    def labelled(self, split: str, task: str) -> tuple[np.ndarray, np.ndarray]:
+        data = self.splits[split]
+        if data.labels is None:
+            raise UserError(f"Task {task} needs class labels but dataset '{self.name}' has none. Set its "
+                            f"label_column (folder) or label_key (webdataset), or drop {task} from eval.tasks.")
+        if len(data) == 0:
+            raise UserError(f"Task {task} needs the {split} split of dataset '{self.name}', which is empty. Give "
+                            f"it a non-zero fraction in datasets.{self.name}.splits.")
+        return self.embed(split).numpy(), data.labels.numpy()
+
+    def fit_split(self, task: str) -> tuple[np.ndarray, np.ndarray]:
+        """Features and labels to fit a classifier on: train + val (the evaluation split excluded)."""
+        parts = [self.labelled(s, task) for s in ("train", "val") if s != self.split and len(self.splits[s])]
+        return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+
+
+def _scores(predicted: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+    predicted_t, labels_t = torch.as_tensor(predicted), torch.as_tensor(labels)
+    return {"acc1": (predicted_t == labels_t).float().mean().item(),
+            "mean_per_class_recall": mean_per_class_recall(predicted_t, labels_t)}
+
+
+def zeroshot_classification(view: View, spec: EvalSpec) -> Result:
+    if view.encode_text is None:
+        raise UserError("zeroshot_classification needs a text encoder; this model has none. Drop it from "
+                        "eval.tasks for this model.")
+    features, labels = view.labelled(view.split, "zeroshot_classification")
+    names = view.data.classnames
+    if names is None or len(names) <= int(labels.max()):
+        raise UserError(f"Dataset '{view.name}' has labels up to {int(labels.max())} but "
+                        f"{0 if names is None else len(names)} class names; zero-shot needs a name per class. "
+                        f"Fix the dataset's labels or class names.")
+    weights = zeroshot_weights(view.encode_text, names, spec.templates)
+    return zeroshot_classify(torch.as_tensor(features), weights, torch.as_tensor(labels))
+
+
+def linear_probe(view: View, spec: EvalSpec) -> Result:
+    if view.split == "val" or not len(view.splits["val"]):
+        raise UserError(f"linear_probe chooses its penalty on the val split, but dataset '{view.name}' has none "
+                        f"(or evaluates on it). Set datasets.{view.name}.splits.val above 0.")
+    train_x, train_y = view.labelled("train", "linear_probe")
+    val_x, val_y = view.labelled("val", "linear_probe")
+    test_x, test_y = view.labelled(view.split, "linear_probe")
+    probe, _ = probe_with_validation(train_x, train_y, val_x, val_y, spec.linear_probe.weight_decays,
+                                     spec.linear_probe.max_iter, refine=spec.linear_probe.refine)
+    predicted = probe.predict(test_x)
+    return {**_scores(predicted, test_y), "weight_decay": probe.weight_decay}, torch.as_tensor(predicted)
+
+
+def knn(view: View, spec: EvalSpec) -> Result:
+    train_x, train_y = view.labelled("train", "knn")
+    test_x, test_y = view.labelled(view.split, "knn")
+    if view.split != "val" and len(view.splits["val"]):
+        val_x, val_y = view.labelled("val", "knn")
+        model, _ = select_k_on_validation(train_x, train_y, val_x, val_y, spec.knn.ks,
+                                          temperature=spec.knn.temperature)
+    else:
+        model = KNNClassifier(k=max(spec.knn.ks), temperature=spec.knn.temperature).fit(train_x, train_y)
+    predicted = model.predict(test_x)
+    return {**_scores(predicted, test_y), "k": model.k}, torch.as_tensor(predicted)
+
+
+def ncm(view: View, spec: EvalSpec) -> Result:
+    fit_x, fit_y = view.fit_split("ncm")
+    test_x, test_y = view.labelled(view.split, "ncm")
+    predicted = NearestClassMean().fit(fit_x, fit_y).predict(test_x)
+    return _scores(predicted, test_y), torch.as_tensor(predicted)
+
+
+def fewshot(view: View, spec: EvalSpec) -> Result:
+    """`<method>@<k>shot` (mean accuracy over seeds) and `<method>@<k>shot_ci95` (95% half-width)."""
+    options = spec.fewshot
+    factories = {"linear_probe": lambda: LinearProbe(options.weight_decay, max_iter=500),
+                 "knn": lambda: KNNClassifier(k=options.k, temperature=spec.knn.temperature),
+                 "ncm": NearestClassMean}
+    train_x, train_y = view.labelled("train", "fewshot")
+    test_x, test_y = view.labelled(view.split, "fewshot")
+    metrics = {}
+    for method in options.methods:
+        curve = fewshot_curve(factories[method], train_x, train_y, test_x, test_y, options.shots, options.seeds)
+        for shots, point in curve.items():
+            metrics[f"{method}@{shots}shot"] = point["mean"]
+            metrics[f"{method}@{shots}shot_ci95"] = point["ci95"]
+    return metrics, None
+
+
+def retrieval(view: View, spec: EvalSpec) -> Result:
+    images = view.embed(view.split)
+    captions, owner = view.embed_captions(view.split)
+    return retrieval_recall(images, captions, owner, ks=spec.retrieval.ks), None
+
+
+def clustering(view: View, spec: EvalSpec) -> Result:
+    features, labels = view.labelled(view.split, "clustering")
+    metrics = cluster_metrics(features, labels, seeds=range(spec.clustering.seeds))
+    return {k: v for k, v in metrics.items() if k in ("nmi", "nmi_std", "ari", "ari_std", "n_clusters")}, None
+
+
+TASKS: dict[str, Callable[[View, EvalSpec], Result]] = {
+    "zeroshot_classification": zeroshot_classification, "linear_probe": linear_probe, "knn": knn, "ncm": ncm,
+    "fewshot": fewshot, "retrieval": retrieval, "clustering": clustering,
+}

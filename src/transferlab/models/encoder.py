@@ -1,0 +1,74 @@
+"""`Encoder`: what evaluation needs of any model, whichever library built it.
+
+Images go in as uint8 [B, C, H, W] at `image_size` with `channels` channels; `preprocess` turns them into
+the model's input and `encode_image` into L2-normalised embeddings. `encode_text` embeds a list of strings
+into the same space. Either is None for a model without that tower (an image-only tower, a text-only
+sentence encoder). `fingerprint` changes whenever the weights or the
+preprocessing do, and keys the feature cache.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from transferlab.errors import UserError
+
+
+@dataclass
+class Encoder:
+    name: str
+    module: nn.Module
+    image_size: int
+    channels: int
+    preprocess: Callable[[torch.Tensor], torch.Tensor]
+    encode_image: Callable[[torch.Tensor], torch.Tensor] | None
+    encode_text: Callable[[list[str]], torch.Tensor] | None
+    fingerprint: str
+    run_dir: Path | None = None  # a transferlab run the model came from (its metrics.jsonl, its model card)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.module.parameters()).device
+
+    def require(self, modality: str, task: str) -> Callable:
+        """encode_image or encode_text, or a UserError saying this model cannot do `task`."""
+        encode = self.encode_image if modality == "image" else self.encode_text
+        if encode is None:
+            raise UserError(f"Task {task} needs an {modality} encoder, but model '{self.name}' has none. Remove "
+                            f"{task} from eval.tasks (--set eval.tasks=[...]) for this model.")
+        return encode
+
+
+def weights_fingerprint(module: nn.Module, config: dict, tensors: dict[str, torch.Tensor] | None = None) -> str:
+    """SHA-256 of a JSON config and the bytes of the weights (`tensors`, default: the module's state)."""
+    digest = hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode())
+    for name, tensor in sorted((module.state_dict() if tensors is None else tensors).items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def from_dual_encoder(model, name: str, run_dir: Path | None = None) -> Encoder:
+    """An Encoder over a transferlab DualEncoder."""
+    text = None
+    if model.text_tower is not None:
+        def text(texts: list[str]) -> torch.Tensor:
+            return model.encode_text(texts)
+    return Encoder(
+        name=name, module=model, image_size=model.spec.image_size, channels=model.spec.channels,
+        preprocess=model.preprocess, encode_image=lambda images: model.encode_image(images), encode_text=text,
+        fingerprint=weights_fingerprint(model, model.spec.model_dump(mode="json"), model.saved_state_dict()),
+        run_dir=run_dir)
+
+
+def normalized(function: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
+    """`function` with its output L2-normalised along the last dimension."""
+    return lambda *args: F.normalize(function(*args), dim=-1)

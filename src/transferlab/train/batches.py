@@ -1,0 +1,64 @@
+"""The samples of a training step: which images, their augmented views and their caption rows.
+
+Everything random comes from generators derived from (seed, epoch) for the order and (seed, step) for
+augmentation and caption choice, so a step is a pure function of its number.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from transferlab.config import Recipe
+from transferlab.data.captions import CaptionTable
+from transferlab.data.transforms import augment, normalize, to_unit
+from transferlab.runtime import derived_generator
+from transferlab.train.objectives import Batch
+
+
+class BatchMaker:
+    def __init__(self, recipe: Recipe, images: torch.Tensor, labels: torch.Tensor | None,
+                 captions: CaptionTable | None, positive_ids: torch.Tensor | None, views: int) -> None:
+        self.recipe, self.images, self.labels = recipe, images, labels
+        self.captions, self.positive_ids, self.views = captions, positive_ids, views
+        self.batch_size = recipe.train.batch_size
+        self.steps_per_epoch = len(images) // self.batch_size  # the last partial batch of an epoch is dropped
+        self._order, self._epoch = None, -1
+
+    def epoch_of(self, step: int) -> int:
+        return step // self.steps_per_epoch
+
+    def __call__(self, step: int) -> Batch:
+        epoch, position = divmod(step, self.steps_per_epoch)
+        if epoch != self._epoch:
+            generator = derived_generator(self.recipe.seed, "order", epoch)
+            self._order = torch.randperm(len(self.images), generator=generator)
+            self._epoch = epoch
+        index = self._order[position * self.batch_size:(position + 1) * self.batch_size]
+        generator = derived_generator(self.recipe.seed, "step", step)
+        device, model = self.images.device, self.recipe.model
+        raw = to_unit(self.images[index.to(device)])
+        views = [normalize(augment(raw, self.recipe.train.augment, generator), model.mean, model.std)
+                 for _ in range(self.views)]
+        labels = None if self.labels is None else self.labels[index].to(device)
+        batch = Batch(views=views, index=index.to(device), labels=labels, positive_ids=None)
+        if self.captions is not None:
+            self._add_caption_rows(batch, index, generator)
+        return batch
+
+    def _add_caption_rows(self, batch: Batch, index: torch.Tensor, generator: torch.Generator) -> None:
+        device = batch.index.device
+        if self.recipe.train.captions == "sample":
+            caption_ids = self.captions.sample(index, generator)
+            row_image = torch.arange(len(index))
+            ids = None if self.positive_ids is None else self.positive_ids[index]
+        else:  # every caption of every image is a row; an image's rows are all its positives
+            counts = self.captions.counts[index]
+            row_image = torch.repeat_interleave(torch.arange(len(index)), counts)
+            starts = torch.cumsum(counts, 0) - counts
+            slot = torch.arange(len(row_image)) - starts[row_image]
+            caption_ids = self.captions.table[index[row_image], slot]
+            ids = row_image if self.labels is None or self.recipe.train.positives == "pair" \
+                else self.labels[index][row_image]
+        batch.caption_ids = caption_ids.to(device)
+        batch.row_image = row_image.to(device)
+        batch.positive_ids = None if ids is None else ids.to(device)

@@ -1,0 +1,144 @@
+"""What a training step optimises: the recipe's `train.objective`, turned into encoders and a loss.
+
+An objective takes the step's `Batch` and returns the inputs to embed, each as `(encode(start, stop),
+rows)` so `large_batch.backward_step` can chunk them, and a loss of the full embeddings:
+
+- image-text (clip, siglip, dcl): images and one row per caption; with `captions: all` every caption of
+  a batch image is a row and the image's embedding is repeated for each of its rows.
+- two views (supcon, ntxent): two augmentations of the batch; positives are the same image (ntxent) or
+  the same class (supcon).
+- one view with labels (look, ce): LOOK's leave-one-out kNN loss against a memory bank, or plain
+  cross-entropy through a linear classifier — the supervised baseline LOOK is compared with.
+
+An objective is an nn.Module: its parameters (the ce classifier) train with the model and its buffers
+(LOOK's bank) are saved in checkpoints.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from transferlab.config import TrainSpec
+from transferlab.errors import UserError
+from transferlab.losses import clip_loss, dcl_loss, siglip_loss, supcon_loss
+from transferlab.losses.look import LookLoss
+from transferlab.models.dual_encoder import DualEncoder
+
+Encoders = list[tuple[Callable[[int, int], torch.Tensor], int]]
+
+
+@dataclass
+class Batch:
+    """One step's samples: augmented image views, text rows and the ids that decide positives."""
+
+    views: list[torch.Tensor]  # float images [B, C, H, W], normalised; one per augmentation
+    index: torch.Tensor  # positions of the samples in the training split [B]
+    labels: torch.Tensor | None  # class labels [B]
+    positive_ids: torch.Tensor | None  # per text row: equal ids are matches (None: only the pair itself)
+    caption_ids: torch.Tensor | None = None  # per text row: which caption [M]
+    row_image: torch.Tensor | None = None  # per text row: which batch image it describes [M]
+
+
+class Objective(nn.Module, abc.ABC):
+    views = 1
+
+    def encoders(self, model: DualEncoder, batch: Batch, text: Callable, autocast: AbstractContextManager) -> Encoders:
+        def encode_view(view: torch.Tensor) -> Callable[[int, int], torch.Tensor]:
+            def encode(start: int, stop: int) -> torch.Tensor:
+                with autocast:
+                    return model.encode_image(view[start:stop], normalize=False).float()
+            return encode
+        return [(encode_view(view), len(view)) for view in batch.views]
+
+    @abc.abstractmethod
+    def loss(self, embeddings: list[torch.Tensor], batch: Batch, model: DualEncoder, with_params: bool) -> torch.Tensor:
+        """The loss of the full batch's embeddings; the model's loss parameters detached if not with_params."""
+
+    def after_step(self, embeddings: list[torch.Tensor], batch: Batch) -> None:
+        """Update state that depends on the step's (detached) embeddings."""
+
+
+class ImageText(Objective):
+    def __init__(self, kind: str, label_smoothing: float) -> None:
+        super().__init__()
+        self.kind, self.label_smoothing = kind, label_smoothing
+
+    def encoders(self, model, batch, text, autocast):
+        def encode_text(start: int, stop: int) -> torch.Tensor:
+            with autocast:
+                return model.project_text(text(batch.caption_ids[start:stop]), normalize=False).float()
+        return super().encoders(model, batch, text, autocast) + [(encode_text, len(batch.caption_ids))]
+
+    def loss(self, embeddings, batch, model, with_params):
+        image, text = (F.normalize(e, dim=-1) for e in embeddings)
+        image = image[batch.row_image]
+        scale = model.logit_scale.exp()
+        bias = model.logit_bias
+        if not with_params:
+            scale, bias = scale.detach(), None if bias is None else bias.detach()
+        if self.kind == "siglip":
+            return siglip_loss(image, text, scale, bias, positive_ids=batch.positive_ids)
+        if self.kind == "dcl":
+            return dcl_loss(image, text, scale, positive_ids=batch.positive_ids)
+        return clip_loss(image, text, scale, bias, positive_ids=batch.positive_ids,
+                         label_smoothing=self.label_smoothing)
+
+
+class TwoViews(Objective):
+    views = 2
+
+    def __init__(self, supervised: bool, temperature: float) -> None:
+        super().__init__()
+        self.supervised, self.temperature = supervised, temperature
+
+    def loss(self, embeddings, batch, model, with_params):
+        ids = batch.labels if self.supervised else batch.index
+        return supcon_loss(F.normalize(torch.cat(embeddings), dim=-1), torch.cat([ids, ids]), self.temperature)
+
+
+class Look(Objective):
+    def __init__(self, embed_dim: int, k: int, bank_size: int, temperature: float) -> None:
+        super().__init__()
+        # eval mode: the bank is filled once per step in after_step, not on every loss evaluation
+        self.bank = LookLoss(bank_size, embed_dim, k, temperature).eval()
+
+    def loss(self, embeddings, batch, model, with_params):
+        return self.bank(F.normalize(embeddings[0], dim=-1), batch.labels, batch.index)
+
+    def after_step(self, embeddings, batch):
+        self.bank.enqueue(F.normalize(embeddings[0], dim=-1), batch.labels, batch.index)
+
+    def train(self, mode: bool = True) -> Look:
+        super().train(mode)
+        self.bank.eval()
+        return self
+
+
+class CrossEntropy(Objective):
+    def __init__(self, embed_dim: int, classes: int, label_smoothing: float) -> None:
+        super().__init__()
+        self.classifier = nn.Linear(embed_dim, classes)
+        self.label_smoothing = label_smoothing
+
+    def loss(self, embeddings, batch, model, with_params):
+        return F.cross_entropy(self.classifier(embeddings[0]), batch.labels, label_smoothing=self.label_smoothing)
+
+
+def build_objective(spec: TrainSpec, embed_dim: int, classes: int | None) -> Objective:
+    if spec.objective in ("look", "ce", "supcon") and classes is None:
+        raise UserError(f"train.objective '{spec.objective}' learns from class labels, but dataset '{spec.data}' "
+                        f"has none. Use clip, siglip, dcl or ntxent, or give the dataset labels.")
+    if spec.objective in ("clip", "siglip", "dcl"):
+        return ImageText(spec.objective, spec.label_smoothing)
+    if spec.objective in ("supcon", "ntxent"):
+        return TwoViews(spec.objective == "supcon", spec.temperature)
+    if spec.objective == "look":
+        return Look(embed_dim, spec.look.k, spec.look.bank_size, spec.look.temperature)
+    return CrossEntropy(embed_dim, classes, spec.label_smoothing)
