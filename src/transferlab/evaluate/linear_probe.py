@@ -24,17 +24,19 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 
 class LinearProbe(ClassifierMixin, BaseEstimator):
     def __init__(self, weight_decay: float = 1e-4, max_iter: int = 1000, tol: float = 1e-8,
-                 warm_start: bool = False, device: str = "cpu"):
+                 warm_start: bool = False, device: str = "cpu", dtype: str = "float64"):
         self.weight_decay = weight_decay
         self.max_iter = max_iter
         self.tol = tol  # stop at max |gradient| < tol, or a relative objective change < tol · 1e-4
         self.warm_start = warm_start
         self.device = device
+        self.dtype = dtype  # float32 halves the cost of a loose fit (a λ sweep); float64 for exact ones
 
     def fit(self, X, y) -> LinearProbe:
         y = np.asarray(y)
         classes, targets = np.unique(y, return_inverse=True)
-        features = torch.as_tensor(np.asarray(X), dtype=torch.float64, device=self.device)
+        dtype = getattr(torch, self.dtype)
+        features = torch.as_tensor(np.asarray(X), dtype=dtype, device=self.device)
         targets = torch.as_tensor(targets, device=self.device)
         k, d = len(classes), features.shape[1]
         start = np.zeros(k * d + k)
@@ -43,11 +45,11 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
             start = np.concatenate([self.coef_.ravel(), self.intercept_])
 
         def objective(theta: np.ndarray) -> tuple[float, np.ndarray]:
-            params = torch.tensor(theta, dtype=torch.float64, device=self.device, requires_grad=True)
+            params = torch.tensor(theta, dtype=dtype, device=self.device, requires_grad=True)
             weight, bias = params[: k * d].view(k, d), params[k * d:]
             loss = F.cross_entropy(features @ weight.T + bias, targets) + 0.5 * self.weight_decay * weight.pow(2).sum()
             loss.backward()
-            return loss.item(), params.grad.cpu().numpy()
+            return loss.item(), params.grad.cpu().double().numpy()
 
         result = scipy.optimize.minimize(objective, start, jac=True, method="L-BFGS-B",
                                          options={"maxiter": self.max_iter, "gtol": self.tol, "ftol": self.tol * 1e-4})
@@ -71,24 +73,34 @@ REFINE_STEPS = (-0.5, -0.25, 0.25, 0.5)  # in decades around the best coarse pen
 
 
 def probe_with_validation(train_x, train_y, val_x, val_y, weight_decays: list[float], max_iter: int = 1000,
-                          device: str = "cpu", refine: bool = True) -> tuple[LinearProbe, dict[float, float]]:
+                          device: str = "cpu", refine: bool = True,
+                          sweep_tol: float = 1e-4) -> tuple[LinearProbe, dict[float, float]]:
     """The probe refit on train + val with the λ that scored best on val, and every λ's val accuracy.
 
     The coarse grid `weight_decays` is swept from the strongest penalty down, each fit warm-started from
     the last (strong penalties converge fast); with `refine`, λ·10^±0.25 and λ·10^±0.5 around the best
-    coarse λ are tried as well. Ties go to the stronger penalty.
+    coarse λ are tried as well. Ties go to the stronger penalty. Sweep fits stop at `sweep_tol` (enough to
+    rank penalties by validation accuracy); the final fit on train + val, warm-started from the best sweep
+    fit, is solved to the estimator's full tolerance.
     """
-    sweep = LinearProbe(max_iter=max_iter, warm_start=True, device=device)
+    sweep = LinearProbe(max_iter=max_iter, tol=sweep_tol, warm_start=True, device=device,
+                        dtype="float32" if sweep_tol >= 1e-5 else "float64")
+    solutions: dict[float, tuple[np.ndarray, np.ndarray]] = {}
 
     def score(penalties) -> dict[float, float]:
-        return {wd: sweep.set_params(weight_decay=wd).fit(train_x, train_y).score(val_x, val_y)
-                for wd in sorted(penalties, reverse=True)}
+        scores = {}
+        for wd in sorted(penalties, reverse=True):
+            scores[wd] = sweep.set_params(weight_decay=wd).fit(train_x, train_y).score(val_x, val_y)
+            solutions[wd] = (sweep.coef_, sweep.intercept_)
+        return scores
 
     scores = score(weight_decays)
     if refine:
         coarse = max(scores, key=lambda wd: (scores[wd], wd))
         scores.update(score([coarse * 10 ** step for step in REFINE_STEPS]))
     best = max(scores, key=lambda wd: (scores[wd], wd))
+    final = LinearProbe(best, max_iter, warm_start=True, device=device)
+    final.classes_, (final.coef_, final.intercept_) = sweep.classes_, solutions[best]
     features = np.concatenate([np.asarray(train_x), np.asarray(val_x)])
     labels = np.concatenate([np.asarray(train_y), np.asarray(val_y)])
-    return LinearProbe(best, max_iter, device=device).fit(features, labels), scores
+    return final.fit(features, labels), scores
