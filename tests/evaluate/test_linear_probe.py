@@ -107,3 +107,20 @@ def test_refinement_tries_quarter_and_half_decades_around_the_best_coarse_penalt
     assert sorted(scores) == pytest.approx(sorted(expected))
     assert probe.weight_decay == max(scores, key=lambda wd: (scores[wd], wd))
     assert scores[probe.weight_decay] >= coarse[best]
+
+
+def test_the_fit_does_not_depend_on_where_the_features_sit_in_memory(digits):
+    # float32 BLAS kernels round differently at different buffer alignments; features read back from a cache
+    # file must give the same sweep, the same λ and the same weights as the in-memory array they were saved from
+    x, y = digits[0].astype(np.float32), digits[1]
+    fits = []
+    for offset in range(4):  # 4-byte steps: every alignment of a float32 buffer modulo 16
+        buffer = np.empty(x.size + 8, np.float32)
+        shifted = buffer[offset:offset + x.size].reshape(x.shape)
+        shifted[...] = x
+        probe, scores = probe_with_validation(shifted[:350], y[:350], shifted[350:], y[350:],
+                                              [1e-2, 1e-3, 1e-4])
+        fits.append((scores, probe.weight_decay, probe.coef_))
+    for scores, weight_decay, coef in fits[1:]:
+        assert scores == fits[0][0] and weight_decay == fits[0][1]
+        assert np.array_equal(coef, fits[0][2])

@@ -36,7 +36,9 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
         y = np.asarray(y)
         classes, targets = np.unique(y, return_inverse=True)
         dtype = getattr(torch, self.dtype)
-        features = torch.as_tensor(np.asarray(X), dtype=dtype, device=self.device)
+        # a copy in torch's own (64-byte aligned) memory: BLAS float32 results depend on the buffer's alignment,
+        # and the same features read from a cache file or sliced from an array must give the same fit
+        features = torch.tensor(np.asarray(X), dtype=dtype, device=self.device)
         targets = torch.as_tensor(targets, device=self.device)
         k, d = len(classes), features.shape[1]
         start = np.zeros(k * d + k)
