@@ -169,28 +169,51 @@ def _evaluate_and_show(model, recipe, run_dir: Path) -> None:
 
 SHORT_NAMES = {"mean_per_class_recall": "class-mean recall", "weight_decay": "λ",
                "zeroshot_classification": "zero-shot", "linear_probe": "linear probe"}
+DIRECTIONS = {"text": "i→t", "image": "t→i"}  # text_retrieval_recall: images (or left texts) retrieve texts
+
+
+def _rows(tasks: list[dict]) -> list[tuple[str, str, dict]]:
+    """(data, task, metrics) per row; retrieval gives a row per direction with R@k columns."""
+    rows = []
+    for task in tasks:
+        data, name = f"{task['dataset']}/{task['split']}", SHORT_NAMES.get(task["task"], task["task"])
+        metrics = {k: v for k, v in task["metrics"].items() if not k.endswith("_std")}
+        if task["task"] != "retrieval":
+            rows.append((data, name, metrics))
+            continue
+        for kind, arrow in DIRECTIONS.items():
+            prefix = f"{kind}_retrieval_recall@"
+            rows.append((data, f"retrieval {arrow}",
+                         {f"R@{k.removeprefix(prefix)}": v for k, v in metrics.items() if k.startswith(prefix)}))
+    return rows
 
 
 def _show(results: dict) -> None:
-    """The results as a table on stdout; few-shot curves, which would not fit, are left to the report."""
-    tasks = [t for t in results["tasks"] if t["task"] != "fewshot"]
-    metric_names = list(dict.fromkeys(m for t in tasks for m in t["metrics"] if not m.endswith("_std")))
-    table = Table(title=f"{results['model']} · {results['suite']}", title_justify="left")
-    table.add_column("data", no_wrap=True)
-    table.add_column("task", no_wrap=True)
-    for name in metric_names:
-        table.add_column(SHORT_NAMES.get(name, name), justify="right", no_wrap=True)
-    for task in tasks:
-        values = [_format(name, task["metrics"].get(name)) for name in metric_names]
-        table.add_row(f"{task['dataset']}/{task['split']}", SHORT_NAMES.get(task["task"], task["task"]), *values)
-    Console().print(table)
+    """The results on stdout, a table per kind of metrics (so each fits a terminal); few-shot curves, which
+    would not fit, are left to the report."""
+    groups: dict[tuple, list] = {}  # classification tasks share a table; others by their metrics
+    for row in _rows([t for t in results["tasks"] if t["task"] != "fewshot"]):
+        groups.setdefault(("acc1",) if "acc1" in row[2] else tuple(row[2]), []).append(row)
+    console = Console()
+    console.print(f"{results['model']} · {results['suite']}", soft_wrap=True)
+    for rows in groups.values():
+        metric_names = list(dict.fromkeys(name for row in rows for name in row[2]))
+        table = Table()
+        table.add_column("data", no_wrap=True)
+        table.add_column("task", no_wrap=True)
+        for name in metric_names:
+            table.add_column(SHORT_NAMES.get(name, name), justify="right", no_wrap=True)
+        for data, task, metrics in rows:
+            table.add_row(data, task, *[_format(name, metrics.get(name)) for name in metric_names])
+        console.print(table)
 
 
 def _format(name: str, value) -> str:
     if value is None:
         return ""
-    return f"{value:g}" if name in ("weight_decay", "k", "n_clusters") or not isinstance(value, float) \
-        else f"{value:.3f}"
+    if name == "weight_decay":
+        return f"{value:.2g}"
+    return f"{value:g}" if name in ("k", "n_clusters") or not isinstance(value, float) else f"{value:.3f}"
 
 
 def main() -> None:

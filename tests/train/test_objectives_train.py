@@ -24,8 +24,11 @@ TINY_TEXT = ("model.text.name=", "model.text.locked=")
 def tiny(recipe: str, tiny_overrides: list[str], extra: list[str]):
     """A recipe at test size: tiny towers, 24 steps of 32 samples."""
     keep = [o for o in tiny_overrides if not o.startswith(("train.steps", "train.log_every"))]
-    if load_recipe(recipe).model.text is None:
+    model = load_recipe(recipe).model
+    if model.text is None:
         keep = [o for o in keep if not o.startswith(TINY_TEXT)]
+    if model.image is None:  # text-text: the tiny text tower on both sides
+        keep = [o for o in keep if not o.startswith("model.image.")] + ["model.text.unlocked_blocks=0"]
     sizes = ["train.steps=24", "train.log_every=4", "train.warmup_steps=2", "train.batch_size=32",
              "train.chunk_size=null", "train.look.bank_size=256", "train.look.k=10"]
     return load_recipe(recipe, keep + sizes + extra)

@@ -24,14 +24,16 @@ from transferlab.config.schema import (
     Recipe,
     Splits,
     Suite,
+    TextPairSource,
     TowerSpec,
     TrainSpec,
     WebDatasetSource,
 )
 
 __all__ = [
-    "IMAGE_ONLY_OBJECTIVES", "AugmentSpec", "BundledSource", "DataSource", "EvalSpec", "FolderSource", "LoggingSpec",
-    "ModelSpec", "Recipe", "Splits", "Suite", "TowerSpec", "TrainSpec", "WebDatasetSource", "apply_override",
+    "IMAGE_ONLY_OBJECTIVES", "AugmentSpec", "BundledSource", "DataSource", "EvalSpec", "FolderSource",
+    "LoggingSpec", "ModelSpec", "Recipe", "Splits", "Suite", "TextPairSource", "TowerSpec", "TrainSpec",
+    "WebDatasetSource", "apply_override",
     "builtin_recipes", "builtin_suites", "dump_recipe", "load_recipe", "load_suite", "parse_yaml",
     "recipe_from_text", "resolve_paths", "validate_recipe",
 ]

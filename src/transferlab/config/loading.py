@@ -17,7 +17,7 @@ from typing import Annotated, Any, Union
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from transferlab.config.schema import FolderSource, Recipe, Suite, WebDatasetSource
+from transferlab.config.schema import FolderSource, Recipe, Suite, TextPairSource, WebDatasetSource
 from transferlab.errors import UserError, did_you_mean
 
 
@@ -227,6 +227,8 @@ def resolve_paths(recipe: Recipe | Suite, base: Path) -> Recipe | Suite:
             source.images = (base / source.images).resolve() if source.images else source.table.parent
         elif isinstance(source, WebDatasetSource) and not Path(source.shards).is_absolute():
             source.shards = str(base / source.shards)
+        elif isinstance(source, TextPairSource) and source.table is not None:
+            source.table = (base / source.table).resolve()
     return recipe
 
 

@@ -84,7 +84,28 @@ class WebDatasetSource(SourceBase):
     label_key: str | None = None
 
 
-DataSource = Annotated[BundledSource | FolderSource | WebDatasetSource, Field(discriminator="source")]
+class TextPairSource(SourceBase):
+    """Pairs of texts (a title and its abstract, a question and its answer) for text-text training.
+
+    `source: text-pairs` reads them from a CSV/TSV/JSONL table; `source: docstrings` builds them from the
+    Python standard library installed here (a function's or class's summary line and the rest of its
+    docstring), a real text-pair set that needs no download.
+    """
+
+    source: Literal["text-pairs", "docstrings"]
+    table: Path | None = Field(default=None, description="text-pairs: the CSV (.csv, .tsv) or JSON-lines table")
+    left_column: str = "left"
+    right_column: str = "right"
+
+    @model_validator(mode="after")
+    def _table(self) -> TextPairSource:
+        if self.source == "text-pairs" and self.table is None:
+            raise ValueError("source text-pairs needs `table`: a CSV, TSV or JSONL file with a row per pair")
+        return self
+
+
+DataSource = Annotated[BundledSource | FolderSource | WebDatasetSource | TextPairSource,
+                       Field(discriminator="source")]
 
 
 # --------------------------------------------------------------------------------------------- model
@@ -100,9 +121,12 @@ class TowerSpec(Strict):
 
 
 class ModelSpec(Strict):
-    image: TowerSpec = TowerSpec(name="cnn-small")
+    image: TowerSpec | None = Field(default=TowerSpec(name="cnn-small"),
+                                    description="null for a text-text model (left texts through `query`)")
     text: TowerSpec | None = Field(default=TowerSpec(name="minilm-l6", locked=True),
                                    description="null for image-only objectives (supcon, ntxent, look, ce)")
+    query: TowerSpec | None = Field(default=None, description="text-text models: the tower of the left texts; "
+                                                              "null shares the text tower (and its projection)")
     embed_dim: int = Field(default=128, gt=0)
     image_size: int = Field(default=28, gt=0)
     channels: Literal[1, 3] = 1
@@ -113,6 +137,14 @@ class ModelSpec(Strict):
     init_logit_bias: float | None = Field(default=None, description="a learnable logit bias (SigLIP: -10)")
     grad_checkpointing: bool = Field(default=False, description="recompute transformer blocks' activations "
                                                                 "in the backward pass to save memory")
+
+    @model_validator(mode="after")
+    def _towers(self) -> ModelSpec:
+        if self.image is None and self.text is None:
+            raise ValueError("a model needs model.image, model.text or both")
+        if self.image is not None and self.query is not None:
+            raise ValueError("model.query is the left tower of a text-text model; set model.image to null to use it")
+        return self
 
     @model_validator(mode="after")
     def _normalisation(self) -> ModelSpec:
@@ -293,6 +325,13 @@ class Recipe(Strict):
 
     @model_validator(mode="after")
     def _objective_fits_model(self) -> Recipe:
+        pairs = isinstance(self.datasets.get(self.train.data), TextPairSource)
+        if pairs != (self.model.image is None):
+            raise ValueError(f"train.data '{self.train.data}' is {'text pairs' if pairs else 'images'} but the model "
+                             f"{'has an image tower' if pairs else 'has none'}: text pairs train a text-text model "
+                             f"(model.image: null, optional model.query), images an image tower")
+        if pairs and self.train.objective not in ("clip", "siglip", "dcl"):
+            raise ValueError(f"text pairs train with clip, siglip or dcl, not '{self.train.objective}'")
         image_only = self.train.objective in IMAGE_ONLY_OBJECTIVES
         if not image_only and self.model.text is None:
             raise ValueError(f"train.objective '{self.train.objective}' pairs images with captions, so it needs "

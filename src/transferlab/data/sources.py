@@ -1,13 +1,14 @@
-"""Load a named dataset of a recipe, whole or one split, at the model's resolution."""
+"""Load a named dataset of a recipe, whole or one split, images at the model's resolution."""
 
 from __future__ import annotations
 
-from transferlab.config import BundledSource, DataSource, FolderSource, WebDatasetSource
+from transferlab.config import BundledSource, DataSource, FolderSource, TextPairSource, WebDatasetSource
 from transferlab.data.dataset import ImageTextData
+from transferlab.data.pairs import TextPairData, load_text_pairs
 from transferlab.data.splits import split_indices
 
 
-def load_dataset(name: str, spec: DataSource, size: int, channels: int) -> ImageTextData:
+def load_dataset(name: str, spec: DataSource, size: int, channels: int) -> ImageTextData | TextPairData:
     if isinstance(spec, BundledSource):
         from transferlab.data.bundled import load_bundled
 
@@ -16,6 +17,8 @@ def load_dataset(name: str, spec: DataSource, size: int, channels: int) -> Image
         from transferlab.data.folder import read_folder
 
         return read_folder(spec, name, size, channels)
+    if isinstance(spec, TextPairSource):
+        return load_text_pairs(spec, name)
     if isinstance(spec, WebDatasetSource):
         from transferlab.data.shards import read_webdataset
 
@@ -23,7 +26,7 @@ def load_dataset(name: str, spec: DataSource, size: int, channels: int) -> Image
     raise TypeError(f"unknown data source {type(spec).__name__}")
 
 
-def load_splits(name: str, spec: DataSource, size: int, channels: int) -> dict[str, ImageTextData]:
+def load_splits(name: str, spec: DataSource, size: int, channels: int) -> dict[str, ImageTextData | TextPairData]:
     """{'train': ..., 'val': ..., 'test': ...} from the dataset's seeded (stratified) split."""
     data = load_dataset(name, spec, size, channels)
     return {split: data.subset(index) for split, index in split_indices(len(data), spec.splits, data.labels).items()}

@@ -18,6 +18,7 @@ from safetensors.torch import save_file
 from tqdm import tqdm
 
 from transferlab.data.dataset import ImageTextData
+from transferlab.data.pairs import TextPairData
 from transferlab.fileio import commit, temp_path
 from transferlab.models.encoder import Encoder
 
@@ -68,7 +69,9 @@ def cached(path: Path | None, inputs_key: str, compute: Callable[[], torch.Tenso
     if path is not None and path.is_file():
         with safe_open(str(path), framework="pt") as handle:
             if (handle.metadata() or {}).get("inputs") == inputs_key:
-                return handle.get_tensor("embeddings")
+                # cloned into torch's aligned memory, as computed features are: float32 BLAS results depend on
+                # alignment, and cached features must give the numbers fresh ones gave
+                return handle.get_tensor("embeddings").clone()
     embeddings = compute()
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -85,11 +88,22 @@ def image_embeddings(encoder: Encoder, data: ImageTextData, split: str, cache_di
     return cached(path, key, lambda: embed_images(encoder, data.images, batch_size, f"embed {data.name}/{split}"))
 
 
-def caption_embeddings(encoder: Encoder, data: ImageTextData, split: str, cache_dir: Path | None,
+def query_embeddings(encoder: Encoder, data: TextPairData, split: str, cache_dir: Path | None,
+                     batch_size: int | None = None) -> torch.Tensor:
+    """Embeddings of the left texts of text pairs (what images are to image-text data)."""
+    key = hashlib.sha256("\x00".join(data.left).encode()).hexdigest()
+    path = _cache_file(cache_dir, encoder, f"{data.name}_{split}_queries")
+    encode = encoder.require("query", "a text-pair dataset")
+    return cached(path, key, lambda: _batched(lambda chunk: encode(list(chunk)), data.left,
+                                              batch_size or auto_batch_size(encoder.device), f"embed {data.name}"))
+
+
+def caption_embeddings(encoder: Encoder, data: ImageTextData | TextPairData, split: str, cache_dir: Path | None,
                        batch_size: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Embeddings of every caption of `data`, and the index of each caption's image."""
-    texts = [caption for captions in data.captions for caption in captions]
-    owner = torch.repeat_interleave(torch.arange(len(data)), torch.tensor([len(c) for c in data.captions]))
+    """Embeddings of every caption of `data` (the right texts of pairs), and the index of each one's sample."""
+    captions = [[text] for text in data.right] if isinstance(data, TextPairData) else data.captions
+    texts = [caption for group in captions for caption in group]
+    owner = torch.repeat_interleave(torch.arange(len(data)), torch.tensor([len(c) for c in captions]))
     key = hashlib.sha256("\x00".join(texts).encode()).hexdigest()
     path = _cache_file(cache_dir, encoder, f"{data.name}_{split}_captions")
     return cached(path, key, lambda: embed_texts(encoder, texts, batch_size, f"embed {data.name}/{split} text")), owner

@@ -16,9 +16,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from transferlab.config import Recipe, Suite
+from transferlab.data.pairs import TextPairData
 from transferlab.data.sources import load_splits
 from transferlab.errors import UserError
-from transferlab.evaluate.features import caption_embeddings, image_embeddings
+from transferlab.evaluate.features import caption_embeddings, image_embeddings, query_embeddings
 from transferlab.evaluate.report import write_report
 from transferlab.evaluate.tasks import TASKS, View
 from transferlab.fileio import atomic_write
@@ -54,7 +55,7 @@ def run_suite(encoder: Encoder, suite: Suite, out_dir: Path, cache_dir: Path | N
     for name in spec.datasets:
         splits = load_splits(name, suite.datasets[name], encoder.image_size, encoder.channels)
         view = View(name=name, split=spec.split, splits=splits,
-                    embed=functools.cache(lambda split, s=splits: image_embeddings(
+                    embed=functools.cache(lambda split, s=splits: _first_side(
                         encoder, s[split], split, cache_dir, spec.batch_size)),
                     embed_captions=functools.cache(lambda split, s=splits: caption_embeddings(
                         encoder, s[split], split, cache_dir, spec.batch_size)),
@@ -68,7 +69,7 @@ def run_suite(encoder: Encoder, suite: Suite, out_dir: Path, cache_dir: Path | N
                 predictions.append({"task": task, "dataset": name, "split": spec.split,
                                     "y_true": view.data.labels.tolist(), "y_pred": predicted.tolist(),
                                     "classnames": view.data.classnames})
-        if view.data.labels is not None and len(view.data):
+        if getattr(view.data, "labels", None) is not None and len(view.data):
             maps.append({"dataset": name, "split": spec.split, "features": view.embed(spec.split).numpy(),
                          "labels": view.data.labels.numpy(), "classnames": view.data.classnames})
     results = {"model": encoder.name, "suite": suite.name, "created": datetime.now(timezone.utc).isoformat(),
@@ -78,6 +79,13 @@ def run_suite(encoder: Encoder, suite: Suite, out_dir: Path, cache_dir: Path | N
     metrics_path = None if encoder.run_dir is None else encoder.run_dir / "metrics.jsonl"
     return {"results": results, "metrics": read_metrics(metrics_path) if metrics_path else None,
             "predictions": predictions, "embedding_maps": maps}
+
+
+def _first_side(encoder: Encoder, data, split: str, cache_dir: Path | None, batch_size: int | None):
+    """Image embeddings, or for text pairs the left texts' embeddings: what retrieval queries with."""
+    if isinstance(data, TextPairData):
+        return query_embeddings(encoder, data, split, cache_dir, batch_size)
+    return image_embeddings(encoder, data, split, cache_dir, batch_size)
 
 
 def _finite(metrics: dict) -> dict:

@@ -7,6 +7,8 @@ and kept in eval mode; its projection head still trains. With `unlocked_blocks: 
 (and what follows them) train, and only the frozen part runs in eval mode. A fully locked tower with
 external weights (a pretrained package) is left out of `saved_state_dict`, so checkpoints hold only what
 training changes. The text tower is optional (image-only objectives); SigLIP adds a learnable logit bias.
+A text-text model has no image tower: its left texts ("queries") go through `query` — a tower and
+projection of their own, or, when `query` is null, the text tower and projection themselves (siamese).
 """
 
 from __future__ import annotations
@@ -27,13 +29,18 @@ class DualEncoder(nn.Module):
     def __init__(self, spec: ModelSpec) -> None:
         super().__init__()
         self.spec = spec
-        self.image_tower = create_image_tower(spec.image.name, in_channels=spec.channels,
-                                              image_size=spec.image_size, **spec.image.options)
-        self.image_proj = nn.Linear(self.image_tower.width, spec.embed_dim, bias=False)
-        self.text_tower = self.text_proj = None
+        self.image_tower = self.image_proj = self.text_tower = self.text_proj = None
+        self.query_tower = self.query_proj = None
+        if spec.image is not None:
+            self.image_tower = create_image_tower(spec.image.name, in_channels=spec.channels,
+                                                  image_size=spec.image_size, **spec.image.options)
+            self.image_proj = nn.Linear(self.image_tower.width, spec.embed_dim, bias=False)
         if spec.text is not None:
             self.text_tower = create_text_tower(spec.text.name, **spec.text.options)
             self.text_proj = nn.Linear(self.text_tower.width, spec.embed_dim, bias=False)
+        if spec.query is not None:
+            self.query_tower = create_text_tower(spec.query.name, **spec.query.options)
+            self.query_proj = nn.Linear(self.query_tower.width, spec.embed_dim, bias=False)
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / spec.init_temperature)))
         self.logit_bias = None if spec.init_logit_bias is None else nn.Parameter(torch.tensor(spec.init_logit_bias))
         for tower, tower_spec in self._towers():
@@ -44,13 +51,14 @@ class DualEncoder(nn.Module):
         self.train()
 
     def _towers(self) -> list[tuple[nn.Module, TowerSpec]]:
-        towers = [(self.image_tower, self.spec.image)]
-        return towers + ([(self.text_tower, self.spec.text)] if self.text_tower is not None else [])
+        towers = [(self.image_tower, self.spec.image), (self.text_tower, self.spec.text),
+                  (self.query_tower, self.spec.query)]
+        return [(tower, spec) for tower, spec in towers if tower is not None]
 
-    @property
-    def locked_text(self) -> bool:
-        """The text tower is wholly frozen, so a caption's features never change during training."""
-        return self.spec.text is not None and self.spec.text.locked and self.spec.text.unlocked_blocks == 0
+    def text_frozen(self, query: bool = False) -> bool:
+        """The (query) text tower is wholly frozen, so a text's features never change during training."""
+        spec = self.spec.query if query and self.spec.query is not None else self.spec.text
+        return spec is not None and spec.locked and spec.unlocked_blocks == 0
 
     def train(self, mode: bool = True) -> DualEncoder:
         super().train(mode)
@@ -68,24 +76,27 @@ class DualEncoder(nn.Module):
         embedding = self.image_proj(self.image_tower(images))
         return F.normalize(embedding, dim=-1) if normalize else embedding
 
-    def text_features(self, texts: list[str], batch_size: int = 256) -> torch.Tensor:
-        """Text tower outputs (before projection), computed in chunks."""
+    def text_features(self, texts: list[str], query: bool = False, batch_size: int = 256) -> torch.Tensor:
+        """Text tower outputs (before projection), computed in chunks; the query tower's if `query`."""
+        tower = self.query_tower if query and self.query_tower is not None else self.text_tower
         device = self.logit_scale.device
-        chunks = [self.text_tower({k: v.to(device) if isinstance(v, torch.Tensor) else v
-                                   for k, v in self.text_tower.tokenize(texts[i:i + batch_size]).items()})
+        chunks = [tower({k: v.to(device) if isinstance(v, torch.Tensor) else v
+                         for k, v in tower.tokenize(texts[i:i + batch_size]).items()})
                   for i in range(0, len(texts), batch_size)]
-        return torch.cat(chunks) if chunks else torch.zeros(0, self.text_tower.width, device=device)
+        return torch.cat(chunks) if chunks else torch.zeros(0, tower.width, device=device)
 
-    def project_text(self, features: torch.Tensor, normalize: bool = True) -> torch.Tensor:
-        embedding = self.text_proj(features)
+    def project_text(self, features: torch.Tensor, normalize: bool = True, query: bool = False) -> torch.Tensor:
+        projection = self.query_proj if query and self.query_proj is not None else self.text_proj
+        embedding = projection(features)
         return F.normalize(embedding, dim=-1) if normalize else embedding
 
-    def encode_text(self, texts: list[str], normalize: bool = True) -> torch.Tensor:
-        return self.project_text(self.text_features(texts), normalize)
+    def encode_text(self, texts: list[str], normalize: bool = True, query: bool = False) -> torch.Tensor:
+        return self.project_text(self.text_features(texts, query), normalize, query)
 
     def saved_state_dict(self) -> dict[str, torch.Tensor]:
         """Everything but wholly locked towers whose weights come from an installed package."""
-        names = {id(self.image_tower): "image_tower", id(self.text_tower): "text_tower"}
+        names = {id(self.image_tower): "image_tower", id(self.text_tower): "text_tower",
+                 id(self.query_tower): "query_tower"}
         skip = [f"{names[id(tower)]}." for tower, tower_spec in self._towers()
                 if tower_spec.locked and not tower_spec.unlocked_blocks and getattr(tower, "external_weights", False)]
         return {k: v for k, v in self.state_dict().items() if not any(k.startswith(s) for s in skip)}

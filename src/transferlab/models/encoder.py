@@ -3,8 +3,8 @@
 Images go in as uint8 [B, C, H, W] at `image_size` with `channels` channels; `preprocess` turns them into
 the model's input and `encode_image` into L2-normalised embeddings. `encode_text` embeds a list of strings
 into the same space. Either is None for a model without that tower (an image-only tower, a text-only
-sentence encoder). `fingerprint` changes whenever the weights or the
-preprocessing do, and keys the feature cache.
+sentence encoder). A text-text model embeds its left texts with `encode_query` (and has no images).
+`fingerprint` changes whenever the weights or the preprocessing do, and keys the feature cache.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ class Encoder:
     encode_text: Callable[[list[str]], torch.Tensor] | None
     fingerprint: str
     run_dir: Path | None = None  # a transferlab run the model came from (its metrics.jsonl, its model card)
+    encode_query: Callable[[list[str]], torch.Tensor] | None = None  # text-text models: the left texts
 
     @property
     def device(self) -> torch.device:
@@ -40,7 +41,7 @@ class Encoder:
 
     def require(self, modality: str, task: str) -> Callable:
         """encode_image or encode_text, or a UserError saying this model cannot do `task`."""
-        encode = self.encode_image if modality == "image" else self.encode_text
+        encode = {"image": self.encode_image, "text": self.encode_text, "query": self.encode_query}[modality]
         if encode is None:
             raise UserError(f"Task {task} needs an {modality} encoder, but model '{self.name}' has none. Remove "
                             f"{task} from eval.tasks (--set eval.tasks=[...]) for this model.")
@@ -58,13 +59,19 @@ def weights_fingerprint(module: nn.Module, config: dict, tensors: dict[str, torc
 
 def from_dual_encoder(model, name: str, run_dir: Path | None = None) -> Encoder:
     """An Encoder over a transferlab DualEncoder."""
-    text = None
+    text = query = image = None
     if model.text_tower is not None:
         def text(texts: list[str]) -> torch.Tensor:
             return model.encode_text(texts)
+    if model.image_tower is not None:
+        def image(images: torch.Tensor) -> torch.Tensor:
+            return model.encode_image(images)
+    else:
+        def query(texts: list[str]) -> torch.Tensor:
+            return model.encode_text(texts, query=True)
     return Encoder(
         name=name, module=model, image_size=model.spec.image_size, channels=model.spec.channels,
-        preprocess=model.preprocess, encode_image=lambda images: model.encode_image(images), encode_text=text,
+        preprocess=model.preprocess, encode_image=image, encode_text=text, encode_query=query,
         fingerprint=weights_fingerprint(model, model.spec.model_dump(mode="json"), model.saved_state_dict()),
         run_dir=run_dir)
 

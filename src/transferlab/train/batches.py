@@ -1,4 +1,4 @@
-"""The samples of a training step: which images, their augmented views and their caption rows.
+"""The samples of a training step: which images (or left texts), their augmented views and caption rows.
 
 Everything random comes from generators derived from (seed, epoch) for the order and (seed, step) for
 augmentation and caption choice, so a step is a pure function of its number.
@@ -16,12 +16,15 @@ from transferlab.train.objectives import Batch
 
 
 class BatchMaker:
-    def __init__(self, recipe: Recipe, images: torch.Tensor, labels: torch.Tensor | None,
-                 captions: CaptionTable | None, positive_ids: torch.Tensor | None, views: int) -> None:
-        self.recipe, self.images, self.labels = recipe, images, labels
-        self.captions, self.positive_ids, self.views = captions, positive_ids, views
+    """`images` for an image model; `queries` (the left texts) instead for a text-text model."""
+
+    def __init__(self, recipe: Recipe, size: int, device: torch.device, images: torch.Tensor | None,
+                 labels: torch.Tensor | None, captions: CaptionTable | None, positive_ids: torch.Tensor | None,
+                 views: int, queries: CaptionTable | None = None) -> None:
+        self.recipe, self.size, self.device, self.images, self.labels = recipe, size, device, images, labels
+        self.captions, self.positive_ids, self.views, self.queries = captions, positive_ids, views, queries
         self.batch_size = recipe.train.batch_size
-        self.steps_per_epoch = len(images) // self.batch_size  # the last partial batch of an epoch is dropped
+        self.steps_per_epoch = size // self.batch_size  # the last partial batch of an epoch is dropped
         self._order, self._epoch = None, -1
 
     def epoch_of(self, step: int) -> int:
@@ -31,16 +34,20 @@ class BatchMaker:
         epoch, position = divmod(step, self.steps_per_epoch)
         if epoch != self._epoch:
             generator = derived_generator(self.recipe.seed, "order", epoch)
-            self._order = torch.randperm(len(self.images), generator=generator)
+            self._order = torch.randperm(self.size, generator=generator)
             self._epoch = epoch
         index = self._order[position * self.batch_size:(position + 1) * self.batch_size]
         generator = derived_generator(self.recipe.seed, "step", step)
-        device, model = self.images.device, self.recipe.model
-        raw = to_unit(self.images[index.to(device)])
-        views = [normalize(augment(raw, self.recipe.train.augment, generator), model.mean, model.std)
-                 for _ in range(self.views)]
+        device, model = self.device, self.recipe.model
+        views = []
+        if self.images is not None:
+            raw = to_unit(self.images[index.to(device)])
+            views = [normalize(augment(raw, self.recipe.train.augment, generator), model.mean, model.std)
+                     for _ in range(self.views)]
         labels = None if self.labels is None else self.labels[index].to(device)
         batch = Batch(views=views, index=index.to(device), labels=labels, positive_ids=None)
+        if self.queries is not None:
+            batch.query_ids = self.queries.sample(index, generator).to(device)
         if self.captions is not None:
             self._add_caption_rows(batch, index, generator)
         return batch

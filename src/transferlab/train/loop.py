@@ -21,6 +21,7 @@ from tqdm import tqdm
 from transferlab.config import IMAGE_ONLY_OBJECTIVES, Recipe, dump_recipe
 from transferlab.data.captions import CaptionTable
 from transferlab.data.dataset import ImageTextData
+from transferlab.data.pairs import TextPairData
 from transferlab.data.sources import load_splits
 from transferlab.errors import UserError
 from transferlab.models.dual_encoder import DualEncoder
@@ -55,13 +56,15 @@ def pretrain(recipe: Recipe, run_dir: Path, resume: bool = False) -> DualEncoder
     if len(data) < spec.batch_size:
         raise UserError(f"train.batch_size is {spec.batch_size} but the train split of '{spec.data}' has only "
                         f"{len(data)} samples. Lower train.batch_size or add data.")
+    pairs = isinstance(data, TextPairData)
     image_only = spec.objective in IMAGE_ONLY_OBJECTIVES
-    captions = None if image_only else CaptionTable(data.captions)
+    captions = None if image_only else CaptionTable([[t] for t in data.right] if pairs else data.captions)
+    queries = CaptionTable([[t] for t in data.left]) if pairs else None
 
     # ---- model, objective, optimizer and EMA, restored from the latest checkpoint when resuming
     model = DualEncoder(recipe.model).to(device)
-    objective = build_objective(spec, recipe.model.embed_dim, None if data.classnames is None
-                                else len(data.classnames)).to(device)
+    classes = None if pairs or data.classnames is None else len(data.classnames)
+    objective = build_objective(spec, recipe.model.embed_dim, classes).to(device)
     trainable = torch.nn.ModuleDict({"model": model, "objective": objective})
     groups = (parameter_groups(model, spec.weight_decay) if spec.layer_decay is None
               else layer_decay_groups(model, spec.lr, spec.weight_decay, spec.layer_decay))
@@ -71,21 +74,9 @@ def pretrain(recipe: Recipe, run_dir: Path, resume: bool = False) -> DualEncoder
     start = _resume(run_dir, model, objective, optimizer, ema, scaler) if resume else 0
     trainable.train()
 
-    # ---- LiT: a locked text tower sees each distinct caption once, not once per step
-    if captions is None:
-        text = None
-    elif model.locked_text:
-        with torch.no_grad(), autocast:
-            cache = model.text_features(captions.texts).float()
-
-        def text(caption_ids: torch.Tensor) -> torch.Tensor:
-            return cache[caption_ids]
-    else:
-        def text(caption_ids: torch.Tensor) -> torch.Tensor:
-            return model.text_features([captions.texts[i] for i in caption_ids.tolist()])
-
-    batches = BatchMaker(recipe, data.images.to(device), data.labels,
-                         captions, _positive_ids(data, captions, spec.positives), objective.views)
+    text = _text_features(model, captions, queries, autocast)
+    batches = BatchMaker(recipe, len(data), device, None if pairs else data.images.to(device), data.labels,
+                         captions, _positive_ids(data, captions, spec.positives), objective.views, queries)
     logger = MetricsLogger(run_dir, recipe.logging, flatten(recipe.model_dump(mode="json")), start_step=start)
     window_loss, window_start, window_steps = torch.zeros((), device=device), time.perf_counter(), 0
     progress = tqdm(range(start, spec.steps), initial=start, total=spec.steps, desc="pretrain", unit="step",
@@ -138,6 +129,22 @@ def pretrain(recipe: Recipe, run_dir: Path, resume: bool = False) -> DualEncoder
         ema.apply_to(model)
     model.eval()
     return model
+
+
+def _text_features(model: DualEncoder, captions: CaptionTable | None, queries: CaptionTable | None, autocast):
+    """ids -> text tower features. LiT: a wholly locked tower embeds each distinct text once, not every step."""
+    tables = {False: captions, True: queries}
+    caches = {}
+    for query, table in tables.items():
+        if table is not None and model.text_frozen(query):
+            with torch.no_grad(), autocast:
+                caches[query] = model.text_features(table.texts, query).float()
+
+    def text(ids: torch.Tensor, query: bool = False) -> torch.Tensor:
+        if query in caches:
+            return caches[query][ids]
+        return model.text_features([tables[query].texts[i] for i in ids.tolist()], query)
+    return text
 
 
 def _recording(objective, batch, model: DualEncoder, sink: list[torch.Tensor]):

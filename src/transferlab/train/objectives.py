@@ -4,7 +4,8 @@ An objective takes the step's `Batch` and returns the inputs to embed, each as `
 rows)` so `large_batch.backward_step` can chunk them, and a loss of the full embeddings:
 
 - image-text (clip, siglip, dcl): images and one row per caption; with `captions: all` every caption of
-  a batch image is a row and the image's embedding is repeated for each of its rows.
+  a batch image is a row and the image's embedding is repeated for each of its rows. A text-text model
+  takes the same losses with its left texts (queries) in the images' place.
 - two views (supcon, ntxent): two augmentations of the batch; positives are the same image (ntxent) or
   the same class (supcon).
 - one view with labels (look, ce): LOOK's leave-one-out kNN loss against a memory bank, or plain
@@ -44,6 +45,7 @@ class Batch:
     positive_ids: torch.Tensor | None  # per text row: equal ids are matches (None: only the pair itself)
     caption_ids: torch.Tensor | None = None  # per text row: which caption [M]
     row_image: torch.Tensor | None = None  # per text row: which batch image it describes [M]
+    query_ids: torch.Tensor | None = None  # text-text models: which left text each sample has [B]
 
 
 class Objective(nn.Module, abc.ABC):
@@ -74,7 +76,14 @@ class ImageText(Objective):
         def encode_text(start: int, stop: int) -> torch.Tensor:
             with autocast:
                 return model.project_text(text(batch.caption_ids[start:stop]), normalize=False).float()
-        return super().encoders(model, batch, text, autocast) + [(encode_text, len(batch.caption_ids))]
+
+        def encode_query(start: int, stop: int) -> torch.Tensor:
+            with autocast:
+                features = text(batch.query_ids[start:stop], query=True)
+                return model.project_text(features, normalize=False, query=True).float()
+
+        first = [(encode_query, len(batch.query_ids))] if batch.query_ids is not None else []
+        return first + super().encoders(model, batch, text, autocast) + [(encode_text, len(batch.caption_ids))]
 
     def loss(self, embeddings, batch, model, with_params):
         image, text = (F.normalize(e, dim=-1) for e in embeddings)
