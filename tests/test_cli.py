@@ -82,6 +82,21 @@ def test_resume_without_a_checkpoint(tmp_path):
     assert code == 2 and "config.yaml" in out
 
 
+def test_resume_may_change_the_learning_rate_but_not_the_model(tmp_path, tiny_overrides):
+    run = tmp_path / "run"
+    sets = [a for o in tiny_overrides for a in ("--set", o)]
+    assert invoke("pretrain", "--out", str(run), *sets, "--set", "train.steps=4")[0] == 0
+    code, out = invoke("pretrain", "--out", str(run), "--resume", "--set", "model.embed_dim=32")
+    assert code == 2 and "train.lr" in out and "model.embed_dim=32" in out
+    code, out = invoke("pretrain", "--out", str(run), "--resume", "--set", "train.lr=0.0001", "--set",
+                       "train.steps=6")
+    assert code == 0, out
+    assert "lr: 0.0001" in (run / "config.yaml").read_text()
+    [before] = run.glob("config.before-*.yaml")  # the config the run started with is kept
+    assert "steps: 4" in before.read_text()
+    assert (run / "checkpoints" / "step_6").is_dir()
+
+
 @pytest.mark.parametrize("ref", ["does/not/exist", "openclip"])
 def test_eval_of_something_that_is_not_a_model(ref):
     code, out = invoke("eval", ref)

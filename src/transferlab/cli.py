@@ -11,6 +11,7 @@ exit status 2, never a traceback.
 from __future__ import annotations
 
 import functools
+import shutil
 import sys
 from datetime import datetime
 from pathlib import Path
@@ -21,7 +22,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from transferlab.errors import UserError
+from transferlab.errors import Interrupted, UserError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="transferlab: pretrain encoders and measure how well they transfer.")
@@ -37,7 +38,7 @@ DeviceOpt = Annotated[str | None, typer.Option("--device", help="auto, cpu, cuda
 
 
 def friendly(command):
-    """Turn a UserError into its message on stderr and exit status 2."""
+    """Turn a UserError into its message and exit status 2; a signal's stop into its message and 128 + signal."""
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
         try:
@@ -45,6 +46,9 @@ def friendly(command):
         except UserError as err:
             console.print(f"[bold red]error:[/] {escape(str(err))}", highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
+        except Interrupted as stop:
+            console.print(f"[bold yellow]stopped:[/] {escape(str(stop))}", highlight=False, soft_wrap=True)
+            raise typer.Exit(128 + stop.signum) from None
     return wrapper
 
 
@@ -123,6 +127,11 @@ def _write_model_cards(loaded, all_results: list[dict]) -> None:
         console.print(f"model card: {write_model_card(item.run_dir, results, summary)}")
 
 
+# what a resumed run may change: nothing that alters what its checkpoints' weights and states mean
+RESUME_SETTABLE = ("device=", "train.lr=", "train.grad_clip=", "train.precision=", "train.max_bad_steps=",
+                   "train.steps=", "train.log_every=", "train.checkpoint_every=", "train.keep_checkpoints=")
+
+
 def _prepare_run(recipe_ref: str | None, out: Path | None, overrides: list[str], resume: bool,
                  device: str | None):
     """The run directory and its recipe: a new directory with config.yaml, or an existing one to resume."""
@@ -135,10 +144,16 @@ def _prepare_run(recipe_ref: str | None, out: Path | None, overrides: list[str],
         if out is None or not (out / "config.yaml").is_file():
             raise UserError(f"--resume needs --out pointing at an existing run directory with a config.yaml"
                             f"{'' if out is None else f'; {out} has none'}. Start a new run without --resume.")
-        if recipe_ref is not None or any(not o.startswith("device=") for o in overrides):
-            raise UserError(f"--resume continues {out} with its saved config.yaml, so it takes no RECIPE or --set "
-                            f"(only --device). To change the recipe, start a new run in a new --out directory.")
-        return out, load_recipe(out / "config.yaml", overrides)
+        changed = [o for o in overrides if not o.startswith(RESUME_SETTABLE)]
+        if recipe_ref is not None or changed:
+            raise UserError(f"--resume continues {out} with its saved config.yaml, so it takes no RECIPE, and --set "
+                            f"only for {', '.join(k.rstrip('=') for k in RESUME_SETTABLE)} (not {changed}). To "
+                            f"change anything else, start a new run in a new --out directory.")
+        recipe = load_recipe(out / "config.yaml", overrides)
+        if any(not o.startswith("device=") for o in overrides):  # the old config is kept beside the new one
+            shutil.copy2(out / "config.yaml", out / f"config.before-{datetime.now().strftime('%Y%m%d-%H%M%S')}.yaml")
+            atomic_write(out / "config.yaml", dump_recipe(recipe))
+        return out, recipe
     recipe = load_recipe(recipe_ref, overrides)
     if out is None:
         out = Path("runs") / f"{recipe.name}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"

@@ -1,6 +1,7 @@
 """Resuming an interrupted run gives exactly the weights of an uninterrupted one."""
 
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -48,26 +49,44 @@ def test_resume_after_a_crash_reproduces_the_uninterrupted_weights(tiny_recipe, 
     assert [m["step"] for m in read_metrics(tmp_path / "cut" / "metrics.jsonl")] == [2, 4, 6, 8]
 
 
+KILLS = 20
+
+
 @pytest.mark.slow
-def test_sigkill_mid_run_then_resume_from_the_cli(tiny_overrides, tmp_path):
-    """A real process killed with SIGKILL after its first checkpoint, resumed by the CLI."""
+def test_twenty_sigkills_at_random_moments_then_resume_give_the_uninterrupted_weights(tiny_overrides, tmp_path):
+    """A real process killed with SIGKILL 20 times, at random moments after it has made progress; every
+    other kill lands while a checkpoint is being written. Each time `--resume` picks up, and the final weights
+    equal those of a run never interrupted."""
     overrides = [o for o in tiny_overrides if not o.startswith(("train.steps", "train.checkpoint_every"))]
-    overrides += ["train.steps=40", "train.checkpoint_every=5"]
+    overrides += ["train.steps=48", "train.checkpoint_every=1", "train.log_every=1"]
     args = [a for o in overrides for a in ("--set", o)]
     cli = [sys.executable, "-m", "transferlab.cli", "pretrain"]
     subprocess.run(cli + ["--out", str(tmp_path / "whole"), *args], check=True, capture_output=True)
 
-    cut = tmp_path / "cut"
-    process = subprocess.Popen(cli + ["--out", str(cut), *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 120
-    while latest_checkpoint(cut) is None and time.time() < deadline and process.poll() is None:
-        time.sleep(0.05)
-    os.kill(process.pid, signal.SIGKILL)
-    process.wait()
-    killed_at = latest_checkpoint(cut)
-    assert killed_at is not None and killed_at.name != "step_40", "the run must be killed mid-way"
-    subprocess.run(cli + ["--out", str(cut), "--resume"], check=True, capture_output=True)
+    cut, moments, kills = tmp_path / "cut", random.Random(0), 0
+    command = cli + ["--out", str(cut), *args]
+    while kills < KILLS:
+        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        command = cli + ["--out", str(cut), "--resume"]
+        before = latest_checkpoint(cut)
+        deadline = time.time() + 120
+        while latest_checkpoint(cut) == before and process.poll() is None and time.time() < deadline:
+            time.sleep(0.005)  # wait for progress: a new complete checkpoint
+        if kills % 2:  # mid-write: as soon as the next checkpoint's temporary directory appears
+            while not list((cut / "checkpoints").glob(".tmp-*")) and process.poll() is None:
+                time.sleep(0.0005)
+        else:
+            time.sleep(moments.uniform(0, 0.3))
+        if process.poll() is not None:
+            assert process.returncode == 0, process.stderr.read().decode()
+            pytest.fail(f"the run finished after {kills} kills; give it more steps")
+        os.kill(process.pid, signal.SIGKILL)
+        process.wait()
+        kills += 1
+    subprocess.run(command, check=True, capture_output=True)
 
     whole, resumed = final_weights(tmp_path / "whole"), final_weights(cut)
     for key in whole:
         assert torch.equal(whole[key], resumed[key]), key
+    assert latest_checkpoint(cut).name == "step_48" and not list((cut / "checkpoints").glob(".tmp-*"))
+    assert [m["step"] for m in read_metrics(cut / "metrics.jsonl")] == list(range(1, 49))

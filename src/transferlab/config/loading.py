@@ -203,9 +203,14 @@ def _walk(loc: tuple, root: type[BaseModel]) -> tuple[list[Any], list[str]]:
 
 
 def _unwrap(node: Any) -> Any:
-    while typing.get_origin(node) is Annotated:
-        node = typing.get_args(node)[0]
-    return node
+    """The type inside Annotated[...] and Optional[...] (`X | None` locations have no step of their own)."""
+    while True:
+        origin = typing.get_origin(node)
+        members = [m for m in typing.get_args(node) if m is not type(None)]
+        if origin is Annotated or (origin in (Union, UnionType) and len(members) == 1):
+            node = members[0]
+        else:
+            return node
 
 
 def _tags(member: Any) -> tuple:

@@ -226,6 +226,10 @@ class TrainSpec(Strict):
     augment: AugmentSpec = AugmentSpec()
     log_every: int = Field(default=10, gt=0)
     checkpoint_every: int = Field(default=50, gt=0)
+    keep_checkpoints: int | None = Field(default=3, gt=0, description="keep the newest N checkpoints "
+                                                                      "(null: all)")
+    max_bad_steps: int = Field(default=5, gt=0, description="a step with a NaN/Inf loss or gradient is "
+                                                            "skipped; this many in a row stop the run")
 
 
 class LoggingSpec(Strict):

@@ -36,6 +36,9 @@ def read_weights(path: str | Path) -> dict[str, torch.Tensor]:
         raise UserError(f"{path} cannot be read as model weights ({type(err).__name__}: {err}). Use a "
                         f"safetensors file or a torch state dict of tensors.") from None
     state = state.get("state_dict", state) if isinstance(state, dict) else state
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise UserError(f"{path} holds a {type(state).__name__}, not a state dict of tensors. Save the model's "
+                        f"state_dict() (safetensors preferred).")
     return {k.removeprefix("module."): v for k, v in state.items()}
 
 

@@ -3,7 +3,9 @@
 A checkpoint is written into a hidden temporary directory, every file flushed and fsynced, then the
 directory is renamed to `step_<n>` and only then does `checkpoints/latest` (a one-line file naming the
 directory) move to it. meta.json records a SHA-256 per file, checked on load, so a damaged checkpoint is
-reported instead of silently loaded. Everything is safetensors or JSON: nothing is ever unpickled.
+reported instead of silently loaded, and resuming falls back to the newest undamaged one. Only the newest
+`keep` checkpoints stay (older ones are removed after a new one is complete). Everything is safetensors or
+JSON: nothing is ever unpickled.
 """
 
 from __future__ import annotations
@@ -78,12 +80,13 @@ def restore_rng(tensors: dict[str, torch.Tensor], saved: dict) -> None:
 
 
 def save_checkpoint(run_dir: Path, step: int, model_state: dict[str, torch.Tensor],
-                    train_tensors: dict[str, torch.Tensor], meta: dict) -> Path:
-    """Write checkpoints/step_<step> atomically and point `latest` at it."""
+                    train_tensors: dict[str, torch.Tensor], meta: dict, keep: int | None = None) -> Path:
+    """Write checkpoints/step_<step> atomically, point `latest` at it, then keep only the newest `keep`."""
     root = Path(run_dir) / "checkpoints"
     root.mkdir(parents=True, exist_ok=True)
     final, tmp = root / f"step_{step}", root / f".tmp-step_{step}"
-    shutil.rmtree(tmp, ignore_errors=True)
+    for stale in root.glob(".tmp-step_*"):  # left by a run killed mid-write; one run writes at a time
+        shutil.rmtree(stale, ignore_errors=True)
     tmp.mkdir()
     _save_tensors(model_state, tmp / MODEL_FILE)
     _save_tensors(train_tensors, tmp / STATE_FILE)
@@ -94,7 +97,18 @@ def save_checkpoint(run_dir: Path, step: int, model_state: dict[str, torch.Tenso
     os.replace(tmp, final)
     fsync_dir(root)
     atomic_write(root / LATEST, final.name + "\n")
+    if keep is not None:
+        for old in checkpoints_newest_first(run_dir)[keep:]:
+            if old != final:
+                shutil.rmtree(old, ignore_errors=True)
     return final
+
+
+def checkpoints_newest_first(run_dir: Path) -> list[Path]:
+    """The step_<n> directories of a run, highest step first (complete or not)."""
+    root = Path(run_dir) / "checkpoints"
+    steps = [(int(p.name[5:]), p) for p in root.glob("step_*") if p.is_dir() and p.name[5:].isdigit()]
+    return [path for _, path in sorted(steps, reverse=True)]
 
 
 def latest_checkpoint(run_dir: Path) -> Path | None:
@@ -103,6 +117,21 @@ def latest_checkpoint(run_dir: Path) -> Path | None:
         return None
     path = pointer.parent / pointer.read_text(encoding="utf-8").strip()
     return path if (path / META_FILE).is_file() else None
+
+
+def read_newest_usable(run_dir: Path, warn) -> tuple[Path, dict, dict, dict]:
+    """(path, meta, model, train state) of the newest undamaged checkpoint; `warn(message)` for each one
+    passed over. `latest` names the newest complete checkpoint, so it is tried first."""
+    pointed = latest_checkpoint(run_dir)
+    candidates = ([pointed] if pointed else []) + [p for p in checkpoints_newest_first(run_dir) if p != pointed]
+    for path in candidates:
+        try:
+            return (path, *read_checkpoint(path))
+        except UserError as err:
+            warn(f"{err} Trying the previous checkpoint.")
+    raise UserError(f"--resume was given but {Path(run_dir) / 'checkpoints'} has no usable checkpoint"
+                    f"{' (all are damaged)' if candidates else ' yet'}. Start the run again without --resume "
+                    f"(into an empty --out directory).")
 
 
 def read_checkpoint(path: Path, with_train_state: bool = True) -> tuple[dict, dict, dict]:

@@ -12,13 +12,14 @@ from pathlib import Path
 
 from transferlab.config import LoggingSpec
 from transferlab.errors import UserError
+from transferlab.fileio import atomic_write
 
 
 class MetricsLogger:
     def __init__(self, run_dir: Path, spec: LoggingSpec, params: dict, start_step: int = 0) -> None:
         self.path = Path(run_dir) / "metrics.jsonl"
         kept = [line for line in read_metrics(self.path) if line.get("step", -1) <= start_step]
-        self.path.write_text("".join(json.dumps(line) + "\n" for line in kept), encoding="utf-8")
+        atomic_write(self.path, "".join(json.dumps(line) + "\n" for line in kept))  # a kill here loses nothing
         self._file = open(self.path, "a", encoding="utf-8")
         self._tensorboard = self._mlflow = None
         if spec.tensorboard:

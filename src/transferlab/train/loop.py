@@ -5,13 +5,17 @@ resumes from `checkpoints/latest` when asked, embeds a locked text tower's capti
 each step: makes the step's batch (a pure function of the step number), back-propagates the objective's
 loss (in chunks when `train.chunk_size` is set, with exact full-batch gradients), and takes one optimizer
 step. Because every random draw of a step is a function of (seed, step), a resumed run repeats exactly
-the steps an uninterrupted run would have taken.
+the steps an uninterrupted run would have taken. A step with a non-finite loss or gradient is skipped, and
+SIGTERM/SIGINT stop the run at a step boundary with a checkpoint (train/guards.py).
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
+import json
 import math
+import sys
 import time
 from pathlib import Path
 
@@ -23,20 +27,21 @@ from transferlab.data.captions import CaptionTable
 from transferlab.data.dataset import ImageTextData
 from transferlab.data.pairs import TextPairData
 from transferlab.data.sources import load_splits
-from transferlab.errors import UserError
+from transferlab.errors import Interrupted, UserError
+from transferlab.fileio import atomic_write
 from transferlab.models.dual_encoder import DualEncoder
 from transferlab.optim import ModelEMA, create_optimizer, layer_decay_groups, lr_at, parameter_groups
 from transferlab.runtime import resolve_device, seed_everything
 from transferlab.train.batches import BatchMaker
 from transferlab.train.checkpoint import (
-    latest_checkpoint,
     optimizer_state,
-    read_checkpoint,
+    read_newest_usable,
     restore_optimizer,
     restore_rng,
     rng_state,
     save_checkpoint,
 )
+from transferlab.train.guards import BadSteps, StopSignals
 from transferlab.train.large_batch import backward_step
 from transferlab.train.logging import MetricsLogger, flatten
 from transferlab.train.objectives import build_objective
@@ -56,6 +61,7 @@ def pretrain(recipe: Recipe, run_dir: Path, resume: bool = False) -> DualEncoder
     if len(data) < spec.batch_size:
         raise UserError(f"train.batch_size is {spec.batch_size} but the train split of '{spec.data}' has only "
                         f"{len(data)} samples. Lower train.batch_size or add data.")
+    _record_data_report(run_dir, spec.data, data.report)
     pairs = isinstance(data, TextPairData)
     image_only = spec.objective in IMAGE_ONLY_OBJECTIVES
     captions = None if image_only else CaptionTable([[t] for t in data.right] if pairs else data.captions)
@@ -71,60 +77,81 @@ def pretrain(recipe: Recipe, run_dir: Path, resume: bool = False) -> DualEncoder
     groups += [g for g in parameter_groups(objective, spec.weight_decay) if g["params"]]
     optimizer = create_optimizer(spec.optimizer, groups, spec.lr, spec.betas, spec.eps)
     ema = None if spec.ema_decay is None else ModelEMA(model, spec.ema_decay)
-    start = _resume(run_dir, model, objective, optimizer, ema, scaler) if resume else 0
+    bad = BadSteps(spec.max_bad_steps)
+    start = _resume(run_dir, model, objective, optimizer, ema, scaler, bad) if resume else 0
     trainable.train()
 
     text = _text_features(model, captions, queries, autocast)
     batches = BatchMaker(recipe, len(data), device, None if pairs else data.images.to(device), data.labels,
                          captions, _positive_ids(data, captions, spec.positives), objective.views, queries)
     logger = MetricsLogger(run_dir, recipe.logging, flatten(recipe.model_dump(mode="json")), start_step=start)
-    window_loss, window_start, window_steps = torch.zeros((), device=device), time.perf_counter(), 0
+    window_loss, window_steps, window_begin = torch.zeros((), device=device), 0, start  # steps applied, begun at
+    window_start = time.perf_counter()
     progress = tqdm(range(start, spec.steps), initial=start, total=spec.steps, desc="pretrain", unit="step",
                     dynamic_ncols=True)
-    for step in progress:
-        batch = batches(step)
-        lr = lr_at(step, spec.lr, spec.steps, spec.warmup_steps, spec.schedule, spec.cooldown_fraction)
-        for group in optimizer.param_groups:
-            group["lr"] = lr * group.get("lr_scale", 1.0)
+    parameters = [p for p in trainable.parameters() if p.requires_grad]
+    buffers = list(model.buffers())
+    save = functools.partial(_checkpoint, run_dir, model=model, objective=objective, optimizer=optimizer, ema=ema,
+                             scaler=scaler, recipe=recipe, bad=bad)
+    with StopSignals() as stop, contextlib.closing(logger), contextlib.closing(progress):
+        for step in progress:
+            batch = batches(step)
+            lr = lr_at(step, spec.lr, spec.steps, spec.warmup_steps, spec.schedule, spec.cooldown_fraction)
+            for group in optimizer.param_groups:
+                group["lr"] = lr * group.get("lr_scale", 1.0)
 
-        # ---- one optimizer step on the objective's loss, chunked if asked, with exact gradients
-        optimizer.zero_grad(set_to_none=True)
-        embeddings: list[torch.Tensor] = []  # the step's embeddings, detached, for the objective's state
-        loss = backward_step(objective.encoders(model, batch, text, autocast),
-                             _recording(objective, batch, model, embeddings), model, spec.chunk_size,
-                             spec.large_batch, scale=scaler.scale if scaler else lambda value: value)
-        if scaler:
-            scaler.unscale_(optimizer)
-        if spec.grad_clip is not None:
-            torch.nn.utils.clip_grad_norm_(trainable.parameters(), spec.grad_clip)
-        if scaler:
-            scaler.step(optimizer)
-            scaler.update()
-        else:
-            optimizer.step()
-        with torch.no_grad():  # as in CLIP: the temperature may not fall below 1 / max_logit_scale
-            model.logit_scale.clamp_(0, math.log(recipe.model.max_logit_scale))
-        objective.after_step(embeddings, batch)
-        if ema is not None:
-            ema.update(model)
-        window_loss += loss
-        window_steps += 1
+            # ---- one optimizer step on the objective's loss, chunked if asked, with exact gradients
+            optimizer.zero_grad(set_to_none=True)
+            kept = [buffer.clone() for buffer in buffers]  # batch-norm statistics, restored if the step is bad
+            embeddings: list[torch.Tensor] = []  # the step's embeddings, detached, for the objective's state
+            loss = backward_step(objective.encoders(model, batch, text, autocast),
+                                 _recording(objective, batch, model, embeddings), model, spec.chunk_size,
+                                 spec.large_batch, scale=scaler.scale if scaler else lambda value: value)
+            if scaler:
+                scaler.unscale_(optimizer)
+            norm = torch.nn.utils.get_total_norm([p.grad for p in parameters if p.grad is not None])
+            # with fp16, overflowing gradients are the scaler's to skip (it then lowers the scale)
+            if bad.ok(step, loss, None if scaler else norm):
+                if spec.grad_clip is not None:
+                    torch.nn.utils.clip_grads_with_norm_(parameters, spec.grad_clip, norm)
+                if scaler:
+                    scaler.step(optimizer)
+                else:
+                    optimizer.step()
+                with torch.no_grad():  # as in CLIP: the temperature may not fall below 1 / max_logit_scale
+                    model.logit_scale.clamp_(0, math.log(recipe.model.max_logit_scale))
+                objective.after_step(embeddings, batch)
+                if ema is not None:
+                    ema.update(model)
+                window_loss += loss.detach()
+                window_steps += 1
+            else:
+                for buffer, before in zip(buffers, kept, strict=True):
+                    buffer.copy_(before)
+            if scaler:
+                scaler.update()
 
-        # ---- log and checkpoint (the only places that wait for the device)
-        done = step + 1
-        if done % spec.log_every == 0 or done == spec.steps:
-            seconds = time.perf_counter() - window_start
-            values = {"epoch": batches.epoch_of(step), "loss": (window_loss / window_steps).item(), "lr": lr,
-                      "logit_scale": model.logit_scale.exp().item(),
-                      "samples_per_s": window_steps * spec.batch_size / seconds}
-            logger.log(done, values)
-            progress.set_postfix(loss=f"{values['loss']:.3f}")
-            window_loss.zero_()
-            window_start, window_steps = time.perf_counter(), 0
-        if done % spec.checkpoint_every == 0 or done == spec.steps:
-            _checkpoint(run_dir, done, model, objective, optimizer, ema, scaler, recipe)
-    progress.close()
-    logger.close()
+            # ---- log and checkpoint (the only places that wait for the device, with the check above)
+            done = step + 1
+            if done % spec.log_every == 0 or done == spec.steps:
+                seconds = time.perf_counter() - window_start
+                values = {"epoch": batches.epoch_of(step),
+                          "loss": (window_loss / window_steps).item() if window_steps else None, "lr": lr,
+                          "logit_scale": model.logit_scale.exp().item(),
+                          "samples_per_s": (done - window_begin) * spec.batch_size / seconds,
+                          "skipped_steps": bad.total}
+                logger.log(done, values)
+                if window_steps:
+                    progress.set_postfix(loss=f"{values['loss']:.3f}")
+                window_loss.zero_()
+                window_start, window_steps, window_begin = time.perf_counter(), 0, done
+            saved = None
+            if done % spec.checkpoint_every == 0 or done == spec.steps:
+                saved = save(done)
+            if bad.exhausted:
+                raise bad.error(saved or save(done))
+            if stop.received is not None:
+                raise Interrupted(stop.received, done, saved or save(done))
     if ema is not None:
         ema.apply_to(model)
     model.eval()
@@ -145,6 +172,15 @@ def _text_features(model: DualEncoder, captions: CaptionTable | None, queries: C
             return caches[query][ids]
         return model.text_features([tables[query].texts[i] for i in ids.tolist()], query)
     return text
+
+
+def _record_data_report(run_dir: Path, name: str, report) -> None:
+    """data_report.json: what the reader kept and skipped by reason (the whole dataset, before the split)."""
+    atomic_write(run_dir / "data_report.json", json.dumps({name: report.to_dict()}, indent=1) + "\n")
+    if report.skipped:
+        reasons = ", ".join(f"{count} {reason}" for reason, count in report.skipped.most_common())
+        tqdm.write(f"data: '{name}' kept {report.kept} samples and skipped {sum(report.skipped.values())} "
+                   f"({reasons}); see {run_dir / 'data_report.json'}", file=sys.stderr)
 
 
 def _recording(objective, batch, model: DualEncoder, sink: list[torch.Tensor]):
@@ -179,12 +215,10 @@ def _positive_ids(data: ImageTextData, captions: CaptionTable | None, mode: str)
     return captions.table[:, 0]  # samples whose first caption is the same text
 
 
-def _resume(run_dir: Path, model: DualEncoder, objective, optimizer, ema, scaler) -> int:
-    checkpoint = latest_checkpoint(run_dir)
-    if checkpoint is None:
-        raise UserError(f"--resume was given but {run_dir}/checkpoints has no complete checkpoint yet. "
-                        f"Start the run again without --resume (into an empty --out directory).")
-    meta, weights, state = read_checkpoint(checkpoint)
+def _resume(run_dir: Path, model: DualEncoder, objective, optimizer, ema, scaler, bad: BadSteps) -> int:
+    """Restore the newest undamaged checkpoint (damaged ones are reported and passed over); its step."""
+    _, meta, weights, state = read_newest_usable(run_dir, warn=lambda message: tqdm.write(message, file=sys.stderr))
+    bad.total = meta.get("skipped_steps", 0)
     if ema is not None:  # model.safetensors holds the EMA weights; the training weights are in the state
         weights = {k.removeprefix("live."): v for k, v in state.items() if k.startswith("live.")}
         ema.load_state_dict({k.removeprefix("ema."): v for k, v in state.items() if k.startswith("ema.")})
@@ -199,7 +233,7 @@ def _resume(run_dir: Path, model: DualEncoder, objective, optimizer, ema, scaler
 
 
 def _checkpoint(run_dir: Path, step: int, model: DualEncoder, objective, optimizer, ema, scaler,
-                recipe: Recipe) -> Path:
+                recipe: Recipe, bad: BadSteps) -> Path:
     optim_tensors, param_groups = optimizer_state(optimizer)
     rng_tensors, rng_json = rng_state()
     state = {**optim_tensors, **rng_tensors, **{f"objective.{k}": v for k, v in objective.state_dict().items()}}
@@ -211,5 +245,5 @@ def _checkpoint(run_dir: Path, step: int, model: DualEncoder, objective, optimiz
             weights = {k: v.clone() for k, v in model.saved_state_dict().items()}
     meta = {"model": recipe.model.model_dump(mode="json"), "optimizer_param_groups": param_groups,
             "rng": rng_json, "recipe": dump_recipe(recipe), "ema": ema is not None,
-            "grad_scaler": None if scaler is None else scaler.state_dict()}
-    return save_checkpoint(run_dir, step, weights, state, meta)
+            "grad_scaler": None if scaler is None else scaler.state_dict(), "skipped_steps": bad.total}
+    return save_checkpoint(run_dir, step, weights, state, meta, keep=recipe.train.keep_checkpoints)
