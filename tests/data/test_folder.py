@@ -177,8 +177,8 @@ def _corrupt(path):
     path.write_bytes(b"\x89PNG not really an image")
 
 
-@pytest.mark.parametrize("make, reason", [(_missing, "missing image"), (_empty, "undecodable image"),
-                                          (_truncated, "undecodable image"), (_corrupt, "undecodable image")])
+@pytest.mark.parametrize("make, reason", [(_missing, "missing image"), (_empty, "empty image"),
+                                          (_truncated, "truncated image"), (_corrupt, "undecodable image")])
 def test_bad_images_stop_or_are_skipped(tmp_path, make, reason):
     image(tmp_path / "good.png")
     make(tmp_path / "bad.png")

@@ -58,11 +58,50 @@ def test_tall_image_keeps_its_vertical_centre():
     assert out[0].max() < 10 and out[-1].max() < 10
 
 
-@pytest.mark.parametrize("source", [b"", b"\x00\x01garbage" * 20, png(halves(30, 30))[:60]],
+@pytest.mark.parametrize("source, reason", [(b"", "empty image"), (b"\x00\x01garbage" * 20, "undecodable image"),
+                                            (png(halves(30, 30))[:60], "truncated image")],
                          ids=["empty", "random", "truncated"])
-def test_undecodable_bytes_raise_bad_image(source):
-    with pytest.raises(BadImage):
+def test_undecodable_bytes_raise_bad_image_with_a_reason(source, reason):
+    with pytest.raises(BadImage) as err:
         decode_image(source, 8, 1)
+    assert err.value.reason == reason and "BytesIO" not in str(err.value)
+
+
+def test_only_raster_formats_are_opened():
+    # PIL picks its decoder by content; an EPS file named .png would have it run Ghostscript
+    eps = b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 8 8\nshowpage\n"
+    with pytest.raises(BadImage, match="not an image in a supported format") as err:
+        decode_image(eps, 8, 1)
+    assert err.value.reason == "undecodable image"
+
+
+def test_16_bit_and_float_images_are_scaled_not_clipped():
+    grey16 = np.array([[0, 128 * 257, 65535]], dtype=np.uint16).repeat(3, axis=0)
+    assert decode_image(png(Image.fromarray(grey16)), 3, 1)[0, 1].tolist() == [0, 128, 255]
+    floats = Image.fromarray(np.array([[0.0, 0.5, 1.0, 7.0]], dtype=np.float32).repeat(4, axis=0))
+    buffer = io.BytesIO()
+    floats.save(buffer, format="TIFF")
+    assert decode_image(buffer.getvalue(), 4, 3)[:, 1].tolist() == [[0, 128, 255, 255]] * 3
+
+
+def test_an_extreme_aspect_ratio_is_resized_without_a_huge_intermediate(monkeypatch):
+    # resizing the whole 1x1,000,000 strip first would allocate 28x28,000,000 pixels
+    sizes, resize = [], Image.Image.resize
+    monkeypatch.setattr(Image.Image, "resize", lambda img, size, *args, **kw: sizes.append(size) or
+                        resize(img, size, *args, **kw))
+    out = decode_image(png(Image.new("L", (1, 1_000_000), 77)), 28, 1)
+    assert out.shape == (1, 28, 28) and out.unique().tolist() == [77]
+    assert sizes == [(28, 28)]
+
+
+def test_an_oversized_file_is_refused_unread(tmp_path, monkeypatch):
+    from transferlab.data import images
+
+    monkeypatch.setattr(images, "MAX_IMAGE_BYTES", 10)
+    (tmp_path / "big.png").write_bytes(png(halves(30, 30)))
+    with pytest.raises(BadImage, match="larger than") as err:
+        decode_image(tmp_path / "big.png", 8, 1)
+    assert err.value.reason == "image too large"
 
 
 def test_missing_path_raises_bad_image(tmp_path):
@@ -96,3 +135,19 @@ def test_resize_tensor_resizes_and_clamps():
 def test_encode_png_then_decode_is_exact(channels):
     image = torch.randint(0, 256, (channels, 9, 9), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
     assert torch.equal(decode_image(encode_png(image), 9, channels), image)
+
+
+@pytest.mark.parametrize(("width", "height"), [(33, 28), (28, 33), (640, 427), (300, 225), (231, 224), (500, 333),
+                                               (28, 28), (7, 100)])
+def test_resize_and_crop_give_the_pixels_of_open_clips_preprocessing(width, height):
+    # torchvision's Resize(size) + CenterCrop(size), as open_clip evaluates: truncated long side, rounded offset
+    from torchvision import transforms
+
+    rng = np.random.default_rng(width * height)
+    img = Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8))
+    reference = transforms.Compose([transforms.Resize(32, transforms.InterpolationMode.BICUBIC),
+                                    transforms.CenterCrop(32)])(img)
+    expected = torch.from_numpy(np.asarray(reference).transpose(2, 0, 1).copy())
+    buffer = io.BytesIO()
+    img.save(buffer, format="PNG")
+    assert torch.equal(decode_image(buffer.getvalue(), 32, 3), expected)

@@ -63,8 +63,9 @@ def test_docstring_pairs_are_deterministic_distinct_and_substantial():
     assert first.left == second.left and first.right == second.right
     assert len(first) > 500
     assert len(set(first.right)) == len(first)  # every right text once: each query has one true match
-    assert all(len(left.split()) >= 3 and len(right.split()) >= 8 for left, right in zip(first.left, first.right, strict=True))
-    assert all(not right.startswith(left) for left, right in zip(first.left, first.right, strict=True))
+    pairs = list(zip(first.left, first.right, strict=True))
+    assert all(len(left.split()) >= 3 and len(right.split()) >= 8 for left, right in pairs)
+    assert all(not right.startswith(left) for left, right in pairs)  # the answer is not in the question
 
 
 def test_splits_are_seeded_and_disjoint():

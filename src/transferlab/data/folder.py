@@ -34,11 +34,11 @@ def read_folder(spec: FolderSource, name: str, size: int, channels: int) -> Imag
     if spec.label_column:
         records.require(spec.label_column, "label_column", "class labels")
     caption_column = spec.caption_column
-    if caption_column is not None and caption_column not in records.columns:
-        if not templated:
-            records.require(caption_column, "caption_column", "captions",
-                            f"; or set `datasets.{name}.label_column` and `datasets.{name}.templates` to make "
-                            f"captions from class names")
+    if caption_column is not None and (caption_column in records.columns or not templated):
+        records.require(caption_column, "caption_column", "captions",
+                        f"; or set `datasets.{name}.label_column` and `datasets.{name}.templates` to make "
+                        f"captions from class names")
+    else:
         caption_column = None  # the default column is absent: captions come from the templates
 
     rows: dict[Path, tuple[int, str, list[str], str | None]] = {}
@@ -61,12 +61,13 @@ def read_folder(spec: FolderSource, name: str, size: int, channels: int) -> Imag
     for path, (line, raw, captions, label) in progress(rows.items(), table.name, len(rows)):
         where = f"{table} line {line}"
         if not path.is_file():
-            bad("missing image", where, f"image '{raw}' does not exist (looked for {path})")
+            state = "is not a file" if path.exists() else "does not exist"
+            bad("missing image", where, f"image '{raw}' {state} (looked for {path})")
             continue
         try:
             samples.append(Sample(decode_image(path, size, channels), captions, label, where))
         except BadImage as err:
-            bad("undecodable image", where, f"image '{raw}' cannot be decoded: {err}")
+            bad(err.reason, where, f"image '{raw}' cannot be decoded: {err}")
     return assemble(name, str(table), samples, bad, spec.templates, spec.label_column is not None)
 
 

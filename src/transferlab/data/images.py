@@ -17,43 +17,106 @@ import torch.nn.functional as F
 from PIL import Image
 
 MAX_PIXELS = 20_000 * 20_000  # refuse decompression bombs beyond this many pixels
+MAX_IMAGE_BYTES = 512 * 2**20  # a larger file is refused unread
+MAX_ASPECT = 16  # longer images are resampled from the crop's region only
+# Only raster formats are opened: PIL picks the decoder from the content, not the name, and some (EPS) run
+# external programs on what they read.
+FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "GIF", "TIFF", "PPM")
 
 
 class BadImage(Exception):
-    """An image that cannot be decoded; `str(err)` is the reason, suitable for a data report."""
+    """An image that cannot be decoded. `reason` names the kind for a data report ("empty image",
+    "truncated image", "undecodable image", "image too large"); `str(err)` says what is wrong."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
 
 
 def decode_image(source: bytes | str | Path, size: int, channels: int) -> torch.Tensor:
     """Decode an encoded image (bytes or a path) into uint8 [channels, size, size].
 
+    Any decodable mode is converted (16-bit and float values scaled to 8 bits) and any size resized.
     Raises BadImage for a missing, empty, truncated or undecodable file, or one beyond MAX_PIXELS.
     """
     if channels not in (1, 3):
         raise ValueError(f"channels must be 1 or 3, got {channels}")
+    img = _open(_read(source) if isinstance(source, (str, Path)) else source)
     try:
-        if isinstance(source, (str, Path)):
-            source = Path(source).read_bytes()
-        if not source:
-            raise BadImage("empty file")
+        img.load()
+    except Exception as err:  # PIL's decoders raise many types on damaged data; none is a bug of ours
+        raise BadImage("truncated image", f"the image data is truncated or damaged ({_describe(err)})") from err
+    try:
+        img = _to_8bit(img).convert("L" if channels == 1 else "RGB")
+    except ValueError as err:
+        raise BadImage("undecodable image", f"its mode {img.mode} cannot be converted ({err})") from err
+    return _resize_crop(img, size)
+
+
+def _read(path: str | Path) -> bytes:
+    try:
+        if Path(path).stat().st_size > MAX_IMAGE_BYTES:
+            raise BadImage("image too large", f"the file is larger than {MAX_IMAGE_BYTES // 2**20} MiB")
+        return Path(path).read_bytes()
+    except FileNotFoundError as err:
+        raise BadImage("missing image", "file not found") from err
+    except OSError as err:
+        raise BadImage("undecodable image", f"the file cannot be read ({_describe(err)})") from err
+
+
+def _open(data: bytes) -> Image.Image:
+    """The image in `data`, its header read and its size checked, its pixels not yet decoded."""
+    if not data:
+        raise BadImage("empty image", "the file is empty")
+    try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(source)) as img:
-                if img.width * img.height > MAX_PIXELS:
-                    raise BadImage(f"{img.width}x{img.height} pixels is more than the {MAX_PIXELS} allowed")
-                img.load()
-                img = img.convert("L" if channels == 1 else "RGB")
-    except BadImage:
-        raise
-    except FileNotFoundError as err:
-        raise BadImage("file not found") from err
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError,
-            Image.DecompressionBombWarning) as err:
-        raise BadImage(f"cannot decode image ({type(err).__name__}: {err})") from err
-    scale = size / min(img.width, img.height)
-    w, h = max(size, round(img.width * scale)), max(size, round(img.height * scale))
-    img = img.resize((w, h), Image.Resampling.BICUBIC, reducing_gap=None)
-    left, top = (w - size) // 2, (h - size) // 2
-    img = img.crop((left, top, left + size, top + size))
+            img = Image.open(io.BytesIO(data), formats=FORMATS)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
+        raise BadImage("image too large", str(err)) from err
+    except Image.UnidentifiedImageError as err:
+        raise BadImage("undecodable image", f"not an image in a supported format ({', '.join(FORMATS)})") from err
+    except Exception as err:  # a damaged header can make PIL raise nearly anything
+        raise BadImage("undecodable image", f"the image header is damaged ({_describe(err)})") from err
+    if img.width * img.height > MAX_PIXELS:
+        raise BadImage("image too large", f"{img.width}x{img.height} pixels is more than the {MAX_PIXELS} allowed")
+    if not img.width or not img.height:
+        raise BadImage("undecodable image", f"the image is {img.width}x{img.height} pixels")
+    return img
+
+
+def _describe(err: Exception) -> str:
+    return f"{type(err).__name__}: {err}" if str(err) else type(err).__name__
+
+
+def _to_8bit(img: Image.Image) -> Image.Image:
+    """16-bit and 32-bit integer images (as 16-bit data) and float images (as 0..1) scaled to 8-bit grey;
+    `convert` would clip them to 255 instead, turning most of a 16-bit scan white."""
+    if img.mode.startswith("I"):
+        values = np.asarray(img).astype(np.float32).clip(0, 65535) / 257
+    elif img.mode == "F":
+        values = np.asarray(img).astype(np.float32).clip(0, 1) * 255
+    else:
+        return img
+    return Image.fromarray(np.nan_to_num(values).round().astype(np.uint8))
+
+
+def _resize_crop(img: Image.Image, size: int) -> torch.Tensor:
+    """Resize the shorter side to `size` and keep the centre square, as uint8 [C, size, size].
+
+    Sizes and offsets follow torchvision's `Resize(size)` + `CenterCrop(size)` (open_clip's preprocessing):
+    the long side is truncated, the crop offset rounded, so both see the very same pixels.
+    """
+    short, long = sorted((img.width, img.height))
+    resized_long = int(size * long / short)
+    w, h = (size, resized_long) if img.width <= img.height else (resized_long, size)
+    left, top = int(round((w - size) / 2.0)), int(round((h - size) / 2.0))
+    if resized_long <= MAX_ASPECT * size:
+        img = img.resize((w, h), Image.Resampling.BICUBIC).crop((left, top, left + size, top + size))
+    else:  # resample only the crop's source region, not a 28 x 28,000,000 image (within 1 grey level)
+        box = (left * img.width / w, top * img.height / h, (left + size) * img.width / w,
+               (top + size) * img.height / h)
+        img = img.resize((size, size), Image.Resampling.BICUBIC, box=box, reducing_gap=None)
     array = np.asarray(img, dtype=np.uint8)
     array = array[None] if array.ndim == 2 else array.transpose(2, 0, 1)
     return torch.from_numpy(array.copy())

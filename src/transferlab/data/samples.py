@@ -18,7 +18,7 @@ from transferlab.errors import UserError
 
 MAX_CAPTION_CHARS = 10_000  # longer captions are truncated: no text tower reads that far
 PROGRESS_AFTER = 200  # a bar for fewer images would only flicker
-INTEGER = re.compile(r"[+-]?\d+")
+INTEGER = re.compile(r"[+-]?\d{1,18}")  # a longer run of digits is a name: int() refuses 4,301 digits
 
 T = TypeVar("T")
 

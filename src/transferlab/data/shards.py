@@ -5,7 +5,8 @@ Shards are how large image-text collections (LAION, DataComp, CC12M) are distrib
 lets a recipe use such data directly; writing them lets a curated collection be handed to any
 webdataset-based trainer. Tar files are streamed member by member and never extracted: a member with an
 absolute path, a '..' component, or that is not a regular file (a symlink, a device) is skipped and
-counted as an "unsafe tar member", so a hostile shard cannot touch the file system.
+counted as an "unsafe tar member", so a hostile shard cannot touch the file system. Members are read into
+memory only when a sample needs them, and only up to a size limit, so a hostile shard cannot exhaust it.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import json
 import re
 import tarfile
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Collection, Iterator
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
@@ -24,14 +25,24 @@ from braceexpand import braceexpand
 
 from transferlab.config import WebDatasetSource
 from transferlab.data.dataset import DataReport, ImageTextData
-from transferlab.data.images import BadImage, decode_image, encode_png
-from transferlab.data.samples import BadSamples, Sample, assemble, check_fits, clean_captions, progress
+from transferlab.data.images import MAX_IMAGE_BYTES, BadImage, decode_image, encode_png
+from transferlab.data.samples import (
+    MAX_CAPTION_CHARS,
+    BadSamples,
+    Sample,
+    assemble,
+    check_fits,
+    clean_captions,
+    progress,
+)
 from transferlab.errors import UserError
 from transferlab.fileio import atomic_open, atomic_write
 
 IMAGE_EXTS = ("png", "jpg", "jpeg", "webp", "bmp", "gif", "tif", "tiff")
 CLASSNAMES = "classnames.txt"
 KEY_EXT = re.compile(r"^((?:.*/|)[^.]+)[.]([^/]*)$")  # webdataset's rule: the key ends at the name's first dot
+MAX_MEMBER_BYTES = MAX_IMAGE_BYTES  # a larger member is skipped unread
+MAX_TEXT_BYTES = 4 * MAX_CAPTION_CHARS  # text members are read this far: MAX_CAPTION_CHARS characters of UTF-8
 
 
 def expand_shards(pattern: str) -> list[Path]:
@@ -60,18 +71,23 @@ def expand_shards(pattern: str) -> list[Path]:
     return list(found)
 
 
-def iter_samples(paths: list[Path], bad: BadSamples | None = None) -> Iterator[dict[str, bytes | str]]:
+def iter_samples(paths: list[Path], bad: BadSamples | None = None, keep: Callable[[str], bool] | None = None,
+                 text: Collection[str] = ()) -> Iterator[dict[str, bytes | str]]:
     """Stream the samples of `paths`, one dict at a time: {"__key__": key, "__shard__": path, ext: bytes...}.
 
-    Unsafe members are skipped and counted in `bad.report`. A corrupt or truncated shard raises a
-    UserError naming it, or, when `bad` skips, ends that shard where the damage starts and is counted.
+    Only the extensions `keep` accepts are read (default: all); those in `text` are read up to
+    MAX_TEXT_BYTES, cut at a character boundary. Unsafe members, other members larger than MAX_MEMBER_BYTES
+    and a second member with the same key and extension are skipped unread and counted in `bad.report`.
+    A corrupt or truncated shard raises a UserError naming it, or, when `bad` skips, ends that shard where
+    the damage starts and is counted.
     """
     bad = bad or BadSamples(None, "error", DataReport(), "sample")
     for path in paths:
-        yield from _shard_samples(Path(path), bad)
+        yield from _shard_samples(Path(path), bad, keep, text)
 
 
-def _shard_samples(path: Path, bad: BadSamples) -> Iterator[dict[str, bytes | str]]:
+def _shard_samples(path: Path, bad: BadSamples, keep: Callable[[str], bool] | None,
+                   text: Collection[str]) -> Iterator[dict[str, bytes | str]]:
     sample: dict[str, bytes | str] | None = None
     try:
         # "r|*" reads the tar as a stream (any compression), so a shard is never seeked or extracted
@@ -84,7 +100,7 @@ def _shard_samples(path: Path, bad: BadSamples) -> Iterator[dict[str, bytes | st
                     bad.report.skip("unsafe tar member")
                     continue
                 match = KEY_EXT.match(member.name)
-                if match is None:
+                if match is None or match[2].startswith("__"):  # no extension, or one like __key__ of ours
                     continue
                 key, ext = match.groups()
                 if sample is not None and sample["__key__"] != key:
@@ -92,7 +108,16 @@ def _shard_samples(path: Path, bad: BadSamples) -> Iterator[dict[str, bytes | st
                     sample = None
                 if sample is None:
                     sample = {"__key__": key, "__shard__": str(path)}
-                sample[ext] = tar.extractfile(member).read()
+                if keep is not None and not keep(ext):
+                    continue
+                if ext in sample:
+                    bad.report.skip("duplicate tar member")
+                elif ext in text:
+                    sample[ext] = _text_head(tar.extractfile(member).read(MAX_TEXT_BYTES), member.size)
+                elif member.size > MAX_MEMBER_BYTES:
+                    bad.report.skip("oversized tar member")
+                else:
+                    sample[ext] = tar.extractfile(member).read()
     except (tarfile.TarError, EOFError, OSError, zlib.error) as err:
         bad("corrupt shard", str(path), f"the shard is corrupt or truncated ({type(err).__name__}: {err}), so the "
                                         f"samples from there on cannot be read",
@@ -102,6 +127,17 @@ def _shard_samples(path: Path, bad: BadSamples) -> Iterator[dict[str, bytes | st
         yield sample
 
 
+def _text_head(head: bytes, size: int) -> bytes:
+    """The first MAX_TEXT_BYTES of a text member of `size` bytes, without a character the cut split."""
+    if size > len(head):
+        try:
+            head.decode("utf-8")
+        except UnicodeDecodeError as err:
+            if err.end == len(head) and err.reason == "unexpected end of data":
+                return head[:err.start]
+    return head
+
+
 def read_webdataset(spec: WebDatasetSource, name: str, size: int, channels: int) -> ImageTextData:
     """Read the samples of the shards `spec.shards` names into memory, images decoded to [C, size, size]."""
     paths = expand_shards(spec.shards)
@@ -109,8 +145,11 @@ def read_webdataset(spec: WebDatasetSource, name: str, size: int, channels: int)
     known_from = paths[0].parent / CLASSNAMES
     known = _read_classnames(known_from)
     templated = bool(spec.templates) and spec.label_key is not None
+    text = {key for key in (spec.caption_key, spec.label_key) if key}
+    wanted = {*text, "json"}
+    stream = iter_samples(paths, bad, lambda ext: ext in wanted or ext.lower() in IMAGE_EXTS, text)
     samples = []
-    for sample in progress(iter_samples(paths, bad), Path(spec.shards).name):
+    for sample in progress(stream, Path(spec.shards).name):
         parsed = _parse_sample(sample, spec, name, templated, bad, size, channels)
         if parsed is not None:
             samples.append(parsed)
@@ -158,7 +197,7 @@ def _parse_sample(sample: dict, spec: WebDatasetSource, name: str, templated: bo
     try:
         return Sample(decode_image(sample[ext], size, channels), captions, label, where)
     except BadImage as err:
-        return bad("undecodable image", where, f"the .{ext} member cannot be decoded: {err}")
+        return bad(err.reason, where, f"the .{ext} member cannot be decoded: {err}")
 
 
 def _read_classnames(path: Path) -> list[str] | None:

@@ -6,10 +6,12 @@ invalid JSON lines go through the dataset's bad-sample policy (error or skip-and
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
-from dataclasses import dataclass
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from transferlab.data.samples import BadSamples
@@ -24,6 +26,7 @@ class Table:
     dataset: str
     rows: list[tuple[int, dict]]  # (line the row starts on, column -> value)
     columns: list[str]
+    repeated: set[str] = field(default_factory=set)  # columns the header names more than once
 
     @property
     def word(self) -> str:
@@ -37,6 +40,9 @@ class Table:
                             f"Its {word}s are: {', '.join(self.columns) or '(none)'}. Set "
                             f"`datasets.{self.dataset}.{key}` to the {word} that holds the {what}, or rename it in "
                             f"the table{alternative}.")
+        if column in self.repeated:
+            raise UserError(f"{self.path} names the {self.word} '{column}' more than once in its header, so it is "
+                            f"unclear which holds the {what}. Give each {self.word} its own name.")
 
 
 def read_table(path: Path, dataset: str, bad: BadSamples) -> Table:
@@ -53,7 +59,8 @@ def read_table(path: Path, dataset: str, bad: BadSamples) -> Table:
         rows, columns = _jsonl_records(text, path, bad)
     else:
         rows, columns = _csv_records(text, path, TABLE_KINDS[kind], bad)
-    return Table(path, dataset, rows, columns)
+    repeated = {column for column in columns if columns.count(column) > 1}
+    return Table(path, dataset, rows, list(dict.fromkeys(columns)), repeated)
 
 
 def _read_utf8(path: Path) -> str:
@@ -66,25 +73,38 @@ def _read_utf8(path: Path) -> str:
                         f"UTF-8 (spreadsheets: 'CSV UTF-8'; or `iconv -f latin1 -t utf-8`).") from None
 
 
+@contextlib.contextmanager
+def _field_limit(limit: int) -> Iterator[None]:
+    """Let the csv module read fields up to `limit` characters (its default, 128 KiB, would make one long
+    caption a parse error of the whole table; captions are truncated later). The limit is global: restore it."""
+    old = csv.field_size_limit()
+    csv.field_size_limit(max(old, limit))
+    try:
+        yield
+    finally:
+        csv.field_size_limit(old)
+
+
 def _csv_records(text: str, table: Path, delimiter: str, bad: BadSamples) -> tuple[list[tuple[int, dict]], list[str]]:
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
     records = []
     try:
-        header = [column.strip() for column in next(reader, [])]
-        if not any(header):
-            raise UserError(f"{table} is empty. Its first line must name the columns, e.g. image,caption.")
-        start = reader.line_num + 1
-        for row in reader:
-            # a quoted caption may span lines; messages name the line the row starts on
-            line, start = start, reader.line_num + 1
-            if not row:
-                continue
-            if len(row) != len(header):
-                sep = "a tab" if delimiter == "\t" else f"'{delimiter}'"
-                bad("malformed row", f"{table} line {line}", f"the row has {len(row)} fields but the header has "
-                                                             f"{len(header)}; quote fields that contain {sep}")
-                continue
-            records.append((line, dict(zip(header, row, strict=True))))
+        with _field_limit(len(text) + 1):
+            header = [column.strip() for column in next(reader, [])]
+            if not any(header):
+                raise UserError(f"{table} is empty. Its first line must name the columns, e.g. image,caption.")
+            start = reader.line_num + 1
+            for row in reader:
+                # a quoted caption may span lines; messages name the line the row starts on
+                line, start = start, reader.line_num + 1
+                if not row:
+                    continue
+                if len(row) != len(header):
+                    sep = "a tab" if delimiter == "\t" else f"'{delimiter}'"
+                    bad("malformed row", f"{table} line {line}", f"the row has {len(row)} fields but the header "
+                                                                 f"has {len(header)}; quote fields that contain {sep}")
+                    continue
+                records.append((line, dict(zip(header, row, strict=True))))
     except csv.Error as err:
         raise UserError(f"{table} line {reader.line_num} cannot be parsed ({err}). Fix the quoting on that line "
                         f"(a field with quotes or line breaks must be wrapped in double quotes).") from None
