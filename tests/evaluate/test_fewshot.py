@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import scipy.stats
 import torch
+from sklearn.base import BaseEstimator, ClassifierMixin
 
 from transferlab.evaluate.fewshot import fewshot_curve, sample_shots
 from transferlab.evaluate.knn import KNNClassifier
@@ -96,3 +97,29 @@ def test_one_seed_has_no_spread_and_each_fit_gets_a_fresh_estimator(data):
     assert curve[2]["n"] == 1 and np.isnan(curve[2]["std"]) and np.isnan(curve[2]["ci95"])
     chosen = sample_shots(train_y, 2, 7)
     assert curve[2]["mean"] == NearestClassMean().fit(train_x[chosen], train_y[chosen]).score(test_x, test_y)
+
+
+class RecordsValidation(ClassifierMixin, BaseEstimator):
+    def __init__(self, val_x=None, val_y=None):
+        self.val_x, self.val_y = val_x, val_y
+
+    def fit(self, X, y):
+        seen.append((len(X), None if self.val_y is None else np.bincount(self.val_y).tolist()))
+        self.classes_ = np.unique(y)
+        return self
+
+    def predict(self, X):
+        return np.zeros(len(X), dtype=int)
+
+
+seen: list = []
+
+
+def test_estimators_that_tune_get_k_shots_per_class_of_the_val_split(data):
+    train_x, train_y, val_x, val_y = data
+    seen.clear()
+    fewshot_curve(RecordsValidation, train_x, train_y, val_x, val_y, shots=[1, 2], seeds=2, val=(val_x, val_y))
+    assert seen == [(4, [1] * 4)] * 2 + [(8, [2] * 4)] * 2
+    seen.clear()
+    fewshot_curve(RecordsValidation, train_x, train_y, val_x, val_y, shots=[1], seeds=1)  # no val: nothing set
+    assert seen == [(4, None)]

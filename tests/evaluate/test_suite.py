@@ -59,6 +59,19 @@ def test_every_task_of_the_default_suite(trained, tmp_path):
     assert len(section["embedding_maps"]) == 1
 
 
+def test_adaptation_methods_in_the_fewshot_table(trained, tmp_path):
+    encoder = load_model(str(trained), torch.device("cpu")).encoder
+    methods = ["zeroshot", "gda", "tip_adapter", "tip_adapter_f", "linear_probe_zs"]
+    suite = load_suite("default", SMALL + [f"eval.fewshot.methods=[{','.join(methods)}]",
+                                           "eval.tasks=[zeroshot_classification,fewshot]"])
+    section = run_suite(encoder, suite, tmp_path, tmp_path / "features")
+    found = {t["task"]: t["metrics"] for t in section["results"]["tasks"]}
+    assert all(0 <= found["fewshot"][f"{m}@{k}shot"] <= 1 for m in methods for k in (1, 4))
+    # the zero-shot line is the zero-shot task's accuracy whatever the shots
+    assert found["fewshot"]["zeroshot@1shot"] == found["fewshot"]["zeroshot@4shot"] == pytest.approx(
+        found["zeroshot_classification"]["acc1"], abs=1e-6)
+
+
 def test_features_come_from_the_cache_until_the_model_changes(trained, tmp_path, monkeypatch):
     encoder = load_model(str(trained), torch.device("cpu")).encoder
     suite = load_suite("default", SMALL + ["eval.tasks=[ncm]"])

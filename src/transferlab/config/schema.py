@@ -242,7 +242,8 @@ class LoggingSpec(Strict):
 # ---------------------------------------------------------------------------------------------- eval
 
 EvalTask = Literal["zeroshot_classification", "linear_probe", "knn", "ncm", "fewshot", "retrieval", "clustering"]
-FewShotMethod = Literal["linear_probe", "knn", "ncm"]
+FewShotMethod = Literal["zeroshot", "linear_probe", "knn", "ncm", "gda", "tip_adapter", "tip_adapter_f",
+                        "linear_probe_zs", "coop"]
 
 
 class LinearProbeSpec(Strict):
@@ -262,7 +263,9 @@ class KnnSpec(Strict):
 class FewShotSpec(Strict):
     shots: list[int] = [1, 2, 4, 8, 16]
     seeds: int = Field(default=3, gt=0)
-    methods: list[FewShotMethod] = ["linear_probe", "knn", "ncm"]
+    methods: list[FewShotMethod] = Field(default=["linear_probe", "knn", "ncm"], description="also zeroshot (the "
+                                         "reference line), gda, tip_adapter, tip_adapter_f, linear_probe_zs "
+                                         "(started from the zero-shot weights), coop (needs a transferlab text tower)")
     weight_decay: float = Field(default=1e-3, gt=0, description="the probe's L2 penalty (no val split to tune "
                                                                 "it on with a handful of shots)")
     k: int = Field(default=5, gt=0, description="the kNN's k (capped at the number of shots)")

@@ -9,6 +9,11 @@ test split. Over the n seeds the scores a_1..a_n give
     mean ā,   std s = sqrt(Σ (a_i - ā)² / (n - 1)),   95% CI  ā ± t_{0.975, n-1} · s / √n
 
 (Student's t, as the n draws are few); with one seed s and the half-width are nan.
+
+Estimators that tune hyperparameters on validation data (a `val_x` / `val_y` parameter: GDA's ensemble
+weight, Tip-Adapter's α and β) get a few-shot validation set when `val` is given: k examples per class of
+the val split, drawn with the same (k, seed), as the few-shot protocols of CoOp and GDA do, so no method sees
+more labels than the shots it is credited with on each split.
 """
 
 from __future__ import annotations
@@ -29,13 +34,15 @@ def sample_shots(labels, shots: int, seed: int) -> np.ndarray:
 
 
 def fewshot_curve(estimator_factory: Callable, train_x, train_y, test_x, test_y,
-                  shots: Sequence[int] = (1, 2, 4, 8, 16), seeds: int | Sequence[int] = 3) -> dict[int, dict]:
+                  shots: Sequence[int] = (1, 2, 4, 8, 16), seeds: int | Sequence[int] = 3,
+                  val: tuple | None = None) -> dict[int, dict]:
     """Per shot count: {"mean", "std", "n", "ci95", "scores", "short_classes"}.
 
     `estimator_factory()` must return a fresh unfitted estimator (an estimator class or a functools.partial of
     one will do); `seeds` is a count (seeds 0..n-1) or the seeds themselves. "ci95" is the half-width of the 95%
     t-interval, "scores" the per-seed scores, and "short_classes" maps each class with fewer than k training
-    examples to the number it has (all of which were used).
+    examples to the number it has (all of which were used). `val`: (features, labels) of the val split, for
+    estimators that tune on it (see above).
     """
     seeds = range(seeds) if isinstance(seeds, int) else seeds
     train_y = np.asarray(train_y)
@@ -45,7 +52,11 @@ def fewshot_curve(estimator_factory: Callable, train_x, train_y, test_x, test_y,
         scores = []
         for seed in seeds:
             chosen = sample_shots(train_y, k, seed)
-            scores.append(float(estimator_factory().fit(train_x[chosen], train_y[chosen]).score(test_x, test_y)))
+            estimator = estimator_factory()
+            if val is not None and "val_x" in estimator.get_params():
+                picked = sample_shots(val[1], k, seed)
+                estimator.set_params(val_x=val[0][picked], val_y=val[1][picked])
+            scores.append(float(estimator.fit(train_x[chosen], train_y[chosen]).score(test_x, test_y)))
         n, short = len(scores), counts < k
         std = float(np.std(scores, ddof=1)) if n > 1 else float("nan")
         half_width = float(scipy.stats.t.ppf(0.975, n - 1) * std / np.sqrt(n)) if n > 1 else float("nan")

@@ -9,7 +9,7 @@ estimator: `zeroshot`, `linear_probe`, `knn`, `ncm`, `fewshot`, `retrieval`, `cl
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -24,7 +24,7 @@ from transferlab.evaluate.linear_probe import LinearProbe, probe_with_validation
 from transferlab.evaluate.metrics import mean_per_class_recall
 from transferlab.evaluate.ncm import NearestClassMean
 from transferlab.evaluate.retrieval import retrieval_recall
-from transferlab.evaluate.zeroshot import zeroshot_classify, zeroshot_weights
+from transferlab.evaluate.zeroshot import ZeroShotClassifier, zeroshot_classify, zeroshot_weights
 
 Result = tuple[dict[str, float], torch.Tensor | None]
 
@@ -39,6 +39,7 @@ class View:
     embed: Callable[[str], torch.Tensor]  # split -> image embeddings
     embed_captions: Callable[[str], tuple[torch.Tensor, torch.Tensor]]  # split -> (captions, caption's image)
     encode_text: Callable[[list[str]], torch.Tensor] | None
+    _classifiers: dict = field(default_factory=dict)  # zero-shot weights by (class names, templates)
 
     @property
     def data(self) -> ImageTextData:
@@ -54,6 +55,21 @@ class View:
                             f"it a non-zero fraction in datasets.{self.name}.splits.")
         return self.embed(split).numpy(), data.labels.numpy()
 
+    def text_classifier(self, templates: list[str], task: str) -> torch.Tensor:
+        """Zero-shot class weights [K, D] from the class names and templates (row c is label c)."""
+        if self.encode_text is None:
+            raise UserError(f"{task} needs a text encoder; this model has none. Drop it from eval.tasks (or "
+                            f"eval.fewshot.methods) for this model.")
+        names = self.data.classnames
+        top = max(int(s.labels.max()) for s in self.splits.values() if s.labels is not None and len(s))
+        if names is None or len(names) <= top:
+            raise UserError(f"Dataset '{self.name}' has labels up to {top} but {0 if names is None else len(names)} "
+                            f"class names; {task} needs a name per class. Fix the dataset's labels or class names.")
+        key = (tuple(names), tuple(templates))
+        if key not in self._classifiers:
+            self._classifiers[key] = zeroshot_weights(self.encode_text, names, templates)
+        return self._classifiers[key]
+
     def fit_split(self, task: str) -> tuple[np.ndarray, np.ndarray]:
         """Features and labels to fit a classifier on: train + val (the evaluation split excluded)."""
         parts = [self.labelled(s, task) for s in ("train", "val") if s != self.split and len(self.splits[s])]
@@ -67,16 +83,8 @@ def _scores(predicted: np.ndarray, labels: np.ndarray) -> dict[str, float]:
 
 
 def zeroshot_classification(view: View, spec: EvalSpec) -> Result:
-    if view.encode_text is None:
-        raise UserError("zeroshot_classification needs a text encoder; this model has none. Drop it from "
-                        "eval.tasks for this model.")
     features, labels = view.labelled(view.split, "zeroshot_classification")
-    names = view.data.classnames
-    if names is None or len(names) <= int(labels.max()):
-        raise UserError(f"Dataset '{view.name}' has labels up to {int(labels.max())} but "
-                        f"{0 if names is None else len(names)} class names; zero-shot needs a name per class. "
-                        f"Fix the dataset's labels or class names.")
-    weights = zeroshot_weights(view.encode_text, names, spec.templates)
+    weights = view.text_classifier(spec.templates, "zeroshot_classification")
     return zeroshot_classify(torch.as_tensor(features), weights, torch.as_tensor(labels))
 
 
@@ -113,21 +121,48 @@ def ncm(view: View, spec: EvalSpec) -> Result:
     return _scores(predicted, test_y), torch.as_tensor(predicted)
 
 
+TEXT_METHODS = ("zeroshot", "gda", "tip_adapter", "tip_adapter_f", "linear_probe_zs", "coop")
+
+
 def fewshot(view: View, spec: EvalSpec) -> Result:
-    """`<method>@<k>shot` (mean accuracy over seeds) and `<method>@<k>shot_ci95` (95% half-width)."""
+    """`<method>@<k>shot` (mean accuracy over seeds) and `<method>@<k>shot_ci95` (95% half-width).
+
+    Methods that tune hyperparameters get k shots per class of the val split as their validation set; the
+    methods of `TEXT_METHODS` start from the zero-shot classifier of the suite's templates."""
     options = spec.fewshot
-    factories = {"linear_probe": lambda: LinearProbe(options.weight_decay, max_iter=500),
-                 "knn": lambda: KNNClassifier(k=options.k, temperature=spec.knn.temperature),
-                 "ncm": NearestClassMean}
     train_x, train_y = view.labelled("train", "fewshot")
     test_x, test_y = view.labelled(view.split, "fewshot")
+    val = view.labelled("val", "fewshot") if view.split != "val" and len(view.splits["val"]) else None
     metrics = {}
     for method in options.methods:
-        curve = fewshot_curve(factories[method], train_x, train_y, test_x, test_y, options.shots, options.seeds)
+        weights = view.text_classifier(spec.templates, f"few-shot {method}") if method in TEXT_METHODS else None
+        curve = fewshot_curve(_fewshot_factory(method, options, spec, weights, view), train_x, train_y, test_x,
+                              test_y, options.shots, options.seeds, val)
         for shots, point in curve.items():
             metrics[f"{method}@{shots}shot"] = point["mean"]
             metrics[f"{method}@{shots}shot_ci95"] = point["ci95"]
     return metrics, None
+
+
+def _fewshot_factory(method: str, options, spec: EvalSpec, weights, view: View) -> Callable:
+    """A function returning a fresh estimator of `method` (imports kept local: each is needed rarely)."""
+    from transferlab.adapt.gda import GDA
+    from transferlab.adapt.tip_adapter import TipAdapter, TipAdapterF
+    from transferlab.adapt.zeroshot_probe import ZeroShotInitProbe
+
+    factories = {
+        "zeroshot": lambda: ZeroShotClassifier(weights),
+        "linear_probe": lambda: LinearProbe(options.weight_decay, max_iter=500),
+        "linear_probe_zs": lambda: ZeroShotInitProbe(weights, weight_decay=options.weight_decay, max_iter=500),
+        "knn": lambda: KNNClassifier(k=options.k, temperature=spec.knn.temperature),
+        "ncm": NearestClassMean,
+        "gda": lambda: GDA(zeroshot_weights=weights),
+        "tip_adapter": lambda: TipAdapter(zeroshot_weights=weights),
+        "tip_adapter_f": lambda: TipAdapterF(zeroshot_weights=weights),
+    }
+    if method == "coop":
+        return view.coop_factory(weights)
+    return factories[method]
 
 
 def retrieval(view: View, spec: EvalSpec) -> Result:

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+from sklearn.base import BaseEstimator, ClassifierMixin
 
 from transferlab.evaluate.metrics import mean_per_class_recall, topk_accuracy
 
@@ -31,3 +33,21 @@ def zeroshot_classify(embeddings: torch.Tensor, weights: torch.Tensor,
     metrics = {"acc1": topk_accuracy(logits, labels, 1), "acc5": topk_accuracy(logits, labels, 5),
                "mean_per_class_recall": mean_per_class_recall(predictions, labels)}
     return metrics, predictions
+
+
+class ZeroShotClassifier(ClassifierMixin, BaseEstimator):
+    """The zero-shot classifier as an estimator: `fit` learns nothing (it only records the classes), so it is
+    the reference line of few-shot curves. Labels index the rows of `weights` [K, D]."""
+
+    def __init__(self, weights=None) -> None:
+        self.weights = weights
+
+    def fit(self, X, y) -> ZeroShotClassifier:
+        self.classes_ = np.arange(len(self.weights))
+        return self
+
+    def decision_function(self, X) -> np.ndarray:
+        return np.asarray(X, dtype=np.float64) @ np.asarray(self.weights, dtype=np.float64).T
+
+    def predict(self, X) -> np.ndarray:
+        return self.classes_[self.decision_function(X).argmax(axis=1)]
