@@ -127,6 +127,48 @@ def _write_model_cards(loaded, all_results: list[dict]) -> None:
         console.print(f"model card: {write_model_card(item.run_dir, results, summary)}")
 
 
+@app.command()
+@friendly
+def adapt(models: Annotated[list[str], typer.Argument(help="the model to adapt (model reference); for wise_ft, "
+                                                           "ties, task_arithmetic: PRETRAINED FINETUNED...")],
+          method: Annotated[str, typer.Option("--method", help="zeroshot, linear_probe, linear_probe_zs, knn, ncm, "
+                                                               "gda, tip_adapter, tip_adapter_f, coop, full, lora, "
+                                                               "wise_ft, task_arithmetic, ties, soup")],
+          data: Annotated[str, typer.Option("--data", help="a dataset of the suite")] = "digits",
+          shots: Annotated[int, typer.Option("--shots", help="labelled examples per class", min=1)] = 16,
+          seed: Annotated[int, typer.Option("--seed")] = 0,
+          suite: Annotated[str | None, typer.Option("--suite", help="where --data and the templates are defined "
+                                                                    "(default: the model's recipe)")] = None,
+          out: OutOpt = None, device: DeviceOpt = None,
+          param: Annotated[list[str] | None, typer.Option("--param", help="a method parameter, name=value (e.g. "
+                                                                          "alpha=0.5, density=0.2, epochs=5)")] = None,
+          set_: SetOpt = None) -> None:
+    """Adapt a model to a dataset from a few labelled examples per class; writes OUT/adapt.json."""
+    import yaml
+
+    from transferlab.adapt.command import adapt as run_adapt
+    from transferlab.config import load_suite
+    from transferlab.runtime import resolve_device
+
+    parameters = {}
+    for item in param or []:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            raise UserError(f"--param takes name=value, got '{item}'.")
+        parameters[name.strip()] = yaml.safe_load(value)
+    out = out or Path("runs") / f"adapt-{method}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+    if set_ and not suite:
+        raise UserError("--set overrides keys of --suite; name the suite (e.g. --suite default) to use it.")
+    chosen = load_suite(suite, list(set_ or [])) if suite else None
+    record = run_adapt(models, method, data, shots, seed, chosen, out, resolve_device(device or "auto"), parameters)
+    table = Table(title=f"{method} · {data} · {shots} shots · seed {seed}", title_justify="left")
+    for name in record["metrics"]:
+        table.add_column(SHORT_NAMES.get(name, name), justify="right", no_wrap=True)
+    table.add_row(*[_format(name, value) for name, value in record["metrics"].items()])
+    Console().print(table)
+    console.print(f"adapted: {out}", soft_wrap=True)
+
+
 # what a resumed run may change: nothing that alters what its checkpoints' weights and states mean
 RESUME_SETTABLE = ("device=", "train.lr=", "train.grad_clip=", "train.precision=", "train.max_bad_steps=",
                    "train.steps=", "train.log_every=", "train.checkpoint_every=", "train.keep_checkpoints=")

@@ -1,18 +1,15 @@
 """Weight-space merging: TIES by hand, WiSE-FT, task arithmetic, soups, compatibility checks, load and save."""
 
 import copy
-import hashlib
-import json
 
 import pytest
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from transferlab.adapt.merging import (
     check_compatible,
     interpolate,
     load_states,
-    save_merged,
     task_arithmetic,
     task_vector,
     ties_merge,
@@ -207,22 +204,3 @@ def test_load_states_refuses_damaged_or_unknown_inputs(tmp_path):
     save_file(random_model(1), str(tmp_path / "w.safetensors"))
     with pytest.raises(UserError, match="twice"):
         load_states([tmp_path / "w.safetensors", str(tmp_path / "w.safetensors")])
-
-
-def test_save_merged_writes_weights_and_record_and_refuses_non_empty_dirs(tmp_path):
-    merged = uniform_soup([random_model(1), random_model(2)])
-    (tmp_path / "out").mkdir()  # an existing empty directory is fine
-    config = {"method": "uniform_soup", "inputs": ["runs/a", "runs/b"], "parameters": {}}
-    out = save_merged(merged, tmp_path / "out", config)
-    assert sorted(p.name for p in out.iterdir()) == ["merge.json", "model.safetensors"]
-    record = json.loads((out / "merge.json").read_text())
-    assert record["method"] == "uniform_soup" and record["inputs"] == ["runs/a", "runs/b"]
-    digest = hashlib.sha256((out / "model.safetensors").read_bytes()).hexdigest()
-    assert record["sha256"] == {"model.safetensors": digest}
-    for loaded in (load_file(str(out / "model.safetensors")), load_states([out])[str(out)]):
-        assert all(torch.equal(loaded[key], merged[key]) for key in merged)
-    with pytest.raises(UserError, match="not empty"):
-        save_merged(merged, out, config)
-    (out / "model.safetensors").write_bytes(b"damaged")
-    with pytest.raises(UserError, match="checksum"):
-        load_states([out])

@@ -29,28 +29,23 @@ vector of model t (`task_vector`).
 
 `check_compatible` raises a UserError naming the first key that differs between two models. The merging
 functions name their inputs by role ("the pretrained model", "fine-tuned model 2"); call
-`check_compatible(load_states(paths))` first to have file names in that message. `save_merged` writes the
-result as model.safetensors plus merge.json (method, inputs, parameters, SHA-256 of the weights).
+`check_compatible(load_states(paths))` first to have file names in that message.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from transferlab.errors import UserError
-from transferlab.fileio import atomic_write, commit, temp_path
 from transferlab.train.checkpoint import META_FILE, latest_checkpoint, read_checkpoint
 
 State = dict[str, torch.Tensor]
-MODEL_FILE, MERGE_FILE = "model.safetensors", "merge.json"
 
 
 def check_compatible(states: Mapping[str, State]) -> None:
@@ -168,17 +163,9 @@ def _check_scale(scale: float) -> None:
         raise UserError(f"scale (λ) must be a finite number, got {scale}.")
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def load_states(paths: Iterable[str | Path]) -> dict[str, State]:
     """{str(path): model weights} for run directories (their `latest` checkpoint), checkpoint directories,
-    directories written by `save_merged` and .safetensors files; checksums are verified where recorded."""
+    and .safetensors files; checkpoint checksums are verified."""
     states: dict[str, State] = {}
     for path in map(Path, paths):
         if str(path) in states:
@@ -196,8 +183,6 @@ def _load_state(path: Path) -> State:
                             f"safetensors file.") from None
     if (path / META_FILE).is_file():
         return read_checkpoint(path, with_train_state=False)[1]
-    if (path / MERGE_FILE).is_file():
-        return _read_merged(path)
     if (path / "checkpoints").is_dir():
         checkpoint = latest_checkpoint(path)
         if checkpoint is None:
@@ -205,40 +190,4 @@ def _load_state(path: Path) -> State:
                             f"no step_<n> directory with a meta.json). Point at one of its step_<n> directories.")
         return read_checkpoint(checkpoint, with_train_state=False)[1]
     raise UserError(f"{path} {'is' if path.exists() else 'does not exist, so it is'} not a transferlab run "
-                    f"directory, checkpoint directory (checkpoints/step_<n>), merged model directory or "
-                    f".safetensors file.")
-
-
-def _read_merged(path: Path) -> State:
-    try:
-        expected = json.loads((path / MERGE_FILE).read_text(encoding="utf-8"))["sha256"][MODEL_FILE]
-    except (OSError, ValueError, KeyError, TypeError) as err:
-        raise UserError(f"{path / MERGE_FILE} cannot be read ({err!r}); write the merged model again.") from None
-    if not (path / MODEL_FILE).is_file() or _sha256(path / MODEL_FILE) != expected:
-        raise UserError(f"{path / MODEL_FILE} is missing or does not match its checksum in {MERGE_FILE}: the "
-                        f"merged model is damaged. Write it again.")
-    return load_file(str(path / MODEL_FILE))
-
-
-def save_merged(state: State, out_dir: str | Path, config: dict) -> Path:
-    """Write out_dir/model.safetensors, then out_dir/merge.json: `config` (with at least "method" and "inputs";
-    "parameters" defaults to {}) plus the weights' SHA-256. Each file is written to a temporary name and
-    renamed, and merge.json comes last, so a directory with a merge.json holds a complete merged model.
-    An existing non-empty `out_dir` is refused."""
-    missing = {"method", "inputs"} - set(config)
-    if missing:
-        raise ValueError(f"save_merged config lacks {sorted(missing)}")
-    out_dir = Path(out_dir)
-    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
-        raise UserError(f"{out_dir} already exists and is not empty; a merged model is never written over other "
-                        f"files. Choose a new --out directory or remove that one.")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    weights, tmp = out_dir / MODEL_FILE, temp_path(out_dir / MODEL_FILE)
-    try:
-        save_file({key: value.detach().contiguous().cpu() for key, value in state.items()}, str(tmp))
-        commit(tmp, weights)
-    finally:
-        tmp.unlink(missing_ok=True)
-    record = {"parameters": {}, **config, "sha256": {MODEL_FILE: _sha256(weights)}}
-    atomic_write(out_dir / MERGE_FILE, json.dumps(record, indent=1, default=str) + "\n")
-    return out_dir
+                    f"directory, checkpoint directory (checkpoints/step_<n>) or .safetensors file.")

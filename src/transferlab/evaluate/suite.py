@@ -59,7 +59,7 @@ def run_suite(encoder: Encoder, suite: Suite, out_dir: Path, cache_dir: Path | N
                         encoder, s[split], split, cache_dir, spec.batch_size)),
                     embed_captions=functools.cache(lambda split, s=splits: caption_embeddings(
                         encoder, s[split], split, cache_dir, spec.batch_size)),
-                    encode_text=encoder.encode_text)
+                    encode_text=encoder.encode_text, model=encoder.module)
         for task in spec.tasks:
             started = time.perf_counter()
             metrics, predicted = TASKS[task](view, spec)

@@ -39,6 +39,7 @@ class View:
     embed: Callable[[str], torch.Tensor]  # split -> image embeddings
     embed_captions: Callable[[str], tuple[torch.Tensor, torch.Tensor]]  # split -> (captions, caption's image)
     encode_text: Callable[[list[str]], torch.Tensor] | None
+    model: torch.nn.Module | None = None  # the encoder's module (CoOp prompts its text tower)
     _classifiers: dict = field(default_factory=dict)  # zero-shot weights by (class names, templates)
 
     @property
@@ -136,20 +137,23 @@ def fewshot(view: View, spec: EvalSpec) -> Result:
     metrics = {}
     for method in options.methods:
         weights = view.text_classifier(spec.templates, f"few-shot {method}") if method in TEXT_METHODS else None
-        curve = fewshot_curve(_fewshot_factory(method, options, spec, weights, view), train_x, train_y, test_x,
-                              test_y, options.shots, options.seeds, val)
+        factory = fewshot_estimator(method, spec, weights, view.data.classnames, view.model)
+        curve = fewshot_curve(factory, train_x, train_y, test_x, test_y, options.shots, options.seeds, val)
         for shots, point in curve.items():
             metrics[f"{method}@{shots}shot"] = point["mean"]
             metrics[f"{method}@{shots}shot_ci95"] = point["ci95"]
     return metrics, None
 
 
-def _fewshot_factory(method: str, options, spec: EvalSpec, weights, view: View) -> Callable:
-    """A function returning a fresh estimator of `method` (imports kept local: each is needed rarely)."""
+def fewshot_estimator(method: str, spec: EvalSpec, weights: torch.Tensor | None, classnames: list[str] | None,
+                      model=None) -> Callable:
+    """A function returning a fresh, unfitted estimator of a few-shot `method` on image features: `weights` are
+    the zero-shot classifier (for TEXT_METHODS), `model` the DualEncoder whose text tower CoOp prompts."""
     from transferlab.adapt.gda import GDA
     from transferlab.adapt.tip_adapter import TipAdapter, TipAdapterF
     from transferlab.adapt.zeroshot_probe import ZeroShotInitProbe
 
+    options = spec.fewshot
     factories = {
         "zeroshot": lambda: ZeroShotClassifier(weights),
         "linear_probe": lambda: LinearProbe(options.weight_decay, max_iter=500),
@@ -159,10 +163,15 @@ def _fewshot_factory(method: str, options, spec: EvalSpec, weights, view: View) 
         "gda": lambda: GDA(zeroshot_weights=weights),
         "tip_adapter": lambda: TipAdapter(zeroshot_weights=weights),
         "tip_adapter_f": lambda: TipAdapterF(zeroshot_weights=weights),
+        "coop": lambda: _coop(model, classnames),
     }
-    if method == "coop":
-        return view.coop_factory(weights)
     return factories[method]
+
+
+def _coop(model, classnames: list[str] | None):
+    from transferlab.adapt.coop import CoOp
+
+    return CoOp(model, classnames, progress=False)
 
 
 def retrieval(view: View, spec: EvalSpec) -> Result:

@@ -1,0 +1,207 @@
+"""`transferlab adapt`: adapt a pretrained model to one labelled dataset with one method, into a directory.
+
+The dataset and the zero-shot templates come from a suite (default: the model's own recipe, else the
+built-in `default` suite). Every method sees `--shots` examples per class of the train split, drawn with
+`--seed`, tunes what it tunes on as many per class of the val split, and is scored on the test split:
+
+- on cached image embeddings (`FEATURE_METHODS`): the zero-shot classifier (the reference), linear probes,
+  kNN, NCM, GDA, Tip-Adapter(-F) and CoOp; what they learn goes to `head.safetensors`;
+- on images (`FINETUNE_METHODS`): full or LoRA fine-tuning of the image tower with a zero-shot head;
+- on weights (`WEIGHT_METHODS`): `wise_ft PRETRAINED FINETUNED` interpolates with `alpha`;
+  `task_arithmetic` / `ties PRETRAINED FINETUNED...` add task vectors; `soup MODEL...` averages.
+
+A method that yields a model writes it as a checkpoint (`OUT/checkpoints/step_0`), so `transferlab eval OUT`
+evaluates it like any run. `OUT/adapt.json` records the method, models, dataset, shots, seed, parameters
+and test metrics (with the starting model's zero-shot accuracy beside them, when it has a text tower).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import save_file
+
+from transferlab.config import Suite, dump_recipe
+from transferlab.data.sources import load_splits
+from transferlab.errors import UserError
+from transferlab.evaluate.features import image_embeddings
+from transferlab.evaluate.fewshot import sample_shots
+from transferlab.evaluate.tasks import View, fewshot_estimator
+from transferlab.fileio import atomic_write, commit, temp_path
+from transferlab.models.encoder import Encoder, from_dual_encoder
+from transferlab.models.references import LoadedModel, load_model
+
+FEATURE_METHODS = ("zeroshot", "linear_probe", "linear_probe_zs", "knn", "ncm", "gda", "tip_adapter",
+                   "tip_adapter_f", "coop")
+FINETUNE_METHODS = ("full", "lora")
+WEIGHT_METHODS = ("wise_ft", "task_arithmetic", "ties", "soup")
+METHODS = FEATURE_METHODS + FINETUNE_METHODS + WEIGHT_METHODS
+MODELS_TAKEN = {"wise_ft": (2, 2, "PRETRAINED FINETUNED"), "task_arithmetic": (2, None, "PRETRAINED FINETUNED..."),
+                "ties": (2, None, "PRETRAINED FINETUNED..."), "soup": (2, None, "MODEL MODEL...")}
+
+
+def adapt(models: list[str], method: str, data: str, shots: int, seed: int, suite: Suite | None, out: Path,
+          device: torch.device, parameters: dict) -> dict:
+    """Run one method; write OUT/adapt.json (returned) and what the method learned."""
+    if method not in METHODS:
+        raise UserError(f"Unknown adaptation method '{method}'. Choose one of: {', '.join(METHODS)}.")
+    fewest, most, shape = MODELS_TAKEN.get(method, (1, 1, "MODEL"))
+    if not fewest <= len(models) <= (most or len(models)):
+        raise UserError(f"--method {method} takes {shape}; {len(models)} model(s) were given.")
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise UserError(f"{out} already exists and is not empty; adapt never writes over other files. Pass a new "
+                        f"--out directory.")
+    base = load_model(models[0], device)
+    suite = suite or _suite_of(base)
+    if data not in suite.datasets:
+        raise UserError(f"Dataset '{data}' is not defined in suite '{suite.name}' (it has: "
+                        f"{', '.join(suite.datasets)}). Pass --data one of those, or --suite a file that defines it.")
+    out.mkdir(parents=True, exist_ok=True)
+    task = _Task(base.encoder, suite, data, shots, seed, out)
+    record = {"method": method, "models": models, "data": data, "shots": shots, "seed": seed,
+              "parameters": parameters, "metrics": {}}
+    if method in FEATURE_METHODS:
+        record["metrics"] = _feature_method(task, method, out)
+    elif method in FINETUNE_METHODS:
+        record["metrics"] = _finetune(task, base, method, parameters, seed, out)
+    else:
+        record["metrics"] = _weight_method(task, base, models, method, parameters, out)
+    if base.encoder.encode_text is not None and method != "zeroshot":
+        record["metrics"]["zeroshot_acc1_before"] = task.score(_zeroshot(task))["acc1"]
+    atomic_write(out / "adapt.json", json.dumps(record, indent=1) + "\n")
+    return record
+
+
+class _Task:
+    """The dataset's splits, the k-shot draws and the embeddings of one encoder."""
+
+    def __init__(self, encoder: Encoder, suite: Suite, data: str, shots: int, seed: int, out: Path) -> None:
+        self.encoder, self.suite, self.out = encoder, suite, out
+        self.splits = load_splits(data, suite.datasets[data], encoder.image_size, encoder.channels)
+        self.view = self._view(encoder)
+        train_y = self.view.labelled("train", "adapt")[1]
+        short = {int(c): int(n) for c, n in zip(*np.unique(train_y, return_counts=True), strict=True) if n < shots}
+        if short:
+            names = self.splits["train"].classnames
+            listed = ", ".join(f"'{names[c] if names else c}' has {n}" for c, n in sorted(short.items()))
+            raise UserError(f"--shots {shots} is more than some classes of the train split of '{data}' have "
+                            f"({listed}). Use --shots {min(short.values())} or fewer.")
+        self.chosen = sample_shots(train_y, shots, seed)
+        val_y = self.splits["val"].labels
+        self.val_chosen = sample_shots(val_y.numpy(), shots, seed) if val_y is not None and len(val_y) else None
+
+    def _view(self, encoder: Encoder) -> View:
+        return View(name="adapt", split="test", splits=self.splits, embed=lambda split: image_embeddings(
+            encoder, self.splits[split], split, self.out / "features"), embed_captions=None,
+            encode_text=encoder.encode_text, model=encoder.module)
+
+    def features(self, split: str, view: View | None = None) -> tuple[np.ndarray, np.ndarray]:
+        x, y = (view or self.view).labelled(split, "adapt")
+        pick = {"train": self.chosen, "val": self.val_chosen}.get(split)
+        return (x, y) if pick is None else (x[pick], y[pick])
+
+    def score(self, predicted: np.ndarray) -> dict:
+        labels = self.view.labelled("test", "adapt")[1]
+        correct = predicted == labels
+        recall = np.mean([correct[labels == c].mean() for c in np.unique(labels)])
+        return {"acc1": float(correct.mean()), "mean_per_class_recall": float(recall)}
+
+
+def _suite_of(base: LoadedModel) -> Suite:
+    from transferlab.config import load_suite
+    from transferlab.evaluate.suite import suite_of
+
+    return suite_of(base.recipe) if base.recipe is not None else load_suite("default")
+
+
+def _zeroshot(task: _Task, view: View | None = None) -> np.ndarray:
+    view = view or task.view
+    weights = view.text_classifier(task.suite.eval.templates, "zero-shot")
+    return (torch.as_tensor(view.labelled("test", "adapt")[0]) @ weights.T).argmax(1).numpy()
+
+
+def _feature_method(task: _Task, method: str, out: Path) -> dict:
+    from transferlab.evaluate.tasks import TEXT_METHODS
+
+    spec = task.suite.eval
+    weights = task.view.text_classifier(spec.templates, method) if method in TEXT_METHODS else None
+    estimator = fewshot_estimator(method, spec, weights, task.splits["test"].classnames, task.view.model)()
+    if task.val_chosen is not None and "val_x" in estimator.get_params():
+        val_x, val_y = task.features("val")
+        estimator.set_params(val_x=val_x, val_y=val_y)
+    estimator.fit(*task.features("train"))
+    _save_learned(estimator, out / "head.safetensors")
+    return task.score(estimator.predict(task.view.labelled("test", "adapt")[0]))
+
+
+def _save_learned(estimator, path: Path) -> None:
+    """Every learned numeric array of a fitted estimator (attributes ending in `_`), as safetensors."""
+    tensors = {}
+    for name, value in vars(estimator).items():
+        if name.endswith("_") and not name.startswith("_"):
+            array = value.detach().cpu().numpy() if isinstance(value, torch.Tensor) else np.asarray(value)
+            if array.dtype.kind in "fiub" and array.size:
+                tensors[name.rstrip("_")] = torch.from_numpy(np.ascontiguousarray(array))
+    tmp = temp_path(path)
+    save_file(tensors, str(tmp))
+    commit(tmp, path)
+
+
+def _finetune(task: _Task, base: LoadedModel, method: str, parameters: dict, seed: int, out: Path) -> dict:
+    from transferlab.adapt.finetune import finetune
+
+    model = _dual_encoder(base, method)
+    train = task.splits["train"]
+    tuned = finetune(model, train.images[torch.as_tensor(task.chosen)], train.labels[torch.as_tensor(task.chosen)],
+                     classnames=train.classnames, templates=task.suite.eval.templates, method=method, seed=seed,
+                     **parameters)
+    path = _save_model(tuned.model, base, out, {"method": method, "parameters": parameters, "seed": seed})
+    save_file({k: v.detach().cpu().contiguous() for k, v in tuned.head.state_dict().items()},
+              str(out / "head.safetensors"))
+    view = task._view(from_dual_encoder(tuned.model, str(path)))
+    with torch.no_grad():
+        logits = tuned.head(torch.as_tensor(view.labelled("test", "adapt")[0]))
+    return {**task.score(logits.argmax(1).numpy()), "final_loss": tuned.losses[-1] if tuned.losses else None}
+
+
+def _weight_method(task: _Task, base: LoadedModel, models: list[str], method: str, parameters: dict,
+                   out: Path) -> dict:
+    from transferlab.adapt import merging
+
+    states = merging.load_states(models)
+    merging.check_compatible(states)
+    first, *rest = states.values()
+    if method == "wise_ft":
+        merged = merging.interpolate(first, rest[0], parameters.get("alpha", 0.5))
+    elif method == "task_arithmetic":
+        merged = merging.task_arithmetic(first, rest, parameters.get("scale", 1.0))
+    elif method == "ties":
+        merged = merging.ties_merge(first, rest, parameters.get("density", 0.2), parameters.get("scale", 1.0))
+    else:
+        merged = merging.uniform_soup([first, *rest])
+    model = _dual_encoder(base, method)
+    model.load_saved_state_dict(merged)
+    path = _save_model(model, base, out, {"method": method, "parameters": parameters, "models": models})
+    if model.text_tower is None:
+        return {}
+    return task.score(_zeroshot(task, task._view(from_dual_encoder(model, str(path)))))
+
+
+def _dual_encoder(base: LoadedModel, method: str):
+    from transferlab.models.dual_encoder import DualEncoder
+
+    if not isinstance(base.encoder.module, DualEncoder) or base.recipe is None:
+        raise UserError(f"--method {method} changes a model's weights, so it needs a transferlab model (a run or "
+                        f"checkpoint directory), not '{base.encoder.name}'. Feature-level methods (gda, "
+                        f"tip_adapter, linear_probe, ...) work with any model.")
+    return base.encoder.module
+
+
+def _save_model(model, base: LoadedModel, out: Path, adapt: dict) -> Path:
+    from transferlab.train.checkpoint import save_checkpoint
+
+    meta = {"model": model.spec.model_dump(mode="json"), "recipe": dump_recipe(base.recipe), "adapt": adapt}
+    return save_checkpoint(out, 0, {k: v.detach().cpu() for k, v in model.saved_state_dict().items()}, {}, meta)
