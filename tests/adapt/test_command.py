@@ -106,3 +106,25 @@ def test_an_existing_directory_is_never_written_over(run, tmp_path):
     code, out = invoke(run, "--method", "ncm", "--out", tmp_path / "x")
     assert code == 2 and "not empty" in out and (tmp_path / "x" / "keep.txt").read_text() == "mine"
     assert sorted(p.name for p in (tmp_path / "x").iterdir()) == ["keep.txt"]
+
+
+def test_lora_then_wise_ft_interpolates_weights_and_head(run, tmp_path):
+    code, out = invoke(run, "--method", "lora", "--shots", 2, "--param", "epochs=2", "--out", tmp_path / "lora")
+    assert code == 0, out
+    assert json.loads((tmp_path / "lora" / "adapt.json").read_text())["metrics"]["final_loss"] > 0
+    code, out = invoke(run, tmp_path / "lora", "--method", "wise_ft", "--param", "alpha=0.25", "--shots", 2,
+                       "--out", tmp_path / "wise")
+    assert code == 0, out
+    pre = load_file(run / "checkpoints" / "step_8" / "model.safetensors")
+    tuned = load_file(tmp_path / "lora" / "checkpoints" / "step_0" / "model.safetensors")
+    wise = load_file(tmp_path / "wise" / "checkpoints" / "step_0" / "model.safetensors")
+    key = "image_tower.features.0.0.weight"
+    assert not torch.equal(pre[key], tuned[key])
+    assert torch.allclose(wise[key], 0.75 * pre[key] + 0.25 * tuned[key], atol=1e-6)
+    assert set(load_file(tmp_path / "wise" / "head.safetensors")) == {"weight", "scale"}
+
+
+def test_an_unknown_parameter_is_refused_and_leaves_no_directory(run, tmp_path):
+    code, out = invoke(run, "--method", "gda", "--param", "bogus=1", "--out", tmp_path / "x")
+    assert code == 2 and "no parameter bogus" in out and "shrinkage" in out
+    assert not (tmp_path / "x").exists()

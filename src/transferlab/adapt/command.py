@@ -7,7 +7,8 @@ built-in `default` suite). Every method sees `--shots` examples per class of the
 - on cached image embeddings (`FEATURE_METHODS`): the zero-shot classifier (the reference), linear probes,
   kNN, NCM, GDA, Tip-Adapter(-F) and CoOp; what they learn goes to `head.safetensors`;
 - on images (`FINETUNE_METHODS`): full or LoRA fine-tuning of the image tower with a zero-shot head;
-- on weights (`WEIGHT_METHODS`): `wise_ft PRETRAINED FINETUNED` interpolates with `alpha`;
+- on weights (`WEIGHT_METHODS`): `wise_ft PRETRAINED FINETUNED` interpolates with `alpha` (and, when
+  FINETUNED is an `adapt` output with a head, the head from the zero-shot weights to the tuned ones);
   `task_arithmetic` / `ties PRETRAINED FINETUNED...` add task vectors; `soup MODEL...` averages.
 
 A method that yields a model writes it as a checkpoint (`OUT/checkpoints/step_0`), so `transferlab eval OUT`
@@ -17,12 +18,15 @@ and test metrics (with the starting model's zero-shot accuracy beside them, when
 
 from __future__ import annotations
 
+import copy
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import save_file
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
 
 from transferlab.config import Suite, dump_recipe
 from transferlab.data.sources import load_splits
@@ -59,12 +63,23 @@ def adapt(models: list[str], method: str, data: str, shots: int, seed: int, suit
     if data not in suite.datasets:
         raise UserError(f"Dataset '{data}' is not defined in suite '{suite.name}' (it has: "
                         f"{', '.join(suite.datasets)}). Pass --data one of those, or --suite a file that defines it.")
+    created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
+    try:
+        return _adapt(base, models, method, data, shots, seed, suite, out, parameters)
+    except BaseException:
+        if created:  # a failed request leaves nothing behind, so the same --out can be used again
+            shutil.rmtree(out, ignore_errors=True)
+        raise
+
+
+def _adapt(base: LoadedModel, models: list[str], method: str, data: str, shots: int, seed: int, suite: Suite,
+           out: Path, parameters: dict) -> dict:
     task = _Task(base.encoder, suite, data, shots, seed, out)
     record = {"method": method, "models": models, "data": data, "shots": shots, "seed": seed,
               "parameters": parameters, "metrics": {}}
     if method in FEATURE_METHODS:
-        record["metrics"] = _feature_method(task, method, out)
+        record["metrics"] = _feature_method(task, method, parameters, out)
     elif method in FINETUNE_METHODS:
         record["metrics"] = _finetune(task, base, method, parameters, seed, out)
     else:
@@ -123,12 +138,23 @@ def _zeroshot(task: _Task, view: View | None = None) -> np.ndarray:
     return (torch.as_tensor(view.labelled("test", "adapt")[0]) @ weights.T).argmax(1).numpy()
 
 
-def _feature_method(task: _Task, method: str, out: Path) -> dict:
+def _set_parameters(estimator, parameters: dict, method: str) -> None:
+    known = estimator.get_params()
+    unknown = sorted(set(parameters) - set(known) - {"val_x", "val_y"})
+    if unknown:
+        settable = ", ".join(k for k in known if k not in ("val_x", "val_y", "model", "classnames",
+                                                           "zeroshot_weights", "weights"))
+        raise UserError(f"--method {method} has no parameter {', '.join(unknown)}; its parameters are: {settable}.")
+    estimator.set_params(**parameters)
+
+
+def _feature_method(task: _Task, method: str, parameters: dict, out: Path) -> dict:
     from transferlab.evaluate.tasks import TEXT_METHODS
 
     spec = task.suite.eval
     weights = task.view.text_classifier(spec.templates, method) if method in TEXT_METHODS else None
     estimator = fewshot_estimator(method, spec, weights, task.splits["test"].classnames, task.view.model)()
+    _set_parameters(estimator, parameters, method)
     if task.val_chosen is not None and "val_x" in estimator.get_params():
         val_x, val_y = task.features("val")
         estimator.set_params(val_x=val_x, val_y=val_y)
@@ -174,20 +200,29 @@ def _weight_method(task: _Task, base: LoadedModel, models: list[str], method: st
     states = merging.load_states(models)
     merging.check_compatible(states)
     first, *rest = states.values()
+    alpha = parameters.get("alpha", 0.5)
     if method == "wise_ft":
-        merged = merging.interpolate(first, rest[0], parameters.get("alpha", 0.5))
+        merged = merging.interpolate(first, rest[0], alpha)
     elif method == "task_arithmetic":
         merged = merging.task_arithmetic(first, rest, parameters.get("scale", 1.0))
     elif method == "ties":
         merged = merging.ties_merge(first, rest, parameters.get("density", 0.2), parameters.get("scale", 1.0))
     else:
         merged = merging.uniform_soup([first, *rest])
-    model = _dual_encoder(base, method)
+    model = copy.deepcopy(_dual_encoder(base, method))  # the loaded model keeps its weights (and cache key)
     model.load_saved_state_dict(merged)
     path = _save_model(model, base, out, {"method": method, "parameters": parameters, "models": models})
+    view = task._view(from_dual_encoder(model, str(path)))
+    head = Path(models[-1]) / "head.safetensors"
+    if method == "wise_ft" and head.is_file():  # the head too: from the zero-shot weights to the fine-tuned ones
+        tuned = load_file(str(head))
+        weight = (1 - alpha) * task.view.text_classifier(task.suite.eval.templates, method) + alpha * tuned["weight"]
+        save_file({"weight": weight.contiguous(), "scale": tuned["scale"]}, str(out / "head.safetensors"))
+        features = F.normalize(torch.as_tensor(view.labelled("test", "adapt")[0]), dim=-1)
+        return task.score((features @ weight.T).argmax(1).numpy())
     if model.text_tower is None:
         return {}
-    return task.score(_zeroshot(task, task._view(from_dual_encoder(model, str(path)))))
+    return task.score(_zeroshot(task, view))
 
 
 def _dual_encoder(base: LoadedModel, method: str):

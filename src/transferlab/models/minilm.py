@@ -59,6 +59,19 @@ class SentenceTransformerTower(nn.Module):
         tokens = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in tokens.items()}
         return self.model(tokens)["sentence_embedding"]
 
+    def embed_tokens(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """The transformer's word embeddings [B, L, width] of ids (before its position and token-type
+        embeddings, which it adds itself): what `forward_embeddings` takes."""
+        embedding = self.model[0].auto_model.get_input_embeddings()
+        return embedding(input_ids.to(embedding.weight.device))
+
+    def forward_embeddings(self, embeddings: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """`forward` from word embeddings [B, L, width] instead of ids, so vectors that are no token (CoOp's
+        learned context) can take token positions. The transformer adds position embeddings by position;
+        pooling and normalisation run as in `forward`, over the positions `attention_mask` marks."""
+        return self.model({"inputs_embeds": embeddings,
+                           "attention_mask": attention_mask.to(embeddings.device)})["sentence_embedding"]
+
 
 @TEXT_TOWERS.register("minilm-l6")
 def minilm_l6(path: str | None = None) -> SentenceTransformerTower:

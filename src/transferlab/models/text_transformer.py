@@ -54,7 +54,20 @@ class TextTransformer(nn.Module):
         if length > self.context_length:
             raise ValueError(f"got {length} tokens per text but the tower's context_length is "
                              f"{self.context_length}; tokenize with the tower's own tokenize()")
-        hidden = self.token_embedding(input_ids) + self.position_embedding[:length]
+        return self.forward_embeddings(self.embed_tokens(input_ids), attention_mask)
+
+    def embed_tokens(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """Token embeddings [B, L, width] of ids, before position embeddings: what `forward_embeddings` takes."""
+        return self.token_embedding(input_ids)
+
+    def forward_embeddings(self, embeddings: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """`forward` from token embeddings [B, L, width] instead of ids, so vectors that are no token (CoOp's
+        learned context) can take token positions. Rows read `BOS ... EOS PAD...` as `tokenize` makes them."""
+        attention_mask = attention_mask.bool()
+        length = embeddings.shape[1]
+        if length > self.context_length:
+            raise ValueError(f"got {length} token positions but the tower's context_length is {self.context_length}")
+        hidden = embeddings + self.position_embedding[:length]
         hidden = self.final_norm(run_blocks(self.blocks, hidden, self.grad_checkpointing,
                                             src_key_padding_mask=~attention_mask))
         # Rows are `BOS bytes... EOS PAD...`, so EOS sits at the last real position.
