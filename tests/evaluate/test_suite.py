@@ -72,6 +72,17 @@ def test_adaptation_methods_in_the_fewshot_table(trained, tmp_path):
         found["zeroshot_classification"]["acc1"], abs=1e-6)
 
 
+def test_finetuning_methods_in_the_fewshot_table(trained, tmp_path):
+    encoder = load_model(str(trained), torch.device("cpu")).encoder
+    before = {k: v.clone() for k, v in encoder.module.state_dict().items()}
+    suite = load_suite("default", SMALL + ["eval.fewshot.methods=[full,lora,wise_ft]", "eval.fewshot.shots=[2]",
+                                           "eval.fewshot.seeds=1", "eval.fewshot.epochs=2",
+                                           "eval.tasks=[fewshot]"])
+    [task] = run_suite(encoder, suite, tmp_path, None)["results"]["tasks"]
+    assert all(0 <= task["metrics"][f"{m}@2shot"] <= 1 for m in ("full", "lora", "wise_ft"))
+    assert all(torch.equal(v, before[k]) for k, v in encoder.module.state_dict().items())  # tuned copies only
+
+
 def test_features_come_from_the_cache_until_the_model_changes(trained, tmp_path, monkeypatch):
     encoder = load_model(str(trained), torch.device("cpu")).encoder
     suite = load_suite("default", SMALL + ["eval.tasks=[ncm]"])

@@ -243,7 +243,7 @@ class LoggingSpec(Strict):
 
 EvalTask = Literal["zeroshot_classification", "linear_probe", "knn", "ncm", "fewshot", "retrieval", "clustering"]
 FewShotMethod = Literal["zeroshot", "linear_probe", "knn", "ncm", "gda", "tip_adapter", "tip_adapter_f",
-                        "linear_probe_zs", "coop"]
+                        "linear_probe_zs", "coop", "full", "lora", "wise_ft"]
 
 
 class LinearProbeSpec(Strict):
@@ -265,10 +265,13 @@ class FewShotSpec(Strict):
     seeds: int = Field(default=3, gt=0)
     methods: list[FewShotMethod] = Field(default=["linear_probe", "knn", "ncm"], description="also zeroshot (the "
                                          "reference line), gda, tip_adapter, tip_adapter_f, linear_probe_zs "
-                                         "(started from the zero-shot weights), coop (needs a transferlab text tower)")
+                                         "(started from the zero-shot weights), coop (needs a transferlab text tower), "
+                                         "full, lora, wise_ft (fine-tuning: need a transferlab model)")
     weight_decay: float = Field(default=1e-3, gt=0, description="the probe's L2 penalty (no val split to tune "
                                                                 "it on with a handful of shots)")
     k: int = Field(default=5, gt=0, description="the kNN's k (capped at the number of shots)")
+    epochs: int = Field(default=10, gt=0, description="full, lora, wise_ft: fine-tuning epochs")
+    wise_alpha: float = Field(default=0.5, ge=0, le=1, description="wise_ft: the weight of the fine-tuned model")
 
 
 class ClusteringSpec(Strict):

@@ -123,13 +123,15 @@ def ncm(view: View, spec: EvalSpec) -> Result:
 
 
 TEXT_METHODS = ("zeroshot", "gda", "tip_adapter", "tip_adapter_f", "linear_probe_zs", "coop")
+IMAGE_METHODS = ("full", "lora", "wise_ft")  # fine-tuning: fit on images, not on cached embeddings
 
 
 def fewshot(view: View, spec: EvalSpec) -> Result:
     """`<method>@<k>shot` (mean accuracy over seeds) and `<method>@<k>shot_ci95` (95% half-width).
 
     Methods that tune hyperparameters get k shots per class of the val split as their validation set; the
-    methods of `TEXT_METHODS` start from the zero-shot classifier of the suite's templates."""
+    methods of `TEXT_METHODS` start from the zero-shot classifier of the suite's templates; those of
+    `IMAGE_METHODS` fine-tune the model on the images of the draw (their X: row numbers into train + test)."""
     options = spec.fewshot
     train_x, train_y = view.labelled("train", "fewshot")
     test_x, test_y = view.labelled(view.split, "fewshot")
@@ -137,8 +139,14 @@ def fewshot(view: View, spec: EvalSpec) -> Result:
     metrics = {}
     for method in options.methods:
         weights = view.text_classifier(spec.templates, f"few-shot {method}") if method in TEXT_METHODS else None
-        factory = fewshot_estimator(method, spec, weights, view.data.classnames, view.model)
-        curve = fewshot_curve(factory, train_x, train_y, test_x, test_y, options.shots, options.seeds, val)
+        if method in IMAGE_METHODS:
+            factory = _finetune_factory(method, view, spec)
+            n_train, n_test = len(train_y), len(test_y)
+            curve = fewshot_curve(factory, np.arange(n_train)[:, None], train_y,
+                                  n_train + np.arange(n_test)[:, None], test_y, options.shots, options.seeds)
+        else:
+            factory = fewshot_estimator(method, spec, weights, view.data.classnames, view.model)
+            curve = fewshot_curve(factory, train_x, train_y, test_x, test_y, options.shots, options.seeds, val)
         for shots, point in curve.items():
             metrics[f"{method}@{shots}shot"] = point["mean"]
             metrics[f"{method}@{shots}shot_ci95"] = point["ci95"]
@@ -166,6 +174,20 @@ def fewshot_estimator(method: str, spec: EvalSpec, weights: torch.Tensor | None,
         "coop": lambda: _coop(model, classnames),
     }
     return factories[method]
+
+
+def _finetune_factory(method: str, view: View, spec: EvalSpec) -> Callable:
+    from transferlab.adapt.finetune_classifier import FineTuneClassifier
+    from transferlab.models.dual_encoder import DualEncoder
+
+    if not isinstance(view.model, DualEncoder):
+        raise UserError(f"Few-shot method {method} fine-tunes the model, so it needs a transferlab model (a run or "
+                        f"checkpoint directory). Drop it from eval.fewshot.methods for this model.")
+    images = torch.cat([view.splits["train"].images, view.data.images])
+    kind = "lora" if method == "lora" else "full"
+    alpha = spec.fewshot.wise_alpha if method == "wise_ft" else None
+    return lambda: FineTuneClassifier(view.model, images, view.data.classnames, spec.templates, kind, alpha,
+                                      spec.fewshot.epochs)
 
 
 def _coop(model, classnames: list[str] | None):
