@@ -398,3 +398,9 @@ def test_mismatched_predictions_are_rejected(tmp_path):
     with pytest.raises(ValueError, match="equally long"):
         write_report(tmp_path / "r.html", one(results(), predictions=[bad]))
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("n", [3, 10, 12, 20])
+def test_few_shot_methods_never_share_a_colour(n):
+    # the adaptation table plots 12 methods; a 10-colour cycle drew zero-shot and full fine-tuning alike
+    assert len(set(plots.distinct_colors(n))) == n

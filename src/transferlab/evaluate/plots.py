@@ -15,6 +15,7 @@ import struct
 
 import numpy as np
 from matplotlib import colormaps
+from matplotlib.colors import to_hex
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import FixedLocator, NullFormatter, NullLocator
@@ -173,6 +174,16 @@ def project_2d(features: np.ndarray, method: str) -> np.ndarray:
         perplexity = min(TSNE_PERPLEXITY, max((len(features) - 1) / 3, 0.5))
         return TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=0).fit_transform(features)
     return PCA(n_components=2, random_state=0).fit_transform(features)
+
+
+def distinct_colors(n: int) -> list[str]:
+    """n colours as hex, no two alike up to 20: tab10's, then tab20's lighter shades of them."""
+    if n <= 10:
+        return [to_hex(c) for c in colormaps["tab10"](np.arange(n))]
+    if n <= 20:
+        shades = colormaps["tab20"](np.arange(20))
+        return [to_hex(c) for c in np.concatenate([shades[0::2], shades[1::2]])[:n]]
+    return [to_hex(c) for c in colormaps["turbo"](np.linspace(0.05, 0.95, n))]
 
 
 def _class_colors(n: int) -> np.ndarray:

@@ -263,7 +263,7 @@ def _method_colors(models: list[dict]) -> dict[str, str]:
     """One colour per few-shot method across the whole report, so a method looks the same in every plot."""
     methods = sorted({m for model in models for curves in fewshot_curves(model["results"].get("tasks", [])).values()
                       for m in curves})
-    return {m: f"C{i % 10}" for i, m in enumerate(methods)}
+    return dict(zip(methods, plots.distinct_colors(len(methods)), strict=True))
 
 
 def write_report(path: Path, models: list[dict], embedding_method: str = "pca") -> Path:
