@@ -34,7 +34,7 @@ def auto_batch_size(device: torch.device) -> int:
 def embed_images(encoder: Encoder, images: torch.Tensor, batch_size: int | None = None,
                  desc: str = "embed") -> torch.Tensor:
     """Normalised embeddings [N, D] (float32, CPU) of uint8 images [N, C, H, W]."""
-    encode = encoder.require("image", "this evaluation")
+    encode = encoder.require("image", "Embedding images")
     return _batched(lambda chunk: encode(encoder.preprocess(chunk.to(encoder.device))), images,
                     batch_size or auto_batch_size(encoder.device), desc)
 
@@ -42,7 +42,7 @@ def embed_images(encoder: Encoder, images: torch.Tensor, batch_size: int | None 
 @torch.no_grad()
 def embed_texts(encoder: Encoder, texts: list[str], batch_size: int | None = None,
                 desc: str = "embed text") -> torch.Tensor:
-    encode = encoder.require("text", "this evaluation")
+    encode = encoder.require("text", "Embedding texts")
     return _batched(lambda chunk: encode(list(chunk)), texts, batch_size or auto_batch_size(encoder.device), desc)
 
 
@@ -93,7 +93,7 @@ def query_embeddings(encoder: Encoder, data: TextPairData, split: str, cache_dir
     """Embeddings of the left texts of text pairs (what images are to image-text data)."""
     key = hashlib.sha256("\x00".join(data.left).encode()).hexdigest()
     path = _cache_file(cache_dir, encoder, f"{data.name}_{split}_queries")
-    encode = encoder.require("query", "a text-pair dataset")
+    encode = encoder.require("query", "Embedding the left texts of text pairs")
     return cached(path, key, lambda: _batched(lambda chunk: encode(list(chunk)), data.left,
                                               batch_size or auto_batch_size(encoder.device), f"embed {data.name}"))
 

@@ -39,12 +39,17 @@ class Encoder:
     def device(self) -> torch.device:
         return next(self.module.parameters()).device
 
-    def require(self, modality: str, task: str) -> Callable:
-        """encode_image or encode_text, or a UserError saying this model cannot do `task`."""
+    def require(self, modality: str, work: str) -> Callable:
+        """encode_image, encode_text or encode_query, or a UserError saying this model cannot do `work`."""
         encode = {"image": self.encode_image, "text": self.encode_text, "query": self.encode_query}[modality]
         if encode is None:
-            raise UserError(f"Task {task} needs an {modality} encoder, but model '{self.name}' has none. Remove "
-                            f"{task} from eval.tasks (--set eval.tasks=[...]) for this model.")
+            fix = {"image": "evaluate it on text pairs (e.g. --suite text-pairs) or drop the image datasets from "
+                            "eval.datasets",
+                   "text": "drop the tasks that need text (zero-shot, retrieval, text-based few-shot methods) from "
+                           "eval.tasks",
+                   "query": "evaluate it on image datasets, or train a text-text model for text pairs"}[modality]
+            article = "an" if modality == "image" else "a"
+            raise UserError(f"{work} needs {article} {modality} encoder, but model '{self.name}' has none: {fix}.")
         return encode
 
 
