@@ -186,3 +186,9 @@ def test_class_names_that_do_not_match_the_labels(trained, tmp_path):
                 encoder.encode_text)
     with pytest.raises(UserError, match="class names"):
         zeroshot_classification(view, suite.eval)
+
+
+def test_an_image_model_on_text_pairs_says_what_to_do(trained, tmp_path):
+    encoder = load_model(str(trained), torch.device("cpu")).encoder
+    with pytest.raises(UserError, match="needs a query encoder.*evaluate it on image datasets"):
+        run_suite(encoder, load_suite("text-pairs"), tmp_path, None)
