@@ -16,6 +16,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 
+from tests.adapt.synthetic import clip_like, zeroshot_accuracy
 from transferlab.adapt.gda import DEFAULT_ALPHAS, GDA
 from transferlab.adapt.zeroshot_probe import ZeroShotInitProbe
 from transferlab.errors import UserError
@@ -38,26 +39,6 @@ def gaussian_classes(counts=(5, 8, 12, 20), d=10, seed=0):
     return rng.normal(size=(len(y), d)) * scales + 2 * rng.normal(size=(len(counts), d))[y], y
 
 
-def normalise(x):
-    return x / np.linalg.norm(x, axis=1, keepdims=True)
-
-
-def zeroshot_accuracy(weights, x, y):
-    """Accuracy of argmax_c x·w_c, the zero-shot classifier."""
-    return float(((x @ weights.T).argmax(1) == y).mean())
-
-
-def clip_like(classes=10, d=32, shots=16, test_per_class=100, noise=3.0, text_noise=3.0, seed=0):
-    """Unit-norm features around class directions, and zero-shot weights that are noisy copies of them."""
-    rng = np.random.default_rng(seed)
-    centers = normalise(rng.normal(size=(classes, d)))
-
-    def draw(per_class):
-        y = np.repeat(np.arange(classes), per_class)
-        return normalise(centers[y] + noise * rng.normal(size=(len(y), d)) / np.sqrt(d)), y
-
-    weights = normalise(centers + text_noise * rng.normal(size=(classes, d)) / np.sqrt(d))
-    return weights, draw(shots), draw(shots), draw(test_per_class)
 
 
 @pytest.mark.parametrize("solver", ["lsqr", "eigen"])

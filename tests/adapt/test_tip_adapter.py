@@ -3,6 +3,7 @@ the speed of the feature-level heads."""
 
 from __future__ import annotations
 
+import functools
 import time
 
 import numpy as np
@@ -11,6 +12,8 @@ import torch
 from sklearn.base import clone
 from threadpoolctl import threadpool_limits
 
+from tests.adapt import synthetic
+from tests.adapt.synthetic import normalise, zeroshot_accuracy
 from transferlab.adapt.gda import GDA
 from transferlab.adapt.tip_adapter import DEFAULT_ALPHAS, DEFAULT_BETAS, TipAdapter, TipAdapterF
 from transferlab.errors import UserError
@@ -23,26 +26,7 @@ def one_blas_thread():
         yield
 
 
-def normalise(x):
-    return x / np.linalg.norm(x, axis=1, keepdims=True)
-
-
-def zeroshot_accuracy(weights, x, y):
-    """Accuracy of argmax_c x·w_c, the zero-shot classifier."""
-    return float(((x @ weights.T).argmax(1) == y).mean())
-
-
-def clip_like(classes=10, d=32, shots=16, test_per_class=100, noise=0.5, text_noise=3.0, seed=0):
-    """Unit-norm features around class directions, and zero-shot weights that are noisy copies of them."""
-    rng = np.random.default_rng(seed)
-    centers = normalise(rng.normal(size=(classes, d)))
-
-    def draw(per_class):
-        y = np.repeat(np.arange(classes), per_class)
-        return normalise(centers[y] + noise * rng.normal(size=(len(y), d)) / np.sqrt(d)), y
-
-    weights = normalise(centers + text_noise * rng.normal(size=(classes, d)) / np.sqrt(d))
-    return weights, draw(shots), draw(shots), draw(test_per_class)
+clip_like = functools.partial(synthetic.clip_like, noise=0.5)  # tighter classes than GDA's tests use
 
 
 def brute_force(x, keys, labels, weights, alpha, beta, scale=100.0):
