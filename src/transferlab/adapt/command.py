@@ -33,7 +33,7 @@ from transferlab.data.sources import load_splits
 from transferlab.errors import UserError
 from transferlab.evaluate.features import image_embeddings
 from transferlab.evaluate.fewshot import sample_shots
-from transferlab.evaluate.tasks import View, fewshot_estimator
+from transferlab.evaluate.tasks import View, classification_scores, fewshot_estimator
 from transferlab.fileio import atomic_write, commit, temp_path
 from transferlab.models.encoder import Encoder, from_dual_encoder
 from transferlab.models.references import LoadedModel, load_model
@@ -125,10 +125,7 @@ class _Task:
         return (x, y) if pick is None else (x[pick], y[pick])
 
     def score(self, predicted: np.ndarray) -> dict:
-        labels = self.view.labelled("test", "adapt")[1]
-        correct = predicted == labels
-        recall = np.mean([correct[labels == c].mean() for c in np.unique(labels)])
-        return {"acc1": float(correct.mean()), "mean_per_class_recall": float(recall)}
+        return classification_scores(predicted, self.view.labelled("test", "adapt")[1])
 
 
 def _suite_of(base: LoadedModel) -> Suite:

@@ -77,9 +77,9 @@ class View:
         return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
 
-def _scores(predicted: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+def classification_scores(predicted: np.ndarray, labels: np.ndarray) -> dict[str, float]:
     predicted_t, labels_t = torch.as_tensor(predicted), torch.as_tensor(labels)
-    return {"acc1": (predicted_t == labels_t).float().mean().item(),
+    return {"acc1": (predicted_t == labels_t).double().mean().item(),
             "mean_per_class_recall": mean_per_class_recall(predicted_t, labels_t)}
 
 
@@ -99,7 +99,7 @@ def linear_probe(view: View, spec: EvalSpec) -> Result:
     probe, _ = probe_with_validation(train_x, train_y, val_x, val_y, spec.linear_probe.weight_decays,
                                      spec.linear_probe.max_iter, refine=spec.linear_probe.refine)
     predicted = probe.predict(test_x)
-    return {**_scores(predicted, test_y), "weight_decay": probe.weight_decay}, torch.as_tensor(predicted)
+    return {**classification_scores(predicted, test_y), "weight_decay": probe.weight_decay}, torch.as_tensor(predicted)
 
 
 def knn(view: View, spec: EvalSpec) -> Result:
@@ -112,14 +112,14 @@ def knn(view: View, spec: EvalSpec) -> Result:
     else:
         model = KNNClassifier(k=max(spec.knn.ks), temperature=spec.knn.temperature).fit(train_x, train_y)
     predicted = model.predict(test_x)
-    return {**_scores(predicted, test_y), "k": model.k}, torch.as_tensor(predicted)
+    return {**classification_scores(predicted, test_y), "k": model.k}, torch.as_tensor(predicted)
 
 
 def ncm(view: View, spec: EvalSpec) -> Result:
     fit_x, fit_y = view.fit_split("ncm")
     test_x, test_y = view.labelled(view.split, "ncm")
     predicted = NearestClassMean().fit(fit_x, fit_y).predict(test_x)
-    return _scores(predicted, test_y), torch.as_tensor(predicted)
+    return classification_scores(predicted, test_y), torch.as_tensor(predicted)
 
 
 TEXT_METHODS = ("zeroshot", "gda", "tip_adapter", "tip_adapter_f", "linear_probe_zs", "coop")
