@@ -5,7 +5,8 @@
     transferlab eval MODEL [MODEL...]  evaluate runs, checkpoints, openclip: or hf: models on a suite
 
 Every command takes `--out DIR` and `--set key=value`; bad input ends with a one-paragraph message and
-exit status 2, never a traceback.
+exit status 2, never a traceback. `run`, `pretrain` and `eval` also run as one process per device under
+torchrun (`torchrun --nproc_per_node N -m transferlab run ...`); rank 0 prints and writes.
 """
 
 from __future__ import annotations
@@ -41,6 +42,8 @@ def friendly(command):
     """Turn a UserError into its message and exit status 2; a signal's stop into its message and 128 + signal."""
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
+        from transferlab import distributed
+
         try:
             return command(*args, **kwargs)
         except UserError as err:
@@ -49,7 +52,16 @@ def friendly(command):
         except Interrupted as stop:
             console.print(f"[bold yellow]stopped:[/] {escape(str(stop))}", highlight=False, soft_wrap=True)
             raise typer.Exit(128 + stop.signum) from None
+        finally:
+            distributed.stop()
     return wrapper
+
+
+def _main_prints() -> bool:
+    """Join the torchrun job if this is one; whether this process is the one that prints (rank 0)."""
+    from transferlab import distributed
+
+    return distributed.start().main
 
 
 @app.command()
@@ -57,8 +69,9 @@ def friendly(command):
 def run(recipe: RecipeArg = None, out: OutOpt = None, set_: SetOpt = None, resume: ResumeOpt = False,
         device: DeviceOpt = None) -> None:
     """Pretrain on a recipe, then evaluate the result: the main job."""
+    main = _main_prints()
     run_dir, resolved = _prepare_run(recipe, out, set_ or [], resume, device)
-    _evaluate_and_show(_pretrain(resolved, run_dir, resume), resolved, run_dir)
+    _evaluate_and_show(_pretrain(resolved, run_dir, resume), resolved, run_dir, main)
 
 
 @app.command()
@@ -66,9 +79,11 @@ def run(recipe: RecipeArg = None, out: OutOpt = None, set_: SetOpt = None, resum
 def pretrain(recipe: RecipeArg = None, out: OutOpt = None, set_: SetOpt = None, resume: ResumeOpt = False,
              device: DeviceOpt = None) -> None:
     """Pretrain on a recipe; evaluate later with `transferlab eval RUN_DIR`."""
+    main = _main_prints()
     run_dir, resolved = _prepare_run(recipe, out, set_ or [], resume, device)
     _pretrain(resolved, run_dir, resume)
-    console.print(f"run directory: {run_dir}")
+    if main:
+        console.print(f"run directory: {run_dir}")
 
 
 @app.command("eval")
@@ -86,13 +101,14 @@ def eval_(models: Annotated[list[str], typer.Argument(help="run or checkpoint di
           embedding_map: Annotated[str, typer.Option("--embedding-map", help="pca or tsne")] = "pca") -> None:
     """Evaluate models without retraining; several models are compared side by side in one report."""
     from transferlab.config import load_suite
+    from transferlab.distributed import local_device, on_main
     from transferlab.evaluate.suite import evaluate, suite_of
     from transferlab.models.references import load_model
-    from transferlab.runtime import resolve_device
 
+    main = _main_prints()
     if embedding_map not in ("pca", "tsne"):
         raise UserError(f"--embedding-map must be pca or tsne, not {embedding_map!r}.")
-    resolved, overrides = resolve_device(device or "auto"), list(set_ or [])
+    resolved, overrides = local_device(device or "auto"), list(set_ or [])
     loaded = [load_model(ref, resolved, () if suite else overrides) for ref in models]
     pairs = [(item.encoder, load_suite(suite, overrides) if suite else
               suite_of(item.recipe) if item.recipe is not None else load_suite("default", overrides))
@@ -103,8 +119,10 @@ def eval_(models: Annotated[list[str], typer.Argument(help="run or checkpoint di
             is_run = Path(models[0]).resolve() == only.run_dir.resolve()
             out = only.run_dir / ("eval" if is_run else f"eval-{only.checkpoint.name}")
         else:
-            out = Path("runs") / f"eval-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+            out = on_main(lambda: Path("runs") / f"eval-{datetime.now().strftime('%Y%m%d-%H%M%S')}")
     all_results = evaluate(pairs, out, embedding_method=embedding_map)
+    if not main:
+        return
     for results in all_results:
         _show(results)
     if model_card:
@@ -146,6 +164,12 @@ def adapt(models: Annotated[list[str], typer.Argument(help="the model to adapt (
     """Adapt a model to a dataset from a few labelled examples per class; writes OUT/adapt.json."""
     import yaml
 
+    from transferlab.distributed import launch_env
+
+    if launch_env().size > 1:
+        raise UserError("transferlab adapt runs in one process (few-shot adaptation is small); launch it without "
+                        "torchrun or srun.")
+
     from transferlab.adapt.command import adapt as run_adapt
     from transferlab.config import load_suite
     from transferlab.runtime import resolve_device
@@ -176,7 +200,15 @@ RESUME_SETTABLE = ("device=", "train.lr=", "train.grad_clip=", "train.precision=
 
 def _prepare_run(recipe_ref: str | None, out: Path | None, overrides: list[str], resume: bool,
                  device: str | None):
-    """The run directory and its recipe: a new directory with config.yaml, or an existing one to resume."""
+    """The run directory and its recipe: a new directory with config.yaml, or an existing one to resume.
+    Under torchrun rank 0 decides and writes, and every rank gets its answer (or its error)."""
+    from transferlab.distributed import on_main
+
+    return on_main(lambda: _prepare_run_here(recipe_ref, out, overrides, resume, device))
+
+
+def _prepare_run_here(recipe_ref: str | None, out: Path | None, overrides: list[str], resume: bool,
+                      device: str | None):
     from transferlab.config import dump_recipe, load_recipe
     from transferlab.fileio import atomic_write
 
@@ -214,12 +246,14 @@ def _pretrain(recipe, run_dir: Path, resume: bool):
     return pretrain(recipe, run_dir, resume=resume)
 
 
-def _evaluate_and_show(model, recipe, run_dir: Path) -> None:
+def _evaluate_and_show(model, recipe, run_dir: Path, main: bool = True) -> None:
     from transferlab.evaluate.suite import evaluate, suite_of
     from transferlab.models.encoder import from_dual_encoder
 
     out = run_dir / "eval"
     (results,) = evaluate([(from_dual_encoder(model, str(run_dir), run_dir), suite_of(recipe))], out)
+    if not main:
+        return
     _show(results)
     console.print(f"results: {out / 'results.json'}\nreport:  {out / 'report.html'}", soft_wrap=True)
 

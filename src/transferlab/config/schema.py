@@ -218,9 +218,11 @@ class TrainSpec(Strict):
     temperature: float = Field(default=0.1, gt=0, description="fixed temperature of supcon / ntxent")
     look: LookSpec = LookSpec()
     chunk_size: int | None = Field(default=None, gt=0, description="embed the batch in chunks of this size "
-                                                                   "(exact gradients, less memory)")
+                                                                   "(exact gradients, less memory; per rank)")
     large_batch: Literal["cache", "accumulate"] = Field(default="cache", description="with chunk_size: "
                                                         "gradient caching or accumulation")
+    local_loss: bool = Field(default=False, description="under torchrun, clip/siglip: each rank's rows against "
+                             "the gathered global columns (O(B·N) logits, not O(N²)); the same gradients")
     precision: Literal["fp32", "bf16", "fp16"] = Field(default="fp32", description="bf16 autocast (CPU, GPU) "
                                                        "or fp16 with a gradient scaler (GPU)")
     augment: AugmentSpec = AugmentSpec()

@@ -28,30 +28,36 @@ def normalize(images: torch.Tensor, mean: list[float], std: list[float]) -> torc
     return (images - mean_t) / std_t
 
 
-def augment(images: torch.Tensor, spec: AugmentSpec, generator: torch.Generator) -> torch.Tensor:
+def augment(images: torch.Tensor, spec: AugmentSpec, generator: torch.Generator,
+            rows: tuple[int, int] | None = None) -> torch.Tensor:
     """Random rotation, scale and translation per image, then, with probability `low_res_prob`, a random
     loss of resolution (area-downsample to a side in [low_res_min, low_res_max], bilinear upsample back).
 
     images: float [B, C, H, W] in [0, 1]; the empty border is filled with 0.
+    rows: (first, total) when `images` are rows first … first+B−1 of a batch of `total` (one rank's shard):
+    the draws are made for all `total` rows and these rows take theirs, so every image is augmented as it
+    would be in the whole batch.
     """
     if not spec.enabled:
         return images
-    batch, _, height, width = images.shape
+    first, batch = rows or (0, len(images))
+    mine = slice(first, first + len(images))
+    _, _, height, width = images.shape
 
     def uniform(*shape: int) -> torch.Tensor:
         return (torch.rand(*shape, generator=generator) * 2 - 1).to(images.device)
 
-    angle = uniform(batch) * math.radians(spec.rotate_degrees)
-    scale = 1 + uniform(batch) * spec.scale
-    shift = uniform(batch, 2) * spec.translate * 2  # grid coordinates span [-1, 1]
+    angle = uniform(batch)[mine] * math.radians(spec.rotate_degrees)
+    scale = 1 + uniform(batch)[mine] * spec.scale
+    shift = uniform(batch, 2)[mine] * spec.translate * 2  # grid coordinates span [-1, 1]
     cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
     theta = torch.stack([torch.stack([cos, -sin, shift[:, 0]], 1), torch.stack([sin, cos, shift[:, 1]], 1)], 1)
     grid = F.affine_grid(theta, list(images.shape), align_corners=False)
     images = F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
-    degrade = torch.rand(batch, generator=generator) < spec.low_res_prob
+    degrade = (torch.rand(batch, generator=generator) < spec.low_res_prob)[mine]
     high = min(spec.low_res_max, height - 1)
-    sides = torch.randint(min(spec.low_res_min, high), high + 1, (batch,), generator=generator)
+    sides = torch.randint(min(spec.low_res_min, high), high + 1, (batch,), generator=generator)[mine]
     for side in torch.unique(sides[degrade]).tolist():
         chosen = torch.nonzero(degrade & (sides == side)).flatten().to(images.device)
         small = F.interpolate(images[chosen], size=(side, max(1, round(side * width / height))), mode="area")

@@ -4,6 +4,10 @@ Image and caption embeddings are stored under `<cache>/<model fingerprint>/<data
 .safetensors`, with a fingerprint of the inputs in the file's metadata: re-running a suite, or adding a
 task to it, reads the files instead of running the encoder, and any change to the model's weights or
 preprocessing (a new model fingerprint) or to the data (a new input fingerprint) is a cache miss.
+
+Under torchrun the ranks share the pass: the items are cut into batches, rank r embeds batches r, r + W,
+r + 2W, …, and the embeddings are gathered back into order on every rank (each batch is computed as one
+process would compute it, so the features are the same). Rank 0 writes the cache.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from tqdm import tqdm
 
+from transferlab import distributed
 from transferlab.data.dataset import ImageTextData
 from transferlab.data.pairs import TextPairData
 from transferlab.fileio import commit, temp_path
@@ -47,21 +52,37 @@ def embed_texts(encoder: Encoder, texts: list[str], batch_size: int | None = Non
 
 
 def _batched(encode: Callable, items, batch_size: int, desc: str) -> torch.Tensor:
-    """Encode `items` in batches (with a progress bar); on a GPU out-of-memory, halve the batch and retry."""
-    chunks, start = [], 0
-    with tqdm(total=len(items), desc=desc, unit="item", leave=False, disable=len(items) <= batch_size) as bar:
-        while start < len(items):
-            try:
-                chunks.append(encode(items[start:start + batch_size]).float().cpu())
-            except torch.cuda.OutOfMemoryError:
-                if batch_size == 1:
-                    raise
-                batch_size //= 2
-                torch.cuda.empty_cache()
-                continue
-            bar.update(min(batch_size, len(items) - start))
-            start += batch_size
-    return torch.cat(chunks)
+    """Encode `items` in batches (with a progress bar), this rank's share of the batches under torchrun, and
+    gather every rank's embeddings in order. On a GPU out-of-memory, a batch is encoded in halves."""
+    world = distributed.current()
+    blocks = [(start, min(start + batch_size, len(items))) for start in range(0, len(items), batch_size)]
+    mine = blocks[world.rank::world.size]
+    chunks = []
+    with tqdm(total=sum(stop - start for start, stop in mine), desc=desc, unit="item", leave=False,
+              disable=len(items) <= batch_size or not world.main) as bar:
+        for start, stop in mine:
+            chunks.append(_encode_halving(encode, items[start:stop]))
+            bar.update(stop - start)
+    if world.size == 1:
+        return torch.cat(chunks)
+    if not chunks:  # fewer batches than ranks: one item tells this rank the embedding's width
+        chunks = [_encode_halving(encode, items[:1])[:0]]
+    counts = [sum(stop - start for start, stop in blocks[rank::world.size]) for rank in range(world.size)]
+    parts = [list(part.split([stop - start for start, stop in blocks[rank::world.size]]))
+             for rank, part in enumerate(distributed.gather_rows(torch.cat(chunks), counts))]
+    return torch.cat([parts[index % world.size][index // world.size] for index in range(len(blocks))])
+
+
+def _encode_halving(encode: Callable, items) -> torch.Tensor:
+    """encode(items) as float32 on the CPU, in halves (recursively) when the GPU runs out of memory."""
+    try:
+        return encode(items).float().cpu()
+    except torch.cuda.OutOfMemoryError:
+        if len(items) == 1:
+            raise
+        torch.cuda.empty_cache()
+        half = len(items) // 2
+        return torch.cat([_encode_halving(encode, items[:half]), _encode_halving(encode, items[half:])])
 
 
 def cached(path: Path | None, inputs_key: str, compute: Callable[[], torch.Tensor]) -> torch.Tensor:
@@ -73,7 +94,7 @@ def cached(path: Path | None, inputs_key: str, compute: Callable[[], torch.Tenso
                 # alignment, and cached features must give the numbers fresh ones gave
                 return handle.get_tensor("embeddings").clone()
     embeddings = compute()
-    if path is not None:
+    if path is not None and distributed.current().main:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = temp_path(path)
         save_file({"embeddings": embeddings.contiguous()}, str(tmp), metadata={"inputs": inputs_key})

@@ -3,7 +3,8 @@
 Each dataset is loaded once per model at the model's resolution, each split embedded at most once (and
 cached on disk under `<out>/features/`), and every task reads those embeddings. With one model the
 results go to `<out>/results.json`; with several, to `<out>/<model>/results.json`, and the report
-compares them side by side.
+compares them side by side. Under torchrun every rank runs the suite on gathered features (the embedding
+pass is shared, evaluate/features.py); rank 0 writes the results and the report.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+from transferlab import distributed
 from transferlab.config import Recipe, Suite
 from transferlab.data.pairs import TextPairData
 from transferlab.data.sources import load_splits
@@ -35,13 +37,17 @@ def suite_of(recipe: Recipe) -> Suite:
 def evaluate(models: list[tuple[Encoder, Suite]], out_dir: Path, embedding_method: str = "pca") -> list[dict]:
     """Run each model's suite; write results.json (per model) and report.html; return the results."""
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    main = distributed.current().main
+    if main:
+        out_dir.mkdir(parents=True, exist_ok=True)
     names = _unique_slugs([encoder.name for encoder, _ in models])
     sections = []
     for (encoder, suite), slug in zip(models, names, strict=True):
         target = out_dir if len(models) == 1 else out_dir / slug
         sections.append(run_suite(encoder, suite, target, out_dir / "features"))
-    write_report(out_dir / "report.html", sections, embedding_method=embedding_method)
+    if main:
+        write_report(out_dir / "report.html", sections, embedding_method=embedding_method)
+    distributed.barrier()  # nothing returns before rank 0 has written
     return [section["results"] for section in sections]
 
 
@@ -74,8 +80,9 @@ def run_suite(encoder: Encoder, suite: Suite, out_dir: Path, cache_dir: Path | N
                          "labels": view.data.labels.numpy(), "classnames": view.data.classnames})
     results = {"model": encoder.name, "suite": suite.name, "created": datetime.now(timezone.utc).isoformat(),
                "tasks": tasks}
-    Path(out_dir).mkdir(parents=True, exist_ok=True)
-    atomic_write(Path(out_dir) / "results.json", json.dumps(results, indent=1))
+    if distributed.current().main:
+        Path(out_dir).mkdir(parents=True, exist_ok=True)
+        atomic_write(Path(out_dir) / "results.json", json.dumps(results, indent=1))
     metrics_path = None if encoder.run_dir is None else encoder.run_dir / "metrics.jsonl"
     return {"results": results, "metrics": read_metrics(metrics_path) if metrics_path else None,
             "predictions": predictions, "embedding_maps": maps}

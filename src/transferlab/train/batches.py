@@ -1,7 +1,9 @@
 """The samples of a training step: which images (or left texts), their augmented views and caption rows.
 
 Everything random comes from generators derived from (seed, epoch) for the order and (seed, step) for
-augmentation and caption choice, so a step is a pure function of its number.
+augmentation and caption choice, so a step is a pure function of its number. Under torchrun the global
+batch is the same for any number of processes and rank r takes its r-th contiguous shard, with the
+random draws of the whole batch: the ranks' shards, concatenated, are the single-process batch.
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ import torch
 from transferlab.config import Recipe
 from transferlab.data.captions import CaptionTable
 from transferlab.data.transforms import augment, normalize, to_unit
+from transferlab.distributed import World
+from transferlab.errors import UserError
 from transferlab.runtime import derived_generator
 from transferlab.train.objectives import Batch
 
@@ -20,10 +24,19 @@ class BatchMaker:
 
     def __init__(self, recipe: Recipe, size: int, device: torch.device, images: torch.Tensor | None,
                  labels: torch.Tensor | None, captions: CaptionTable | None, positive_ids: torch.Tensor | None,
-                 views: int, queries: CaptionTable | None = None) -> None:
+                 views: int, queries: CaptionTable | None = None, world: World | None = None) -> None:
         self.recipe, self.size, self.device, self.images, self.labels = recipe, size, device, images, labels
         self.captions, self.positive_ids, self.views, self.queries = captions, positive_ids, views, queries
         self.batch_size = recipe.train.batch_size
+        world = world or World()
+        if self.batch_size % world.size:
+            raise UserError(f"train.batch_size {self.batch_size} is the global batch and must divide evenly among "
+                            f"the {world.size} processes. Use a multiple of {world.size}.")
+        if world.size > 1 and captions is not None and recipe.train.captions == "all":
+            raise UserError("train.captions 'all' gives each rank a different number of text rows, which the "
+                            "distributed losses cannot gather; use captions 'sample' under torchrun.")
+        shard = self.batch_size // world.size
+        self.shard = slice(world.rank * shard, (world.rank + 1) * shard)  # this rank's rows of each batch
         self.steps_per_epoch = size // self.batch_size  # the last partial batch of an epoch is dropped
         self._order, self._epoch = None, -1
 
@@ -36,29 +49,31 @@ class BatchMaker:
             generator = derived_generator(self.recipe.seed, "order", epoch)
             self._order = torch.randperm(self.size, generator=generator)
             self._epoch = epoch
-        index = self._order[position * self.batch_size:(position + 1) * self.batch_size]
+        everyone = self._order[position * self.batch_size:(position + 1) * self.batch_size]
+        index, rows = everyone[self.shard], (self.shard.start, self.batch_size)
         generator = derived_generator(self.recipe.seed, "step", step)
         device, model = self.device, self.recipe.model
         views = []
         if self.images is not None:
             raw = to_unit(self.images[index.to(device)])
-            views = [normalize(augment(raw, self.recipe.train.augment, generator), model.mean, model.std)
-                     for _ in range(self.views)]
+            views = [normalize(augment(raw, self.recipe.train.augment, generator, rows), model.mean,
+                               model.std) for _ in range(self.views)]
         labels = None if self.labels is None else self.labels[index].to(device)
         batch = Batch(views=views, index=index.to(device), labels=labels, positive_ids=None)
         if self.queries is not None:
-            batch.query_ids = self.queries.sample(index, generator).to(device)
+            batch.query_ids = self.queries.sample(everyone, generator)[self.shard].to(device)
         if self.captions is not None:
-            self._add_caption_rows(batch, index, generator)
+            self._add_caption_rows(batch, everyone, generator)
         return batch
 
     def _add_caption_rows(self, batch: Batch, index: torch.Tensor, generator: torch.Generator) -> None:
         device = batch.index.device
-        if self.recipe.train.captions == "sample":
-            caption_ids = self.captions.sample(index, generator)
+        if self.recipe.train.captions == "sample":  # `index` is the global batch: draws for all, our rows kept
+            caption_ids = self.captions.sample(index, generator)[self.shard]
+            index = index[self.shard]
             row_image = torch.arange(len(index))
             ids = None if self.positive_ids is None else self.positive_ids[index]
-        else:  # every caption of every image is a row; an image's rows are all its positives
+        else:  # every caption of every image is a row; an image's rows are all its positives (one process only)
             counts = self.captions.counts[index]
             row_image = torch.repeat_interleave(torch.arange(len(index)), counts)
             starts = torch.cumsum(counts, 0) - counts

@@ -7,6 +7,12 @@ loss (in chunks when `train.chunk_size` is set, with exact full-batch gradients)
 step. Because every random draw of a step is a function of (seed, step), a resumed run repeats exactly
 the steps an uninterrupted run would have taken. A step with a non-finite loss or gradient is skipped, and
 SIGTERM/SIGINT stop the run at a step boundary with a checkpoint (train/guards.py).
+
+Under torchrun every rank runs this same function on its shard of each global batch (train/batches.py);
+the objective's loss sees the global batch (train/objectives.py), BatchNorm normalises over the global
+batch, and the ranks' gradients are averaged after the step's backward passes, so every rank takes the
+single-process step and holds the same weights. The ranks agree on each step's loss and on a stop signal
+in one small all-reduce; rank 0 alone writes the run directory (logs, data report, checkpoints).
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ import contextlib
 import functools
 import json
 import math
+import signal
 import sys
 import time
 from pathlib import Path
@@ -22,6 +29,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from transferlab import distributed
 from transferlab.config import IMAGE_ONLY_OBJECTIVES, Recipe, dump_recipe
 from transferlab.data.captions import CaptionTable
 from transferlab.data.dataset import ImageTextData
@@ -31,7 +39,7 @@ from transferlab.errors import Interrupted, UserError
 from transferlab.fileio import atomic_write
 from transferlab.models.dual_encoder import DualEncoder
 from transferlab.optim import ModelEMA, create_optimizer, layer_decay_groups, lr_at, parameter_groups
-from transferlab.runtime import resolve_device, seed_everything
+from transferlab.runtime import seed_everything
 from transferlab.train.batches import BatchMaker
 from transferlab.train.checkpoint import (
     optimizer_state,
@@ -50,9 +58,11 @@ from transferlab.train.objectives import build_objective
 def pretrain(recipe: Recipe, run_dir: Path, resume: bool = False) -> DualEncoder:
     """Train `recipe` into `run_dir` and return the final model (EMA weights when EMA is on)."""
     run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    world = distributed.start()
+    if world.main:
+        run_dir.mkdir(parents=True, exist_ok=True)
     spec = recipe.train
-    device = resolve_device(recipe.device)
+    device = distributed.local_device(recipe.device)
     seed_everything(recipe.seed)
     autocast, scaler = _precision(spec.precision, device)
 
@@ -61,7 +71,8 @@ def pretrain(recipe: Recipe, run_dir: Path, resume: bool = False) -> DualEncoder
     if len(data) < spec.batch_size:
         raise UserError(f"train.batch_size is {spec.batch_size} but the train split of '{spec.data}' has only "
                         f"{len(data)} samples. Lower train.batch_size or add data.")
-    _record_data_report(run_dir, spec.data, data.report)
+    if world.main:
+        _record_data_report(run_dir, spec.data, data.report)
     pairs = isinstance(data, TextPairData)
     image_only = spec.objective in IMAGE_ONLY_OBJECTIVES
     captions = None if image_only else CaptionTable([[t] for t in data.right] if pairs else data.captions)
@@ -69,6 +80,8 @@ def pretrain(recipe: Recipe, run_dir: Path, resume: bool = False) -> DualEncoder
 
     # ---- model, objective, optimizer and EMA, restored from the latest checkpoint when resuming
     model = DualEncoder(recipe.model).to(device)
+    if world.size > 1:
+        distributed.global_batch_norm(model)
     classes = None if pairs or data.classnames is None else len(data.classnames)
     objective = build_objective(spec, recipe.model.embed_dim, classes).to(device)
     trainable = torch.nn.ModuleDict({"model": model, "objective": objective})
@@ -79,21 +92,24 @@ def pretrain(recipe: Recipe, run_dir: Path, resume: bool = False) -> DualEncoder
     ema = None if spec.ema_decay is None else ModelEMA(model, spec.ema_decay)
     bad = BadSteps(spec.max_bad_steps)
     start = _resume(run_dir, model, objective, optimizer, ema, scaler, bad) if resume else 0
+    distributed.broadcast_module(trainable)  # equal already (same seed or checkpoint); made certain
     trainable.train()
 
     text = _text_features(model, captions, queries, autocast)
     batches = BatchMaker(recipe, len(data), device, None if pairs else data.images.to(device), data.labels,
-                         captions, _positive_ids(data, captions, spec.positives), objective.views, queries)
-    logger = MetricsLogger(run_dir, recipe.logging, flatten(recipe.model_dump(mode="json")), start_step=start)
+                         captions, _positive_ids(data, captions, spec.positives), objective.views, queries, world)
+    logger = (MetricsLogger(run_dir, recipe.logging, flatten(recipe.model_dump(mode="json")), start_step=start)
+              if world.main else None)
     window_loss, window_steps, window_begin = torch.zeros((), device=device), 0, start  # steps applied, begun at
     window_start = time.perf_counter()
     progress = tqdm(range(start, spec.steps), initial=start, total=spec.steps, desc="pretrain", unit="step",
-                    dynamic_ncols=True)
+                    dynamic_ncols=True, disable=not world.main)
     parameters = [p for p in trainable.parameters() if p.requires_grad]
     buffers = list(model.buffers())
     save = functools.partial(_checkpoint, run_dir, model=model, objective=objective, optimizer=optimizer, ema=ema,
-                             scaler=scaler, recipe=recipe, bad=bad)
-    with StopSignals() as stop, contextlib.closing(logger), contextlib.closing(progress):
+                             scaler=scaler, recipe=recipe, bad=bad, world=world)
+    closing = contextlib.closing(logger) if logger else contextlib.nullcontext()
+    with StopSignals() as stop, closing, contextlib.closing(progress):
         for step in progress:
             batch = batches(step)
             lr = lr_at(step, spec.lr, spec.steps, spec.warmup_steps, spec.schedule, spec.cooldown_fraction)
@@ -104,9 +120,12 @@ def pretrain(recipe: Recipe, run_dir: Path, resume: bool = False) -> DualEncoder
             optimizer.zero_grad(set_to_none=True)
             kept = [buffer.clone() for buffer in buffers]  # batch-norm statistics, restored if the step is bad
             embeddings: list[torch.Tensor] = []  # the step's embeddings, detached, for the objective's state
-            loss = backward_step(objective.encoders(model, batch, text, autocast),
-                                 _recording(objective, batch, model, embeddings), model, spec.chunk_size,
-                                 spec.large_batch, scale=scaler.scale if scaler else lambda value: value)
+            loss = step_gradients(model, objective, batch, text, spec, autocast, scaler, embeddings)
+            # the global batch's loss (with local_loss each rank has its rows'), and whether any rank was signalled
+            if world.size > 1:
+                total, stopping = distributed.sum_scalars([loss, stop.received is not None])
+                loss = torch.tensor(total / world.size, device=device)
+                stop.received = stop.received or (signal.SIGTERM if stopping else None)
             if scaler:
                 scaler.unscale_(optimizer)
             norm = torch.nn.utils.get_total_norm([p.grad for p in parameters if p.grad is not None])
@@ -131,7 +150,8 @@ def pretrain(recipe: Recipe, run_dir: Path, resume: bool = False) -> DualEncoder
             if scaler:
                 scaler.update()
 
-            # ---- log and checkpoint (the only places that wait for the device, with the check above)
+            # ---- log and checkpoint (the only places that wait for the device, with the check above and, under
+            # torchrun, the ranks' agreement on the loss)
             done = step + 1
             if done % spec.log_every == 0 or done == spec.steps:
                 seconds = time.perf_counter() - window_start
@@ -140,7 +160,8 @@ def pretrain(recipe: Recipe, run_dir: Path, resume: bool = False) -> DualEncoder
                           "logit_scale": model.logit_scale.exp().item(),
                           "samples_per_s": (done - window_begin) * spec.batch_size / seconds,
                           "skipped_steps": bad.total}
-                logger.log(done, values)
+                if logger:
+                    logger.log(done, values)
                 if window_steps:
                     progress.set_postfix(loss=f"{values['loss']:.3f}")
                 window_loss.zero_()
@@ -156,6 +177,17 @@ def pretrain(recipe: Recipe, run_dir: Path, resume: bool = False) -> DualEncoder
         ema.apply_to(model)
     model.eval()
     return model
+
+
+def step_gradients(model: DualEncoder, objective, batch, text, spec, autocast, scaler,
+                   embeddings: list[torch.Tensor]) -> torch.Tensor:
+    """Back-propagate one step's loss into the gradients (chunked if `spec.chunk_size`, exact either way) and
+    average them over the ranks; this rank's loss (detached). The step's embeddings are left in `embeddings`."""
+    loss = backward_step(objective.encoders(model, batch, text, autocast), _recording(objective, batch, model,
+                         embeddings), model, spec.chunk_size, spec.large_batch,
+                         scale=scaler.scale if scaler else lambda value: value)
+    distributed.average_gradients([*model.parameters(), *objective.parameters()])
+    return loss
 
 
 def _text_features(model: DualEncoder, captions: CaptionTable | None, queries: CaptionTable | None, autocast):
@@ -217,7 +249,9 @@ def _positive_ids(data: ImageTextData, captions: CaptionTable | None, mode: str)
 
 def _resume(run_dir: Path, model: DualEncoder, objective, optimizer, ema, scaler, bad: BadSteps) -> int:
     """Restore the newest undamaged checkpoint (damaged ones are reported and passed over); its step."""
-    _, meta, weights, state = read_newest_usable(run_dir, warn=lambda message: tqdm.write(message, file=sys.stderr))
+    main = distributed.current().main
+    _, meta, weights, state = read_newest_usable(run_dir, warn=lambda message: main and tqdm.write(message,
+                                                                                                   file=sys.stderr))
     bad.total = meta.get("skipped_steps", 0)
     if ema is not None:  # model.safetensors holds the EMA weights; the training weights are in the state
         weights = {k.removeprefix("live."): v for k, v in state.items() if k.startswith("live.")}
@@ -233,7 +267,11 @@ def _resume(run_dir: Path, model: DualEncoder, objective, optimizer, ema, scaler
 
 
 def _checkpoint(run_dir: Path, step: int, model: DualEncoder, objective, optimizer, ema, scaler,
-                recipe: Recipe, bad: BadSteps) -> Path:
+                recipe: Recipe, bad: BadSteps, world: distributed.World) -> Path:
+    """Rank 0 writes checkpoints/step_<step> (every rank holds the same state) while the others wait."""
+    if not world.main:
+        distributed.barrier()
+        return Path(run_dir) / "checkpoints" / f"step_{step}"
     optim_tensors, param_groups = optimizer_state(optimizer)
     rng_tensors, rng_json = rng_state()
     state = {**optim_tensors, **rng_tensors, **{f"objective.{k}": v for k, v in objective.state_dict().items()}}
@@ -245,5 +283,8 @@ def _checkpoint(run_dir: Path, step: int, model: DualEncoder, objective, optimiz
             weights = {k: v.clone() for k, v in model.saved_state_dict().items()}
     meta = {"model": recipe.model.model_dump(mode="json"), "optimizer_param_groups": param_groups,
             "rng": rng_json, "recipe": dump_recipe(recipe), "ema": ema is not None,
-            "grad_scaler": None if scaler is None else scaler.state_dict(), "skipped_steps": bad.total}
-    return save_checkpoint(run_dir, step, weights, state, meta, keep=recipe.train.keep_checkpoints)
+            "grad_scaler": None if scaler is None else scaler.state_dict(), "skipped_steps": bad.total,
+            "world_size": world.size}
+    path = save_checkpoint(run_dir, step, weights, state, meta, keep=recipe.train.keep_checkpoints)
+    distributed.barrier()
+    return path

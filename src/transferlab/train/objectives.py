@@ -13,6 +13,12 @@ rows)` so `large_batch.backward_step` can chunk them, and a loss of the full emb
 
 An objective is an nn.Module: its parameters (the ce classifier) train with the model and its buffers
 (LOOK's bank) are saved in checkpoints.
+
+Under torchrun each rank embeds its shard of the global batch; the losses see the global batch. clip and
+siglip use their distributed forms (`losses.distributed`, with `train.local_loss`); the others gather the
+embeddings with gradient and the ids without, and compute the single-process loss of the global batch on
+every rank. After the ranks' gradients are averaged, every objective's gradients equal the single-process
+gradients of the whole batch. With one process the gathers are the identity.
 """
 
 from __future__ import annotations
@@ -28,7 +34,13 @@ from torch import nn
 
 from transferlab.config import TrainSpec
 from transferlab.errors import UserError
-from transferlab.losses import clip_loss, dcl_loss, siglip_loss, supcon_loss
+from transferlab.losses import dcl_loss, supcon_loss
+from transferlab.losses.distributed import (
+    all_gather_no_grad,
+    all_gather_with_grad,
+    distributed_clip_loss,
+    distributed_siglip_loss,
+)
 from transferlab.losses.look import LookLoss
 from transferlab.models.dual_encoder import DualEncoder
 
@@ -55,7 +67,7 @@ class Objective(nn.Module, abc.ABC):
         def encode_view(view: torch.Tensor) -> Callable[[int, int], torch.Tensor]:
             def encode(start: int, stop: int) -> torch.Tensor:
                 with autocast:
-                    return model.encode_image(view[start:stop], normalize=False).float()
+                    return _float(model.encode_image(view[start:stop], normalize=False))
             return encode
         return [(encode_view(view), len(view)) for view in batch.views]
 
@@ -68,19 +80,19 @@ class Objective(nn.Module, abc.ABC):
 
 
 class ImageText(Objective):
-    def __init__(self, kind: str, label_smoothing: float) -> None:
+    def __init__(self, kind: str, label_smoothing: float, local_loss: bool = False) -> None:
         super().__init__()
-        self.kind, self.label_smoothing = kind, label_smoothing
+        self.kind, self.label_smoothing, self.local_loss = kind, label_smoothing, local_loss
 
     def encoders(self, model, batch, text, autocast):
         def encode_text(start: int, stop: int) -> torch.Tensor:
             with autocast:
-                return model.project_text(text(batch.caption_ids[start:stop]), normalize=False).float()
+                return _float(model.project_text(text(batch.caption_ids[start:stop]), normalize=False))
 
         def encode_query(start: int, stop: int) -> torch.Tensor:
             with autocast:
                 features = text(batch.query_ids[start:stop], query=True)
-                return model.project_text(features, normalize=False, query=True).float()
+                return _float(model.project_text(features, normalize=False, query=True))
 
         first = [(encode_query, len(batch.query_ids))] if batch.query_ids is not None else []
         return first + super().encoders(model, batch, text, autocast) + [(encode_text, len(batch.caption_ids))]
@@ -92,12 +104,14 @@ class ImageText(Objective):
         bias = model.logit_bias
         if not with_params:
             scale, bias = scale.detach(), None if bias is None else bias.detach()
+        ids = batch.positive_ids
         if self.kind == "siglip":
-            return siglip_loss(image, text, scale, bias, positive_ids=batch.positive_ids)
+            return distributed_siglip_loss(image, text, scale, bias, self.local_loss, positive_ids=ids)
         if self.kind == "dcl":
-            return dcl_loss(image, text, scale, positive_ids=batch.positive_ids)
-        return clip_loss(image, text, scale, bias, positive_ids=batch.positive_ids,
-                         label_smoothing=self.label_smoothing)
+            return dcl_loss(all_gather_with_grad(image), all_gather_with_grad(text), scale,
+                            positive_ids=None if ids is None else all_gather_no_grad(ids))
+        return distributed_clip_loss(image, text, scale, self.local_loss, logit_bias=bias, positive_ids=ids,
+                                     label_smoothing=self.label_smoothing)
 
 
 class TwoViews(Objective):
@@ -108,8 +122,9 @@ class TwoViews(Objective):
         self.supervised, self.temperature = supervised, temperature
 
     def loss(self, embeddings, batch, model, with_params):
-        ids = batch.labels if self.supervised else batch.index
-        return supcon_loss(F.normalize(torch.cat(embeddings), dim=-1), torch.cat([ids, ids]), self.temperature)
+        ids = all_gather_no_grad(batch.labels if self.supervised else batch.index)
+        views = torch.cat([all_gather_with_grad(view) for view in embeddings])
+        return supcon_loss(F.normalize(views, dim=-1), torch.cat([ids, ids]), self.temperature)
 
 
 class Look(Objective):
@@ -119,10 +134,12 @@ class Look(Objective):
         self.bank = LookLoss(bank_size, embed_dim, k, temperature).eval()
 
     def loss(self, embeddings, batch, model, with_params):
-        return self.bank(F.normalize(embeddings[0], dim=-1), batch.labels, batch.index)
+        return self.bank(F.normalize(all_gather_with_grad(embeddings[0]), dim=-1), all_gather_no_grad(batch.labels),
+                         all_gather_no_grad(batch.index))
 
     def after_step(self, embeddings, batch):
-        self.bank.enqueue(F.normalize(embeddings[0], dim=-1), batch.labels, batch.index)
+        self.bank.enqueue(F.normalize(all_gather_no_grad(embeddings[0]), dim=-1), all_gather_no_grad(batch.labels),
+                          all_gather_no_grad(batch.index))
 
     def train(self, mode: bool = True) -> Look:
         super().train(mode)
@@ -137,7 +154,8 @@ class CrossEntropy(Objective):
         self.label_smoothing = label_smoothing
 
     def loss(self, embeddings, batch, model, with_params):
-        return F.cross_entropy(self.classifier(embeddings[0]), batch.labels, label_smoothing=self.label_smoothing)
+        return F.cross_entropy(self.classifier(all_gather_with_grad(embeddings[0])), all_gather_no_grad(batch.labels),
+                               label_smoothing=self.label_smoothing)
 
 
 def build_objective(spec: TrainSpec, embed_dim: int, classes: int | None) -> Objective:
@@ -145,9 +163,14 @@ def build_objective(spec: TrainSpec, embed_dim: int, classes: int | None) -> Obj
         raise UserError(f"train.objective '{spec.objective}' learns from class labels, but dataset '{spec.data}' "
                         f"has none. Use clip, siglip, dcl or ntxent, or give the dataset labels.")
     if spec.objective in ("clip", "siglip", "dcl"):
-        return ImageText(spec.objective, spec.label_smoothing)
+        return ImageText(spec.objective, spec.label_smoothing, spec.local_loss)
     if spec.objective in ("supcon", "ntxent"):
         return TwoViews(spec.objective == "supcon", spec.temperature)
     if spec.objective == "look":
         return Look(embed_dim, spec.look.k, spec.look.bank_size, spec.look.temperature)
     return CrossEntropy(embed_dim, classes, spec.label_smoothing)
+
+
+def _float(embedding: torch.Tensor) -> torch.Tensor:
+    """Half-precision (autocast) embeddings in float32 for the loss; float32 and float64 as they are."""
+    return embedding.float() if embedding.dtype in (torch.float16, torch.bfloat16) else embedding

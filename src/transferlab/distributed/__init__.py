@@ -1,0 +1,21 @@
+"""Running one job as several processes under torchrun: the job's ranks, gradient averaging, global batch
+norm. The distributed losses are in `transferlab.losses.distributed`."""
+
+from transferlab.distributed.batch_norm import GlobalBatchNorm, global_batch_norm
+from transferlab.distributed.world import (
+    World,
+    average_gradients,
+    barrier,
+    broadcast_module,
+    current,
+    gather_rows,
+    launch_env,
+    local_device,
+    on_main,
+    start,
+    stop,
+    sum_scalars,
+)
+
+__all__ = ["GlobalBatchNorm", "World", "average_gradients", "barrier", "broadcast_module", "current", "gather_rows",
+           "global_batch_norm", "launch_env", "local_device", "on_main", "start", "stop", "sum_scalars"]
