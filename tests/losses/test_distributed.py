@@ -10,15 +10,13 @@ World size 1 (torch.distributed not initialised) is checked in-process.
 
 import importlib.util
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
 
+from tests.torchrun import torchrun
 from transferlab.losses import clip_loss, siglip_loss
 from transferlab.losses.distributed import all_gather_with_grad, distributed_clip_loss, distributed_siglip_loss
 
@@ -33,14 +31,7 @@ TOLERANCE = 1e-10  # float64
 @pytest.fixture(scope="module")
 def distributed_results(tmp_path_factory) -> dict:
     out = tmp_path_factory.mktemp("distributed") / "results.json"
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-               str(WORKER_PATH), str(out)]
-    for _ in range(3):  # gloo rarely aborts a rank at process teardown ("terminate called"); launch again
-        process = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
-        if process.returncode == 0 or "terminate called" not in process.stdout + process.stderr:
-            break
-    assert process.returncode == 0, f"torchrun failed:\n{process.stdout}\n{process.stderr}"
+    torchrun(str(WORKER_PATH), str(out))
     return json.loads(out.read_text())
 
 

@@ -8,14 +8,13 @@ averaged gradient must equal the one-process values.
 """
 
 import importlib.util
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import load_file
+
+from tests.torchrun import torchrun
 
 WORKER_PATH = Path(__file__).with_name("distributed_step_worker.py")
 _spec = importlib.util.spec_from_file_location("distributed_step_worker", WORKER_PATH)
@@ -25,24 +24,10 @@ _spec.loader.exec_module(worker)
 TOLERANCE = 1e-9  # float64; the issue asks for 1e-6
 
 
-def run_torchrun(script: Path, *args: str, processes: int = 2, timeout: int = 900) -> subprocess.CompletedProcess:
-    """`torchrun --standalone --nproc_per_node N script args` with one thread per process; relaunched when
-    gloo aborts a rank at process teardown ("terminate called", rare and unrelated to the test)."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(processes),
-               str(script), *args]
-    for _ in range(3):
-        process = subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout)
-        if process.returncode == 0 or "terminate called" not in process.stdout + process.stderr:
-            break
-    assert process.returncode == 0, f"torchrun failed:\n{process.stdout[-3000:]}\n{process.stderr[-3000:]}"
-    return process
-
-
 @pytest.fixture(scope="module")
 def two_processes(tmp_path_factory) -> dict[str, torch.Tensor]:
     out = tmp_path_factory.mktemp("distributed_steps") / "steps.safetensors"
-    run_torchrun(WORKER_PATH, str(out))
+    torchrun(str(WORKER_PATH), str(out))
     return load_file(str(out))
 
 
