@@ -50,7 +50,8 @@ def friendly(command):
             console.print(f"[bold red]error:[/] {escape(str(err))}", highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
         except Interrupted as stop:
-            console.print(f"[bold yellow]stopped:[/] {escape(str(stop))}", highlight=False, soft_wrap=True)
+            if distributed.current().main:  # every rank stopped at the same step; one says so
+                console.print(f"[bold yellow]stopped:[/] {escape(str(stop))}", highlight=False, soft_wrap=True)
             raise typer.Exit(128 + stop.signum) from None
         finally:
             distributed.stop()
