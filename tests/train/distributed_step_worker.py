@@ -4,9 +4,9 @@
 batch STEP with `BatchMaker` (this rank's shard under torchrun), runs `train.loop.step_gradients` (the
 objective's loss over the global batch, gradient caching / accumulation when the case chunks, gradients
 averaged over ranks) and returns the global batch's loss, every gradient and BatchNorm's running
-statistics. tests/train/test_distributed_training.py calls it in-process (one process, plain BatchNorm:
-the reference) and under `torchrun --nproc_per_node 2` through this file (rank 0 writes `<case>/loss`
-and `<case>/<parameter>`).
+statistics, and how many parameters FSDP sharded. tests/train/test_distributed_training.py calls it
+in-process (one process, plain BatchNorm: the reference) and under `torchrun --nproc_per_node 2` through
+this file (rank 0 writes `<case>/loss`, `<case>/sharded` and `<case>/<parameter>`).
 
 Usage: python -m torch.distributed.run --standalone --nproc_per_node 2 distributed_step_worker.py OUT.safetensors
 """
@@ -23,10 +23,9 @@ from transferlab import distributed
 from transferlab.config import load_recipe
 from transferlab.data.captions import CaptionTable
 from transferlab.data.sources import load_splits
-from transferlab.models.dual_encoder import DualEncoder
 from transferlab.runtime import seed_everything
 from transferlab.train.batches import BatchMaker
-from transferlab.train.loop import _positive_ids, _text_features, step_gradients
+from transferlab.train.loop import _positive_ids, _text_features, build_model, step_gradients
 from transferlab.train.objectives import build_objective
 
 STEP = 3
@@ -46,18 +45,20 @@ CASES = {
                                                     "train.local_loss=true"],
     "clip_batchnorm": ["model.image.name=cnn-tiny", "model.text.name=text-transformer-tiny",
                        "model.text.locked=false"],
+    "clip_fsdp": TRANSFORMERS + ["train.fsdp=true"],
+    "clip_fsdp_cache": TRANSFORMERS + CHUNKED + ["train.fsdp=true"],
+    "clip_fsdp_batchnorm": ["model.image.name=cnn-tiny", "model.text.name=text-transformer-tiny",
+                            "model.text.locked=false", "train.fsdp=true"],
     "supcon": ["model.image.name=vit-tiny", "model.text=null", "train.objective=supcon", "eval.tasks=[linear_probe]"],
 }
 
 
-def gradients(case: str) -> tuple[float, dict[str, torch.Tensor]]:
+def gradients(case: str) -> tuple[float, dict[str, torch.Tensor], int]:
     recipe = load_recipe(None, BASE + CASES[case])
     spec, world = recipe.train, distributed.current()
     data = load_splits(spec.data, recipe.datasets[spec.data], recipe.model.image_size, recipe.model.channels)["train"]
     seed_everything(recipe.seed)
-    model = DualEncoder(recipe.model).double()
-    if world.size > 1:
-        distributed.global_batch_norm(model)
+    model = build_model(recipe, torch.device("cpu"), world, dtype=torch.float64)
     objective = build_objective(spec, recipe.model.embed_dim, len(data.classnames)).double()
     captions = None if recipe.model.text is None else CaptionTable(data.captions)
     batches = BatchMaker(recipe, len(data), torch.device("cpu"), data.images, data.labels, captions,
@@ -69,9 +70,11 @@ def gradients(case: str) -> tuple[float, dict[str, torch.Tensor]]:
                           no_autocast, None, [])
     (total,) = distributed.sum_scalars([loss])
     named = {**dict(model.named_parameters()), **{f"objective.{k}": v for k, v in objective.named_parameters()}}
-    grads = {name: p.grad for name, p in named.items() if p.grad is not None}
+    grads = {name: p.grad.full_tensor() if distributed.sharding.sharded(p.grad) else p.grad
+             for name, p in named.items() if p.grad is not None}
     statistics = {f"buffer:{name}": b for name, b in model.named_buffers() if "running" in name}  # BatchNorm's
-    return total / world.size, {**grads, **statistics}
+    shards = sum(distributed.sharding.sharded(p) for p in model.parameters())  # FSDP: how many are sharded
+    return total / world.size, {**grads, **statistics}, shards
 
 
 def main(out: str) -> None:
@@ -79,8 +82,9 @@ def main(out: str) -> None:
     torch.set_num_threads(1)
     results = {"world_size": torch.tensor(world.size)}
     for case in CASES:
-        loss, grads = gradients(case)
+        loss, grads, shards = gradients(case)
         results.update({f"{case}/{name}": grad for name, grad in grads.items()})
+        results[f"{case}/sharded"] = torch.tensor(shards)
         results[f"{case}/loss"] = torch.tensor(loss, dtype=torch.float64)
     if world.main:
         save_file(results, out)

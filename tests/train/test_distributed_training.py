@@ -3,8 +3,8 @@
 The worker (distributed_step_worker.py) runs the real batch maker, objectives and gradient code; here the
 same function runs in this process, where torch.distributed is not initialised: one process, the whole
 global batch, plain BatchNorm. For CLIP and SigLIP with and without `local_loss`, with and without
-gradient caching (and accumulation), a BatchNorm tower and SupCon, the global loss and every parameter's
-averaged gradient must equal the one-process values.
+gradient caching (and accumulation), a BatchNorm tower, FSDP-sharded towers and SupCon, the global loss
+and every parameter's averaged gradient must equal the one-process values.
 """
 
 import importlib.util
@@ -35,9 +35,11 @@ def two_processes(tmp_path_factory) -> dict[str, torch.Tensor]:
 @pytest.mark.parametrize("case", list(worker.CASES))
 def test_two_process_step_equals_one_process_step(two_processes, case):
     assert two_processes["world_size"].item() == 2
-    loss, grads = worker.gradients(case)
+    loss, grads, shards = worker.gradients(case)
+    assert shards == 0  # one process: nothing to shard
+    assert (two_processes[f"{case}/sharded"].item() > 10) == case.startswith("clip_fsdp")
     assert abs(two_processes[f"{case}/loss"].item() - loss) < TOLERANCE
-    recorded = {key.split("/", 1)[1] for key in two_processes if key.startswith(f"{case}/")} - {"loss"}
+    recorded = {key.split("/", 1)[1] for key in two_processes if key.startswith(f"{case}/")} - {"loss", "sharded"}
     assert recorded == set(grads)
     assert len(grads) > 3
     for name, grad in grads.items():

@@ -232,6 +232,18 @@ class TrainSpec(Strict):
                                                                       "(null: all)")
     max_bad_steps: int = Field(default=5, gt=0, description="a step with a NaN/Inf loss or gradient is "
                                                             "skipped; this many in a row stop the run")
+    fsdp: bool = Field(default=False, description="under torchrun: shard the towers' parameters, gradients and "
+                                                  "optimizer states across the processes (FSDP)")
+
+    @model_validator(mode="after")
+    def _fsdp(self) -> TrainSpec:
+        clash = [what for what, there in (("optimizer " + self.optimizer, self.optimizer.endswith("8bit")),
+                                          ("ema_decay", self.ema_decay is not None),
+                                          ("precision fp16", self.precision == "fp16")) if there]
+        if self.fsdp and clash:
+            raise ValueError(f"fsdp does not work with {', '.join(clash)} yet; use adamw, lion or lamb, no EMA, "
+                             f"fp32 or bf16")
+        return self
 
 
 class LoggingSpec(Strict):

@@ -1,7 +1,15 @@
 """Running one job as several processes under torchrun: the job's ranks, gradient averaging, global batch
-norm. The distributed losses are in `transferlab.losses.distributed`."""
+norm, FSDP sharding of towers. The distributed losses are in `transferlab.losses.distributed`."""
 
 from transferlab.distributed.batch_norm import GlobalBatchNorm, global_batch_norm
+from transferlab.distributed.sharding import (
+    clip_gradients,
+    full_tensors,
+    gradient_norm,
+    shard_like,
+    shard_optimizer_state,
+    shard_towers,
+)
 from transferlab.distributed.world import (
     World,
     average_gradients,
@@ -17,5 +25,6 @@ from transferlab.distributed.world import (
     sum_scalars,
 )
 
-__all__ = ["GlobalBatchNorm", "World", "average_gradients", "barrier", "broadcast_module", "current", "gather_rows",
-           "global_batch_norm", "launch_env", "local_device", "on_main", "start", "stop", "sum_scalars"]
+__all__ = ["GlobalBatchNorm", "World", "average_gradients", "barrier", "broadcast_module", "clip_gradients", "current",
+           "full_tensors", "gather_rows", "global_batch_norm", "gradient_norm", "launch_env", "local_device", "on_main",
+           "shard_like", "shard_optimizer_state", "shard_towers", "start", "stop", "sum_scalars"]

@@ -22,6 +22,7 @@ from typing import TypeVar
 import torch
 import torch.distributed as dist
 
+from transferlab.distributed.sharding import sharded
 from transferlab.errors import UserError
 from transferlab.runtime import resolve_device
 
@@ -136,11 +137,11 @@ def sum_scalars(values: Iterable[torch.Tensor | float]) -> list[float]:
 def average_gradients(parameters: Iterable[torch.nn.Parameter]) -> None:
     """Replace each gradient by its mean over ranks, in flat buckets (DDP's all-reduce, run once after all
     of a step's backward passes, so gradient caching and accumulation stay exact). Every rank must hold
-    gradients for the same parameters."""
+    gradients for the same parameters. FSDP-sharded gradients are left alone: FSDP has averaged them."""
     world = current()
     if world.size == 1:
         return
-    grads = [p.grad for p in parameters if p.grad is not None]
+    grads = [p.grad for p in parameters if p.grad is not None and not sharded(p.grad)]
     bucket: list[torch.Tensor] = []
     for grad in grads:
         if bucket and (grad.dtype != bucket[0].dtype or
@@ -163,12 +164,14 @@ def _reduce_bucket(grads: list[torch.Tensor], size: int) -> None:
 
 
 def broadcast_module(module: torch.nn.Module) -> None:
-    """Rank 0's parameters and buffers on every rank (after initialisation or a resume)."""
+    """Rank 0's parameters and buffers on every rank (after initialisation or a resume); FSDP shards, which
+    differ by design, excepted."""
     if current().size == 1:
         return
     with torch.no_grad():
         for tensor in [*module.parameters(), *module.buffers()]:
-            dist.broadcast(tensor.data, src=0)
+            if not sharded(tensor):
+                dist.broadcast(tensor.data, src=0)
 
 
 def gather_rows(local: torch.Tensor, counts: list[int]) -> list[torch.Tensor]:

@@ -43,14 +43,14 @@ class DualEncoder(nn.Module):
             self.query_proj = nn.Linear(self.query_tower.width, spec.embed_dim, bias=False)
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / spec.init_temperature)))
         self.logit_bias = None if spec.init_logit_bias is None else nn.Parameter(torch.tensor(spec.init_logit_bias))
-        for tower, tower_spec in self._towers():
+        for tower, tower_spec in self.towers():
             if tower_spec.locked:
                 _lock(tower, tower_spec.unlocked_blocks)
             if spec.grad_checkpointing:
                 _enable_grad_checkpointing(tower, tower_spec.name)
         self.train()
 
-    def _towers(self) -> list[tuple[nn.Module, TowerSpec]]:
+    def towers(self) -> list[tuple[nn.Module, TowerSpec]]:
         towers = [(self.image_tower, self.spec.image), (self.text_tower, self.spec.text),
                   (self.query_tower, self.spec.query)]
         return [(tower, spec) for tower, spec in towers if tower is not None]
@@ -62,7 +62,7 @@ class DualEncoder(nn.Module):
 
     def train(self, mode: bool = True) -> DualEncoder:
         super().train(mode)
-        for tower, tower_spec in self._towers():
+        for tower, tower_spec in self.towers():
             if tower_spec.locked:
                 _frozen_to_eval(tower)
         return self
@@ -97,7 +97,7 @@ class DualEncoder(nn.Module):
         """Everything but wholly locked towers whose weights come from an installed package."""
         names = {id(self.image_tower): "image_tower", id(self.text_tower): "text_tower",
                  id(self.query_tower): "query_tower"}
-        skip = [f"{names[id(tower)]}." for tower, tower_spec in self._towers()
+        skip = [f"{names[id(tower)]}." for tower, tower_spec in self.towers()
                 if tower_spec.locked and not tower_spec.unlocked_blocks and getattr(tower, "external_weights", False)]
         return {k: v for k, v in self.state_dict().items() if not any(k.startswith(s) for s in skip)}
 

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
+from transferlab.distributed import shard_optimizer_state
 from transferlab.errors import UserError
 from transferlab.fileio import atomic_write, commit, fsync_dir, temp_path
 
@@ -55,6 +56,7 @@ def restore_optimizer(optimizer: torch.optim.Optimizer, tensors: dict[str, torch
         if key.startswith("optimizer."):
             _, index, name = key.split(".", 2)
             state.setdefault(int(index), {})[name] = value
+    shard_optimizer_state(optimizer, state)  # FSDP: each rank keeps its shard of the full saved tensors
     optimizer.load_state_dict({"state": state, "param_groups": groups})
 
 

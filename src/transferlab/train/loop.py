@@ -79,9 +79,7 @@ def pretrain(recipe: Recipe, run_dir: Path, resume: bool = False) -> DualEncoder
     queries = CaptionTable([[t] for t in data.left]) if pairs else None
 
     # ---- model, objective, optimizer and EMA, restored from the latest checkpoint when resuming
-    model = DualEncoder(recipe.model).to(device)
-    if world.size > 1:
-        distributed.global_batch_norm(model)
+    model = build_model(recipe, device, world)
     classes = None if pairs or data.classnames is None else len(data.classnames)
     objective = build_objective(spec, recipe.model.embed_dim, classes).to(device)
     trainable = torch.nn.ModuleDict({"model": model, "objective": objective})
@@ -128,11 +126,11 @@ def pretrain(recipe: Recipe, run_dir: Path, resume: bool = False) -> DualEncoder
                 stop.received = stop.received or (signal.SIGTERM if stopping else None)
             if scaler:
                 scaler.unscale_(optimizer)
-            norm = torch.nn.utils.get_total_norm([p.grad for p in parameters if p.grad is not None])
+            norm = distributed.gradient_norm([p.grad for p in parameters if p.grad is not None])
             # with fp16, overflowing gradients are the scaler's to skip (it then lowers the scale)
             if bad.ok(step, loss, None if scaler else norm):
                 if spec.grad_clip is not None:
-                    torch.nn.utils.clip_grads_with_norm_(parameters, spec.grad_clip, norm)
+                    distributed.clip_gradients(parameters, spec.grad_clip, norm)
                 if scaler:
                     scaler.step(optimizer)
                 else:
@@ -176,6 +174,18 @@ def pretrain(recipe: Recipe, run_dir: Path, resume: bool = False) -> DualEncoder
     if ema is not None:
         ema.apply_to(model)
     model.eval()
+    return model
+
+
+def build_model(recipe: Recipe, device: torch.device, world: distributed.World,
+                dtype: torch.dtype | None = None) -> DualEncoder:
+    """The recipe's model on `device` (in `dtype`, float32 by default); under torchrun with BatchNorm over the
+    global batch, and with its towers sharded when `train.fsdp` is on."""
+    model = DualEncoder(recipe.model).to(device, dtype)
+    if world.size > 1:
+        distributed.global_batch_norm(model)
+        if recipe.train.fsdp:
+            distributed.shard_towers([tower for tower, _ in model.towers()])
     return model
 
 
@@ -256,7 +266,7 @@ def _resume(run_dir: Path, model: DualEncoder, objective, optimizer, ema, scaler
     if ema is not None:  # model.safetensors holds the EMA weights; the training weights are in the state
         weights = {k.removeprefix("live."): v for k, v in state.items() if k.startswith("live.")}
         ema.load_state_dict({k.removeprefix("ema."): v for k, v in state.items() if k.startswith("ema.")})
-    model.load_saved_state_dict(weights)
+    model.load_saved_state_dict(distributed.shard_like(weights, model.state_dict()))
     objective.load_state_dict({k.removeprefix("objective."): v for k, v in state.items()
                                if k.startswith("objective.")})
     restore_optimizer(optimizer, state, meta["optimizer_param_groups"])
@@ -268,14 +278,16 @@ def _resume(run_dir: Path, model: DualEncoder, objective, optimizer, ema, scaler
 
 def _checkpoint(run_dir: Path, step: int, model: DualEncoder, objective, optimizer, ema, scaler,
                 recipe: Recipe, bad: BadSteps, world: distributed.World) -> Path:
-    """Rank 0 writes checkpoints/step_<step> (every rank holds the same state) while the others wait."""
+    """Rank 0 writes checkpoints/step_<step> (every rank holds the same state, or FSDP shards of it, which
+    every rank helps gather) while the others wait."""
+    optim_tensors, param_groups = optimizer_state(optimizer)
+    optim_tensors = distributed.full_tensors(optim_tensors)
+    rng_tensors, rng_json = rng_state()
+    state = {**optim_tensors, **rng_tensors, **{f"objective.{k}": v for k, v in objective.state_dict().items()}}
+    weights = distributed.full_tensors(model.saved_state_dict())
     if not world.main:
         distributed.barrier()
         return Path(run_dir) / "checkpoints" / f"step_{step}"
-    optim_tensors, param_groups = optimizer_state(optimizer)
-    rng_tensors, rng_json = rng_state()
-    state = {**optim_tensors, **rng_tensors, **{f"objective.{k}": v for k, v in objective.state_dict().items()}}
-    weights = model.saved_state_dict()
     if ema is not None:
         state.update({f"live.{k}": v for k, v in weights.items()})
         state.update({f"ema.{k}": v for k, v in ema.state_dict().items()})
