@@ -28,6 +28,16 @@ def final_weights(run_dir):
     return load_file(str(latest_checkpoint(run_dir) / "model.safetensors"))
 
 
+def died_after(run_dir, step, copy):
+    """A copy of a finished run as it was when its checkpoint `step` was the newest."""
+    shutil.copytree(run_dir, copy)
+    for checkpoint in (copy / "checkpoints").glob("step_*"):
+        if int(checkpoint.name.removeprefix("step_")) > step:
+            shutil.rmtree(checkpoint)
+    (copy / "checkpoints" / "latest").write_text(f"step_{step}\n")
+    return copy
+
+
 @pytest.mark.slow
 def test_killed_two_process_run_resumes_with_two_or_one_process(tiny_overrides, tmp_path):
     overrides = [o for o in tiny_overrides if not o.startswith(("train.steps", "train.checkpoint_every"))]
@@ -47,12 +57,7 @@ def test_killed_two_process_run_resumes_with_two_or_one_process(tiny_overrides, 
     killed_at = int(latest_checkpoint(cut).name.removeprefix("step_"))
     assert 4 <= killed_at < STEPS, "the run was not killed mid-way; give it more steps"
     # 1 process resumes the uninterrupted 2-process run's checkpoint at step LATE (as if it had died there)
-    late = tmp_path / "late"
-    shutil.copytree(tmp_path / "whole", late)
-    for checkpoint in (late / "checkpoints").glob("step_*"):  # as if the uninterrupted run died after LATE
-        if int(checkpoint.name.removeprefix("step_")) > LATE:
-            shutil.rmtree(checkpoint)
-    (late / "checkpoints" / "latest").write_text(f"step_{LATE}\n")
+    late = died_after(tmp_path / "whole", LATE, tmp_path / "late")
 
     torchrun(*CLI, "pretrain", "--out", str(cut), "--resume")
     subprocess.run([sys.executable, *CLI, "pretrain", "--out", str(late), "--resume"], env=ENV,
@@ -64,3 +69,27 @@ def test_killed_two_process_run_resumes_with_two_or_one_process(tiny_overrides, 
         assert torch.equal(whole[key], two[key]), key
         torch.testing.assert_close(one[key], whole[key], rtol=1e-5, atol=1e-5, msg=key)
     assert [m["step"] for m in read_metrics(cut / "metrics.jsonl")] == list(range(2, STEPS + 1, 2))
+
+
+@pytest.mark.slow
+def test_fsdp_checkpoints_hold_whole_tensors_and_resume_sharded_or_not(tiny_overrides, tmp_path):
+    overrides = [o for o in tiny_overrides if not o.startswith(("train.steps", "train.checkpoint_every"))]
+    overrides += ["train.steps=12", "train.checkpoint_every=2", "train.keep_checkpoints=100"]
+    args = [a for o in overrides for a in ("--set", o)]
+    torchrun(*CLI, "pretrain", "--out", str(tmp_path / "plain"), *args)
+    torchrun(*CLI, "pretrain", "--out", str(tmp_path / "fsdp"), *args, "--set", "train.fsdp=true")
+    two = died_after(tmp_path / "fsdp", 6, tmp_path / "two")
+    torchrun(*CLI, "pretrain", "--out", str(two), "--resume")
+    one = died_after(tmp_path / "fsdp", 10, tmp_path / "one")
+    subprocess.run([sys.executable, *CLI, "pretrain", "--out", str(one), "--resume"], env=ENV, check=True,
+                   capture_output=True)
+
+    plain, fsdp = final_weights(tmp_path / "plain"), final_weights(tmp_path / "fsdp")
+    assert plain.keys() == fsdp.keys()  # whole tensors, the same names as without FSDP
+    resumed_two, resumed_one = final_weights(two), final_weights(one)
+    for key in fsdp:
+        assert fsdp[key].shape == plain[key].shape, key
+        assert torch.equal(resumed_two[key], fsdp[key]), key  # FSDP resumes its own run bit for bit
+        # FSDP's reduce-scatter sums gradients in another order than the all-reduce: float32 rounding
+        torch.testing.assert_close(fsdp[key], plain[key], rtol=1e-4, atol=1e-4, msg=key)
+        torch.testing.assert_close(resumed_one[key], fsdp[key], rtol=1e-5, atol=1e-5, msg=key)

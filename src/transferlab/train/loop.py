@@ -173,6 +173,10 @@ def pretrain(recipe: Recipe, run_dir: Path, resume: bool = False) -> DualEncoder
                 raise Interrupted(stop.received, done, saved or save(done))
     if ema is not None:
         ema.apply_to(model)
+    if spec.fsdp and world.size > 1:  # evaluation embeds with the whole model on every rank
+        whole = distributed.full_tensors(model.state_dict())
+        model = DualEncoder(recipe.model).to(device)
+        model.load_state_dict(whole)
     model.eval()
     return model
 
