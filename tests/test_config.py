@@ -207,3 +207,9 @@ def test_relative_folder_table_is_resolved_against_cwd(tmp_path, monkeypatch):
     assert table.is_absolute()
     assert table == tmp_path.resolve() / "sub" / "t.csv"
     assert recipe.datasets["mine"].images == table.parent
+
+
+def test_fsdp_with_what_cannot_shard_is_refused_by_name():
+    with pytest.raises(UserError, match="fsdp does not work with optimizer adamw8bit, ema_decay"):
+        load_recipe(None, ["train.fsdp=true", "train.optimizer=adamw8bit", "train.ema_decay=0.99"])
+    assert load_recipe(None, ["train.fsdp=true", "train.optimizer=lion"]).train.fsdp
