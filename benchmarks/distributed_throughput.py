@@ -11,9 +11,11 @@ Each run goes into a fresh temporary directory; its throughput is the median `sa
 windows of metrics.jsonl after the first (the first window includes warm-up). The configurations are
 interleaved (rotated order) and repeated, because the machine is shared and noisy; each repeat's runs are
 divided by that repeat's 1p x 2t run and the median of these ratios is reported. Prints one JSON line per
-configuration (after all repeats); progress goes to stderr.
+configuration (after all repeats), with the raw per-run samples/s and the 1-minute load average before
+each run (it includes the tail of the previous run; well above 2 means other jobs share the cores); progress
+goes to stderr.
 
-    python benchmarks/distributed_throughput.py --repeats 3 --steps 60
+    python benchmarks/distributed_throughput.py --repeats 5 --steps 60
 """
 
 from __future__ import annotations
@@ -71,20 +73,23 @@ def main() -> None:
     args = parser.parse_args()
     names = [BASELINE] + [name for name in args.configs if name != BASELINE]
     throughput: dict[str, list[float]] = {name: [] for name in names}
+    load: dict[str, list[float]] = {name: [] for name in names}  # 1-minute load average before each run
     for repeat in range(args.repeats):
         shift = repeat % len(names)
         for name in names[shift:] + names[:shift]:  # rotate the order: no configuration always runs first
+            load[name].append(os.getloadavg()[0])
             throughput[name].append(run_once(name, args.steps, args.log_every))
             print(f"repeat {repeat}: {name}: {throughput[name][-1]:.1f} samples/s", file=sys.stderr, flush=True)
     baseline = throughput[BASELINE]
     global_batch = load_recipe(None, []).train.batch_size
     for name in names:
-        ratios = [value / base for value, base in zip(throughput[name], baseline)]
+        ratios = [value / base for value, base in zip(throughput[name], baseline, strict=True)]
         row = {"benchmark": "distributed_throughput", "config": name, **CONFIGS[name],
                "global_batch": global_batch, "steps": args.steps, "repeats": args.repeats,
                "ratio_vs_1p2t": round(statistics.median(ratios), 3),
                "ratio_min": round(min(ratios), 3), "ratio_max": round(max(ratios), 3),
-               "samples_per_s_runs": [round(value, 1) for value in throughput[name]]}
+               "samples_per_s_runs": [round(value, 1) for value in throughput[name]],
+               "load1_before_runs": [round(value, 2) for value in load[name]]}
         print(json.dumps(row), flush=True)
 
 
