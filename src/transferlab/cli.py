@@ -3,6 +3,7 @@
     transferlab run [RECIPE]           pretrain, then evaluate (the built-in `default` recipe by default)
     transferlab pretrain [RECIPE]      pretrain only
     transferlab eval MODEL [MODEL...]  evaluate runs, checkpoints, openclip: or hf: models on a suite
+    transferlab rank MODEL [MODEL...]  transferability scores of models on a dataset, without training on it
 
 Every command takes `--out DIR` and `--set key=value`; bad input ends with a one-paragraph message and
 exit status 2, never a traceback. `run`, `pretrain` and `eval` also run as one process per device under
@@ -12,6 +13,7 @@ torchrun (`torchrun --nproc_per_node N -m transferlab run ...`); rank 0 prints a
 from __future__ import annotations
 
 import functools
+import json
 import shutil
 import sys
 from datetime import datetime
@@ -115,10 +117,8 @@ def eval_(models: Annotated[list[str], typer.Argument(help="run or checkpoint di
               suite_of(item.recipe) if item.recipe is not None else load_suite("default", overrides))
              for item in loaded]
     if out is None:
-        only = loaded[0]
-        if len(loaded) == 1 and only.run_dir is not None:
-            is_run = Path(models[0]).resolve() == only.run_dir.resolve()
-            out = only.run_dir / ("eval" if is_run else f"eval-{only.checkpoint.name}")
+        if len(loaded) == 1 and loaded[0].run_dir is not None:
+            out = _own_eval_dir(models[0], loaded[0])
         else:
             out = on_main(lambda: Path("runs") / f"eval-{datetime.now().strftime('%Y%m%d-%H%M%S')}")
     all_results = evaluate(pairs, out, embedding_method=embedding_map)
@@ -129,6 +129,70 @@ def eval_(models: Annotated[list[str], typer.Argument(help="run or checkpoint di
     if model_card:
         _write_model_cards(loaded, all_results)
     console.print(f"results: {out}\nreport:  {out / 'report.html'}", soft_wrap=True)
+
+
+def _own_eval_dir(ref: str, item) -> Path:
+    """Where `transferlab eval REF` writes by default: <run>/eval for a run, <run>/eval-step_<n> for one of
+    its checkpoints."""
+    is_run = Path(ref).resolve() == item.run_dir.resolve()
+    return item.run_dir / ("eval" if is_run else f"eval-{item.checkpoint.name}")
+
+
+def _one_process(command: str) -> None:
+    from transferlab.distributed import launch_env
+
+    if launch_env().size > 1:
+        raise UserError(f"transferlab {command} runs in one process; launch it without torchrun or srun.")
+
+
+@app.command()
+@friendly
+def rank(models: Annotated[list[str], typer.Argument(help="runs, checkpoints, openclip: or hf: models to score")],
+         data: Annotated[str, typer.Option("--data", help="a dataset of the suite")] = "digits",
+         suite: Annotated[str | None, typer.Option("--suite", help="where --data and the templates are defined "
+                                                                   "(default: the built-in 'default')")] = None,
+         task: Annotated[str, typer.Option("--task", help="the measured downstream task the scores are "
+                                                          "correlated with (from each run's results.json)")]
+         = "linear_probe",
+         out: OutOpt = None, set_: SetOpt = None, device: DeviceOpt = None) -> None:
+    """Predict which models will transfer best to a dataset, without training on it; writes OUT/rank.json."""
+    from transferlab.config import load_suite
+    from transferlab.evaluate.suite import dataset_view
+    from transferlab.fileio import atomic_write
+    from transferlab.models.references import load_model
+    from transferlab.predict.ranking import measured_metric, rank_correlations, transferability_scores
+    from transferlab.runtime import resolve_device
+
+    _one_process("rank")
+    chosen = load_suite(suite or "default", list(set_ or []))
+    out = out or Path("runs") / f"rank-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+    rows = []
+    for ref in models:
+        item = load_model(ref, resolve_device(device or "auto"))
+        view = dataset_view(item.encoder, chosen, data, out / "features")
+        results = None if item.run_dir is None else _own_eval_dir(ref, item) / "results.json"
+        rows.append({"model": ref, "scores": transferability_scores(view, chosen.eval),
+                     "measured": measured_metric(results, task, data)})
+    correlations = rank_correlations([r["scores"] for r in rows], [r["measured"] for r in rows])
+    record = {"dataset": data, "split": "train", "task": task, "models": rows, "correlations": correlations}
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write(out / "rank.json", json.dumps(record, indent=1))
+    names = list(dict.fromkeys(name for row in rows for name in row["scores"]))
+    table = Table(title=f"transferability · {data} (train split); models as numbered below", title_justify="left")
+    table.add_column("score", no_wrap=True)
+    for number in range(1, len(rows) + 1):
+        table.add_column(f"#{number}", justify="right", no_wrap=True)
+    if correlations:
+        table.add_column(f"ρ vs {task}", justify="right", no_wrap=True)
+    for name in names:
+        spearman = correlations.get(name, {}).get("spearman")
+        table.add_row(name, *[_format("", row["scores"].get(name)) for row in rows],
+                      *([_format("", spearman)] if correlations else []))
+    table.add_row(f"{task} acc1", *[_format("", row["measured"]) for row in rows], *([""] if correlations else []))
+    Console().print(table)
+    for number, row in enumerate(rows, 1):
+        console.print(f"#{number}: {row['model']}", soft_wrap=True, highlight=False)
+    console.print(f"scores: {out / 'rank.json'}", soft_wrap=True)
 
 
 def _write_model_cards(loaded, all_results: list[dict]) -> None:
@@ -165,11 +229,7 @@ def adapt(models: Annotated[list[str], typer.Argument(help="the model to adapt (
     """Adapt a model to a dataset from a few labelled examples per class; writes OUT/adapt.json."""
     import yaml
 
-    from transferlab.distributed import launch_env
-
-    if launch_env().size > 1:
-        raise UserError("transferlab adapt runs in one process (few-shot adaptation is small); launch it without "
-                        "torchrun or srun.")
+    _one_process("adapt")
 
     from transferlab.adapt.command import adapt as run_adapt
     from transferlab.config import load_suite

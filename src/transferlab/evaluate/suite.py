@@ -59,13 +59,7 @@ def run_suite(encoder: Encoder, suite: Suite, out_dir: Path, cache_dir: Path | N
         raise UserError(f"Unknown task(s) {unknown} in eval.tasks; the tasks are {', '.join(TASKS)}.")
     tasks, predictions, maps = [], [], []
     for name in spec.datasets:
-        splits = load_splits(name, suite.datasets[name], encoder.image_size, encoder.channels)
-        view = View(name=name, split=spec.split, splits=splits,
-                    embed=functools.cache(lambda split, s=splits: _first_side(
-                        encoder, s[split], split, cache_dir, spec.batch_size)),
-                    embed_captions=functools.cache(lambda split, s=splits: caption_embeddings(
-                        encoder, s[split], split, cache_dir, spec.batch_size)),
-                    encode_text=encoder.encode_text, model=encoder.module)
+        view = dataset_view(encoder, suite, name, cache_dir)
         for task in spec.tasks:
             started = time.perf_counter()
             metrics, predicted = TASKS[task](view, spec)
@@ -86,6 +80,21 @@ def run_suite(encoder: Encoder, suite: Suite, out_dir: Path, cache_dir: Path | N
     metrics_path = None if encoder.run_dir is None else encoder.run_dir / "metrics.jsonl"
     return {"results": results, "metrics": read_metrics(metrics_path) if metrics_path else None,
             "predictions": predictions, "embedding_maps": maps}
+
+
+def dataset_view(encoder: Encoder, suite: Suite, name: str, cache_dir: Path | None) -> View:
+    """Dataset `name` of the suite at the encoder's resolution, its splits embedded (and cached) on first use."""
+    if name not in suite.datasets:
+        raise UserError(f"Dataset '{name}' is not defined in suite '{suite.name}'; its datasets are "
+                        f"{', '.join(suite.datasets) or 'none'}.")
+    spec = suite.eval
+    splits = load_splits(name, suite.datasets[name], encoder.image_size, encoder.channels)
+    return View(name=name, split=spec.split, splits=splits,
+                embed=functools.cache(lambda split: _first_side(encoder, splits[split], split, cache_dir,
+                                                                spec.batch_size)),
+                embed_captions=functools.cache(lambda split: caption_embeddings(encoder, splits[split], split,
+                                                                               cache_dir, spec.batch_size)),
+                encode_text=encoder.encode_text, model=encoder.module)
 
 
 def _first_side(encoder: Encoder, data, split: str, cache_dir: Path | None, batch_size: int | None):
