@@ -234,6 +234,17 @@ class TrainSpec(Strict):
                                                             "skipped; this many in a row stop the run")
     fsdp: bool = Field(default=False, description="under torchrun: shard the towers' parameters, gradients and "
                                                   "optimizer states across the processes (FSDP)")
+    rankme_every: int | None = Field(default=None, gt=0, description="log the RankMe of a fixed probe set's image "
+                                     "embeddings every N steps (a multiple of log_every), to pick checkpoints "
+                                     "without labels")
+    rankme_samples: int = Field(default=1024, gt=1, description="images of the train split in the RankMe probe set")
+
+    @model_validator(mode="after")
+    def _rankme(self) -> TrainSpec:
+        if self.rankme_every is not None and self.rankme_every % self.log_every:
+            raise ValueError(f"rankme_every ({self.rankme_every}) must be a multiple of log_every ({self.log_every}): "
+                             f"RankMe is logged with the step's other metrics")
+        return self
 
     @model_validator(mode="after")
     def _fsdp(self) -> TrainSpec:

@@ -39,7 +39,8 @@ from transferlab.errors import Interrupted, UserError
 from transferlab.fileio import atomic_write
 from transferlab.models.dual_encoder import DualEncoder
 from transferlab.optim import ModelEMA, create_optimizer, layer_decay_groups, lr_at, parameter_groups
-from transferlab.runtime import seed_everything
+from transferlab.predict.transferability import rankme
+from transferlab.runtime import derived_generator, seed_everything
 from transferlab.train.batches import BatchMaker
 from transferlab.train.checkpoint import (
     optimizer_state,
@@ -94,6 +95,7 @@ def pretrain(recipe: Recipe, run_dir: Path, resume: bool = False) -> DualEncoder
     trainable.train()
 
     text = _text_features(model, captions, queries, autocast)
+    probe = _rankme_probe(data, recipe, device) if spec.rankme_every else None
     batches = BatchMaker(recipe, len(data), device, None if pairs else data.images.to(device), data.labels,
                          captions, _positive_ids(data, captions, spec.positives), objective.views, queries, world)
     logger = (MetricsLogger(run_dir, recipe.logging, flatten(recipe.model_dump(mode="json")), start_step=start)
@@ -158,6 +160,8 @@ def pretrain(recipe: Recipe, run_dir: Path, resume: bool = False) -> DualEncoder
                           "logit_scale": model.logit_scale.exp().item(),
                           "samples_per_s": (done - window_begin) * spec.batch_size / seconds,
                           "skipped_steps": bad.total}
+                if probe is not None and done % spec.rankme_every == 0:
+                    values["rankme"] = _probe_rankme(model, probe, autocast)
                 if logger:
                     logger.log(done, values)
                 if window_steps:
@@ -218,6 +222,26 @@ def _text_features(model: DualEncoder, captions: CaptionTable | None, queries: C
             return caches[query][ids]
         return model.text_features([tables[query].texts[i] for i in ids.tolist()], query)
     return text
+
+
+def _rankme_probe(data, recipe: Recipe, device: torch.device) -> torch.Tensor:
+    """The fixed images whose embeddings' RankMe is logged: a seeded sample of the train split."""
+    if isinstance(data, TextPairData):
+        raise UserError("train.rankme_every logs the RankMe of image embeddings, but this model has no image tower. "
+                        "Set train.rankme_every to null.")
+    count = min(recipe.train.rankme_samples, len(data))
+    chosen = torch.randperm(len(data), generator=derived_generator(recipe.seed, "rankme-probe", 0))[:count]
+    return data.images[chosen].to(device)
+
+
+@torch.no_grad()
+def _probe_rankme(model: DualEncoder, images: torch.Tensor, autocast) -> float:
+    """RankMe (predict/transferability.py) of the probe images' embeddings under the current weights."""
+    model.eval()
+    with autocast:
+        embeddings = torch.cat([model.encode_image(model.preprocess(chunk)).float() for chunk in images.split(256)])
+    model.train()
+    return rankme(embeddings.cpu().numpy())
 
 
 def _record_data_report(run_dir: Path, name: str, report) -> None:
