@@ -74,7 +74,12 @@ def run(recipe: RecipeArg = None, out: OutOpt = None, set_: SetOpt = None, resum
     """Pretrain on a recipe, then evaluate the result: the main job."""
     main = _main_prints()
     run_dir, resolved = _prepare_run(recipe, out, set_ or [], resume, device)
-    _evaluate_and_show(_pretrain(resolved, run_dir, resume), resolved, run_dir, main)
+    model = _pretrain(resolved, run_dir, resume)
+    results = _evaluate_and_show(model, resolved, run_dir, main)
+    if main:
+        from transferlab.predict.registry import register_run
+
+        console.print(f"registered in {register_run(run_dir, model, resolved, results)}", soft_wrap=True)
 
 
 @app.command()
@@ -307,16 +312,16 @@ def _pretrain(recipe, run_dir: Path, resume: bool):
     return pretrain(recipe, run_dir, resume=resume)
 
 
-def _evaluate_and_show(model, recipe, run_dir: Path, main: bool = True) -> None:
+def _evaluate_and_show(model, recipe, run_dir: Path, main: bool = True) -> dict:
     from transferlab.evaluate.suite import evaluate, suite_of
     from transferlab.models.encoder import from_dual_encoder
 
     out = run_dir / "eval"
     (results,) = evaluate([(from_dual_encoder(model, str(run_dir), run_dir), suite_of(recipe))], out)
-    if not main:
-        return
-    _show(results)
-    console.print(f"results: {out / 'results.json'}\nreport:  {out / 'report.html'}", soft_wrap=True)
+    if main:
+        _show(results)
+        console.print(f"results: {out / 'results.json'}\nreport:  {out / 'report.html'}", soft_wrap=True)
+    return results
 
 
 SHORT_NAMES = {"mean_per_class_recall": "class-mean recall", "weight_decay": "λ",
