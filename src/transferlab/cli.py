@@ -4,6 +4,7 @@
     transferlab pretrain [RECIPE]      pretrain only
     transferlab eval MODEL [MODEL...]  evaluate runs, checkpoints, openclip: or hf: models on a suite
     transferlab rank MODEL [MODEL...]  transferability scores of models on a dataset, without training on it
+    transferlab predict RUNS --target  scaling-law fits on a table of runs, extrapolated to larger runs
 
 Every command takes `--out DIR` and `--set key=value`; bad input ends with a one-paragraph message and
 exit status 2, never a traceback. `run`, `pretrain` and `eval` also run as one process per device under
@@ -198,6 +199,48 @@ def rank(models: Annotated[list[str], typer.Argument(help="runs, checkpoints, op
     for number, row in enumerate(rows, 1):
         console.print(f"#{number}: {row['model']}", soft_wrap=True, highlight=False)
     console.print(f"scores: {out / 'rank.json'}", soft_wrap=True)
+
+
+@app.command()
+@friendly
+def predict(runs: Annotated[Path, typer.Argument(help="a CSV/TSV/JSONL table of runs (transferlab run writes "
+                                                     "<out>/../runs.jsonl)")],
+            target: Annotated[str, typer.Option("--target", help="the column to predict: loss, or a downstream "
+                                                                 "metric such as linear_probe/digits/acc1")],
+            law: Annotated[str | None, typer.Option("--law", help="chain (loss law then error law; default for "
+                                                                  "metrics), power (of --x), overtraining (loss)")]
+            = None,
+            x: Annotated[str, typer.Option("--x", help="the column of the power law")] = "flops",
+            holdout: Annotated[int, typer.Option("--holdout", help="leave out the K runs with the most compute and "
+                                                                   "report the error of their predictions", min=0)]
+            = 0,
+            at: Annotated[list[str] | None, typer.Option("--at", help="predict a run: params,samples (chain, "
+                                                                      "overtraining) or x (power)")] = None,
+            bootstrap: Annotated[int, typer.Option("--bootstrap", help="bootstrap resamples", min=0)] = 200,
+            out: OutOpt = None) -> None:
+    """Fit a scaling law to small runs and predict larger ones; writes OUT/predict.json and OUT/fit.png."""
+    from transferlab.predict.command import predict_runs
+
+    _one_process("predict")
+    out = out or Path("runs") / f"predict-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+    record = predict_runs(runs, target, law, x, holdout, list(at or []), out, bootstrap)
+    for name, report in record["fit"].items():
+        console.print(f"{name} law fitted on {record['runs_fitted']} runs: " + ", ".join(
+            f"{p}={v['estimate']:.4g} [{v['low']:.3g}, {v['high']:.3g}]" if v["low"] is not None
+            else f"{p}={v['estimate']:.4g}" for p, v in report["params"].items()), soft_wrap=True, highlight=False)
+    rows = record["held_out"] + record["at"]
+    if rows:
+        table = Table(title=f"{record['law']} · {target}", title_justify="left")
+        for column in ("run", "predicted", "interval", "true", "rel. error", "extrapolation"):
+            table.add_column(column, justify="left" if column == "run" else "right")
+        for row in rows:
+            table.add_row(row["run"], f"{row['predicted']:.4g}", f"{row['low']:.3g} – {row['high']:.3g}",
+                          _format("", row.get("true")), _format("", row.get("relative_error")),
+                          f"{row['extrapolation']:.2g}×")
+        Console().print(table)
+    for warning in record["warnings"]:
+        console.print(f"[yellow]warning:[/] {escape(warning)}", soft_wrap=True, highlight=False)
+    console.print(f"prediction: {out / 'predict.json'}\nplot:       {record['plot']}", soft_wrap=True)
 
 
 def _write_model_cards(loaded, all_results: list[dict]) -> None:
