@@ -234,10 +234,13 @@ def predict(runs: Annotated[Path, typer.Argument(help="a CSV/TSV/JSONL table of 
         for column in ("run", "predicted", "interval", "true", "rel. error", "extrapolation"):
             table.add_column(column, justify="left" if column == "run" else "right")
         for row in rows:
-            table.add_row(row["run"], f"{row['predicted']:.4g}", f"{row['low']:.3g} – {row['high']:.3g}",
-                          _format("", row.get("true")), _format("", row.get("relative_error")),
+            table.add_row(Path(row["run"]).name or row["run"], f"{row['predicted']:.4g}{'*' * row['clipped']}",
+                          f"{row['low']:.3g} – {row['high']:.3g}", _format("", row.get("true")),
+                          _format("", row.get("relative_error")),
                           f"{row['extrapolation']:.2g}×")
         Console().print(table)
+    if any(row["clipped"] for row in rows):
+        console.print("* the law's value left [0, 1] and was clipped", highlight=False)
     for warning in record["warnings"]:
         console.print(f"[yellow]warning:[/] {escape(warning)}", soft_wrap=True, highlight=False)
     console.print(f"prediction: {out / 'predict.json'}\nplot:       {record['plot']}", soft_wrap=True)

@@ -4,7 +4,8 @@ RUNS is a CSV/TSV/JSONL table, one run per row (transferlab's own runs add thems
 `<out>/../runs.jsonl`, predict/registry.py). The target is a column: the training `loss`, or a downstream
 metric such as `linear_probe/digits/acc1`. Accuracy-like metrics (ending in acc1, acc5, recall, nmi, ari or
 a few-shot score) are fitted as errors, 1 − metric, which is what the laws describe; predictions are
-reported back in the metric's own units.
+reported back in the metric's own units, clipped to [0, 1] (and marked `clipped` when the law's value
+left it).
 
 Laws (predict/scaling.py):
 - `chain` (default for downstream metrics): loss L(N, D) by the over-training law from `params` and
@@ -121,12 +122,14 @@ def _predict(law: str, laws: dict, inputs: dict[str, np.ndarray]):
 def _rows(names: list[str], target: str, prediction, truth: np.ndarray | None) -> list[dict]:
     """One dict per predicted run, in the target's own units (an accuracy's interval flips with 1 − error)."""
     value, low, high = prediction.value, prediction.low, prediction.high
-    if as_error(target):
-        value, low, high = 1 - value, 1 - high, 1 - low
+    clipped = np.zeros(len(value), dtype=bool)
+    if as_error(target):  # an extrapolated error law can leave [0, 1]; the metric cannot
+        clipped = (value < 0) | (value > 1)
+        value, low, high = (np.clip(1 - v, 0, 1) for v in (value, high, low))
     rows = []
     for i, name in enumerate(names):
         row = {"run": name, "predicted": float(value[i]), "low": float(low[i]), "high": float(high[i]),
-               "extrapolation": float(prediction.extrapolation[i])}
+               "extrapolation": float(prediction.extrapolation[i]), "clipped": bool(clipped[i])}
         if truth is not None:
             row.update(true=float(truth[i]), relative_error=float(abs(value[i] - truth[i]) / abs(truth[i]))
                        if truth[i] else None)
