@@ -102,7 +102,8 @@ def _target(runs: list[dict], target: str, table: Path) -> np.ndarray:
 def _fit(law: str, runs: list[dict], target: str, x: str, table: Path, bootstrap: int, seed: int) -> dict:
     y = _target(runs, target, table)
     if law == "power":
-        return {"power": SaturatingPowerLaw(x_name=x, y_name=target).fit(numeric_column(runs, x, table), y,
+        name = f"1 - {target}" if as_error(target) else target
+        return {"power": SaturatingPowerLaw(x_name=x, y_name=name).fit(numeric_column(runs, x, table), y,
                                                                           n_bootstrap=bootstrap, seed=seed)}
     N, D = numeric_column(runs, "params", table), numeric_column(runs, "samples", table)
     loss_law = OvertrainingLaw().fit(N, D, numeric_column(runs, "loss", table), n_bootstrap=bootstrap, seed=seed)
