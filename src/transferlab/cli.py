@@ -37,6 +37,8 @@ RecipeArg = Annotated[str | None, typer.Argument(help="a YAML recipe file or a b
 OutOpt = Annotated[Path | None, typer.Option("--out", help="the run directory (default: runs/<name>-<time>)")]
 SetOpt = Annotated[list[str] | None, typer.Option("--set", help="override a recipe key: --set train.steps=300")]
 ResumeOpt = Annotated[bool, typer.Option("--resume", help="continue the run in --out from checkpoints/latest")]
+ProfileOpt = Annotated[bool, typer.Option("--profile", help="profile 10 training steps; writes where the time "
+                                                            "goes to RUN/profile.txt")]
 DeviceOpt = Annotated[str | None, typer.Option("--device", help="auto, cpu, cuda, cuda:<i> or mps "
                                                                    "(default: the recipe's, normally auto)")]
 
@@ -61,6 +63,10 @@ def friendly(command):
     return wrapper
 
 
+def _profiled(overrides: list[str] | None, profile: bool) -> list[str]:
+    return list(overrides or []) + (["train.profile_steps=10"] if profile else [])
+
+
 def _main_prints() -> bool:
     """Join the torchrun job if this is one; whether this process is the one that prints (rank 0)."""
     from transferlab import distributed
@@ -71,10 +77,10 @@ def _main_prints() -> bool:
 @app.command()
 @friendly
 def run(recipe: RecipeArg = None, out: OutOpt = None, set_: SetOpt = None, resume: ResumeOpt = False,
-        device: DeviceOpt = None) -> None:
+        device: DeviceOpt = None, profile: ProfileOpt = False) -> None:
     """Pretrain on a recipe, then evaluate the result: the main job."""
     main = _main_prints()
-    run_dir, resolved = _prepare_run(recipe, out, set_ or [], resume, device)
+    run_dir, resolved = _prepare_run(recipe, out, _profiled(set_, profile), resume, device)
     model = _pretrain(resolved, run_dir, resume)
     results = _evaluate_and_show(model, resolved, run_dir, main)
     if main:
@@ -86,10 +92,10 @@ def run(recipe: RecipeArg = None, out: OutOpt = None, set_: SetOpt = None, resum
 @app.command()
 @friendly
 def pretrain(recipe: RecipeArg = None, out: OutOpt = None, set_: SetOpt = None, resume: ResumeOpt = False,
-             device: DeviceOpt = None) -> None:
+             device: DeviceOpt = None, profile: ProfileOpt = False) -> None:
     """Pretrain on a recipe; evaluate later with `transferlab eval RUN_DIR`."""
     main = _main_prints()
-    run_dir, resolved = _prepare_run(recipe, out, set_ or [], resume, device)
+    run_dir, resolved = _prepare_run(recipe, out, _profiled(set_, profile), resume, device)
     _pretrain(resolved, run_dir, resume)
     if main:
         console.print(f"run directory: {run_dir}")
@@ -307,7 +313,8 @@ def adapt(models: Annotated[list[str], typer.Argument(help="the model to adapt (
 
 # what a resumed run may change: nothing that alters what its checkpoints' weights and states mean
 RESUME_SETTABLE = ("device=", "train.lr=", "train.grad_clip=", "train.precision=", "train.max_bad_steps=",
-                   "train.steps=", "train.log_every=", "train.checkpoint_every=", "train.keep_checkpoints=")
+                   "train.steps=", "train.log_every=", "train.checkpoint_every=", "train.keep_checkpoints=",
+                   "train.profile_steps=")
 
 
 def _prepare_run(recipe_ref: str | None, out: Path | None, overrides: list[str], resume: bool,

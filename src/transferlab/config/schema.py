@@ -237,6 +237,8 @@ class TrainSpec(Strict):
     rankme_every: int | None = Field(default=None, gt=0, description="log the RankMe of a fixed probe set's image "
                                      "embeddings every N steps (a multiple of log_every), to pick checkpoints "
                                      "without labels")
+    profile_steps: int | None = Field(default=None, gt=0, description="profile this many steps (after 3 warm-up "
+                                      "steps) and write where the time goes to profile.txt (CLI: --profile)")
     rankme_samples: int = Field(default=1024, gt=1, description="images of the train split in the RankMe probe set")
 
     @model_validator(mode="after")

@@ -54,6 +54,7 @@ from transferlab.train.guards import BadSteps, StopSignals
 from transferlab.train.large_batch import backward_step
 from transferlab.train.logging import MetricsLogger, flatten
 from transferlab.train.objectives import build_objective
+from transferlab.train.profiling import StepProfiler
 
 
 def pretrain(recipe: Recipe, run_dir: Path, resume: bool = False) -> DualEncoder:
@@ -109,14 +110,17 @@ def pretrain(recipe: Recipe, run_dir: Path, resume: bool = False) -> DualEncoder
     save = functools.partial(_checkpoint, run_dir, model=model, objective=objective, optimizer=optimizer, ema=ema,
                              scaler=scaler, recipe=recipe, bad=bad, world=world)
     closing = contextlib.closing(logger) if logger else contextlib.nullcontext()
-    with StopSignals() as stop, closing, contextlib.closing(progress):
+    profiler = StepProfiler(run_dir, spec.profile_steps, world.main)
+    with StopSignals() as stop, closing, contextlib.closing(progress), profiler:
         for step in progress:
+            profiler.phase("batch")
             batch = batches(step)
             lr = lr_at(step, spec.lr, spec.steps, spec.warmup_steps, spec.schedule, spec.cooldown_fraction)
             for group in optimizer.param_groups:
                 group["lr"] = lr * group.get("lr_scale", 1.0)
 
             # ---- one optimizer step on the objective's loss, chunked if asked, with exact gradients
+            profiler.phase("gradients")
             optimizer.zero_grad(set_to_none=True)
             kept = [buffer.clone() for buffer in buffers]  # batch-norm statistics, restored if the step is bad
             embeddings: list[torch.Tensor] = []  # the step's embeddings, detached, for the objective's state
@@ -126,6 +130,7 @@ def pretrain(recipe: Recipe, run_dir: Path, resume: bool = False) -> DualEncoder
                 total, stopping = distributed.sum_scalars([loss, stop.received is not None])
                 loss = torch.tensor(total / world.size, device=device)
                 stop.received = stop.received or (signal.SIGTERM if stopping else None)
+            profiler.phase("optimizer")
             if scaler:
                 scaler.unscale_(optimizer)
             norm = distributed.gradient_norm([p.grad for p in parameters if p.grad is not None])
@@ -152,6 +157,7 @@ def pretrain(recipe: Recipe, run_dir: Path, resume: bool = False) -> DualEncoder
 
             # ---- log and checkpoint (the only places that wait for the device, with the check above and, under
             # torchrun, the ranks' agreement on the loss)
+            profiler.phase("log+checkpoint")
             done = step + 1
             if done % spec.log_every == 0 or done == spec.steps:
                 seconds = time.perf_counter() - window_start
@@ -175,6 +181,7 @@ def pretrain(recipe: Recipe, run_dir: Path, resume: bool = False) -> DualEncoder
                 raise bad.error(saved or save(done))
             if stop.received is not None:
                 raise Interrupted(stop.received, done, saved or save(done))
+            profiler.step()
     if ema is not None:
         ema.apply_to(model)
     if spec.fsdp and world.size > 1:  # evaluation embeds with the whole model on every rank
