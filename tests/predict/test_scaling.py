@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from transferlab.errors import UserError
+from transferlab.predict.plots import plot_fit
 from transferlab.predict.runs_table import append_run, load_runs, numeric_column, require_columns
 from transferlab.predict.scaling import (
     LAWS,
@@ -24,7 +25,6 @@ from transferlab.predict.scaling import (
     ScalingExtrapolationWarning,
     chain_predict,
     fit_report,
-    plot_fit,
 )
 
 TRUE_SATURATING = {"E": 0.2, "A": 5e4, "alpha": 0.3}

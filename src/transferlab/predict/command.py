@@ -27,6 +27,7 @@ import numpy as np
 
 from transferlab.errors import UserError
 from transferlab.fileio import atomic_write
+from transferlab.predict.plots import plot_fit
 from transferlab.predict.runs_table import load_runs, numeric_column, require_columns
 from transferlab.predict.scaling import (
     ExponentialErrorLaw,
@@ -35,7 +36,6 @@ from transferlab.predict.scaling import (
     ScalingExtrapolationWarning,
     chain_predict,
     fit_report,
-    plot_fit,
 )
 
 ACCURACY_LIKE = ("acc1", "acc5", "recall", "nmi", "ari", "shot")
