@@ -387,6 +387,7 @@ def hostile_tar(members: list, compress: bool, cut: float | None) -> bytes:
          compress=False, cut=None, skip=False, label=False)
 @example(members=[("a.png", REG, noise(0), ""), ("a.txt", REG, b"x", ""), ("a.cls", REG, b"9" * 5000, "")],
          compress=True, cut=None, skip=True, label=True)
+@example(members=[], compress=True, cut=0.078125, skip=False, label=False)  # gzip header cut after 4 bytes
 def test_any_tar_gives_data_or_a_user_error_and_touches_nothing(members, compress, cut, skip, label):
     try:
         data = hostile_tar(members, compress, cut)

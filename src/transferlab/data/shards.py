@@ -90,8 +90,7 @@ def _shard_samples(path: Path, bad: BadSamples, keep: Callable[[str], bool] | No
                    text: Collection[str]) -> Iterator[dict[str, bytes | str]]:
     sample: dict[str, bytes | str] | None = None
     try:
-        # "r|*" reads the tar as a stream (any compression), so a shard is never seeked or extracted
-        with tarfile.open(path, mode="r|*") as tar:
+        with _open_stream(path) as tar:
             for member in tar:
                 if member.isdir():
                     continue
@@ -125,6 +124,14 @@ def _shard_samples(path: Path, bad: BadSamples, keep: Callable[[str], bool] | No
         return  # the sample being read when the damage began is incomplete: drop it
     if sample is not None:
         yield sample
+
+
+def _open_stream(path: Path) -> tarfile.TarFile:
+    """The tar as a stream ("r|*": any compression), so a shard is never seeked or extracted."""
+    try:
+        return tarfile.open(path, mode="r|*")
+    except TypeError as err:  # CPython's tarfile: a gzip header cut short fails in ord(b"") with a TypeError
+        raise tarfile.ReadError(f"gzip header cut short ({err})") from None
 
 
 def _text_head(head: bytes, size: int) -> bytes:
