@@ -1,9 +1,18 @@
 """Shared fixtures: a seeded single-thread torch per test, and a tiny recipe that trains in seconds."""
 
+import os
+
 import pytest
 import torch
+from hypothesis import settings
 
 from transferlab.config import load_recipe
+
+# CI (.ci/run sets TRANSFERLAB_CI=1) replays the same hypothesis examples on every run, so a red run can be
+# reproduced; elsewhere hypothesis draws new examples each run and keeps exploring.
+settings.register_profile("ci", derandomize=True)
+if os.environ.get("TRANSFERLAB_CI"):
+    settings.load_profile("ci")
 
 TINY = [
     "model.image.name=cnn-tiny",
