@@ -38,6 +38,7 @@ Predicting outside the range always emits a `ScalingExtrapolationWarning` naming
 
 from __future__ import annotations
 
+import abc
 import contextlib
 import itertools
 import math
@@ -79,7 +80,7 @@ class Prediction:
                 "level": self.level, "extrapolation": _json_list(self.extrapolation)}
 
 
-class ScalingLaw:
+class ScalingLaw(abc.ABC):
     """Base of the laws below: a law has a `name`, a `formula`, `params` (names), `fit(...)` and `predict(...)`;
     once fitted, `params_`, `param_intervals(level)`, `range_`, `n_runs_`, `residual_rms_log_` and `boot_` (the
     bootstrap refits in internal form). Here live the Huber fit on logs, the bootstrap, the ranges and the
@@ -163,23 +164,29 @@ class ScalingLaw:
     def _value(self, theta: np.ndarray, features: np.ndarray) -> np.ndarray:
         return np.exp(self._log_model(theta, features)[0])
 
+    @abc.abstractmethod
     def _reference(self, inputs: dict[str, np.ndarray], log_y: np.ndarray) -> None:
-        raise NotImplementedError
+        """Each law defines it."""
 
+    @abc.abstractmethod
     def _features(self, inputs: dict[str, np.ndarray]) -> np.ndarray:
-        raise NotImplementedError
+        """Each law defines it."""
 
+    @abc.abstractmethod
     def _log_model(self, theta: np.ndarray, features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        raise NotImplementedError
+        """Each law defines it."""
 
+    @abc.abstractmethod
     def _grid(self, features: np.ndarray, log_y: np.ndarray) -> np.ndarray:
-        raise NotImplementedError
+        """Each law defines it."""
 
+    @abc.abstractmethod
     def _bounds(self) -> list[tuple[float, float]]:
-        raise NotImplementedError
+        """Each law defines it."""
 
+    @abc.abstractmethod
     def _natural(self, theta: np.ndarray) -> np.ndarray:
-        raise NotImplementedError
+        """Each law defines it."""
 
 
 class SaturatingPowerLaw(ScalingLaw):
