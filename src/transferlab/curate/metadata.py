@@ -1,0 +1,100 @@
+"""Metadata entries and matching them in captions at token boundaries, as MetaCLIP does.
+
+A metadata file lists the concepts to balance over, one per line (MetaCLIP used WordNet synsets and
+Wikipedia titles). An entry matches a caption when it occurs in it as a run of whole tokens: both are
+normalised alike — lower-cased (unless case-sensitive), punctuation spaced out into tokens of its own,
+whitespace collapsed — and padded with a space, so " cat " is a substring of " a cat . " but not of
+" concatenate ". All entries are matched in one scan of the caption with an Aho-Corasick automaton
+(pyahocorasick), whose cost grows with the caption's length and the matches found, not with the number
+of entries: a loop testing each entry would do 100,000 substring searches per caption.
+
+Hyphens, slashes and other inner punctuation stay inside their token ("t-shirt" is one token, and "cat"
+does not match "cat-like").
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import ahocorasick
+
+from transferlab.errors import UserError
+
+PUNCTUATION = ",.;:!?\"'`()[]{}<>"  # each becomes a token of its own
+SPACED = str.maketrans({mark: f" {mark} " for mark in PUNCTUATION})
+
+
+def normalise(text: str, case_sensitive: bool = False) -> str:
+    """`text` as space-separated tokens with a space before and after: ' a cat . '."""
+    text = text if case_sensitive else text.lower()
+    return " " + " ".join(text.translate(SPACED).split()) + " "
+
+
+@dataclass
+class Metadata:
+    """The entries of a metadata file (as written, and normalised for matching), and the lines skipped."""
+
+    path: Path
+    case_sensitive: bool
+    entries: list[str]
+    normalised: list[str]
+    blank_lines: int = 0
+    duplicates: list[tuple[int, int, str]] = field(default_factory=list)  # (line, line it repeats, entry)
+
+    @property
+    def fingerprint(self) -> str:
+        """SHA-256 of the normalised entries: equal for two files that match alike, wherever they are."""
+        text = "\n".join([f"case_sensitive={self.case_sensitive}", *self.normalised])
+        return hashlib.sha256(text.encode()).hexdigest()
+
+
+def read_metadata(path: str | Path, case_sensitive: bool = False) -> Metadata:
+    """The entries of a UTF-8 file, one per line. Blank lines and entries that normalise to one seen
+    before are skipped and counted; a missing, unreadable or entry-less file is a UserError."""
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise UserError(f"Metadata file {path} does not exist. Pass --metadata a text file with one entry (a concept "
+                        f"such as 'golden retriever') per line.") from None
+    except OSError as err:
+        raise UserError(f"Metadata file {path} cannot be read ({err.strerror}).") from None
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        line = raw[:err.start].count(b"\n") + 1
+        raise UserError(f"{path} line {line} is not valid UTF-8. Re-save the metadata file as UTF-8.") from None
+    metadata = Metadata(path, case_sensitive, [], [])
+    first_line: dict[str, int] = {}
+    for number, line in enumerate(text.splitlines(), 1):
+        entry = line.strip()
+        key = normalise(entry, case_sensitive)
+        if not key.strip():
+            metadata.blank_lines += 1
+        elif key in first_line:
+            metadata.duplicates.append((number, first_line[key], entry))
+        else:
+            first_line[key] = number
+            metadata.entries.append(entry)
+            metadata.normalised.append(key)
+    if not metadata.entries:
+        raise UserError(f"Metadata file {path} holds no entries ({metadata.blank_lines} blank lines). Put one entry "
+                        f"per line, or leave --metadata out to curate without balancing.")
+    return metadata
+
+
+class Matcher:
+    """The ids of the entries that occur in a caption, found with one Aho-Corasick automaton."""
+
+    def __init__(self, metadata: Metadata) -> None:
+        self.case_sensitive = metadata.case_sensitive
+        self.automaton = ahocorasick.Automaton(ahocorasick.STORE_INTS)
+        for entry_id, key in enumerate(metadata.normalised):
+            self.automaton.add_word(key, entry_id)
+        self.automaton.make_automaton()
+
+    def __call__(self, caption: str) -> list[int]:
+        """The ids of the entries in `caption`, each once, ascending."""
+        return sorted({entry_id for _, entry_id in self.automaton.iter(normalise(caption, self.case_sensitive))})

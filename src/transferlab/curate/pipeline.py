@@ -1,0 +1,103 @@
+"""`curate`: a raw image-text pool in, a balanced, deduplicated, filtered pool out, in four stages.
+
+    count   per shard, in parallel    read each pair once: caption checks, hashes, metadata matches, embeddings
+    plan    once                      pool-wide decisions (exact and near dedup, score filter), entry counts
+    sample  per shard, in parallel    MetaCLIP draws with the counts; the curated shard is written
+    report  once                      curation.json, entry_counts.tsv, report.html
+
+`stage="all"` runs them in order on one machine with `workers` processes. Each stage can also run alone,
+and `count` and `sample` on any subset of the shards, so a job runner can spread the shards over many
+machines sharing `out` (docs/curation.md has the recipe). The stages talk only through the files in
+`<out>/work/`; each is a no-op on shards it already finished with the same options. The pool is only read.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from functools import partial
+from pathlib import Path
+
+from tqdm import tqdm
+
+from transferlab.curate.count import count_shard
+from transferlab.curate.plan import plan
+from transferlab.curate.report import report
+from transferlab.curate.sample import output_name, sample_shard
+from transferlab.curate.settings import Settings
+from transferlab.curate.workfiles import WORK
+from transferlab.data.shards import expand_shards
+from transferlab.errors import UserError
+
+STAGES = ("all", "count", "plan", "sample", "report")
+
+
+def curate(pool: str | Path | list[Path], out: str | Path, settings: Settings | None = None, workers: int = 1,
+           stage: str = "all") -> dict | None:
+    """Run `stage` of the curation of `pool` (a shard pattern, as `expand_shards` takes, or a list of
+    shard paths) into `out`; the curation.json record when the report was written, else None."""
+    if stage not in STAGES:
+        raise UserError(f"Unknown curation stage '{stage}': choose one of {', '.join(STAGES)}.")
+    settings = settings or Settings()
+    shards = [Path(p) for p in pool] if isinstance(pool, list) else expand_shards(str(pool))
+    out = Path(out)
+    _check_paths(shards, out)
+    settings.fingerprint  # noqa: B018 -- read the metadata once here, not in every worker (and fail early)
+    with _processes(workers if stage in ("all", "count", "sample") else 1, len(shards)) as run:
+        if stage in ("all", "count"):
+            run(count_shard, shards, out, settings, "count")
+        if stage in ("all", "plan"):
+            plan(shards, out, settings)
+        if stage in ("all", "sample"):
+            run(sample_shard, shards, out, settings, "sample")
+    if stage in ("all", "report"):
+        return report(shards, out, settings)
+    return None
+
+
+def _check_paths(shards: list[Path], out: Path) -> None:
+    """Refuse an output that could overwrite input or someone's data, and shards whose outputs collide."""
+    if not shards:
+        raise UserError("The pool holds no shards. Give a .tar file, a folder of them, a glob or a brace pattern.")
+    seen: dict[str, Path] = {}
+    for shard in shards:
+        name = output_name(shard)
+        if name in seen:
+            raise UserError(f"Shards {seen[name]} and {shard} would both be curated into {out / name}: shards are "
+                            f"named by file name. Rename one of them.")
+        seen[name] = shard
+        if out.resolve() == shard.parent.resolve():
+            raise UserError(f"--out {out} is the folder of the pool's shard {shard}; curation never writes into its "
+                            f"input. Choose another --out.")
+    if out.is_dir() and not (out / WORK).is_dir() and any(out.glob("*.tar")):
+        raise UserError(f"{out} already holds .tar files and is not a curation's output (it has no {WORK}/ "
+                        f"folder); transferlab never overwrites data. Choose an empty or new --out.")
+
+
+def _one_thread() -> None:
+    """Worker processes share the cores: one torch thread each."""
+    import torch
+
+    torch.set_num_threads(1)
+
+
+@contextmanager
+def _processes(workers: int, shards: int) -> Iterator[Callable]:
+    """A function running `stage(shard, out, settings)` for every shard, in `workers` processes (one pool,
+    started once, serves every stage), or in this process for one worker."""
+    pool = None
+    if workers > 1 and shards > 1:  # spawned: forked children would inherit torch's threads and any CUDA state
+        pool = multiprocessing.get_context("spawn").Pool(min(workers, shards), initializer=_one_thread)
+
+    def run(stage: Callable, paths: list[Path], out: Path, settings: Settings, desc: str) -> list:
+        bar = partial(tqdm, total=len(paths), desc=desc, unit=" shards", leave=False, delay=2)
+        if pool is None:
+            return [stage(shard, out, settings) for shard in bar(paths)]
+        return list(bar(pool.imap(partial(stage, out=out, settings=settings), paths)))
+
+    try:
+        yield run
+    finally:
+        if pool is not None:
+            pool.terminate()  # every task has finished or failed by now

@@ -1,0 +1,98 @@
+"""Stage 2, `plan`, once over the pool: the decisions that need every shard, then the entry counts.
+
+Reading the count files of all shards in pool order, it removes exact duplicates (first occurrence kept),
+near-duplicate images and captions, and the pairs below the score filter's quantile, in that order; then
+it sums, over the pairs still in, the metadata entries they match: the counts c_e the balancing samples
+with. It writes `work/plan.npz` (the counts and the shard list) and one `work/<shard>.plan.npz` per shard
+(each pair's fate so far).
+
+Its memory is a byte per pair, plus 8 bytes per pair for exact dedup, plus the embeddings when a model
+step is on (near-duplicate search compares every pair with every other): the only stage whose memory
+grows with the pool.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from transferlab.curate import workfiles
+from transferlab.curate.dedup import first_occurrences, near_duplicates
+from transferlab.curate.filters import top_fraction
+from transferlab.curate.reasons import CODE, KEPT
+from transferlab.curate.settings import Settings
+from transferlab.errors import UserError
+
+EMBEDDED = ("image_embeddings", "caption_embeddings", "scores")  # one row per pair the count stage kept
+
+
+def check_unchanged(shard: Path, info: dict) -> None:
+    if Path(shard).stat().st_size != info["shard_bytes"]:
+        raise UserError(f"{shard} changed since it was counted ({info['shard_bytes']} bytes then, "
+                        f"{Path(shard).stat().st_size} now). Count it again: delete its work files and re-run "
+                        f"--stage count on it.")
+
+
+def plan(shards: list[Path], out: Path, settings: Settings) -> Path:
+    """Decide the pool-wide steps and count entries; return the path of plan.npz."""
+    fingerprint = settings.fingerprint
+    statuses, hashes, pool, models = [], [], {name: [] for name in EMBEDDED}, {}
+    for shard in shards:
+        arrays, info = workfiles.load(workfiles.path(out, "count", shard), fingerprint, "count",
+                                      ("status", "content_hash", *EMBEDDED))
+        check_unchanged(shard, info)
+        for name, print_ in info["models"].items():
+            if models.setdefault(name, print_) != print_:
+                raise UserError(f"Shards were counted with different weights of model {name}; {shard} differs from "
+                                f"the shards before it. Count every shard with the same model.")
+        statuses.append(arrays["status"].copy())
+        hashes.append(arrays["content_hash"][arrays["status"] == KEPT])
+        for name in pool:
+            if name in arrays and len(arrays[name]):
+                pool[name].append(arrays[name])
+    status = np.concatenate(statuses)
+    candidate = np.flatnonzero(status == KEPT)  # the pairs with embeddings, in pool order
+    alive = np.ones(len(candidate), dtype=bool)
+
+    def remove(mask: np.ndarray, reason: str) -> None:
+        status[candidate[alive & mask]] = CODE[reason]
+        alive[mask] = False
+
+    if settings.dedup and len(candidate):
+        remove(~first_occurrences(np.concatenate(hashes)), "exact duplicate")
+    if settings.near_dup_model:
+        found = {}
+        for name, reason in (("image_embeddings", "near-duplicate image"),
+                             ("caption_embeddings", "near-duplicate caption")):
+            if pool[name]:
+                survivors = np.flatnonzero(alive)
+                mask = np.zeros(len(alive), dtype=bool)
+                mask[survivors] = near_duplicates(np.concatenate(pool[name])[survivors], settings.near_dup_threshold)
+                found[reason] = mask
+        for reason, mask in found.items():  # both searched on the same pairs; an image duplicate counts first
+            remove(mask, reason)
+    if settings.score_model and alive.any():
+        survivors = np.flatnonzero(alive)
+        low = np.zeros(len(alive), dtype=bool)
+        low[survivors] = ~top_fraction(np.concatenate(pool["scores"])[survivors], settings.score_keep)
+        remove(low, "low score")
+    return _write(shards, out, settings, status, [len(s) for s in statuses])
+
+
+def _write(shards: list[Path], out: Path, settings: Settings, status: np.ndarray, sizes: list[int]) -> Path:
+    """Each shard's fate so far, and the entry counts over the pairs still in."""
+    entries = settings.entries
+    counts = np.zeros(0 if entries is None else len(entries.entries), dtype=np.int64)
+    start = 0
+    for shard, size in zip(shards, sizes, strict=True):
+        mine = status[start:start + size]
+        start += size
+        if entries is not None:
+            arrays, _ = workfiles.load(workfiles.path(out, "count", shard), settings.fingerprint, "count",
+                                       ("match_ptr", "match_ids"))
+            rows = np.repeat(mine, np.diff(arrays["match_ptr"]))
+            counts += np.bincount(arrays["match_ids"][rows == KEPT], minlength=len(counts))
+        workfiles.save(workfiles.path(out, "plan", shard), settings.fingerprint, {"shard": shard.name}, status=mine)
+    info = {"shards": [shard.name for shard in shards], "pairs": int(len(status))}
+    return workfiles.save(workfiles.path(out, "plan"), settings.fingerprint, info, counts=counts)

@@ -1,0 +1,89 @@
+"""Stage 4, `report`: what the curation did, gathered from the work files of every shard.
+
+Writes into `<out>`:
+    curation.json      pairs read and kept, pairs removed per reason and per step, what the tar reader
+                       skipped (corrupt shards, unsafe members), the metadata file's skipped lines, per-shard
+                       totals, and examples of removed pairs
+    entry_counts.tsv   per metadata entry: the pairs matching it before balancing and after (with metadata)
+    report.html        the same with plots (see `page.py`)
+Every pair read is counted exactly once: kept, or removed for one reason.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+
+from transferlab.curate import page, workfiles
+from transferlab.curate.reasons import KEPT, REASONS, STEPS
+from transferlab.curate.settings import Settings
+from transferlab.errors import UserError
+from transferlab.fileio import atomic_write
+
+SHOWN_DUPLICATES = 20  # duplicate metadata lines listed by line number in curation.json
+
+
+def report(shards: list[Path], out: Path, settings: Settings) -> dict:
+    """Write curation.json, entry_counts.tsv and report.html; return the curation.json record."""
+    fingerprint, entries = settings.fingerprint, settings.entries
+    planned, plan_info = workfiles.load(workfiles.path(out, "plan"), fingerprint, "plan", ("counts",))
+    names = [shard.name for shard in shards]
+    if names != plan_info["shards"]:
+        raise UserError(f"The pool given to --stage report ({len(names)} shards) is not the pool planned in "
+                        f"{workfiles.path(out, 'plan')} ({len(plan_info['shards'])} shards). Give the same POOL.")
+    before = planned["counts"]
+    after = np.zeros_like(before)
+    removed, skipped, examples, per_shard, corrupt = Counter(), Counter(), {}, [], []
+    for shard in shards:
+        sampled, info = workfiles.load(workfiles.path(out, "sample", shard), fingerprint, "sample")
+        status = sampled["status"]
+        codes = np.bincount(status, minlength=len(REASONS) + 1)
+        removed.update({reason: int(codes[code]) for code, reason in enumerate(REASONS, 1) if codes[code]})
+        skipped.update(info["skipped"])
+        if info["skipped"].get("corrupt shard"):
+            corrupt.append(shard.name)
+        for reason, found in info["examples"].items():
+            examples.setdefault(reason, []).extend(found[:settings.examples - len(examples.get(reason, []))])
+        per_shard.append({"shard": shard.name, "output": info["output"], "pairs": int(len(status)),
+                          "kept": int(codes[KEPT])})
+        if entries is not None:
+            counted, _ = workfiles.load(workfiles.path(out, "count", shard), fingerprint, "count",
+                                        ("match_ptr", "match_ids"))
+            rows = np.repeat(status, np.diff(counted["match_ptr"]))
+            after += np.bincount(counted["match_ids"][rows == KEPT], minlength=len(after))
+    record = {
+        "created": datetime.now().isoformat(timespec="seconds"), "pool": names, "out": str(out),
+        "settings": settings.describe(), "fingerprint": fingerprint,
+        "pairs": sum(s["pairs"] for s in per_shard), "kept": sum(s["kept"] for s in per_shard),
+        "removed": {reason: removed[reason] for reason in REASONS if removed[reason]},
+        "removed_by_step": {step: n for step in STEPS if (n := sum(removed[r] for r in STEPS[step]))},
+        "tar_skips": dict(skipped), "corrupt_shards": corrupt, "metadata": _metadata(settings, before, after),
+        "shards": per_shard,
+        "examples": {reason: [{k: v for k, v in e.items() if k != "image"} for e in examples[reason]]
+                     for reason in REASONS if reason in examples},
+    }
+    out = Path(out)
+    atomic_write(out / "curation.json", json.dumps(record, indent=1, ensure_ascii=False) + "\n")
+    if entries is not None:
+        rows = "".join(f"{entry.replace(chr(9), ' ')}\t{b}\t{a}\n"
+                       for entry, b, a in zip(entries.entries, before.tolist(), after.tolist(), strict=True))
+        atomic_write(out / "entry_counts.tsv", "entry\tbefore\tafter\n" + rows)
+    page.write_page(out / "report.html", record, before, after, settings.cap if entries is not None else None,
+                    {reason: examples[reason] for reason in REASONS if reason in examples})
+    return record
+
+
+def _metadata(settings: Settings, before: np.ndarray, after: np.ndarray) -> dict | None:
+    entries = settings.entries
+    if entries is None:
+        return None
+    return {"file": str(entries.path), "entries": len(entries.entries), "blank_lines": entries.blank_lines,
+            "duplicate_lines": len(entries.duplicates),
+            "duplicates": [{"line": line, "repeats_line": first, "entry": entry}
+                           for line, first, entry in entries.duplicates[:SHOWN_DUPLICATES]],
+            "cap": settings.cap, "entries_matched_before": int((before > 0).sum()),
+            "entries_matched_after": int((after > 0).sum()), "entries_over_cap": int((before > settings.cap).sum())}
