@@ -5,6 +5,7 @@
     transferlab eval MODEL [MODEL...]  evaluate runs, checkpoints, openclip: or hf: models on a suite
     transferlab rank MODEL [MODEL...]  transferability scores of models on a dataset, without training on it
     transferlab predict RUNS --target  scaling-law fits on a table of runs, extrapolated to larger runs
+    transferlab curate POOL --out DIR  balance (MetaCLIP), deduplicate and filter an image-text pool of shards
 
 Every command takes `--out DIR` and `--set key=value`; bad input ends with a one-paragraph message and
 exit status 2, never a traceback. `run`, `pretrain` and `eval` also run as one process per device under
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import shutil
 import sys
 from datetime import datetime
@@ -250,6 +252,71 @@ def predict(runs: Annotated[Path, typer.Argument(help="a CSV/TSV/JSONL table of 
     for warning in record["warnings"]:
         console.print(f"[yellow]warning:[/] {escape(warning)}", soft_wrap=True, highlight=False)
     console.print(f"prediction: {out / 'predict.json'}\nplot:       {record['plot']}", soft_wrap=True)
+
+
+@app.command()
+@friendly
+def curate(pool: Annotated[str, typer.Argument(help="the pool's webdataset shards: a .tar file, a folder of them, "
+                                                    "a glob or a brace pattern")],
+           out: Annotated[Path, typer.Option("--out", help="where curated shards, curation.json and report.html go "
+                                                           "(work files in OUT/work)")],
+           metadata: Annotated[Path | None, typer.Option("--metadata", help="entries to balance over, one per line "
+                                                                            "(default: no balancing)")] = None,
+           cap: Annotated[int, typer.Option("--cap", help="MetaCLIP's t: pairs kept per entry, about")] = 20_000,
+           seed: Annotated[int, typer.Option("--seed", help="seed of the balancing draws")] = 0,
+           workers: Annotated[int, typer.Option("--workers", help="processes for the per-shard stages", min=1)]
+           = os.cpu_count() or 1,
+           stage: Annotated[str, typer.Option("--stage", help="all, or one of count (per shard), plan (whole pool), "
+                                                              "sample (per shard), report (whole pool)")] = "all",
+           dedup: Annotated[bool, typer.Option("--dedup/--no-dedup", help="drop exact duplicates (caption and "
+                                                                          "image bytes)")] = True,
+           near_dup_model: Annotated[str | None, typer.Option("--near-dup-model", help="model reference whose "
+                                                                                       "embeddings find near-"
+                                                                                       "duplicates")] = None,
+           near_dup_threshold: Annotated[float, typer.Option("--near-dup-threshold", help="cosine similarity from "
+                                                                                          "which a pair is a near-"
+                                                                                          "duplicate")] = 0.95,
+           score_model: Annotated[str | None, typer.Option("--score-model", help="model reference that scores "
+                                                                                 "image-caption similarity")] = None,
+           score_keep: Annotated[float, typer.Option("--score-keep", help="fraction of pairs with the highest "
+                                                                          "scores kept")] = 0.3,
+           min_words: Annotated[int, typer.Option("--min-words", min=0)] = 0,
+           max_words: Annotated[int | None, typer.Option("--max-words", min=1)] = None,
+           min_chars: Annotated[int, typer.Option("--min-chars", min=0)] = 0,
+           max_chars: Annotated[int | None, typer.Option("--max-chars", min=1)] = None,
+           min_letters: Annotated[float, typer.Option("--min-letters", help="minimum fraction of letters among a "
+                                                                            "caption's visible characters")] = 0.0,
+           allow_nonprintable: Annotated[bool, typer.Option("--allow-nonprintable", help="keep captions with "
+                                                                                         "control characters")]
+           = False,
+           caption_key: Annotated[str, typer.Option("--caption-key", help="the member holding the caption")] = "txt",
+           case_sensitive: Annotated[bool, typer.Option("--case-sensitive", help="match entries with their case")]
+           = False,
+           device: DeviceOpt = None) -> None:
+    """Curate an image-text pool: filter, deduplicate and balance it (MetaCLIP); writes OUT/report.html."""
+    from transferlab.curate import CaptionFilter, Settings
+    from transferlab.curate import curate as run_curate
+
+    _one_process("curate")
+    settings = Settings(metadata=metadata, cap=cap, seed=seed, case_sensitive=case_sensitive,
+                        caption_key=caption_key, dedup=dedup,
+                        filters=CaptionFilter(min_words, max_words, min_chars, max_chars, min_letters,
+                                              allow_nonprintable),
+                        near_dup_model=near_dup_model, near_dup_threshold=near_dup_threshold, score_model=score_model,
+                        score_keep=score_keep, device=device or "auto")
+    record = run_curate(pool, out, settings, workers, stage)
+    if record is None:
+        following = {"count": "plan (on the whole pool)", "plan": "sample (per shard)",
+                     "sample": "report (on the whole pool)"}[stage]
+        console.print(f"stage {stage} done; next: --stage {following}, with the same options and --out",
+                      soft_wrap=True)
+        return
+    console.print(f"{record['pairs']:,} pairs read, {record['kept']:,} kept", highlight=False)
+    for reason, count in record["removed"].items():
+        console.print(f"  removed {count:,}: {reason}", highlight=False)
+    for reason, count in record["tar_skips"].items():
+        console.print(f"  skipped by the tar reader {count:,}: {reason}", highlight=False)
+    console.print(f"curated shards: {out}\nreport:         {out / 'report.html'}", soft_wrap=True)
 
 
 def _write_model_cards(loaded, all_results: list[dict]) -> None:
