@@ -112,6 +112,19 @@ def test_a_finished_curation_is_not_redone(tmp_path):
     assert {name: again[name] for name in counted} == {name: stamps[name] for name in counted}
 
 
+def test_shards_are_sampled_again_when_the_plan_changes(tmp_path):
+    (tmp_path / "entries.txt").write_text("cat\n")
+    caption_pool(tmp_path / "pool", [f"a cat, {i}" for i in range(40)], shards=2)
+    settings = Settings(metadata=tmp_path / "entries.txt", cap=30)
+    curate(tmp_path / "pool", tmp_path / "out", settings)
+    write_shard(tmp_path / "pool" / "shard-0002.tar", [{"__key__": f"x{i}", "txt": f"cat {i}"} for i in range(200)])
+    grown = curate(tmp_path / "pool", tmp_path / "out", settings)  # c = 240 now: the first shards keep fewer
+    fresh = curate(tmp_path / "pool", tmp_path / "fresh", settings)
+    assert grown["kept"] == fresh["kept"] < 60
+    for name in ("shard-0000.tar", "shard-0001.tar", "shard-0002.tar"):
+        assert (tmp_path / "out" / name).read_bytes() == (tmp_path / "fresh" / name).read_bytes()
+
+
 def test_output_never_overwrites_data(tmp_path):
     caption_pool(tmp_path / "pool", ["a caption"])
     with pytest.raises(UserError, match="never writes into its input"):

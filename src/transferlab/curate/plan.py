@@ -13,6 +13,8 @@ grows with the pool.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from pathlib import Path
 
 import numpy as np
@@ -84,7 +86,7 @@ def _write(shards: list[Path], out: Path, settings: Settings, status: np.ndarray
     """Each shard's fate so far, and the entry counts over the pairs still in."""
     entries = settings.entries
     counts = np.zeros(0 if entries is None else len(entries.entries), dtype=np.int64)
-    start = 0
+    names, start = [shard.name for shard in shards], 0
     for shard, size in zip(shards, sizes, strict=True):
         mine = status[start:start + size]
         start += size
@@ -94,5 +96,7 @@ def _write(shards: list[Path], out: Path, settings: Settings, status: np.ndarray
             rows = np.repeat(mine, np.diff(arrays["match_ptr"]))
             counts += np.bincount(arrays["match_ids"][rows == KEPT], minlength=len(counts))
         workfiles.save(workfiles.path(out, "plan", shard), settings.fingerprint, {"shard": shard.name}, status=mine)
-    info = {"shards": [shard.name for shard in shards], "pairs": int(len(status))}
+    # the plan's identity: a shard sampled under another plan (the pool grew, say) is sampled again
+    digest = hashlib.sha256(json.dumps(names).encode() + status.tobytes() + counts.tobytes())
+    info = {"shards": names, "pairs": int(len(status)), "id": digest.hexdigest()[:16]}
     return workfiles.save(workfiles.path(out, "plan"), settings.fingerprint, info, counts=counts)

@@ -66,13 +66,14 @@ def sample_shard(shard: Path, out: Path, settings: Settings) -> Path:
     if target.exists() and not file.exists():
         raise UserError(f"{target} already exists and was not written by this curation; transferlab never "
                         f"overwrites data. Choose another --out, or move the file away.")
-    if target.exists() and workfiles.is_current(file, fingerprint, shard_bytes=shard.stat().st_size):
+    counts, plan_info = workfiles.load(workfiles.path(out, "plan"), fingerprint, "plan", ("counts",))
+    if target.exists() and workfiles.is_current(file, fingerprint, shard_bytes=shard.stat().st_size,
+                                                plan=plan_info["id"]):
         return file
     counted, info = workfiles.load(workfiles.path(out, "count", shard), fingerprint, "count",
                                    ("key_hash", "match_ptr", "match_ids"))
     check_unchanged(shard, info)
     planned, _ = workfiles.load(workfiles.path(out, "plan", shard), fingerprint, "plan")
-    counts, _ = workfiles.load(workfiles.path(out, "plan"), fingerprint, "plan", ("counts",))
     status = final_status(settings, planned["status"], counted, counts["counts"])
     bad = BadSamples(None, "skip", DataReport(), "sample")
     examples: dict[str, list[dict]] = {}
@@ -94,8 +95,8 @@ def sample_shard(shard: Path, out: Path, settings: Settings) -> Path:
         if row != len(status):
             raise UserError(f"{shard} holds fewer samples ({row}) than when counted ({len(status)}). Delete its "
                             f"work files and run --stage count on it again.")
-        record = {"shard": shard.name, "shard_bytes": info["shard_bytes"], "output": target.name,
-                  "skipped": dict(bad.report.skipped), "examples": examples}
+        record = {"shard": shard.name, "shard_bytes": info["shard_bytes"], "plan": plan_info["id"],
+                  "output": target.name, "skipped": dict(bad.report.skipped), "examples": examples}
         workfiles.save(file, fingerprint, record, status=status)  # before the shard: a shard implies its record
     return file
 
