@@ -100,8 +100,9 @@ def write_page(path: Path, record: dict, before: np.ndarray, after: np.ndarray, 
                     f"{esc(', '.join(record['corrupt_shards']))}</p>")
     if cap is not None and before.any():
         tag, _ = inline_png(counts_figure(before, after, cap), "entry counts before and after balancing")
-        body += ["<h2>Entry counts</h2>", f"<figure>{tag}<figcaption>Entries that match no pair are left out of "
-                 f"the log axes: {int((before == 0).sum()):,} before, {int((after == 0).sum()):,} after."
+        body += ["<h2>Entry counts</h2>", f"<figure>{tag}<figcaption>An entry above t after balancing owes the "
+                 f"excess to pairs kept by another entry they also match. Entries that match no pair are left out "
+                 f"of the log axes: {int((before == 0).sum()):,} before, {int((after == 0).sum()):,} after."
                  f"</figcaption></figure>"]
     tag, _ = inline_png(removed_figure(record["removed"], record["kept"]), "pairs removed per step and reason")
     body += ["<h2>What each step removed</h2>", f"<figure>{tag}</figure>", "<h2>Examples of removed pairs</h2>",

@@ -1,0 +1,208 @@
+"""Curation throughput: MetaCLIP balancing of a synthetic pool of a million captions against 100,000
+metadata entries, and the speed-up of the Aho-Corasick matcher over a per-entry substring scan.
+
+The pool is written to a temporary folder (deleted at the end) as caption-only webdataset shards. The
+metadata holds pseudo-words (90% single words, 10% two-word phrases); each caption mentions 2-4 of them
+drawn with Zipf-like frequencies (p ∝ rank^-1.1), so entry counts have a long head and a long tail, among
+filler words that match nothing, and 3% of captions mention no entry. The whole curation runs stage by
+stage with the default options (exact dedup on, no model steps) and `--workers` processes, each stage
+timed. Peak memory is the high-water resident set size (VmHWM in /proc; Linux) of this process and of its
+largest worker, polled while they run, beside that of a fresh process that only imported the worker's
+modules (torch's import alone is most of it). getrusage's ru_maxrss is not used: a child started by fork and
+exec inherits its parent's high-water mark.
+
+The matcher comparison runs in the same process on a random subsample of captions: the naive scan tests
+every entry as a padded substring of the normalised caption (MetaCLIP's original loop); both matchers
+must return the same entries, and the time per caption of each is reported.
+
+    python benchmarks/curate_throughput.py [--captions 1000000 --entries 100000 --shards 100 --workers 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+from transferlab.curate import Matcher, Settings, normalise, read_metadata
+from transferlab.curate.pipeline import curate
+
+CONSONANTS, VOWELS = "bdfgklmnprstvz", "aeiou"
+FILLERS = ("a photo of the with and in on at near this is an image showing some two three small large old new "
+           "my our best view from under over beside picture close up shot red blue green").split()
+ZIPF = 1.1
+UNMATCHED = 0.03
+
+
+def pseudo_words(count: int) -> list[str]:
+    """`count` distinct three-syllable words such as 'bakito'."""
+    syllables = [c + v for c in CONSONANTS for v in VOWELS]
+    n = len(syllables)
+    return [syllables[i // (n * n)] + syllables[i // n % n] + syllables[i % n] for i in range(count)]
+
+
+def zipf_probabilities(count: int) -> np.ndarray:
+    weights = np.arange(1, count + 1, dtype=np.float64) ** -ZIPF
+    return weights / weights.sum()
+
+
+def write_pool(folder: Path, captions: int, shards: int, entries: int, rng: np.random.Generator) -> tuple[Path, list]:
+    """The metadata file and the shards; returns the metadata path and a random subsample of captions."""
+    words = pseudo_words(entries)
+    unigrams = int(0.9 * entries)
+    order = rng.permutation(unigrams)  # which word is frequent is random, not alphabetical
+    pairs = rng.integers(0, unigrams, size=(entries - unigrams, 2))
+    phrases = [f"{words[order[a]]} {words[order[b]]}" for a, b in pairs]
+    metadata = folder / "entries.txt"
+    metadata.write_text("\n".join([words[i] for i in order] + phrases) + "\n")
+    word_p, phrase_p = zipf_probabilities(unigrams), zipf_probabilities(len(phrases))
+    per_shard, subsample = -(-captions // shards), []
+    for shard in range(shards):
+        size = min(per_shard, captions - shard * per_shard)
+        mentions = rng.choice(unigrams, size=(size, 4), p=word_p)
+        counts = rng.integers(2, 5, size=size) * (rng.random(size) >= UNMATCHED)
+        phrase = np.where(rng.random(size) < 0.2, rng.choice(len(phrases), size=size, p=phrase_p), -1)
+        fillers = rng.integers(0, len(FILLERS), size=(size, 8))
+        filler_counts = rng.integers(3, 9, size=size)
+        with tarfile.open(folder / f"pool-{shard:05d}.tar", "w") as tar:
+            for i in range(size):
+                tokens = [FILLERS[f] for f in fillers[i, :filler_counts[i]]]
+                tokens += [words[order[m]] for m in mentions[i, :counts[i]]]
+                if phrase[i] >= 0 and counts[i]:
+                    tokens.append(phrases[phrase[i]])
+                rng.shuffle(tokens)
+                caption = " ".join(tokens).capitalize() + ("." if i % 2 else "")
+                if len(subsample) < 2000 and rng.random() < 2000 / captions:
+                    subsample.append(caption)
+                data = caption.encode()
+                info = tarfile.TarInfo(f"{shard:05d}{i:06d}.txt")
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+    return metadata, subsample
+
+
+def naive_matches(caption: str, padded_entries: list[str]) -> list[int]:
+    text = normalise(caption)
+    return [i for i, entry in enumerate(padded_entries) if entry in text]
+
+
+def compare_matchers(metadata: Path, captions: list[str]) -> dict:
+    entries = read_metadata(metadata)
+    start = time.perf_counter()
+    matcher = Matcher(entries)
+    build = time.perf_counter() - start
+    start = time.perf_counter()
+    naive = [naive_matches(caption, entries.normalised) for caption in captions]
+    naive_time = (time.perf_counter() - start) / len(captions)
+    repeats = 50
+    start = time.perf_counter()
+    for _ in range(repeats):
+        fast = [matcher(caption) for caption in captions]
+    fast_time = (time.perf_counter() - start) / (repeats * len(captions))
+    if fast != naive:
+        raise AssertionError("the Aho-Corasick matcher and the naive scan disagree")
+    return {"subsample_captions": len(captions), "naive_ms_per_caption": round(1e3 * naive_time, 3),
+            "aho_corasick_us_per_caption": round(1e6 * fast_time, 2), "speedup": round(naive_time / fast_time),
+            "automaton_build_s": round(build, 2),
+            "mean_entries_per_caption": round(float(np.mean([len(m) for m in naive])), 2)}
+
+
+def high_water_mib(pid: int | str = "self") -> float:
+    """The peak resident memory of a process so far, in MiB (0 once it has exited)."""
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            return next(int(line.split()[1]) / 1024 for line in status if line.startswith("VmHWM:"))
+    except (OSError, StopIteration):
+        return 0.0
+
+
+class ChildPeak(threading.Thread):
+    """Polls the peak memory of this process's children (the shard workers) while they run."""
+
+    def __init__(self) -> None:
+        super().__init__(daemon=True)
+        self.peak, self.running = 0.0, True
+
+    def children(self) -> list[str]:
+        found = []
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == os.getpid():
+                    found.append(stat.parent.name)
+            except (OSError, IndexError, ValueError):
+                continue
+        return found
+
+    def run(self) -> None:
+        while self.running:
+            self.peak = max([self.peak, *map(high_water_mib, self.children())])
+            time.sleep(0.2)
+
+
+def import_baseline_mib() -> float:
+    """The peak memory of a fresh process that only imports what a shard worker imports."""
+    code = ("import transferlab.curate.count; print(next(line.split()[1] for line in open('/proc/self/status') "
+            "if line.startswith('VmHWM:')))")
+    return int(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout) / 1024
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--captions", type=int, default=1_000_000)
+    parser.add_argument("--entries", type=int, default=100_000)
+    parser.add_argument("--shards", type=int, default=100)
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--cap", type=int, default=500, help="MetaCLIP's t")
+    parser.add_argument("--naive-subsample", type=int, default=200)
+    parser.add_argument("--tmp", type=Path, default=None, help="where the pool is written (default: the system's)")
+    args = parser.parse_args()
+    rng = np.random.default_rng(0)
+    folder = Path(tempfile.mkdtemp(prefix="curate-bench-", dir=args.tmp))
+    try:
+        start = time.perf_counter()
+        (folder / "pool").mkdir()
+        metadata, subsample = write_pool(folder / "pool", args.captions, args.shards, args.entries, rng)
+        generated = time.perf_counter() - start
+        pool_bytes = sum(p.stat().st_size for p in (folder / "pool").glob("*.tar"))
+        print(f"pool: {args.captions:,} captions, {pool_bytes / 2**20:.0f} MiB in {generated:.0f} s", file=sys.stderr)
+        settings = Settings(metadata=metadata, cap=args.cap)
+        seconds, workers_peak = {}, ChildPeak()
+        workers_peak.start()
+        for stage in ("count", "plan", "sample", "report"):
+            start = time.perf_counter()
+            record = curate(str(folder / "pool"), folder / "out", settings, args.workers, stage)
+            seconds[stage] = round(time.perf_counter() - start, 1)
+            print(f"{stage}: {seconds[stage]} s", file=sys.stderr, flush=True)
+        workers_peak.running = False
+        total = sum(seconds.values())
+        chosen = [subsample[i] for i in rng.choice(len(subsample), size=args.naive_subsample, replace=False)]
+        matchers = compare_matchers(metadata, chosen)
+        print(json.dumps({
+            "benchmark": "curate_throughput", "captions": args.captions, "entries": args.entries,
+            "shards": args.shards, "workers": args.workers, "cpus": os.cpu_count(), "cap": args.cap,
+            "pool_mib": round(pool_bytes / 2**20), "seconds": {**seconds, "total": round(total, 1)},
+            "captions_per_s": round(args.captions / total),
+            "count_captions_per_s": round(args.captions / seconds["count"]),
+            "kept": record["kept"], "removed": record["removed"],
+            "entries_over_cap": record["metadata"]["entries_over_cap"],
+            "entries_matched": record["metadata"]["entries_matched_before"],
+            "peak_rss_mib": {"main_process": round(high_water_mib()), "largest_worker": round(workers_peak.peak),
+                             "after_imports_only": round(import_baseline_mib())},
+            "matcher": matchers}))
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
