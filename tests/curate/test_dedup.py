@@ -1,11 +1,14 @@
 """Exact and near deduplication against brute-force references."""
 
+import sys
+
 import numpy as np
 import pytest
 
 from tests.curate.pools import kept_keys, write_shard
 from transferlab.curate import Settings, curate, dedup
 from transferlab.curate.dedup import content_hash, first_occurrences, near_duplicates
+from transferlab.errors import UserError
 
 
 def test_content_hash_normalises_the_caption_not_the_image():
@@ -69,3 +72,9 @@ def test_exact_duplicates_across_and_within_shards(tmp_path):
     assert kept_keys(tmp_path / "reversed") == {"b1", "b2", "a3"}
     curate(shards, tmp_path / "kept-all", Settings(dedup=False))
     assert len(kept_keys(tmp_path / "kept-all")) == 6
+
+
+def test_a_missing_faiss_is_a_clear_error(monkeypatch):
+    monkeypatch.setitem(sys.modules, "faiss", None)
+    with pytest.raises(UserError, match="needs faiss"):
+        near_duplicates(np.eye(3, dtype=np.float32), 0.9)

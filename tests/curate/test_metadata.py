@@ -1,6 +1,7 @@
 """Metadata files and token-boundary matching, checked against a regex tokeniser and a sublist search."""
 
 import re
+import sys
 
 import pytest
 from hypothesis import given
@@ -110,3 +111,10 @@ def test_unusable_metadata_files(tmp_path, content, message):
     with pytest.raises(UserError, match=re.escape(message)) as err:
         read_metadata(path)
     assert str(path) in str(err.value)
+
+
+def test_a_missing_matcher_package_is_a_clear_error(tmp_path, monkeypatch):
+    metadata = read_metadata(metadata_file(tmp_path, "cat\n"))
+    monkeypatch.setitem(sys.modules, "ahocorasick", None)  # as if it were not installed
+    with pytest.raises(UserError, match="pip install pyahocorasick"):
+        Matcher(metadata)

@@ -19,6 +19,7 @@ import hashlib
 import numpy as np
 
 from transferlab.curate.metadata import normalise
+from transferlab.errors import UserError
 
 QUERY_BLOCK = 4096  # queries per range search, so its result lists stay small
 
@@ -41,7 +42,11 @@ def first_occurrences(hashes: np.ndarray) -> np.ndarray:
 
 def near_duplicates(embeddings: np.ndarray, threshold: float) -> np.ndarray:
     """A mask of the rows that have an earlier row with cosine similarity ≥ `threshold`."""
-    import faiss
+    try:
+        import faiss
+    except ImportError:
+        raise UserError("Near-duplicate search needs faiss: pip install 'transferlab[faiss]' (or faiss-cpu), or "
+                        "leave --near-dup-model out.") from None
 
     vectors = np.ascontiguousarray(embeddings, dtype=np.float32).copy()
     mask = np.zeros(len(vectors), dtype=bool)

@@ -18,8 +18,6 @@ import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import ahocorasick
-
 from transferlab.errors import UserError
 
 PUNCTUATION = ",.;:!?\"'`()[]{}<>"  # each becomes a token of its own
@@ -89,6 +87,11 @@ class Matcher:
     """The ids of the entries that occur in a caption, found with one Aho-Corasick automaton."""
 
     def __init__(self, metadata: Metadata) -> None:
+        try:
+            import ahocorasick
+        except ImportError:
+            raise UserError("Matching metadata entries needs the pyahocorasick package: pip install pyahocorasick "
+                            "(or leave --metadata out to curate without balancing).") from None
         self.case_sensitive = metadata.case_sensitive
         self.automaton = ahocorasick.Automaton(ahocorasick.STORE_INTS)
         for entry_id, key in enumerate(metadata.normalised):
