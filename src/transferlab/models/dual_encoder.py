@@ -7,8 +7,9 @@ and kept in eval mode; its projection head still trains. With `unlocked_blocks: 
 (and what follows them) train, and only the frozen part runs in eval mode. A fully locked tower with
 external weights (a pretrained package) is left out of `saved_state_dict`, so checkpoints hold only what
 training changes. The text tower is optional (image-only objectives); SigLIP adds a learnable logit bias.
-A text-text model has no image tower: its left texts ("queries") go through `query` — a tower and
-projection of their own, or, when `query` is null, the text tower and projection themselves (siamese).
+Towers that end in their own projection (`projected`, as open_clip's do) get none. A text-text model has no
+image tower: its left texts ("queries") go through `query` — a tower and projection of their own, or, when
+`query` is null, the text tower and projection themselves (siamese).
 """
 
 from __future__ import annotations
@@ -34,13 +35,13 @@ class DualEncoder(nn.Module):
         if spec.image is not None:
             self.image_tower = create_image_tower(spec.image.name, in_channels=spec.channels,
                                                   image_size=spec.image_size, **spec.image.options)
-            self.image_proj = nn.Linear(self.image_tower.width, spec.embed_dim, bias=False)
+            self.image_proj = _projection(self.image_tower, spec.image.name, spec.embed_dim)
         if spec.text is not None:
             self.text_tower = create_text_tower(spec.text.name, **spec.text.options)
-            self.text_proj = nn.Linear(self.text_tower.width, spec.embed_dim, bias=False)
+            self.text_proj = _projection(self.text_tower, spec.text.name, spec.embed_dim)
         if spec.query is not None:
             self.query_tower = create_text_tower(spec.query.name, **spec.query.options)
-            self.query_proj = nn.Linear(self.query_tower.width, spec.embed_dim, bias=False)
+            self.query_proj = _projection(self.query_tower, spec.query.name, spec.embed_dim)
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / spec.init_temperature)))
         self.logit_bias = None if spec.init_logit_bias is None else nn.Parameter(torch.tensor(spec.init_logit_bias))
         for tower, tower_spec in self.towers():
@@ -109,9 +110,22 @@ class DualEncoder(nn.Module):
         self.load_state_dict(state, strict=False)
 
 
+def _projection(tower: nn.Module, name: str, embed_dim: int) -> nn.Module:
+    """A linear map of the tower's features into the embedding space; none for a tower that ends in its own."""
+    if not getattr(tower, "projected", False):
+        return nn.Linear(tower.width, embed_dim, bias=False)
+    if tower.width != embed_dim:
+        raise UserError(f"Tower '{name}' ends in its own projection to {tower.width} dimensions, but model.embed_dim "
+                        f"is {embed_dim}. Set model.embed_dim: {tower.width}.")
+    return nn.Identity()
+
+
 def _lock(tower: nn.Module, unlocked_blocks: int) -> None:
     tower.requires_grad_(False)
     if unlocked_blocks:
+        if not hasattr(tower, "lockable_blocks"):
+            raise UserError(f"unlocked_blocks is {unlocked_blocks} but this tower ({type(tower).__name__}) is locked "
+                            f"or trained as a whole. Set unlocked_blocks: 0, or locked: false.")
         blocks, after = tower.lockable_blocks()
         if unlocked_blocks > len(blocks):
             raise UserError(f"unlocked_blocks is {unlocked_blocks} but the tower has {len(blocks)} blocks.")

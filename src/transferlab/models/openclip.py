@@ -42,9 +42,13 @@ def read_weights(path: str | Path) -> dict[str, torch.Tensor]:
     return {k.removeprefix("module."): v for k, v in state.items()}
 
 
-def load_openclip(config: str, checkpoint: str | None, device: torch.device, seed: int = 0) -> Encoder:
-    import open_clip
-
+def resolve_config(config: str) -> str:
+    """The registered open_clip name of `config`: a name from `open_clip.list_models()`, or a model-config JSON
+    file, registered under its file name."""
+    try:
+        import open_clip
+    except ImportError:
+        raise UserError(f"openclip:{config} needs the open_clip_torch package: pip install open_clip_torch") from None
     if config.endswith(".json"):
         if not Path(config).is_file():
             raise UserError(f"open_clip model config file {config} does not exist.")
@@ -53,6 +57,13 @@ def load_openclip(config: str, checkpoint: str | None, device: torch.device, see
     if config not in open_clip.list_models():
         raise UserError(f"open_clip has no model config '{config}'.{did_you_mean(config, open_clip.list_models())} "
                         f"See open_clip.list_models() for the names.")
+    return config
+
+
+def load_openclip(config: str, checkpoint: str | None, device: torch.device, seed: int = 0) -> Encoder:
+    import open_clip
+
+    config = resolve_config(config)
     torch.manual_seed(seed)  # a random init is then reproducible
     root = logging.getLogger()
     level = root.level

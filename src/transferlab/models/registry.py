@@ -4,7 +4,8 @@ An image tower is an nn.Module built as `factory(in_channels=, image_size=, **op
 images [B, C, H, W] to features [B, width] and has an int attribute `width`. A text tower is built as
 `factory(**options)`, has `width`, `tokenize(list[str]) -> dict[str, Tensor]` and `forward(tokens) ->
 [B, width]`; `external_weights = True` marks a pretrained tower whose weights come from an installed
-package and are not copied into checkpoints while it is locked.
+package and are not copied into checkpoints while it is locked; `projected = True` marks a tower whose
+output is already in the embedding space (open_clip's towers end in their own projection).
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ class Registry:
                             f"model.*.options in the recipe.") from None
 
 
+OPENCLIP = "openclip:"  # `openclip:<config>`: the tower of an open_clip model config (models/openclip_towers.py)
 IMAGE_TOWERS = Registry("image tower")
 TEXT_TOWERS = Registry("text tower")
 
@@ -54,11 +56,19 @@ def _load_builtin_towers() -> None:
 
 
 def create_image_tower(name: str, in_channels: int, image_size: int, **options) -> nn.Module:
+    if name.startswith(OPENCLIP):
+        from transferlab.models.openclip_towers import OpenClipImageTower
+
+        return OpenClipImageTower(name.removeprefix(OPENCLIP), in_channels, image_size, **options)
     _load_builtin_towers()
     return IMAGE_TOWERS.create(name, in_channels=in_channels, image_size=image_size, **options)
 
 
 def create_text_tower(name: str, **options) -> nn.Module:
+    if name.startswith(OPENCLIP):
+        from transferlab.models.openclip_towers import OpenClipTextTower
+
+        return OpenClipTextTower(name.removeprefix(OPENCLIP), **options)
     _load_builtin_towers()
     return TEXT_TOWERS.create(name, **options)
 
