@@ -98,3 +98,22 @@ def test_unknown_optimizer_is_a_user_error_listing_the_choices():
 
 def test_build_optimizer_follows_the_recipe_optimizer():
     assert type(build_optimizer(Small(), TrainSpec(optimizer="lion8bit"))) is Lion8bit
+
+
+def test_adamw_takes_torchs_fused_kernel_with_the_for_loop_update():
+    torch.manual_seed(0)
+    fused_model = nn.Sequential(nn.Linear(8, 16), nn.LayerNorm(16), nn.Tanh(), nn.Linear(16, 4))
+    loop_model = nn.Sequential(nn.Linear(8, 16), nn.LayerNorm(16), nn.Tanh(), nn.Linear(16, 4))
+    loop_model.load_state_dict(fused_model.state_dict())
+    fused = create_optimizer("adamw", parameter_groups(fused_model, 0.1), lr=0.01, betas=(0.9, 0.98), eps=1e-6)
+    reference = torch.optim.AdamW(parameter_groups(loop_model, 0.1), lr=0.01, betas=(0.9, 0.98), eps=1e-6,
+                                  foreach=False)
+    assert fused.defaults["fused"] and not reference.defaults["fused"]
+    for _ in range(20):
+        inputs = torch.randn(16, 8)
+        for model, optimizer in ((fused_model, fused), (loop_model, reference)):
+            optimizer.zero_grad()
+            model(inputs).square().mean().backward()
+            optimizer.step()
+    for ours, theirs in zip(fused_model.parameters(), loop_model.parameters(), strict=True):
+        assert torch.allclose(ours, theirs, atol=1e-6, rtol=1e-5)
