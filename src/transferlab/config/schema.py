@@ -237,6 +237,8 @@ class TrainSpec(Strict):
     rankme_every: int | None = Field(default=None, gt=0, description="log the RankMe of a fixed probe set's image "
                                      "embeddings every N steps (a multiple of log_every), to pick checkpoints "
                                      "without labels")
+    compile: bool = Field(default=False, description="torch.compile the towers: faster steps after a first step "
+                                                      "that compiles for a minute or more; for long runs")
     profile_steps: int | None = Field(default=None, gt=0, description="profile this many steps (after 3 warm-up "
                                       "steps) and write where the time goes to profile.txt (CLI: --profile)")
     rankme_samples: int = Field(default=1024, gt=1, description="images of the train split in the RankMe probe set")
@@ -252,10 +254,11 @@ class TrainSpec(Strict):
     def _fsdp(self) -> TrainSpec:
         clash = [what for what, there in (("optimizer " + self.optimizer, self.optimizer.endswith("8bit")),
                                           ("ema_decay", self.ema_decay is not None),
-                                          ("precision fp16", self.precision == "fp16")) if there]
+                                          ("precision fp16", self.precision == "fp16"),
+                                          ("compile", self.compile)) if there]
         if self.fsdp and clash:
             raise ValueError(f"fsdp does not work with {', '.join(clash)} yet; use adamw, lion or lamb, no EMA, "
-                             f"fp32 or bf16")
+                             f"fp32 or bf16, no compile")
         return self
 
 

@@ -50,6 +50,7 @@ from transferlab.train.checkpoint import (
     rng_state,
     save_checkpoint,
 )
+from transferlab.train.compilation import compile_towers, uncompile
 from transferlab.train.guards import BadSteps, StopSignals
 from transferlab.train.large_batch import backward_step
 from transferlab.train.logging import MetricsLogger, flatten
@@ -182,6 +183,7 @@ def pretrain(recipe: Recipe, run_dir: Path, resume: bool = False) -> DualEncoder
             if stop.received is not None:
                 raise Interrupted(stop.received, done, saved or save(done))
             profiler.step()
+    uncompile([tower for tower, _ in model.towers()])
     if ema is not None:
         ema.apply_to(model)
     if spec.fsdp and world.size > 1:  # evaluation embeds with the whole model on every rank
@@ -195,12 +197,14 @@ def pretrain(recipe: Recipe, run_dir: Path, resume: bool = False) -> DualEncoder
 def build_model(recipe: Recipe, device: torch.device, world: distributed.World,
                 dtype: torch.dtype | None = None) -> DualEncoder:
     """The recipe's model on `device` (in `dtype`, float32 by default); under torchrun with BatchNorm over the
-    global batch, and with its towers sharded when `train.fsdp` is on."""
+    global batch, and with its towers sharded when `train.fsdp` is on; its towers compiled with `train.compile`."""
     model = DualEncoder(recipe.model).to(device, dtype)
     if world.size > 1:
         distributed.global_batch_norm(model)
         if recipe.train.fsdp:
             distributed.shard_towers([tower for tower, _ in model.towers()])
+    if recipe.train.compile:
+        compile_towers([tower for tower, _ in model.towers()])
     return model
 
 
