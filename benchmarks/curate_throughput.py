@@ -168,6 +168,7 @@ def main() -> None:
     parser.add_argument("--tmp", type=Path, default=None, help="where the pool is written (default: the system's)")
     args = parser.parse_args()
     rng = np.random.default_rng(0)
+    load_before = os.getloadavg()[0]  # other work on the machine slows every stage; it is reported
     folder = Path(tempfile.mkdtemp(prefix="curate-bench-", dir=args.tmp))
     try:
         start = time.perf_counter()
@@ -191,6 +192,7 @@ def main() -> None:
         print(json.dumps({
             "benchmark": "curate_throughput", "captions": args.captions, "entries": args.entries,
             "shards": args.shards, "workers": args.workers, "cpus": os.cpu_count(), "cap": args.cap,
+            "load_average_before": round(load_before, 2), "load_average_after": round(os.getloadavg()[0], 2),
             "pool_mib": round(pool_bytes / 2**20), "seconds": {**seconds, "total": round(total, 1)},
             "captions_per_s": round(args.captions / total),
             "count_captions_per_s": round(args.captions / seconds["count"]),
