@@ -7,6 +7,7 @@ rejected (`extra="forbid"`); `transferlab.config.loading` turns the errors into 
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -191,7 +192,14 @@ IMAGE_ONLY_OBJECTIVES = ("supcon", "ntxent", "look", "ce")
 
 
 class TrainSpec(Strict):
-    data: str = Field(default="mnist5k", description="a key of `datasets`; its train split is used")
+    data: str | dict[str, float] = Field(
+        default="mnist5k", description="a key of `datasets`, whose train split is used, or a mixture of them "
+                                       "{key: weight, ...} (positive weights, normalised): data/mixture.py")
+    late_data: dict[str, float] | None = Field(
+        default=None, description="mixture weights of the last late_fraction of the steps (domain upsampling); "
+                                  "datasets of train.data it leaves out are not drawn then")
+    late_fraction: float = Field(default=0.15, gt=0, lt=1, description="share of the steps, at the end, that "
+                                                                       "draw from late_data")
     objective: Objective = Field(default="clip", description="clip, siglip, dcl (image-text); supcon, ntxent "
                                                              "(two views), look, ce (labels)")
     steps: int = Field(default=150, gt=0)
@@ -242,6 +250,47 @@ class TrainSpec(Strict):
     profile_steps: int | None = Field(default=None, gt=0, description="profile this many steps (after 3 warm-up "
                                       "steps) and write where the time goes to profile.txt (CLI: --profile)")
     rankme_samples: int = Field(default=1024, gt=1, description="images of the train split in the RankMe probe set")
+
+    @property
+    def sources(self) -> dict[str, float]:
+        """train.data as {dataset key: weight}; a single key weighs 1."""
+        return {self.data: 1.0} if isinstance(self.data, str) else dict(self.data)
+
+    @property
+    def mixture(self) -> bool:
+        """Whether several datasets are mixed (a mapping with one key is that dataset alone)."""
+        return len(self.sources) > 1
+
+    @field_validator("data", mode="before")
+    @classmethod
+    def _data_shape(cls, value: Any) -> Any:
+        if not isinstance(value, (str, dict)):
+            raise ValueError(f"must be a dataset key (train.data: mnist5k) or a mapping of dataset keys to weights "
+                             f"(train.data: {{mnist5k: 0.8, digits: 0.2}}), not {value!r}")
+        return value
+
+    @model_validator(mode="after")
+    def _mixture_weights(self) -> TrainSpec:
+        mappings = {"train.data": self.sources}
+        if self.late_data is not None:
+            mappings["train.late_data"] = self.late_data
+        for key, weights in mappings.items():
+            if not weights:
+                raise ValueError(f"{key} is an empty mapping; name at least one dataset with a positive weight")
+            for name, weight in weights.items():
+                if not (weight > 0 and math.isfinite(weight)):
+                    raise ValueError(f"{key} gives dataset '{name}' the weight {weight}; weights must be positive "
+                                     f"finite numbers (leave a dataset out rather than weigh it 0)")
+        if self.late_data is not None and not self.mixture:
+            raise ValueError(f"train.late_data reweighs a mixture, but train.data is the single dataset "
+                             f"'{next(iter(self.sources))}'; make train.data a mapping of two or more datasets to "
+                             f"weights, e.g. {{mnist5k: 0.8, digits: 0.2}}, or set train.late_data to null")
+        for name in self.late_data or {}:
+            if name not in self.sources:
+                raise ValueError(f"train.late_data names dataset '{name}', which train.data does not mix "
+                                 f"({', '.join(self.sources)}); late_data reweighs those datasets, so add '{name}' "
+                                 f"to train.data (a small weight upsamples it late) or remove it from late_data")
+        return self
 
     @model_validator(mode="after")
     def _rankme(self) -> TrainSpec:
@@ -364,10 +413,25 @@ class Recipe(Strict):
     logging: LoggingSpec = LoggingSpec()
 
     @model_validator(mode="after")
+    def _dataset_names(self) -> Recipe:
+        for key, name in [("train.data", n) for n in self.train.sources] + [("eval.datasets", n)
+                                                                            for n in self.eval.datasets]:
+            if name not in self.datasets:
+                raise ValueError(f"{key} names dataset '{name}', which `datasets` does not define."
+                                 f"{did_you_mean(name, self.datasets)} Defined: {', '.join(self.datasets)}")
+        return self
+
+    @model_validator(mode="after")
     def _objective_fits_model(self) -> Recipe:
-        pairs = isinstance(self.datasets.get(self.train.data), TextPairSource)
+        names = list(self.train.sources)  # all defined: _dataset_names ran first
+        texts = [name for name in names if isinstance(self.datasets[name], TextPairSource)]
+        if texts and len(texts) < len(names):
+            images = [name for name in names if name not in texts]
+            raise ValueError(f"train.data mixes text-pair datasets ({', '.join(texts)}) with image datasets "
+                             f"({', '.join(images)}); one model trains on either, so mix only one kind")
+        pairs = bool(texts)
         if pairs != (self.model.image is None):
-            raise ValueError(f"train.data '{self.train.data}' is {'text pairs' if pairs else 'images'} but the model "
+            raise ValueError(f"train.data '{', '.join(names)}' is {'text pairs' if pairs else 'images'} but the model "
                              f"{'has an image tower' if pairs else 'has none'}: text pairs train a text-text model "
                              f"(model.image: null, optional model.query), images an image tower")
         if pairs and self.train.objective not in ("clip", "siglip", "dcl"):
@@ -380,12 +444,4 @@ class Recipe(Strict):
         if self.model.text is None and "zeroshot_classification" in self.eval.tasks:
             raise ValueError("eval.tasks has zeroshot_classification, which needs a text tower, but model.text is "
                              "null; remove it from eval.tasks")
-        return self
-
-    @model_validator(mode="after")
-    def _dataset_names(self) -> Recipe:
-        for key, name in [("train.data", self.train.data)] + [("eval.datasets", n) for n in self.eval.datasets]:
-            if name not in self.datasets:
-                raise ValueError(f"{key} names dataset '{name}', which `datasets` does not define."
-                                 f"{did_you_mean(name, self.datasets)} Defined: {', '.join(self.datasets)}")
         return self

@@ -4,6 +4,10 @@ Everything random comes from generators derived from (seed, epoch) for the order
 augmentation and caption choice, so a step is a pure function of its number. Under torchrun the global
 batch is the same for any number of processes and rank r takes its r-th contiguous shard, with the
 random draws of the whole batch: the ranks' shards, concatenated, are the single-process batch.
+
+With a mixture of datasets (`train.data: {key: weight, ...}`) the samples of a step come from a
+`MixtureSampler` (data/mixture.py) instead of the epoch's order, drawn from (seed, step) alike; the rest of
+the step (augmentation, caption choice, sharding) is the same.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import torch
 
 from transferlab.config import Recipe
 from transferlab.data.captions import CaptionTable
+from transferlab.data.mixture import MixtureSampler
 from transferlab.data.transforms import augment, normalize, to_unit
 from transferlab.distributed import World
 from transferlab.errors import UserError
@@ -20,13 +25,16 @@ from transferlab.train.objectives import Batch
 
 
 class BatchMaker:
-    """`images` for an image model; `queries` (the left texts) instead for a text-text model."""
+    """`images` for an image model; `queries` (the left texts) instead for a text-text model; `mixture` draws
+    each step's samples when training on a mixture (None: every epoch visits the samples in a new order)."""
 
     def __init__(self, recipe: Recipe, size: int, device: torch.device, images: torch.Tensor | None,
                  labels: torch.Tensor | None, captions: CaptionTable | None, positive_ids: torch.Tensor | None,
-                 views: int, queries: CaptionTable | None = None, world: World | None = None) -> None:
+                 views: int, queries: CaptionTable | None = None, world: World | None = None,
+                 mixture: MixtureSampler | None = None) -> None:
         self.recipe, self.size, self.device, self.images, self.labels = recipe, size, device, images, labels
         self.captions, self.positive_ids, self.views, self.queries = captions, positive_ids, views, queries
+        self.mixture = mixture
         self.batch_size = recipe.train.batch_size
         world = world or World()
         if self.batch_size % world.size:
@@ -41,15 +49,11 @@ class BatchMaker:
         self._order, self._epoch = None, -1
 
     def epoch_of(self, step: int) -> int:
+        """The epoch of `step`; with a mixture, the passes over the combined set that many samples make."""
         return step // self.steps_per_epoch
 
     def __call__(self, step: int) -> Batch:
-        epoch, position = divmod(step, self.steps_per_epoch)
-        if epoch != self._epoch:
-            generator = derived_generator(self.recipe.seed, "order", epoch)
-            self._order = torch.randperm(self.size, generator=generator)
-            self._epoch = epoch
-        everyone = self._order[position * self.batch_size:(position + 1) * self.batch_size]
+        everyone = self._global_rows(step)
         index, rows = everyone[self.shard], (self.shard.start, self.batch_size)
         generator = derived_generator(self.recipe.seed, "step", step)
         device, model = self.device, self.recipe.model
@@ -65,6 +69,17 @@ class BatchMaker:
         if self.captions is not None:
             self._add_caption_rows(batch, everyone, generator)
         return batch
+
+    def _global_rows(self, step: int) -> torch.Tensor:
+        """The samples of the step's global batch."""
+        if self.mixture is not None:
+            return self.mixture.draw(step)
+        epoch, position = divmod(step, self.steps_per_epoch)
+        if epoch != self._epoch:
+            generator = derived_generator(self.recipe.seed, "order", epoch)
+            self._order = torch.randperm(self.size, generator=generator)
+            self._epoch = epoch
+        return self._order[position * self.batch_size:(position + 1) * self.batch_size]
 
     def _add_caption_rows(self, batch: Batch, index: torch.Tensor, generator: torch.Generator) -> None:
         device = batch.index.device

@@ -33,8 +33,8 @@ from transferlab import distributed
 from transferlab.config import IMAGE_ONLY_OBJECTIVES, Recipe, dump_recipe
 from transferlab.data.captions import CaptionTable
 from transferlab.data.dataset import ImageTextData
+from transferlab.data.mixture import MixtureSampler, load_training_data
 from transferlab.data.pairs import TextPairData
-from transferlab.data.sources import load_splits
 from transferlab.errors import Interrupted, UserError
 from transferlab.fileio import atomic_write
 from transferlab.models.dual_encoder import DualEncoder
@@ -69,13 +69,16 @@ def pretrain(recipe: Recipe, run_dir: Path, resume: bool = False) -> DualEncoder
     seed_everything(recipe.seed)
     autocast, scaler = _precision(spec.precision, device)
 
-    # ---- data: the training split, decoded once, with its deduplicated captions
-    data = load_splits(spec.data, recipe.datasets[spec.data], recipe.model.image_size, recipe.model.channels)["train"]
+    # ---- data: the training split (of every dataset of a mixture, combined), decoded once, with its deduplicated
+    # captions; a mixture draws each step's sources from its weights (data/mixture.py)
+    mixture = load_training_data(recipe)
+    data = mixture.data
     if len(data) < spec.batch_size:
-        raise UserError(f"train.batch_size is {spec.batch_size} but the train split of '{spec.data}' has only "
+        raise UserError(f"train.batch_size is {spec.batch_size} but the train split of '{data.name}' has only "
                         f"{len(data)} samples. Lower train.batch_size or add data.")
     if world.main:
-        _record_data_report(run_dir, spec.data, data.report)
+        _record_data_reports(run_dir, mixture.reports)
+    sampler = MixtureSampler.for_recipe(spec, recipe.seed, mixture) if spec.mixture else None
     pairs = isinstance(data, TextPairData)
     image_only = spec.objective in IMAGE_ONLY_OBJECTIVES
     captions = None if image_only else CaptionTable([[t] for t in data.right] if pairs else data.captions)
@@ -99,11 +102,13 @@ def pretrain(recipe: Recipe, run_dir: Path, resume: bool = False) -> DualEncoder
     text = _text_features(model, captions, queries, autocast)
     probe = _rankme_probe(data, recipe, device) if spec.rankme_every else None
     batches = BatchMaker(recipe, len(data), device, None if pairs else data.images.to(device), data.labels,
-                         captions, _positive_ids(data, captions, spec.positives), objective.views, queries, world)
+                         captions, _positive_ids(data, captions, spec.positives), objective.views, queries, world,
+                         sampler)
     logger = (MetricsLogger(run_dir, recipe.logging, flatten(recipe.model_dump(mode="json")), start_step=start)
               if world.main else None)
     window_loss, window_steps, window_begin = torch.zeros((), device=device), 0, start  # steps applied, begun at
     window_start = time.perf_counter()
+    window_sources = torch.zeros(len(mixture.names), dtype=torch.long)  # a mixture's rows per source since the log
     progress = tqdm(range(start, spec.steps), initial=start, total=spec.steps, desc="pretrain", unit="step",
                     dynamic_ncols=True, disable=not world.main)
     parameters = [p for p in trainable.parameters() if p.requires_grad]
@@ -116,6 +121,8 @@ def pretrain(recipe: Recipe, run_dir: Path, resume: bool = False) -> DualEncoder
         for step in progress:
             profiler.phase("batch")
             batch = batches(step)
+            if sampler is not None:
+                window_sources += sampler.counts(step)
             lr = lr_at(step, spec.lr, spec.steps, spec.warmup_steps, spec.schedule, spec.cooldown_fraction)
             for group in optimizer.param_groups:
                 group["lr"] = lr * group.get("lr_scale", 1.0)
@@ -167,6 +174,11 @@ def pretrain(recipe: Recipe, run_dir: Path, resume: bool = False) -> DualEncoder
                           "logit_scale": model.logit_scale.exp().item(),
                           "samples_per_s": (done - window_begin) * spec.batch_size / seconds,
                           "skipped_steps": bad.total}
+                if sampler is not None:  # the share of each source in the rows drawn since the last log line
+                    shares = window_sources / window_sources.sum()
+                    values.update({f"mix/{name}": share for name, share in zip(mixture.names, shares.tolist(),
+                                                                               strict=True)})
+                    window_sources.zero_()
                 if probe is not None and done % spec.rankme_every == 0:
                     values["rankme"] = _probe_rankme(model, probe, autocast)
                 if logger:
@@ -255,13 +267,16 @@ def _probe_rankme(model: DualEncoder, images: torch.Tensor, autocast) -> float:
     return rankme(embeddings.cpu().numpy())
 
 
-def _record_data_report(run_dir: Path, name: str, report) -> None:
-    """data_report.json: what the reader kept and skipped by reason (the whole dataset, before the split)."""
-    atomic_write(run_dir / "data_report.json", json.dumps({name: report.to_dict()}, indent=1) + "\n")
-    if report.skipped:
-        reasons = ", ".join(f"{count} {reason}" for reason, count in report.skipped.most_common())
-        tqdm.write(f"data: '{name}' kept {report.kept} samples and skipped {sum(report.skipped.values())} "
-                   f"({reasons}); see {run_dir / 'data_report.json'}", file=sys.stderr)
+def _record_data_reports(run_dir: Path, reports: dict) -> None:
+    """data_report.json: what the reader of each training dataset kept and skipped by reason (the whole dataset,
+    before the split)."""
+    atomic_write(run_dir / "data_report.json",
+                 json.dumps({name: report.to_dict() for name, report in reports.items()}, indent=1) + "\n")
+    for name, report in reports.items():
+        if report.skipped:
+            reasons = ", ".join(f"{count} {reason}" for reason, count in report.skipped.most_common())
+            tqdm.write(f"data: '{name}' kept {report.kept} samples and skipped {sum(report.skipped.values())} "
+                       f"({reasons}); see {run_dir / 'data_report.json'}", file=sys.stderr)
 
 
 def _recording(objective, batch, model: DualEncoder, sink: list[torch.Tensor]):
