@@ -213,3 +213,8 @@ def test_fsdp_with_what_cannot_shard_is_refused_by_name():
     with pytest.raises(UserError, match="fsdp does not work with optimizer adamw8bit, ema_decay"):
         load_recipe(None, ["train.fsdp=true", "train.optimizer=adamw8bit", "train.ema_decay=0.99"])
     assert load_recipe(None, ["train.fsdp=true", "train.optimizer=lion"]).train.fsdp
+
+
+def test_training_data_in_words_names_a_mixture_with_its_weights():
+    assert load_recipe("mixture", []).train.data_label == "mnist5k 0.8 + digits 0.2"
+    assert load_recipe(None, []).train.data_label == "mnist5k"

@@ -330,7 +330,7 @@ def _write_model_cards(loaded, all_results: list[dict]) -> None:
         summary = {"image tower": spec.model.image.name, "text tower": spec.model.text.name if spec.model.text
                    else "none", "embedding dim": spec.model.embed_dim, "objective": spec.train.objective,
                    "optimizer": spec.train.optimizer, "steps": spec.train.steps, "batch size": spec.train.batch_size,
-                   "training data": spec.train.data}
+                   "training data": spec.train.data_label}
         console.print(f"model card: {write_model_card(item.run_dir, results, summary)}")
 
 

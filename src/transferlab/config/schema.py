@@ -257,6 +257,11 @@ class TrainSpec(Strict):
         return {self.data: 1.0} if isinstance(self.data, str) else dict(self.data)
 
     @property
+    def data_label(self) -> str:
+        """train.data in words: the dataset key, or 'mnist5k 0.8 + digits 0.2' for a mixture."""
+        return " + ".join(f"{key} {weight:g}" if self.mixture else key for key, weight in self.sources.items())
+
+    @property
     def mixture(self) -> bool:
         """Whether several datasets are mixed (a mapping with one key is that dataset alone)."""
         return len(self.sources) > 1

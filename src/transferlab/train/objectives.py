@@ -160,7 +160,7 @@ class CrossEntropy(Objective):
 
 def build_objective(spec: TrainSpec, embed_dim: int, classes: int | None) -> Objective:
     if spec.objective in ("look", "ce", "supcon") and classes is None:
-        raise UserError(f"train.objective '{spec.objective}' learns from class labels, but dataset '{spec.data}' "
+        raise UserError(f"train.objective '{spec.objective}' learns from class labels, but dataset '{spec.data_label}' "
                         f"has none. Use clip, siglip, dcl or ntxent, or give the dataset labels.")
     if spec.objective in ("clip", "siglip", "dcl"):
         return ImageText(spec.objective, spec.label_smoothing, spec.local_loss)
