@@ -9,8 +9,8 @@ label). Per seed s:
 
 - curated: `transferlab curate POOL --metadata <the ten digit names> --cap T --seed s`, MetaCLIP balancing
   with the digit names as entries, so a class keeps about min(its count, T) digits;
-- random: a seeded uniform sample of the pool with exactly the curated subset's size (so the pool's
-  imbalance, diluted by nothing), written as shards too.
+- random: a seeded uniform sample of the pool with exactly the curated subset's size, so it keeps the
+  pool's imbalance, written as shards too.
 
 Each subset pretrains the default recipe (`transferlab run`, only the training data changed: a webdataset
 source with `label_key: cls` and all of it in the train split) with seed s, curated and random runs
