@@ -32,7 +32,8 @@ def unsafe_uses(source: str) -> list[str]:
             found.append("torch.load without weights_only=True")
         elif name in ("yaml.load", "yaml.unsafe_load", "yaml.full_load", "yaml.load_all"):
             found.append(name)
-        elif name.endswith(("np.load", "numpy.load")) and "allow_pickle" in keywords:
+        elif name.endswith(("np.load", "numpy.load")) and "allow_pickle" in keywords and not (
+                isinstance(keywords["allow_pickle"], ast.Constant) and keywords["allow_pickle"].value is False):
             found.append("np.load with allow_pickle")
         if isinstance(keywords.get("trust_remote_code"), ast.Constant) and keywords["trust_remote_code"].value:
             found.append("trust_remote_code=True")
@@ -43,7 +44,9 @@ def test_the_scanner_finds_each_unsafe_use():
     bad = ("import pickle\nfrom dill import loads\neval('1')\ntorch.load(p)\ntorch.load(p, weights_only=False)\n"
            "yaml.load(s)\nnp.load(p, allow_pickle=True)\nAutoModel.from_pretrained(p, trust_remote_code=True)\n")
     assert len(unsafe_uses(bad)) == 8
-    assert unsafe_uses("torch.load(p, weights_only=True)\nyaml.safe_load(s)\nmodel.eval()\n") == []
+    assert unsafe_uses("torch.load(p, weights_only=True)\nyaml.safe_load(s)\nmodel.eval()\n"
+                       "np.load(p, allow_pickle=False)\n") == []
+    assert unsafe_uses("np.load(p, allow_pickle=flag)\n") == ["np.load with allow_pickle"]
 
 
 def test_no_module_of_the_package_unpickles_or_executes_input():
