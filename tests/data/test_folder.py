@@ -259,5 +259,5 @@ def test_a_collection_too_large_for_memory_is_refused_before_decoding(tmp_path, 
     Image.new("L", (8, 8)).save(tmp_path / "a.png")
     (tmp_path / "t.csv").write_text("image,caption\na.png,x\n")
     spec = FolderSource(source="folder", table=tmp_path / "t.csv", images=tmp_path)
-    with pytest.raises(UserError, match="free memory.*model.image_size"):
+    with pytest.raises(UserError, match="free memory.*stream: true"):
         read_folder(spec, "big", size=28, channels=3)

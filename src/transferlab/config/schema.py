@@ -63,7 +63,14 @@ class BundledSource(SourceBase):
     source: Literal["mnist5k", "digits"]
 
 
-class FolderSource(SourceBase):
+class StreamedSource(SourceBase):
+    stream: bool | Literal["auto"] = Field(
+        default="auto", description="decode images per step in loader workers instead of all at once into "
+                                    "memory; auto: stream when the decoded images would take more than "
+                                    "STREAM_ABOVE_BYTES (docs/streaming.md)")
+
+
+class FolderSource(StreamedSource):
     """Images in a folder, listed with their captions in a CSV or JSONL table (one row per image)."""
 
     source: Literal["folder"]
@@ -75,12 +82,12 @@ class FolderSource(SourceBase):
     label_column: str | None = None
 
 
-class WebDatasetSource(SourceBase):
+class WebDatasetSource(StreamedSource):
     """webdataset tar shards: members `<key>.<image ext>`, `<key>.txt` captions, optional `<key>.cls`."""
 
     source: Literal["webdataset"]
-    shards: str = Field(description="a tar file, a folder of .tar files, or a brace pattern "
-                                    "such as data/shard-{000000..000009}.tar")
+    shards: str = Field(description="a tar file, a folder of .tar files, a glob or a brace pattern such as "
+                                    "data/shard-{000000..000009}.tar; or URLs (http://, s3://, ... through fsspec)")
     caption_key: str = "txt"
     label_key: str | None = None
 
@@ -171,12 +178,27 @@ class AugmentSpec(Strict):
     low_res_min: int = Field(default=7, gt=0, description="smallest side, in pixels, an image is "
                                                           "downsampled to before being upsampled back")
     low_res_max: int = Field(default=14, gt=0, description="largest such side")
+    crop_scale: tuple[float, float] = Field(default=(1.0, 1.0), description="random resized crop: the share of the "
+                                            "image's area a crop covers, drawn in this range (open_clip: 0.9, 1.0); "
+                                            "(1, 1): the centre square, no crop")
+    crop_ratio: tuple[float, float] = Field(default=(0.75, 4 / 3), description="random resized crop: its aspect "
+                                            "ratio range (log-uniform)")
+    flip: bool = Field(default=False, description="mirror each image left-right with probability 1/2")
 
     @model_validator(mode="after")
     def _low_res_range(self) -> AugmentSpec:
         if self.low_res_max < self.low_res_min:
             raise ValueError(f"low_res_max ({self.low_res_max}) is below low_res_min ({self.low_res_min})")
+        for key, (low, high) in (("crop_scale", self.crop_scale), ("crop_ratio", self.crop_ratio)):
+            if not 0 < low <= high or (key == "crop_scale" and high > 1):
+                raise ValueError(f"{key} ({low}, {high}) must be an increasing pair of positive numbers"
+                                 + (" at most 1" if key == "crop_scale" else ""))
         return self
+
+    @property
+    def crops(self) -> bool:
+        """Whether a random resized crop is drawn (else every image is its centre square)."""
+        return self.enabled and tuple(self.crop_scale) != (1.0, 1.0)
 
 
 class LookSpec(Strict):
@@ -250,6 +272,12 @@ class TrainSpec(Strict):
     profile_steps: int | None = Field(default=None, gt=0, description="profile this many steps (after 3 warm-up "
                                       "steps) and write where the time goes to profile.txt (CLI: --profile)")
     rankme_samples: int = Field(default=1024, gt=1, description="images of the train split in the RankMe probe set")
+    sampling: Literal["epochs", "resampled"] = Field(
+        default="epochs", description="epochs: every sample once per pass, in a new order each pass; resampled: each "
+                                      "step draws its samples afresh (open_clip's --dataset-resampled)")
+    loader_workers: int | None = Field(default=None, ge=0, description="processes decoding streamed images; default: "
+                                       "one per CPU core but one, at most 8 (0: decode in the training process)")
+    prefetch: int = Field(default=2, gt=0, description="steps each loader worker decodes ahead")
 
     @property
     def sources(self) -> dict[str, float]:

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 
 import torch
 
+from transferlab.data.lazy import LazyImages
+
 
 @dataclass
 class DataReport:
@@ -31,14 +33,15 @@ class DataReport:
 class ImageTextData:
     """A labelled or unlabelled image-text collection held in memory.
 
-    images:     uint8 tensor [N, C, H, W] at the model's input resolution.
+    images:     uint8 tensor [N, C, H, W] at the model's input resolution, or, for a streamed dataset,
+                `LazyImages` (where each encoded image lies; decoded batch by batch).
     captions:   one non-empty list of captions per image.
     labels:     int64 tensor [N] of class indices, or None for pure image-text pairs.
     classnames: the class names labels index into, or None.
     """
 
     name: str
-    images: torch.Tensor
+    images: torch.Tensor | LazyImages
     captions: list[list[str]]
     labels: torch.Tensor | None = None
     classnames: list[str] | None = None
@@ -46,7 +49,7 @@ class ImageTextData:
 
     def __post_init__(self) -> None:
         n = len(self.images)
-        if self.images.dtype != torch.uint8 or self.images.ndim != 4:
+        if isinstance(self.images, torch.Tensor) and (self.images.dtype != torch.uint8 or self.images.ndim != 4):
             raise ValueError(f"{self.name}: images must be uint8 [N, C, H, W], got {self.images.dtype} "
                              f"{tuple(self.images.shape)}")
         if len(self.captions) != n or (self.labels is not None and len(self.labels) != n):
@@ -55,6 +58,10 @@ class ImageTextData:
 
     def __len__(self) -> int:
         return len(self.images)
+
+    @property
+    def streamed(self) -> bool:
+        return isinstance(self.images, LazyImages)
 
     def subset(self, index: torch.Tensor) -> ImageTextData:
         """The samples at `index` (a 1-D tensor of positions), sharing nothing mutable with self."""

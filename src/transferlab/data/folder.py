@@ -9,18 +9,24 @@ read from outside the images folder.
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
+
+import numpy as np
+import torch
 
 from transferlab.config import FolderSource
 from transferlab.data.dataset import DataReport, ImageTextData
 from transferlab.data.images import BadImage, decode_image
+from transferlab.data.lazy import WHOLE_FILE, LazyImages
 from transferlab.data.samples import BadSamples, Sample, assemble, check_fits, clean_captions, progress
 from transferlab.data.tables import read_table
 from transferlab.errors import UserError
 
 
-def read_folder(spec: FolderSource, name: str, size: int, channels: int) -> ImageTextData:
-    """Read the images and captions listed in `spec.table` into memory, decoded to [C, size, size]."""
+def read_folder(spec: FolderSource, name: str, size: int, channels: int, stream: bool = False) -> ImageTextData:
+    """Read the images and captions listed in `spec.table` into memory, decoded to [C, size, size]; with
+    `stream`, only their paths (`LazyImages`, decoded batch by batch later)."""
     table = Path(spec.table)
     root = Path(spec.images or table.parent).resolve()
     templated = bool(spec.templates) and spec.label_column is not None
@@ -56,19 +62,39 @@ def read_folder(spec: FolderSource, name: str, size: int, channels: int) -> Imag
         else:
             rows[path][2].extend(captions)
 
-    check_fits(len(rows), channels, size, name, str(table))
-    samples = []
+    if not stream:
+        check_fits(len(rows), channels, size, name, str(table), streams=True)
+    samples, paths = [], []
     for path, (line, raw, captions, label) in progress(rows.items(), table.name, len(rows)):
         where = f"{table} line {line}"
         if not path.is_file():
             state = "is not a file" if path.exists() else "does not exist"
             bad("missing image", where, f"image '{raw}' {state} (looked for {path})")
             continue
+        if stream:
+            samples.append(Sample(len(paths), captions, label, where))
+            paths.append(str(path))
+            continue
         try:
             samples.append(Sample(decode_image(path, size, channels), captions, label, where))
         except BadImage as err:
             bad(err.reason, where, f"image '{raw}' cannot be decoded: {err}")
-    return assemble(name, str(table), samples, bad, spec.templates, spec.label_column is not None)
+    return assemble(name, str(table), samples, bad, spec.templates, spec.label_column is not None,
+                    stack=functools.partial(_files, paths) if stream else torch.stack)
+
+
+def _files(paths: list[str], positions: list[int]) -> LazyImages:
+    """The image files at `positions` as LazyImages (one source a file, read whole)."""
+    count = len(positions)
+    return LazyImages([paths[i] for i in positions], [""] * count, np.arange(count, dtype=np.int32),
+                      np.zeros(count, dtype=np.int64), np.full(count, WHOLE_FILE, dtype=np.int64))
+
+
+def count_rows(spec: FolderSource) -> int:
+    """The number of data rows of the source's table (lines, without reading them as records): enough to
+    decide whether its decoded images would fit in memory."""
+    with open(spec.table, "rb") as file:
+        return max(0, sum(1 for line in file if line.strip()) - (Path(spec.table).suffix != ".jsonl"))
 
 
 def _parse_row(record: dict, where: str, spec: FolderSource, caption_column: str | None, templated: bool,

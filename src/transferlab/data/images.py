@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -33,10 +34,15 @@ class BadImage(Exception):
         self.reason = reason
 
 
-def decode_image(source: bytes | str | Path, size: int, channels: int) -> torch.Tensor:
+Crop = Callable[[int, int], tuple[tuple[float, float, float, float], bool]]
+
+
+def decode_image(source: bytes | str | Path, size: int, channels: int, crop: Crop | None = None) -> torch.Tensor:
     """Decode an encoded image (bytes or a path) into uint8 [channels, size, size].
 
-    Any decodable mode is converted (16-bit and float values scaled to 8 bits) and any size resized.
+    Any decodable mode is converted (16-bit and float values scaled to 8 bits) and any size resized: the
+    centre square, or with `crop` (width, height → box (left, top, right, bottom) and whether to mirror) that
+    box of the full-resolution image, resampled to size × size.
     Raises BadImage for a missing, empty, truncated or undecodable file, or one beyond MAX_PIXELS.
     """
     if channels not in (1, 3):
@@ -50,7 +56,13 @@ def decode_image(source: bytes | str | Path, size: int, channels: int) -> torch.
         img = _to_8bit(img).convert("L" if channels == 1 else "RGB")
     except ValueError as err:
         raise BadImage("undecodable image", f"its mode {img.mode} cannot be converted ({err})") from err
-    return _resize_crop(img, size)
+    if crop is None:
+        return _resize_crop(img, size)
+    box, mirror = crop(img.width, img.height)
+    img = img.resize((size, size), Image.Resampling.BICUBIC, box=box)
+    if mirror:
+        img = img.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    return _as_tensor(img)
 
 
 def _read(path: str | Path) -> bytes:
@@ -117,6 +129,10 @@ def _resize_crop(img: Image.Image, size: int) -> torch.Tensor:
         box = (left * img.width / w, top * img.height / h, (left + size) * img.width / w,
                (top + size) * img.height / h)
         img = img.resize((size, size), Image.Resampling.BICUBIC, box=box, reducing_gap=None)
+    return _as_tensor(img)
+
+
+def _as_tensor(img: Image.Image) -> torch.Tensor:
     array = np.asarray(img, dtype=np.uint8)
     array = array[None] if array.ndim == 2 else array.transpose(2, 0, 1)
     return torch.from_numpy(array.copy())

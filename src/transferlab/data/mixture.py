@@ -32,6 +32,7 @@ import torch
 
 from transferlab.config import Recipe, TrainSpec
 from transferlab.data.dataset import DataReport, ImageTextData
+from transferlab.data.lazy import LazyImages
 from transferlab.data.pairs import TextPairData
 from transferlab.data.sources import load_splits
 from transferlab.errors import UserError
@@ -83,7 +84,15 @@ def combine(parts: dict[str, ImageTextData | TextPairData]) -> Mixture:
         offsets = [0, *itertools.accumulate(len(part.classnames) for part in parts.values())]
         labels = torch.cat([part.labels + offset for part, offset in zip(parts.values(), offsets, strict=False)])
         classnames = [f"{key}/{classname}" for key, part in parts.items() for classname in part.classnames]
-    data = ImageTextData(name=name, images=torch.cat([part.images for part in parts.values()]),
+    streamed = [key for key, part in parts.items() if part.streamed]
+    if streamed and len(streamed) < len(parts):
+        held = [key for key in parts if key not in streamed]
+        raise UserError(f"train.data mixes streamed datasets ({', '.join(streamed)}) with datasets held in memory "
+                        f"({', '.join(held)}); a mixture streams all its sources or none. Set `stream: true` (or "
+                        f"false) on each of them alike.")
+    images = LazyImages.cat([part.images for part in parts.values()]) if streamed else \
+        torch.cat([part.images for part in parts.values()])
+    data = ImageTextData(name=name, images=images,
                          captions=[captions for part in parts.values() for captions in part.captions],
                          labels=labels, classnames=classnames, report=merged)
     return Mixture(data, names, source_ids, reports)

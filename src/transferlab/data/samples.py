@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -14,6 +14,7 @@ import torch
 from tqdm import tqdm
 
 from transferlab.data.dataset import DataReport, ImageTextData
+from transferlab.data.lazy import LazyImages
 from transferlab.errors import UserError
 
 MAX_CAPTION_CHARS = 10_000  # longer captions are truncated: no text tower reads that far
@@ -31,21 +32,22 @@ def free_memory() -> int | None:
         return None
 
 
-def check_fits(count: int, channels: int, size: int, name: str, origin: str) -> None:
+def check_fits(count: int, channels: int, size: int, name: str, origin: str, streams: bool = False) -> None:
     """Refuse, before decoding, a collection whose decoded images would not fit in free memory."""
     need, free = count * channels * size * size, free_memory()
     if free is not None and need > 0.8 * free:
+        fix = f"set `datasets.{name}.stream: true` to decode images batch by batch" if streams else \
+            "lower model.image_size, or train on a subset of the data"
         raise UserError(f"{origin}: the {count} images of dataset '{name}' need {need / 2**30:.1f} GiB once decoded "
-                        f"at {size}x{size}x{channels}, more than the {free / 2**30:.1f} GiB of free memory. Lower "
-                        f"model.image_size, or train on a subset of the data.")
+                        f"at {size}x{size}x{channels}, more than the {free / 2**30:.1f} GiB of free memory: {fix}.")
 
 
 @dataclass
 class Sample:
-    """One decoded image, its captions (empty: make them from templates), its raw label, and where it
-    came from (for messages)."""
+    """One decoded image (or, streamed, its position among the images located), its captions (empty: make
+    them from templates), its raw label, and where it came from (for messages)."""
 
-    image: torch.Tensor
+    image: torch.Tensor | int
     captions: list[str]
     label: str | None
     where: str
@@ -86,8 +88,9 @@ def progress(items: Iterable[T], desc: str, total: int | None = None) -> Iterato
 
 
 def assemble(name: str, origin: str, samples: list[Sample], bad: BadSamples, templates: list[str] | None,
-             labelled: bool, known: list[str] | None = None, known_from: str = "") -> ImageTextData:
-    """Index labels, fill template captions and stack the images of the samples a reader kept.
+             labelled: bool, known: list[str] | None = None, known_from: str = "",
+             stack: Callable[[list], torch.Tensor | LazyImages] = torch.stack) -> ImageTextData:
+    """Index labels, fill template captions and `stack` the images of the samples a reader kept.
 
     `known`, when given, are the class names (read from `known_from`) that integer labels index into.
     """
@@ -113,7 +116,7 @@ def assemble(name: str, origin: str, samples: list[Sample], bad: BadSamples, tem
                     made[classname] = [_fill(template, classname, name) for template in templates]
                 captions[i] = made[classname]
     bad.report.kept = len(samples)
-    return ImageTextData(name=name, images=torch.stack([sample.image for sample in samples]), captions=captions,
+    return ImageTextData(name=name, images=stack([sample.image for sample in samples]), captions=captions,
                          labels=None if labels is None else torch.tensor(labels, dtype=torch.long),
                          classnames=classnames, report=bad.report)
 

@@ -19,13 +19,17 @@ import tarfile
 import zlib
 from collections.abc import Callable, Collection, Iterator
 from pathlib import Path, PurePosixPath
-from typing import BinaryIO
+from typing import BinaryIO, NamedTuple
 
+import numpy as np
+import torch
 from braceexpand import braceexpand
 
 from transferlab.config import WebDatasetSource
 from transferlab.data.dataset import DataReport, ImageTextData
 from transferlab.data.images import MAX_IMAGE_BYTES, BadImage, decode_image, encode_png
+from transferlab.data.lazy import LazyImages
+from transferlab.data.remote import is_url, local_path, open_url, stamp
 from transferlab.data.samples import (
     MAX_CAPTION_CHARS,
     BadSamples,
@@ -71,23 +75,50 @@ def expand_shards(pattern: str) -> list[Path]:
     return list(found)
 
 
-def iter_samples(paths: list[Path], bad: BadSamples | None = None, keep: Callable[[str], bool] | None = None,
-                 text: Collection[str] = ()) -> Iterator[dict[str, bytes | str]]:
+class ByteRange(NamedTuple):
+    """Where a member's bytes lie in its (uncompressed) shard: read them later with `read_range`."""
+
+    offset: int
+    size: int
+
+
+def expand_sources(pattern: str) -> list[Path | str]:
+    """The shards `pattern` names: local files as `expand_shards` finds them, or URLs (a brace pattern is
+    expanded; a URL's existence is checked when it is read)."""
+    if not is_url(pattern):
+        return expand_shards(local_path(pattern))
+    return list(dict.fromkeys(braceexpand(pattern)))
+
+
+def stored_bytes(pattern: str) -> float:
+    """The bytes the shards `pattern` names take on disk (infinite for URLs: remote pools are streamed)."""
+    sources = expand_sources(pattern)
+    return float("inf") if any(is_url(s) for s in sources) else sum(Path(s).stat().st_size for s in sources)
+
+
+def _beside(source: Path | str, name: str) -> Path | str:
+    """The file `name` in the folder of the shard `source` (a path, or a URL)."""
+    return f"{str(source).rsplit('/', 1)[0]}/{name}" if is_url(source) else Path(source).parent / name
+
+
+def iter_samples(paths: list[Path | str], bad: BadSamples | None = None, keep: Callable[[str], bool] | None = None,
+                 text: Collection[str] = (), locate: Collection[str] = ()) -> Iterator[dict[str, bytes | str]]:
     """Stream the samples of `paths`, one dict at a time: {"__key__": key, "__shard__": path, ext: bytes...}.
 
     Only the extensions `keep` accepts are read (default: all); those in `text` are read up to
-    MAX_TEXT_BYTES, cut at a character boundary. Unsafe members, other members larger than MAX_MEMBER_BYTES
-    and a second member with the same key and extension are skipped unread and counted in `bad.report`.
+    MAX_TEXT_BYTES, cut at a character boundary; those in `locate` (lower-cased) are not read but given as a
+    ByteRange. Unsafe members, other members larger than MAX_MEMBER_BYTES and a second member with the same
+    key and extension are skipped unread and counted in `bad.report`.
     A corrupt or truncated shard raises a UserError naming it, or, when `bad` skips, ends that shard where
     the damage starts and is counted.
     """
     bad = bad or BadSamples(None, "error", DataReport(), "sample")
     for path in paths:
-        yield from _shard_samples(Path(path), bad, keep, text)
+        yield from _shard_samples(path if is_url(path) else Path(path), bad, keep, text, locate)
 
 
-def _shard_samples(path: Path, bad: BadSamples, keep: Callable[[str], bool] | None,
-                   text: Collection[str]) -> Iterator[dict[str, bytes | str]]:
+def _shard_samples(path: Path | str, bad: BadSamples, keep: Callable[[str], bool] | None,
+                   text: Collection[str], locate: Collection[str]) -> Iterator[dict[str, bytes | str]]:
     sample: dict[str, bytes | str] | None = None
     try:
         with _open_stream(path) as tar:
@@ -115,6 +146,8 @@ def _shard_samples(path: Path, bad: BadSamples, keep: Callable[[str], bool] | No
                     sample[ext] = _text_head(tar.extractfile(member).read(MAX_TEXT_BYTES), member.size)
                 elif member.size > MAX_MEMBER_BYTES:
                     bad.report.skip("oversized tar member")
+                elif ext.lower() in locate:
+                    sample[ext] = ByteRange(member.offset_data, member.size)
                 else:
                     sample[ext] = tar.extractfile(member).read()
     except (tarfile.TarError, EOFError, OSError, zlib.error) as err:
@@ -126,9 +159,11 @@ def _shard_samples(path: Path, bad: BadSamples, keep: Callable[[str], bool] | No
         yield sample
 
 
-def _open_stream(path: Path) -> tarfile.TarFile:
+def _open_stream(path: Path | str) -> tarfile.TarFile:
     """The tar as a stream ("r|*": any compression), so a shard is never seeked or extracted."""
     try:
+        if is_url(path):
+            return tarfile.open(fileobj=open_url(str(path)), mode="r|*")
         return tarfile.open(path, mode="r|*")
     except TypeError as err:  # CPython's tarfile: a gzip header cut short fails in ord(b"") with a TypeError
         raise tarfile.ReadError(f"gzip header cut short ({err})") from None
@@ -145,29 +180,68 @@ def _text_head(head: bytes, size: int) -> bytes:
     return head
 
 
-def read_webdataset(spec: WebDatasetSource, name: str, size: int, channels: int) -> ImageTextData:
-    """Read the samples of the shards `spec.shards` names into memory, images decoded to [C, size, size]."""
-    paths = expand_shards(spec.shards)
+def read_webdataset(spec: WebDatasetSource, name: str, size: int, channels: int, stream: bool = False) -> ImageTextData:
+    """The samples of the shards `spec.shards` names: their images decoded into memory at [C, size, size], or,
+    with `stream`, located (`LazyImages`: shard and byte range) and decoded later, batch by batch."""
+    sources = expand_sources(spec.shards)
     bad = BadSamples(name, spec.bad_samples, DataReport(), "sample")
-    known_from = paths[0].parent / CLASSNAMES
+    known_from = _beside(sources[0], CLASSNAMES)
     known = _read_classnames(known_from)
     templated = bool(spec.templates) and spec.label_key is not None
     text = {key for key in (spec.caption_key, spec.label_key) if key}
     wanted = {*text, "json"}
-    stream = iter_samples(paths, bad, lambda ext: ext in wanted or ext.lower() in IMAGE_EXTS, text)
+    locate = IMAGE_EXTS if stream else ()
+    samples_in = iter_samples(sources, bad, lambda ext: ext in wanted or ext.lower() in IMAGE_EXTS, text, locate)
+    located = Located(sources)
+
+    def image(member: bytes | ByteRange, shard: str) -> torch.Tensor | int:
+        return located.add(member, shard) if stream else decode_image(member, size, channels)
     samples = []
-    for sample in progress(stream, Path(spec.shards).name):
-        parsed = _parse_sample(sample, spec, name, templated, bad, size, channels)
+    for sample in progress(samples_in, Path(spec.shards).name):
+        parsed = _parse_sample(sample, spec, name, templated, bad, image)
         if parsed is not None:
             samples.append(parsed)
-            if len(samples) % 4096 == 0:  # the count is unknown until the last shard: check as it grows
-                check_fits(2 * len(samples), channels, size, name, spec.shards)
+            if not stream and len(samples) % 4096 == 0:  # the count is unknown until the last shard: check as it grows
+                check_fits(2 * len(samples), channels, size, name, spec.shards, streams=True)
     return assemble(name, spec.shards, samples, bad, spec.templates, spec.label_key is not None, known,
-                    str(known_from))
+                    str(known_from), stack=located.images if stream else torch.stack)
+
+
+class Located:
+    """Collects where the images of kept samples lie, in the order they are kept; `images` makes them a
+    LazyImages. A shard that is compressed cannot be read by byte range: that is refused."""
+
+    def __init__(self, sources: list[Path | str]) -> None:
+        self.sources = [str(source) for source in sources]
+        self.number = {source: i for i, source in enumerate(self.sources)}
+        self.rows: list[tuple[int, int, int]] = []
+        self.stamps: dict[int, str] = {}
+
+    def add(self, member: ByteRange, shard: str) -> int:
+        number = self.number[shard]
+        if number not in self.stamps:
+            self.stamps[number] = stamp(shard)
+            _refuse_compressed(shard)
+        self.rows.append((number, member.offset, member.size))
+        return len(self.rows) - 1
+
+    def images(self, positions: list[int]) -> LazyImages:
+        rows = np.array([self.rows[i] for i in positions], dtype=np.int64).reshape(-1, 3)
+        return LazyImages(list(self.sources), [self.stamps.get(i, "") for i in range(len(self.sources))],
+                          rows[:, 0].astype(np.int32), rows[:, 1], rows[:, 2])
+
+
+def _refuse_compressed(shard: str) -> None:
+    with (open_url(shard) if is_url(shard) else open(local_path(shard), "rb")) as file:
+        head = file.read(6)
+    if head.startswith((b"\x1f\x8b", b"BZh", b"\xfd7zXZ", b"\x28\xb5\x2f\xfd")):
+        raise UserError(f"{shard} is compressed, and a streamed sample is read from its shard by byte offset, "
+                        f"which a compressed file cannot give. Decompress the shards (gunzip), or set the "
+                        f"dataset's `stream: false` to decode it whole into memory.")
 
 
 def _parse_sample(sample: dict, spec: WebDatasetSource, name: str, templated: bool, bad: BadSamples,
-                  size: int, channels: int) -> Sample | None:
+                  image: Callable) -> Sample | None:
     where = f"{sample['__shard__']}, sample '{sample['__key__']}'"
     ext = next((key for key in sample if key.lower() in IMAGE_EXTS), None)
     if ext is None:
@@ -202,16 +276,24 @@ def _parse_sample(sample: dict, spec: WebDatasetSource, name: str, templated: bo
         if not label:
             return bad("missing label", where, f"the label member .{spec.label_key} is missing or empty")
     try:
-        return Sample(decode_image(sample[ext], size, channels), captions, label, where)
+        return Sample(image(sample[ext], sample["__shard__"]), captions, label, where)
     except BadImage as err:
         return bad(err.reason, where, f"the .{ext} member cannot be decoded: {err}")
 
 
-def _read_classnames(path: Path) -> list[str] | None:
-    if not path.is_file():
+def _read_classnames(path: Path | str) -> list[str] | None:
+    try:
+        if is_url(path):
+            with open_url(str(path)) as file:
+                raw = file.read()
+        elif Path(path).is_file():
+            raw = Path(path).read_bytes()
+        else:
+            return None
+    except (FileNotFoundError, OSError):
         return None
     try:
-        names = [line.strip() for line in path.read_text(encoding="utf-8-sig").split("\n")]
+        names = [line.strip() for line in raw.decode("utf-8-sig").split("\n")]
     except UnicodeDecodeError:
         raise UserError(f"{path} is not valid UTF-8. Re-save it as UTF-8, one class name per line.") from None
     while names and not names[-1]:

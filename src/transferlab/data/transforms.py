@@ -28,6 +28,21 @@ def normalize(images: torch.Tensor, mean: list[float], std: list[float]) -> torc
     return (images - mean_t) / std_t
 
 
+def crop_batch(images: torch.Tensor, crops: list) -> torch.Tensor:
+    """Each image [B, C, S, S] resampled from its `Crop`'s box (data/crops.py), mirrored where it says: the
+    random resized crop of in-memory images, which are stored at the model's resolution already."""
+    _, _, height, width = images.shape
+    rows = []
+    for crop in crops:
+        (left, top, right, bottom), mirror = crop(width, height)
+        sign = -1.0 if mirror else 1.0
+        rows.append([[sign * (right - left) / width, 0.0, (left + right) / width - 1],
+                     [0.0, (bottom - top) / height, (top + bottom) / height - 1]])
+    theta = torch.tensor(rows, dtype=images.dtype, device=images.device)
+    grid = F.affine_grid(theta, list(images.shape), align_corners=False)
+    return F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
 def augment(images: torch.Tensor, spec: AugmentSpec, generator: torch.Generator,
             rows: tuple[int, int] | None = None) -> torch.Tensor:
     """Random rotation, scale and translation per image, then, with probability `low_res_prob`, a random

@@ -1,7 +1,9 @@
 """The samples of a training step: which images (or left texts), their augmented views and caption rows.
 
-Everything random comes from generators derived from (seed, epoch) for the order and (seed, step) for
-augmentation and caption choice, so a step is a pure function of its number. Under torchrun the global
+Everything random comes from generators derived from (seed, epoch) for the order (data/order.py) and
+(seed, step) for augmentation and caption choice, so a step is a pure function of its number. A streamed
+training set's images arrive decoded from the loader workers (data/loader.py) with the samples they are;
+in-memory images are taken from the stored tensor; both then go through the same augmentation. Under torchrun the global
 batch is the same for any number of processes and rank r takes its r-th contiguous shard, with the
 random draws of the whole batch: the ranks' shards, concatenated, are the single-process batch.
 
@@ -16,8 +18,11 @@ import torch
 
 from transferlab.config import Recipe
 from transferlab.data.captions import CaptionTable
+from transferlab.data.crops import CropDraws
+from transferlab.data.loader import Loaded
 from transferlab.data.mixture import MixtureSampler
-from transferlab.data.transforms import augment, normalize, to_unit
+from transferlab.data.order import StepRows
+from transferlab.data.transforms import augment, crop_batch, normalize, to_unit
 from transferlab.distributed import World
 from transferlab.errors import UserError
 from transferlab.runtime import derived_generator
@@ -25,8 +30,8 @@ from transferlab.train.objectives import Batch
 
 
 class BatchMaker:
-    """`images` for an image model; `queries` (the left texts) instead for a text-text model; `mixture` draws
-    each step's samples when training on a mixture (None: every epoch visits the samples in a new order)."""
+    """`images` for an image model held in memory (None: streamed, or a text-text model, which has `queries`, its
+    left texts); `mixture` draws each step's samples when training on a mixture (None: `train.sampling`)."""
 
     def __init__(self, recipe: Recipe, size: int, device: torch.device, images: torch.Tensor | None,
                  labels: torch.Tensor | None, captions: CaptionTable | None, positive_ids: torch.Tensor | None,
@@ -36,6 +41,8 @@ class BatchMaker:
         self.captions, self.positive_ids, self.views, self.queries = captions, positive_ids, views, queries
         self.mixture = mixture
         self.batch_size = recipe.train.batch_size
+        self.order = StepRows(size, self.batch_size, recipe.seed, recipe.train.sampling, mixture)
+        self.crops = CropDraws.for_spec(recipe.train.augment, recipe.seed)
         world = world or World()
         if self.batch_size % world.size:
             raise UserError(f"train.batch_size {self.batch_size} is the global batch and must divide evenly among "
@@ -45,21 +52,28 @@ class BatchMaker:
                             "distributed losses cannot gather; use captions 'sample' under torchrun.")
         shard = self.batch_size // world.size
         self.shard = slice(world.rank * shard, (world.rank + 1) * shard)  # this rank's rows of each batch
-        self.steps_per_epoch = size // self.batch_size  # the last partial batch of an epoch is dropped
-        self._order, self._epoch = None, -1
 
     def epoch_of(self, step: int) -> int:
         """The epoch of `step`; with a mixture, the passes over the combined set that many samples make."""
-        return step // self.steps_per_epoch
+        return self.order.epoch_of(step)
 
-    def __call__(self, step: int) -> Batch:
-        everyone = self._global_rows(step)
+    def __call__(self, step: int, loaded: Loaded | None = None) -> Batch:
+        """The batch of `step`; for a streamed set, made of the images `loaded` for it."""
+        everyone = self.order(step)
+        if loaded is not None:  # the samples it used: replacements of unreadable ones included
+            everyone = everyone.clone()
+            everyone[self.shard] = loaded.index
         index, rows = everyone[self.shard], (self.shard.start, self.batch_size)
         generator = derived_generator(self.recipe.seed, "step", step)
         device, model = self.device, self.recipe.model
         views = []
-        if self.images is not None:
-            raw = to_unit(self.images[index.to(device)])
+        if loaded is not None or self.images is not None:
+            if loaded is not None:
+                raw = to_unit(loaded.images.to(device, non_blocking=True))
+            else:
+                raw = to_unit(self.images[index.to(device)])
+                if self.crops is not None:  # streamed images were cropped from the full-resolution decode
+                    raw = crop_batch(raw, [self.crops.crop(step, row) for row in range(rows[0], rows[0] + len(raw))])
             views = [normalize(augment(raw, self.recipe.train.augment, generator, rows), model.mean,
                                model.std) for _ in range(self.views)]
         labels = None if self.labels is None else self.labels[index].to(device)
@@ -69,17 +83,6 @@ class BatchMaker:
         if self.captions is not None:
             self._add_caption_rows(batch, everyone, generator)
         return batch
-
-    def _global_rows(self, step: int) -> torch.Tensor:
-        """The samples of the step's global batch."""
-        if self.mixture is not None:
-            return self.mixture.draw(step)
-        epoch, position = divmod(step, self.steps_per_epoch)
-        if epoch != self._epoch:
-            generator = derived_generator(self.recipe.seed, "order", epoch)
-            self._order = torch.randperm(self.size, generator=generator)
-            self._epoch = epoch
-        return self._order[position * self.batch_size:(position + 1) * self.batch_size]
 
     def _add_caption_rows(self, batch: Batch, index: torch.Tensor, generator: torch.Generator) -> None:
         device = batch.index.device

@@ -33,6 +33,7 @@ from transferlab import distributed
 from transferlab.config import IMAGE_ONLY_OBJECTIVES, Recipe, dump_recipe
 from transferlab.data.captions import CaptionTable
 from transferlab.data.dataset import ImageTextData
+from transferlab.data.loader import decode_all
 from transferlab.data.mixture import MixtureSampler, load_training_data
 from transferlab.data.pairs import TextPairData
 from transferlab.errors import Interrupted, UserError
@@ -51,11 +52,15 @@ from transferlab.train.checkpoint import (
     save_checkpoint,
 )
 from transferlab.train.compilation import compile_towers, uncompile
+from transferlab.train.feed import DataFeed
 from transferlab.train.guards import BadSteps, StopSignals
 from transferlab.train.large_batch import backward_step
 from transferlab.train.logging import MetricsLogger, flatten
 from transferlab.train.objectives import build_objective
 from transferlab.train.profiling import StepProfiler
+
+LOCKED_TEXT_CACHE = 200_000  # distinct captions a locked text tower embeds up front (~300 MB at 384 floats)
+STREAM_REPORT = "training_stream"  # data_report.json's entry for samples skipped while streaming
 
 
 def pretrain(recipe: Recipe, run_dir: Path, resume: bool = False) -> DualEncoder:
@@ -95,15 +100,16 @@ def pretrain(recipe: Recipe, run_dir: Path, resume: bool = False) -> DualEncoder
     optimizer = create_optimizer(spec.optimizer, groups, spec.lr, spec.betas, spec.eps)
     ema = None if spec.ema_decay is None else ModelEMA(model, spec.ema_decay)
     bad = BadSteps(spec.max_bad_steps)
-    start = _resume(run_dir, model, objective, optimizer, ema, scaler, bad) if resume else 0
+    start, stream_skipped = _resume(run_dir, model, objective, optimizer, ema, scaler, bad) if resume else (0, {})
     distributed.broadcast_module(trainable)  # equal already (same seed or checkpoint); made certain
     trainable.train()
 
     text = _text_features(model, captions, queries, autocast)
     probe = _rankme_probe(data, recipe, device) if spec.rankme_every else None
-    batches = BatchMaker(recipe, len(data), device, None if pairs else data.images.to(device), data.labels,
-                         captions, _positive_ids(data, captions, spec.positives), objective.views, queries, world,
-                         sampler)
+    in_memory = None if pairs or data.streamed else data.images.to(device)
+    batches = BatchMaker(recipe, len(data), device, in_memory, data.labels, captions,
+                         _positive_ids(data, captions, spec.positives), objective.views, queries, world, sampler)
+    feed = DataFeed(data, recipe, batches, start, device, stream_skipped if world.main else None)
     logger = (MetricsLogger(run_dir, recipe.logging, flatten(recipe.model_dump(mode="json")), start_step=start)
               if world.main else None)
     window_loss, window_steps, window_begin = torch.zeros((), device=device), 0, start  # steps applied, begun at
@@ -114,13 +120,15 @@ def pretrain(recipe: Recipe, run_dir: Path, resume: bool = False) -> DualEncoder
     parameters = [p for p in trainable.parameters() if p.requires_grad]
     buffers = list(model.buffers())
     save = functools.partial(_checkpoint, run_dir, model=model, objective=objective, optimizer=optimizer, ema=ema,
-                             scaler=scaler, recipe=recipe, bad=bad, world=world)
+                             scaler=scaler, recipe=recipe, bad=bad, world=world, feed=feed, reports=mixture.reports)
     closing = contextlib.closing(logger) if logger else contextlib.nullcontext()
     profiler = StepProfiler(run_dir, spec.profile_steps, world.main)
     with StopSignals() as stop, closing, contextlib.closing(progress), profiler:
         for step in progress:
+            profiler.phase("data")
+            loaded = feed.next()
             profiler.phase("batch")
-            batch = batches(step)
+            batch = batches(step, loaded)
             if sampler is not None:
                 window_sources += sampler.counts(step)
             lr = lr_at(step, spec.lr, spec.steps, spec.warmup_steps, spec.schedule, spec.cooldown_fraction)
@@ -173,7 +181,7 @@ def pretrain(recipe: Recipe, run_dir: Path, resume: bool = False) -> DualEncoder
                           "loss": (window_loss / window_steps).item() if window_steps else None, "lr": lr,
                           "logit_scale": model.logit_scale.exp().item(),
                           "samples_per_s": (done - window_begin) * spec.batch_size / seconds,
-                          "skipped_steps": bad.total}
+                          "skipped_steps": bad.total, **feed.window(seconds)}
                 if sampler is not None:  # the share of each source in the rows drawn since the last log line
                     shares = window_sources / window_sources.sum()
                     values.update({f"mix/{name}": share for name, share in zip(mixture.names, shares.tolist(),
@@ -184,7 +192,8 @@ def pretrain(recipe: Recipe, run_dir: Path, resume: bool = False) -> DualEncoder
                 if logger:
                     logger.log(done, values)
                 if window_steps:
-                    progress.set_postfix(loss=f"{values['loss']:.3f}")
+                    progress.set_postfix(loss=f"{values['loss']:.3f}", **({"data wait": f"{values['data_wait']:.0%}"}
+                                                                          if feed.streamed else {}))
                 window_loss.zero_()
                 window_start, window_steps, window_begin = time.perf_counter(), 0, done
             saved = None
@@ -232,11 +241,12 @@ def step_gradients(model: DualEncoder, objective, batch, text, spec, autocast, s
 
 
 def _text_features(model: DualEncoder, captions: CaptionTable | None, queries: CaptionTable | None, autocast):
-    """ids -> text tower features. LiT: a wholly locked tower embeds each distinct text once, not every step."""
+    """ids -> text tower features. LiT: a wholly locked tower embeds each distinct text once, not every step (up to
+    LOCKED_TEXT_CACHE distinct texts: a larger pool's captions are embedded as its batches need them)."""
     tables = {False: captions, True: queries}
     caches = {}
     for query, table in tables.items():
-        if table is not None and model.text_frozen(query):
+        if table is not None and model.text_frozen(query) and len(table.texts) <= LOCKED_TEXT_CACHE:
             with torch.no_grad(), autocast:
                 caches[query] = model.text_features(table.texts, query).float()
 
@@ -254,6 +264,8 @@ def _rankme_probe(data, recipe: Recipe, device: torch.device) -> torch.Tensor:
                         "Set train.rankme_every to null.")
     count = min(recipe.train.rankme_samples, len(data))
     chosen = torch.randperm(len(data), generator=derived_generator(recipe.seed, "rankme-probe", 0))[:count]
+    if data.streamed:
+        return decode_all(data.images[chosen], recipe.model.image_size, recipe.model.channels).to(device)
     return data.images[chosen].to(device)
 
 
@@ -267,11 +279,15 @@ def _probe_rankme(model: DualEncoder, images: torch.Tensor, autocast) -> float:
     return rankme(embeddings.cpu().numpy())
 
 
-def _record_data_reports(run_dir: Path, reports: dict) -> None:
+def _record_data_reports(run_dir: Path, reports: dict, streamed: dict[str, int] | None = None) -> None:
     """data_report.json: what the reader of each training dataset kept and skipped by reason (the whole dataset,
-    before the split)."""
-    atomic_write(run_dir / "data_report.json",
-                 json.dumps({name: report.to_dict() for name, report in reports.items()}, indent=1) + "\n")
+    before the split) and, for streamed data, the samples skipped (and replaced) while training, by reason."""
+    content = {name: report.to_dict() for name, report in reports.items()}
+    if streamed is not None:
+        content[STREAM_REPORT] = {"skipped": streamed}
+    atomic_write(run_dir / "data_report.json", json.dumps(content, indent=1) + "\n")
+    if streamed is not None:
+        return  # the readers' skips were reported when training began
     for name, report in reports.items():
         if report.skipped:
             reasons = ", ".join(f"{count} {reason}" for reason, count in report.skipped.most_common())
@@ -311,8 +327,10 @@ def _positive_ids(data: ImageTextData, captions: CaptionTable | None, mode: str)
     return captions.table[:, 0]  # samples whose first caption is the same text
 
 
-def _resume(run_dir: Path, model: DualEncoder, objective, optimizer, ema, scaler, bad: BadSteps) -> int:
-    """Restore the newest undamaged checkpoint (damaged ones are reported and passed over); its step."""
+def _resume(run_dir: Path, model: DualEncoder, objective, optimizer, ema, scaler,
+            bad: BadSteps) -> tuple[int, dict[str, int]]:
+    """Restore the newest undamaged checkpoint (damaged ones are reported and passed over); its step, and the
+    streamed samples skipped until then."""
     main = distributed.current().main
     _, meta, weights, state = read_newest_usable(run_dir, warn=lambda message: main and tqdm.write(message,
                                                                                                    file=sys.stderr))
@@ -327,11 +345,11 @@ def _resume(run_dir: Path, model: DualEncoder, objective, optimizer, ema, scaler
     if scaler is not None:
         scaler.load_state_dict(meta["grad_scaler"])
     restore_rng(state, meta["rng"])
-    return meta["step"]
+    return meta["step"], meta.get("stream_skipped", {})
 
 
 def _checkpoint(run_dir: Path, step: int, model: DualEncoder, objective, optimizer, ema, scaler,
-                recipe: Recipe, bad: BadSteps, world: distributed.World) -> Path:
+                recipe: Recipe, bad: BadSteps, world: distributed.World, feed: DataFeed, reports: dict) -> Path:
     """Rank 0 writes checkpoints/step_<step> (every rank holds the same state, or FSDP shards of it, which
     every rank helps gather) while the others wait."""
     optim_tensors, param_groups = optimizer_state(optimizer)
@@ -339,6 +357,7 @@ def _checkpoint(run_dir: Path, step: int, model: DualEncoder, objective, optimiz
     rng_tensors, rng_json = rng_state()
     state = {**optim_tensors, **rng_tensors, **{f"objective.{k}": v for k, v in objective.state_dict().items()}}
     weights = distributed.full_tensors(model.saved_state_dict())
+    stream_skipped = feed.all_skipped() if feed.streamed else None
     if not world.main:
         distributed.barrier()
         return Path(run_dir) / "checkpoints" / f"step_{step}"
@@ -350,7 +369,9 @@ def _checkpoint(run_dir: Path, step: int, model: DualEncoder, objective, optimiz
     meta = {"model": recipe.model.model_dump(mode="json"), "optimizer_param_groups": param_groups,
             "rng": rng_json, "recipe": dump_recipe(recipe), "ema": ema is not None,
             "grad_scaler": None if scaler is None else scaler.state_dict(), "skipped_steps": bad.total,
-            "world_size": world.size}
+            "world_size": world.size, "stream_skipped": stream_skipped or {}}
+    if stream_skipped is not None:
+        _record_data_reports(run_dir, reports, stream_skipped)
     path = save_checkpoint(run_dir, step, weights, state, meta, keep=recipe.train.keep_checkpoints)
     distributed.barrier()
     return path

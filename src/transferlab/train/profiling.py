@@ -1,7 +1,8 @@
 """`--profile`: where a training step's time goes, written to `<run>/profile.txt` and printed.
 
 The loop marks its phases (`profiler.phase(name)`, a `torch.profiler.record_function` that lasts until
-the next phase or the step's end; nothing at all when not profiling): `batch`
+the next phase or the step's end; nothing at all when not profiling): `data` (waiting for a streamed
+set's loader workers to deliver the step's decoded images; nothing for in-memory data), `batch`
 (making the step's batch: indexing, augmentation, captions), `gradients` (the objective's forward and
 backward passes, chunked or not, and the gradient average across ranks), `optimizer` (clipping, the
 optimizer step, EMA) and `log+checkpoint`. With `train.profile_steps: N` the profiler skips the first
@@ -21,7 +22,7 @@ from tqdm import tqdm
 from transferlab.fileio import atomic_write
 
 WARMUP = 3
-PHASES = ("batch", "gradients", "optimizer", "log+checkpoint")
+PHASES = ("data", "batch", "gradients", "optimizer", "log+checkpoint")
 
 
 class StepProfiler:

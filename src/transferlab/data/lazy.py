@@ -1,0 +1,105 @@
+"""`LazyImages`: encoded images addressed by position, decoded only when a batch needs them.
+
+A streamed dataset keeps, per sample, where its image lies — a shard (or an image file) and a byte range
+in it — in three numpy arrays (16 bytes a sample), never its pixels. `decode` reads one image and decodes
+it at the model's resolution, its centre square or a random resized crop of the full-resolution image.
+It is what loader workers call (data/loader.py); a subset or a concatenation is another LazyImages over the
+same files, so splits and mixtures stream like the whole set.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from transferlab.data.images import MAX_IMAGE_BYTES, BadImage, Crop, decode_image
+from transferlab.data.remote import RangeReader, stamp
+
+WHOLE_FILE = -1  # a length that reads the whole file (folder sources: one image a file)
+
+
+@dataclass
+class LazyImages:
+    """sources[source[i]] holds image i at bytes offset[i] .. offset[i] + length[i] (or the whole file);
+    stamps[s] is the version of source s when it was indexed ("" for files not checked)."""
+
+    sources: list[str]
+    stamps: list[str]
+    source: np.ndarray  # int32 [N]
+    offset: np.ndarray  # int64 [N]
+    length: np.ndarray  # int64 [N]
+    _checked: dict[int, tuple[str, str] | None] = field(default_factory=dict, repr=False, compare=False)
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def __getitem__(self, index) -> LazyImages:
+        """The images at `index` (positions), over the same files."""
+        index = np.asarray(torch.as_tensor(index, dtype=torch.long).cpu().numpy(), dtype=np.int64)
+        return LazyImages(self.sources, self.stamps, self.source[index], self.offset[index], self.length[index])
+
+    @classmethod
+    def cat(cls, parts: list[LazyImages]) -> LazyImages:
+        sources, stamps, numbers = [], [], []
+        for part in parts:
+            numbers.append(part.source + len(sources))
+            sources += part.sources
+            stamps += part.stamps
+        return cls(sources, stamps, np.concatenate(numbers).astype(np.int32),
+                   np.concatenate([p.offset for p in parts]), np.concatenate([p.length for p in parts]))
+
+    def where(self, i: int) -> str:
+        source, offset = self.sources[self.source[i]], int(self.offset[i])
+        return source if self.length[i] == WHOLE_FILE else f"{source}, byte {offset}"
+
+    def read(self, i: int, reader: RangeReader) -> bytes:
+        """The encoded bytes of image i. Raises BadImage when its file is gone, changed since it was indexed,
+        or cut short."""
+        number = int(self.source[i])
+        problem = self._check(number)
+        if problem:
+            raise BadImage(*problem)
+        source, offset, length = self.sources[number], int(self.offset[i]), int(self.length[i])
+        try:
+            if length == WHOLE_FILE:
+                data = reader.read_whole(source, MAX_IMAGE_BYTES)
+            else:
+                data = reader.read(source, offset, length)
+        except FileNotFoundError as err:
+            raise BadImage("missing image", f"{source} does not exist any more") from err
+        except OSError as err:
+            raise BadImage("unreadable shard", f"{source} cannot be read ({err})") from err
+        return data
+
+    def decode(self, i: int, size: int, channels: int, reader: RangeReader, crop: Crop | None = None) -> torch.Tensor:
+        """Image i as uint8 [channels, size, size]; BadImage when it cannot be read or decoded."""
+        return decode_image(self.read(i, reader), size, channels, crop)
+
+    def fingerprint(self) -> str:
+        """A hash of which bytes of which file versions the images are: the feature cache's key."""
+        digest = hashlib.sha256("\x00".join(f"{s}\x01{t}" for s, t in zip(self.sources, self.stamps,
+                                                                             strict=True)).encode())
+        for array in (self.source, self.offset, self.length):
+            digest.update(np.ascontiguousarray(array).tobytes())
+        return digest.hexdigest()
+
+    def _check(self, number: int) -> tuple[str, str] | None:
+        """(reason, detail) why source `number` must not be read — gone, unreachable, or another version than
+        the one indexed — checked once per process."""
+        if number not in self._checked:
+            expected, problem = self.stamps[number], None
+            if expected:
+                try:
+                    now = stamp(self.sources[number])
+                except (OSError, ValueError) as err:
+                    now = None
+                    problem = ("unreachable shard",
+                               f"{self.sources[number]} cannot be reached ({type(err).__name__}: {err})")
+                if now is not None and now != expected:
+                    problem = ("changed shard", f"{self.sources[number]} changed after it was indexed (size:mtime "
+                                                f"{expected} then, {now} now), so its byte offsets are stale")
+            self._checked[number] = problem
+        return self._checked[number]

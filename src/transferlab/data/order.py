@@ -1,0 +1,58 @@
+"""Which samples make the global batch of a training step: a pure function of (seed, step).
+
+- `epochs` (the default): each pass over the training set visits every sample once, in an order drawn
+  from (seed, epoch); the last partial batch of a pass is dropped. The in-memory default, and what makes a
+  number of steps mean a number of passes.
+- `resampled`: each step draws its batch afresh from (seed, step) — distinct samples within a step, with
+  replacement across steps — open_clip's `--dataset-resampled`, for pools where a pass is never finished.
+- a mixture (data/mixture.py) draws each step's sources and then samples of each source.
+
+Being a function of the step alone, the rows of any step are known without replaying the ones before it:
+a resumed run, another number of processes, and each loader worker compute them independently.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from transferlab.data.mixture import MixtureSampler
+from transferlab.runtime import derived_generator
+
+
+class StepRows:
+    """`rows(step)`: positions in the training set of the step's global batch (int64 [batch_size])."""
+
+    def __init__(self, size: int, batch_size: int, seed: int, sampling: str = "epochs",
+                 mixture: MixtureSampler | None = None) -> None:
+        self.size, self.batch_size, self.seed, self.sampling, self.mixture = size, batch_size, seed, sampling, mixture
+        self.steps_per_epoch = size // batch_size
+        self._order, self._epoch = None, -1
+
+    def epoch_of(self, step: int) -> int:
+        """The pass over the training set that `step` belongs to (samples seen / set size, rounded down)."""
+        return step // self.steps_per_epoch
+
+    def __call__(self, step: int) -> torch.Tensor:
+        if self.mixture is not None:
+            return self.mixture.draw(step)
+        if self.sampling == "resampled":
+            return self._resampled(step)
+        epoch, position = divmod(step, self.steps_per_epoch)
+        if epoch != self._epoch:
+            self._order = torch.randperm(self.size, generator=derived_generator(self.seed, "order", epoch))
+            self._epoch = epoch
+        return self._order[position * self.batch_size:(position + 1) * self.batch_size]
+
+    def _resampled(self, step: int) -> torch.Tensor:
+        """batch_size distinct samples: from a random permutation when the set is small, else drawn with
+        replacement until that many distinct ones came (the set is then at least four batches large)."""
+        generator = derived_generator(self.seed, "resample", step)
+        if self.size < 4 * self.batch_size:
+            return torch.randperm(self.size, generator=generator)[:self.batch_size]
+        rows: dict[int, None] = {}
+        while len(rows) < self.batch_size:
+            rows.update(dict.fromkeys(torch.randint(self.size, (self.batch_size,), generator=generator).tolist()))
+        return torch.tensor(list(rows)[:self.batch_size], dtype=torch.long)
+
+    def __getstate__(self) -> dict:  # workers compute their own epoch orders
+        return {**self.__dict__, "_order": None, "_epoch": -1}

@@ -1,0 +1,197 @@
+"""Training on streamed webdataset shards: the same steps as in memory, exact resume, any number of processes and
+loader workers, bad samples replaced and counted, crops drawn from the full-resolution image."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import load_file
+
+from transferlab.config import WebDatasetSource, load_recipe
+from transferlab.data.bundled import load_bundled
+from transferlab.data.crops import CropDraws, _box
+from transferlab.data.images import BadImage, decode_image
+from transferlab.data.loader import StepImages, stream_steps
+from transferlab.data.mixture import load_training_data
+from transferlab.data.order import StepRows
+from transferlab.data.remote import RangeReader
+from transferlab.data.shards import read_webdataset, write_webdataset
+from transferlab.errors import UserError
+from transferlab.train import loop
+from transferlab.train.checkpoint import latest_checkpoint
+
+STREAMED = ["datasets.pool.source=webdataset", "datasets.pool.label_key=cls",
+            "datasets.pool.templates=['a digit {}.', 'the number {}.']", "train.data=pool", "eval.datasets=[pool]"]
+
+
+@pytest.fixture(scope="module")
+def pool(tmp_path_factory):
+    """600 real MNIST digits as six PNG shards, the way `transferlab curate` and img2dataset write them."""
+    folder = tmp_path_factory.mktemp("pool")
+    data = load_bundled("mnist5k", "mnist5k", 28, 1, None)
+    write_webdataset(data.subset(torch.arange(600)), folder / "shard-%02d.tar", samples_per_shard=100)
+    return folder
+
+
+def recipe(tiny_overrides, pool, *extra):
+    return load_recipe(None, [*tiny_overrides, *STREAMED, f"datasets.pool.shards={pool}", *extra])
+
+
+def weights(run_dir):
+    return load_file(str(latest_checkpoint(run_dir) / "model.safetensors"))
+
+
+def assert_same(a, b):
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+
+
+def test_streamed_training_takes_the_in_memory_steps_exactly(tiny_overrides, pool, tmp_path):
+    """Centre-square decoding per step gives the pixels decoding up front gives, and the samples of a step are the
+    same: so the weights are bit-identical, with the images decoded in 2 worker processes or in this one."""
+    loop.pretrain(recipe(tiny_overrides, pool, "datasets.pool.stream=false"), tmp_path / "memory")
+    loop.pretrain(recipe(tiny_overrides, pool, "datasets.pool.stream=true", "train.loader_workers=2"),
+                  tmp_path / "workers")
+    loop.pretrain(recipe(tiny_overrides, pool, "datasets.pool.stream=true", "train.loader_workers=0"),
+                  tmp_path / "inline")
+    memory = weights(tmp_path / "memory")
+    assert_same(memory, weights(tmp_path / "workers"))
+    assert_same(memory, weights(tmp_path / "inline"))
+    logged = [json.loads(line) for line in (tmp_path / "workers" / "metrics.jsonl").read_text().splitlines()]
+    assert all(0 <= line["data_wait"] <= 1 and line["loader_images_per_s"] > 0 for line in logged)
+    assert "data_wait" not in logged[0] or "data_wait" not in json.loads(
+        (tmp_path / "memory" / "metrics.jsonl").read_text().splitlines()[0])
+
+
+def test_a_streamed_run_resumes_exactly_without_replaying_earlier_steps(tiny_overrides, pool, tmp_path, monkeypatch):
+    streamed = recipe(tiny_overrides, pool, "datasets.pool.stream=true", "train.loader_workers=1",
+                      "train.augment.crop_scale=[0.5, 1.0]", "train.augment.flip=true")
+    loop.pretrain(streamed, tmp_path / "whole")
+    real_lr_at, decoded = loop.lr_at, []
+
+    def crash_at_step_6(step, *args):
+        if step == 6:
+            raise KeyboardInterrupt
+        return real_lr_at(step, *args)
+
+    monkeypatch.setattr(loop, "lr_at", crash_at_step_6)
+    with pytest.raises(KeyboardInterrupt):
+        loop.pretrain(streamed, tmp_path / "cut")
+    monkeypatch.setattr(loop, "lr_at", real_lr_at)
+    real_getitem = StepImages.__getitem__
+    monkeypatch.setattr(StepImages, "__getitem__", lambda self, step: decoded.append(step) or real_getitem(self, step))
+    streamed = streamed.model_copy(update={"train": streamed.train.model_copy(update={"loader_workers": 0})})
+    loop.pretrain(streamed, tmp_path / "cut", resume=True)
+    assert decoded == [4, 5, 6, 7]  # from the checkpoint of step 4 on: nothing before it is read again
+    assert_same(weights(tmp_path / "whole"), weights(tmp_path / "cut"))
+
+
+def test_each_process_and_worker_decodes_its_rows_of_the_one_process_batch(pool):
+    data = read_webdataset(WebDatasetSource(source="webdataset", shards=str(pool), label_key="cls",
+                                            templates=["{}"]), "pool", 28, 1, stream=True)
+    order = StepRows(len(data), 12, seed=3)
+    crops = CropDraws(3, (0.3, 1.0), (0.75, 4 / 3), True)
+
+    def items(rows, workers):
+        dataset = StepImages(data.images, order, rows, 28, 1, crops, 3, skip_bad=True)
+        return list(stream_steps(dataset, 5, 9, workers, 2, False))
+
+    whole = items(slice(0, 12), 0)
+    parts = [items(slice(0, 4), 2), items(slice(4, 8), 1), items(slice(8, 12), 0)]
+    for step, loaded in enumerate(whole):
+        assert loaded.step == 5 + step
+        assert torch.equal(loaded.index, order(5 + step))
+        assert torch.equal(loaded.images, torch.cat([part[step].images for part in parts]))
+
+
+def test_a_bad_image_mid_stream_is_replaced_deterministically_and_counted(tiny_overrides, tmp_path):
+    data = load_bundled("mnist5k", "mnist5k", 28, 1, None).subset(torch.arange(200))
+    shards = write_webdataset(data, tmp_path / "pool" / "s-%02d.tar", samples_per_shard=100)
+    raw = bytearray(shards[1].read_bytes())  # damage the pixels of one PNG: its header still reads
+    start = raw.index(b"IDAT") + 8
+    raw[start:start + 40] = b"\x00" * 40
+    shards[1].write_bytes(bytes(raw))
+    skip = recipe(tiny_overrides, tmp_path / "pool", "datasets.pool.stream=true", "datasets.pool.bad_samples=skip",
+                  "train.loader_workers=0", "train.steps=16", "train.checkpoint_every=8")
+    loop.pretrain(skip, tmp_path / "a")
+    loop.pretrain(skip, tmp_path / "b")
+    report = json.loads((tmp_path / "a" / "data_report.json").read_text())
+    train = load_training_data(skip).data.images  # the damaged sample: the first of shard 1, if in the train split
+    in_shard_1 = np.flatnonzero(train.source == 1)
+    damaged = int(in_shard_1[np.argmin(train.offset[in_shard_1])])
+    order = StepRows(len(train), 32, seed=skip.seed)
+    draws = sum(int((order(step) == damaged).sum()) for step in range(16))
+    assert draws > 0 and report[loop.STREAM_REPORT]["skipped"] == {"truncated image": draws}
+    assert_same(weights(tmp_path / "a"), weights(tmp_path / "b"))
+    error = recipe(tiny_overrides, tmp_path / "pool", "datasets.pool.stream=true", "train.loader_workers=1",
+                   "train.steps=16")
+    with pytest.raises(UserError, match=r"s-01.tar, byte \d+: the image cannot be used.*bad_samples: skip"):
+        loop.pretrain(error, tmp_path / "c")
+
+
+def test_a_shard_changed_after_indexing_is_not_read_at_stale_offsets(pool, tmp_path):
+    (tmp_path / "pool").mkdir()
+    for shard in pool.glob("*.tar"):
+        (tmp_path / "pool" / shard.name).write_bytes(shard.read_bytes())
+    data = read_webdataset(WebDatasetSource(source="webdataset", shards=str(tmp_path / "pool"), label_key="cls",
+                                            templates=["{}"]), "pool", 28, 1, stream=True)
+    first = data.images.decode(0, 28, 1, RangeReader())
+    changed = tmp_path / "pool" / "shard-00.tar"
+    changed.write_bytes(changed.read_bytes() + b"\x00" * 512)
+    fresh = data.images[torch.arange(len(data))]  # a new process's view: nothing checked yet
+    with pytest.raises(BadImage, match="changed after it was indexed") as caught:
+        fresh.decode(0, 28, 1, RangeReader())
+    assert caught.value.reason == "changed shard" and first.shape == (1, 28, 28)
+    assert torch.equal(fresh.decode(150, 28, 1, RangeReader()), data.images.decode(150, 28, 1, RangeReader()))
+
+
+def test_compressed_shards_are_refused_for_streaming_with_the_fix(pool, tmp_path):
+    import gzip
+
+    (tmp_path / "gz").mkdir()
+    (tmp_path / "gz" / "a.tar").write_bytes(gzip.compress((pool / "shard-00.tar").read_bytes()))
+    spec = WebDatasetSource(source="webdataset", shards=str(tmp_path / "gz"), label_key="cls", templates=["{}"])
+    with pytest.raises(UserError, match="compressed.*gunzip.*stream: false"):
+        read_webdataset(spec, "gz", 28, 1, stream=True)
+    assert len(read_webdataset(spec, "gz", 28, 1, stream=False)) == 100
+
+
+def test_a_mixture_streams_all_its_sources_or_says_so(tiny_overrides, pool):
+    both = recipe(tiny_overrides, pool, "datasets.pool.stream=true", "datasets.copy.source=webdataset",
+                  f"datasets.copy.shards={pool}/shard-0{{0..2}}.tar", "datasets.copy.label_key=cls",
+                  "datasets.copy.templates=['{}']", "datasets.copy.stream=true", "train.data={pool: 0.5, copy: 0.5}")
+    mixture = load_training_data(both)
+    assert mixture.data.streamed and mixture.sizes == [420, 210]
+    mixed = recipe(tiny_overrides, pool, "datasets.pool.stream=true", "train.data={pool: 0.5, mnist5k: 0.5}")
+    with pytest.raises(UserError, match="streams all its sources or none"):
+        load_training_data(mixed)
+
+
+def test_crop_boxes_follow_torchvision_random_resized_crop_ranges():
+    draws = CropDraws(0, (0.08, 1.0), (0.75, 4 / 3), False)
+    for row in range(200):
+        (left, top, right, bottom), mirror = draws.crop(7, row)(640, 360)
+        width, height = right - left, bottom - top
+        assert 0 <= left < right <= 640 and 0 <= top < bottom <= 360 and not mirror
+        assert 0.08 * 640 * 360 * 0.9 <= width * height <= 640 * 360
+        assert 0.7 <= width / height <= 1.4
+    assert draws.crop(7, 3)(640, 360) == draws.crop(7, 3)(640, 360) != draws.crop(8, 3)(640, 360)
+    import random
+
+    assert _box(10, 1000, (0.9, 1.0), (0.75, 4 / 3), random.Random(0)) == (0, 493, 10, 13)  # torchvision's fallback
+
+
+def test_a_crop_is_resampled_from_the_full_resolution_image(tmp_path):
+    """The decoded crop equals PIL cropping the full-size image then resizing it (torchvision's resized_crop)."""
+    rng = np.random.default_rng(0)
+    picture = Image.fromarray(rng.integers(0, 255, (300, 420, 3), dtype=np.uint8)).filter(
+        __import__("PIL.ImageFilter", fromlist=["x"]).GaussianBlur(3))
+    picture.save(tmp_path / "a.png")
+    box = (40, 30, 240, 230)
+    decoded = decode_image(tmp_path / "a.png", 64, 3, lambda w, h: (box, True))
+    expected = np.asarray(picture.crop(box).resize((64, 64), Image.Resampling.BICUBIC))[:, ::-1]
+    difference = np.abs(decoded.permute(1, 2, 0).numpy().astype(int) - expected.astype(int))
+    assert difference.mean() < 1.0 and decoded.shape == (3, 64, 64)
