@@ -77,9 +77,30 @@ def test_existing_run_directory_is_never_overwritten(tmp_path):
     assert (run / "notes.txt").read_text() == "precious"
 
 
-def test_resume_without_a_checkpoint(tmp_path):
-    code, out = invoke("pretrain", "--out", str(tmp_path / "nothing"), "--resume")
-    assert code == 2 and "config.yaml" in out
+def test_resume_needs_an_out_directory_and_never_adopts_a_folder_that_is_no_run(tmp_path):
+    code, out = invoke("pretrain", "--resume")
+    assert code == 2 and "--out" in out
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "todo.txt").write_text("precious")
+    code, out = invoke("pretrain", "--out", str(tmp_path / "notes"), "--resume")
+    assert code == 2 and "no config.yaml" in out and (tmp_path / "notes" / "todo.txt").read_text() == "precious"
+
+
+def test_one_command_line_starts_and_continues_a_preemptible_run(tmp_path, tiny_overrides):
+    """`pretrain RECIPE --set ... --out DIR --resume` starts the run in an empty DIR, and the very same line
+    resumes it (here: after a longer train.steps, a resumable key); another model key is refused by name."""
+    run = tmp_path / "run"
+    sets = [a for o in tiny_overrides for a in ("--set", o)]
+    line = ["pretrain", "default", "--out", str(run), "--resume", *sets]
+    assert invoke(*line, "--set", "train.steps=4")[0] == 0
+    assert (run / "checkpoints" / "step_4").is_dir()
+    code, out = invoke(*line, "--set", "train.steps=6")
+    assert code == 0, out
+    assert (run / "checkpoints" / "step_6").is_dir()
+    [before] = run.glob("config.before-*.yaml")  # the config the run started with is kept
+    assert "steps: 4" in before.read_text()
+    code, out = invoke(*line, "--set", "train.steps=6", "--set", "model.embed_dim=32")
+    assert code == 2 and "model.embed_dim: 16 → 32" in out and "train.lr" in out
 
 
 def test_resume_may_change_the_learning_rate_but_not_the_model(tmp_path, tiny_overrides):
@@ -87,7 +108,7 @@ def test_resume_may_change_the_learning_rate_but_not_the_model(tmp_path, tiny_ov
     sets = [a for o in tiny_overrides for a in ("--set", o)]
     assert invoke("pretrain", "--out", str(run), *sets, "--set", "train.steps=4")[0] == 0
     code, out = invoke("pretrain", "--out", str(run), "--resume", "--set", "model.embed_dim=32")
-    assert code == 2 and "train.lr" in out and "model.embed_dim=32" in out
+    assert code == 2 and "train.lr" in out and "model.embed_dim: 16 → 32" in out
     code, out = invoke("pretrain", "--out", str(run), "--resume", "--set", "train.lr=0.0001", "--set",
                        "train.steps=6")
     assert code == 0, out

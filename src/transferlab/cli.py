@@ -38,7 +38,9 @@ RecipeArg = Annotated[str | None, typer.Argument(help="a YAML recipe file or a b
                                                          "(default: the built-in 'default')")]
 OutOpt = Annotated[Path | None, typer.Option("--out", help="the run directory (default: runs/<name>-<time>)")]
 SetOpt = Annotated[list[str] | None, typer.Option("--set", help="override a recipe key: --set train.steps=300")]
-ResumeOpt = Annotated[bool, typer.Option("--resume", help="continue the run in --out from checkpoints/latest")]
+ResumeOpt = Annotated[bool, typer.Option("--resume", help="continue the run in --out from its newest checkpoint, or "
+                                                          "start it there if --out is empty (the same command line "
+                                                          "starts and continues a preemptible job)")]
 ProfileOpt = Annotated[bool, typer.Option("--profile", help="profile 10 training steps; writes where the time "
                                                             "goes to RUN/profile.txt")]
 DeviceOpt = Annotated[str | None, typer.Option("--device", help="auto, cpu, cuda, cuda:<i> or mps "
@@ -400,36 +402,55 @@ def _prepare_run_here(recipe_ref: str | None, out: Path | None, overrides: list[
 
     if device:
         overrides = overrides + [f"device={device}"]
-    if resume:
-        if out is None or not (out / "config.yaml").is_file():
-            raise UserError(f"--resume needs --out pointing at an existing run directory with a config.yaml"
-                            f"{'' if out is None else f'; {out} has none'}. Start a new run without --resume.")
-        changed = [o for o in overrides if not o.startswith(RESUME_SETTABLE)]
-        if recipe_ref is not None or changed:
-            raise UserError(f"--resume continues {out} with its saved config.yaml, so it takes no RECIPE, and --set "
-                            f"only for {', '.join(k.rstrip('=') for k in RESUME_SETTABLE)} (not {changed}). To "
-                            f"change anything else, start a new run in a new --out directory.")
-        recipe = load_recipe(out / "config.yaml", overrides)
-        if any(not o.startswith("device=") for o in overrides):  # the old config is kept beside the new one
-            shutil.copy2(out / "config.yaml", out / f"config.before-{datetime.now().strftime('%Y%m%d-%H%M%S')}.yaml")
-            atomic_write(out / "config.yaml", dump_recipe(recipe))
-        return out, recipe
+    if resume and out is None:
+        raise UserError("--resume needs --out: the run directory to continue (or to start, when it is empty).")
+    if resume and (out / "config.yaml").is_file():
+        return out, _resumed_recipe(out, recipe_ref, overrides)
     recipe = load_recipe(recipe_ref, overrides)
     if out is None:
         out = Path("runs") / f"{recipe.name}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise UserError(f"The run directory {out} already exists and is not empty; transferlab never overwrites "
-                        f"a run. Pass a new --out directory, or add --resume to continue that run.")
+        raise UserError(f"The run directory {out} already exists and is not empty" + (
+            " but holds no config.yaml, so it is no run to resume" if resume else "") + "; transferlab never "
+            "overwrites a run. Pass a new --out directory" + ("." if resume else ", or add --resume to continue "
+                                                                                "that run."))
     out.mkdir(parents=True, exist_ok=True)
     atomic_write(out / "config.yaml", dump_recipe(recipe))
     console.print(f"run directory: {out}")
     return out, recipe
 
 
+def _resumed_recipe(out: Path, recipe_ref: str | None, overrides: list[str]):
+    """The recipe to continue `out` with: RECIPE (or, without one, the saved config.yaml) plus the overrides, which
+    may differ from the saved config only in RESUME_SETTABLE keys. So the command line that started a run also
+    continues it; a changed key is refused by name. The saved config is kept beside an updated one."""
+    from transferlab.config import dump_recipe, load_recipe
+    from transferlab.fileio import atomic_write
+    from transferlab.train.logging import flatten
+
+    saved = load_recipe(out / "config.yaml")
+    recipe = load_recipe(out / "config.yaml" if recipe_ref is None else recipe_ref, overrides)
+    before, after = (flatten(r.model_dump(mode="json")) for r in (saved, recipe))
+    changed = sorted(key for key in before.keys() | after.keys() if before.get(key) != after.get(key))
+    refused = [key for key in changed if not f"{key}=".startswith(RESUME_SETTABLE)]
+    if refused:
+        shown = "; ".join(f"{key}: {before.get(key)!r} → {after.get(key)!r}" for key in refused[:6])
+        raise UserError(f"--resume continues {out}, whose saved config.yaml differs from this command's recipe in "
+                        f"{len(refused)} key(s) a resumed run may not change ({shown}). Only "
+                        f"{', '.join(k.rstrip('=') for k in RESUME_SETTABLE)} may change; pass the recipe and --set "
+                        f"options the run started with, or start a new run in a new --out directory.")
+    if changed and changed != ["device"]:  # the old config is kept beside the new one
+        shutil.copy2(out / "config.yaml", out / f"config.before-{datetime.now().strftime('%Y%m%d-%H%M%S')}.yaml")
+        atomic_write(out / "config.yaml", dump_recipe(recipe))
+    return recipe
+
+
 def _pretrain(recipe, run_dir: Path, resume: bool):
+    """Train; with --resume from the newest checkpoint, or from the start when the run has none yet (so one
+    command line both starts and continues a preemptible job)."""
     from transferlab.train.loop import pretrain
 
-    return pretrain(recipe, run_dir, resume=resume)
+    return pretrain(recipe, run_dir, resume=resume and any((run_dir / "checkpoints").glob("step_*")))
 
 
 def _evaluate_and_show(model, recipe, run_dir: Path, main: bool = True) -> dict:
