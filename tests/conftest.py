@@ -28,6 +28,12 @@ TINY = [
 ]
 
 
+@pytest.fixture(autouse=True, scope="session")
+def private_cache(tmp_path_factory):
+    """Shards downloaded for streaming go to a folder of the test session's, not the user's cache."""
+    os.environ["TRANSFERLAB_CACHE"] = str(tmp_path_factory.mktemp("cache"))
+
+
 @pytest.fixture(autouse=True)
 def one_thread_seeded():
     """Every test starts from the same global RNG state, whichever tests ran before it, and on one

@@ -195,3 +195,47 @@ def test_a_crop_is_resampled_from_the_full_resolution_image(tmp_path):
     expected = np.asarray(picture.crop(box).resize((64, 64), Image.Resampling.BICUBIC))[:, ::-1]
     difference = np.abs(decoded.permute(1, 2, 0).numpy().astype(int) - expected.astype(int))
     assert difference.mean() < 1.0 and decoded.shape == (3, 64, 64)
+
+
+@pytest.fixture
+def served(pool):
+    """The pool served over HTTP by `python -m http.server` on 127.0.0.1 (started and stopped here)."""
+    import socket
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = subprocess.Popen([sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1", "--directory",
+                               str(pool)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(100):
+            try:
+                urllib.request.urlopen(f"{url}/classnames.txt", timeout=1).close()
+                break
+            except OSError:
+                time.sleep(0.05)
+        yield url
+    finally:
+        server.terminate()
+        server.wait()
+
+
+def test_a_pool_served_over_http_trains_to_the_weights_of_the_same_pool_on_disk(tiny_overrides, pool, served,
+                                                                                   tmp_path):
+    loop.pretrain(recipe(tiny_overrides, pool, "datasets.pool.stream=true", "train.loader_workers=0"),
+                  tmp_path / "disk")
+    remote = [f"datasets.pool.shards={served}/shard-{{00..05}}.tar"]
+    loop.pretrain(load_recipe(None, [*tiny_overrides, *STREAMED, *remote, "train.loader_workers=1"]),
+                  tmp_path / "http")
+    assert_same(weights(tmp_path / "disk"), weights(tmp_path / "http"))
+
+
+def test_an_unreachable_url_is_a_clear_error(tmp_path):
+    spec = WebDatasetSource(source="webdataset", shards="http://127.0.0.1:9/shard-{0..1}.tar", bad_samples="error")
+    with pytest.raises(UserError, match=r"127.0.0.1:9/shard-0.tar: the shard cannot be opened.*Check the path or URL"):
+        read_webdataset(spec, "gone", 28, 1, stream=True)

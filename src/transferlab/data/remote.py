@@ -1,15 +1,20 @@
 """Reading shards and images by byte range, from local files or from URLs through fsspec.
 
-A streamed sample is read as one byte range of its shard (`read_range`): `os.pread` on a local file, a
-seek and a read (an HTTP range request, an S3 ranged GET) on a URL. Each process keeps its open files in a
-small cache, so a loader worker opens a shard once, not once per sample. `stamp` identifies a shard's
+A streamed sample is read as one byte range of its shard (`RangeReader.read`): `os.pread` on a local file,
+a seek and a read (an HTTP range request, an S3 ranged GET) on a URL. A server that cannot answer range
+requests (`python -m http.server`, some static hosts) has each of its shards downloaded once, whole, into
+the cache folder (TRANSFERLAB_CACHE, default ~/.cache/transferlab; shared by the loader workers, written
+under a temporary name and renamed), and read there. Each process keeps its open files in a small cache,
+so a loader worker opens a shard once, not once per sample. `stamp` identifies a shard's
 version (size and modification time, or the server's ETag), so a shard that changed after it was indexed
 is noticed instead of read at stale offsets.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
+import shutil
 from collections import OrderedDict
 from pathlib import Path
 
@@ -57,6 +62,24 @@ def stamp(source: str | Path) -> str:
     return f"{status.st_size}:{status.st_mtime_ns}"
 
 
+def cache_folder() -> Path:
+    return Path(os.environ.get("TRANSFERLAB_CACHE") or Path.home() / ".cache" / "transferlab")
+
+
+def downloaded(url: str) -> str:
+    """The local copy of the shard at `url` in the cache folder (one per version of the shard), fetched whole
+    on first use."""
+    version = hashlib.sha256(f"{url}\n{stamp(url)}".encode()).hexdigest()[:24]
+    path = cache_folder() / "shards" / f"{version}-{url.rsplit('/', 1)[-1][-60:]}"
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(f".{path.name}.{os.getpid()}.part")
+        with open_url(url) as source, open(partial, "wb") as target:
+            shutil.copyfileobj(source, target, 2**20)
+        os.replace(partial, path)
+    return str(path)
+
+
 class RangeReader:
     """Reads byte ranges of many files, keeping the most recently used ones open (one per process: file
     handles are not shared with forked loader workers, each opens its own)."""
@@ -70,8 +93,15 @@ class RangeReader:
         if isinstance(handle, int):
             data = os.pread(handle, size, offset)
         else:
-            handle.seek(offset)
-            data = handle.read(size)
+            try:
+                handle.seek(offset)
+                data = handle.read(size)
+            except ValueError as err:  # fsspec: "The HTTP server doesn't appear to support range requests"
+                if "range" not in str(err).lower():
+                    raise
+                self._files[source] = os.open(downloaded(source), os.O_RDONLY)
+                handle.close()
+                return self.read(source, offset, size)
         if len(data) != size:
             raise OSError(f"{source} ends before byte {offset + size}")
         return data

@@ -12,6 +12,7 @@ memory only when a sample needs them, and only up to a size limit, so a hostile 
 from __future__ import annotations
 
 import glob
+import gzip
 import io
 import json
 import re
@@ -121,7 +122,16 @@ def _shard_samples(path: Path | str, bad: BadSamples, keep: Callable[[str], bool
                    text: Collection[str], locate: Collection[str]) -> Iterator[dict[str, bytes | str]]:
     sample: dict[str, bytes | str] | None = None
     try:
-        with _open_stream(path) as tar:
+        opened = _open_stream(path)
+    except OSError as err:
+        if isinstance(err, gzip.BadGzipFile):
+            return _corrupt(bad, path, err)
+        return bad("unreachable shard", str(path), f"the shard cannot be opened ({err})",
+                   fix="Check the path or URL (and the network), or leave the shard out of `shards`")
+    except (tarfile.TarError, EOFError, zlib.error) as err:
+        return _corrupt(bad, path, err)
+    try:
+        with opened as tar:
             for member in tar:
                 if member.isdir():
                     continue
@@ -151,12 +161,15 @@ def _shard_samples(path: Path | str, bad: BadSamples, keep: Callable[[str], bool
                 else:
                     sample[ext] = tar.extractfile(member).read()
     except (tarfile.TarError, EOFError, OSError, zlib.error) as err:
-        bad("corrupt shard", str(path), f"the shard is corrupt or truncated ({type(err).__name__}: {err}), so the "
-                                        f"samples from there on cannot be read",
-            fix="Re-create or re-download the shard, or leave it out of `shards`")
-        return  # the sample being read when the damage began is incomplete: drop it
+        return _corrupt(bad, path, err)  # the sample being read when the damage began is incomplete: drop it
     if sample is not None:
         yield sample
+
+
+def _corrupt(bad: BadSamples, path: Path | str, err: Exception) -> None:
+    bad("corrupt shard", str(path), f"the shard is corrupt or truncated ({type(err).__name__}: {err}), so the "
+                                    f"samples from there on cannot be read",
+        fix="Re-create or re-download the shard, or leave it out of `shards`")
 
 
 def _open_stream(path: Path | str) -> tarfile.TarFile:
