@@ -230,7 +230,8 @@ def resolve_paths(recipe: Recipe | Suite, base: Path) -> Recipe | Suite:
         if isinstance(source, FolderSource):
             source.table = (base / source.table).resolve()
             source.images = (base / source.images).resolve() if source.images else source.table.parent
-        elif isinstance(source, WebDatasetSource) and "://" not in source.shards and not Path(source.shards).is_absolute():
+        elif isinstance(source, WebDatasetSource) and "://" not in source.shards \
+                and not Path(source.shards).is_absolute():  # URLs are absolute
             source.shards = str(base / source.shards)
         elif isinstance(source, TextPairSource) and source.table is not None:
             source.table = (base / source.table).resolve()
