@@ -239,3 +239,21 @@ def test_an_unreachable_url_is_a_clear_error(tmp_path):
     spec = WebDatasetSource(source="webdataset", shards="http://127.0.0.1:9/shard-{0..1}.tar", bad_samples="error")
     with pytest.raises(UserError, match=r"127.0.0.1:9/shard-0.tar: the shard cannot be opened.*Check the path or URL"):
         read_webdataset(spec, "gone", 28, 1, stream=True)
+
+
+def test_evaluating_on_a_streamed_dataset_gives_the_in_memory_results(tiny_overrides, pool, tmp_path):
+    """The feature pass decodes a streamed split batch by batch; every metric equals the in-memory pass's."""
+    from transferlab.evaluate.suite import evaluate, suite_of
+    from transferlab.models.encoder import from_dual_encoder
+
+    trained = recipe(tiny_overrides, pool, "datasets.pool.stream=false", "eval.tasks=[zeroshot_classification, "
+                     "linear_probe, knn]", "eval.knn.ks=[1, 5]")
+    model = loop.pretrain(trained, tmp_path / "run")
+    results = {}
+    for stream in (False, True):
+        suite = suite_of(recipe(tiny_overrides, pool, f"datasets.pool.stream={str(stream).lower()}",
+                                "eval.tasks=[zeroshot_classification, linear_probe, knn]", "eval.knn.ks=[1, 5]",
+                                "eval.batch_size=64"))
+        [results[stream]] = evaluate([(from_dual_encoder(model, "m", None), suite)], tmp_path / f"eval-{stream}")
+    assert [t["metrics"] for t in results[True]["tasks"]] == [t["metrics"] for t in results[False]["tasks"]]
+    assert results[True]["tasks"][1]["metrics"]["acc1"] > 0.5  # the linear probe: real features were compared

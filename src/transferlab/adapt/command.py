@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
 from transferlab.config import Suite, dump_recipe
+from transferlab.data.loader import decode_all
 from transferlab.data.sources import load_splits
 from transferlab.errors import UserError
 from transferlab.evaluate.features import image_embeddings
@@ -184,7 +185,9 @@ def _finetune(task: _Task, base: LoadedModel, method: str, parameters: dict, see
 
     model = _dual_encoder(base, method)
     train = task.splits["train"]
-    tuned = finetune(model, train.images[torch.as_tensor(task.chosen)], train.labels[torch.as_tensor(task.chosen)],
+    shots = decode_all(train.images[torch.as_tensor(task.chosen)], model.spec.image_size, model.spec.channels,
+                       strict=True)  # streamed data: only the few chosen images are decoded
+    tuned = finetune(model, shots, train.labels[torch.as_tensor(task.chosen)],
                      classnames=train.classnames, templates=task.suite.eval.templates, method=method, seed=seed,
                      **parameters)
     path = _save_model(tuned.model, base, out, {"method": method, "parameters": parameters, "seed": seed})

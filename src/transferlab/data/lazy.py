@@ -37,8 +37,9 @@ class LazyImages:
         return len(self.source)
 
     def __getitem__(self, index) -> LazyImages:
-        """The images at `index` (positions), over the same files."""
-        index = np.asarray(torch.as_tensor(index, dtype=torch.long).cpu().numpy(), dtype=np.int64)
+        """The images at `index` (positions, or a slice), over the same files."""
+        if not isinstance(index, slice):
+            index = np.asarray(torch.as_tensor(index, dtype=torch.long).cpu().numpy(), dtype=np.int64)
         return LazyImages(self.sources, self.stamps, self.source[index], self.offset[index], self.length[index])
 
     @classmethod

@@ -18,9 +18,11 @@ from __future__ import annotations
 import hashlib
 import os
 import random
+import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import torch
@@ -118,16 +120,26 @@ def stream_steps(dataset: StepImages, start: int, stop: int, workers: int, prefe
         yield loaded
 
 
-def decode_all(images: LazyImages, size: int, channels: int) -> torch.Tensor:
-    """Every image of `images`, decoded here at its centre square (uint8 [N, C, size, size]); an image that
-    cannot be decoded is left out (for small probe sets; training streams instead)."""
-    reader, decoded = RangeReader(), []
-    for i in range(len(images)):
+def decode_all(images: LazyImages | torch.Tensor, size: int, channels: int, strict: bool = False) -> torch.Tensor:
+    """Every image of `images`, decoded here at its centre square (uint8 [N, C, size, size]), on as many threads
+    as there would be loader workers (PIL decodes without holding the GIL). An image that cannot be decoded is
+    left out, or, when `strict`, a UserError naming it. A tensor is returned as it is."""
+    if isinstance(images, torch.Tensor):
+        return images
+    local = threading.local()
+
+    def decode(i: int) -> torch.Tensor | None:
+        if not hasattr(local, "reader"):
+            local.reader = RangeReader()
         try:
-            decoded.append(images.decode(i, size, channels, reader))
-        except BadImage:
-            continue
-    reader.close()
+            return images.decode(i, size, channels, local.reader)
+        except BadImage as err:
+            if strict:
+                raise UserError(f"{images.where(i)}: the image cannot be decoded ({err}). Fix or remove it from "
+                                f"the dataset.") from None
+            return None
+    with ThreadPoolExecutor(default_workers()) as pool:
+        decoded = [image for image in pool.map(decode, range(len(images))) if image is not None]
     return torch.stack(decoded) if decoded else torch.empty(0, channels, size, size, dtype=torch.uint8)
 
 

@@ -23,6 +23,8 @@ from tqdm import tqdm
 
 from transferlab import distributed
 from transferlab.data.dataset import ImageTextData
+from transferlab.data.lazy import LazyImages
+from transferlab.data.loader import decode_all
 from transferlab.data.pairs import TextPairData
 from transferlab.fileio import commit, temp_path
 from transferlab.models.encoder import Encoder
@@ -36,11 +38,15 @@ def auto_batch_size(device: torch.device) -> int:
 
 
 @torch.no_grad()
-def embed_images(encoder: Encoder, images: torch.Tensor, batch_size: int | None = None,
+def embed_images(encoder: Encoder, images: torch.Tensor | LazyImages, batch_size: int | None = None,
                  desc: str = "embed") -> torch.Tensor:
-    """Normalised embeddings [N, D] (float32, CPU) of uint8 images [N, C, H, W]."""
+    """Normalised embeddings [N, D] (float32, CPU) of uint8 images [N, C, H, W], or of streamed images, decoded
+    a batch at a time (memory for the features, not the pixels)."""
     encode = encoder.require("image", "Embedding images")
-    return _batched(lambda chunk: encode(encoder.preprocess(chunk.to(encoder.device))), images,
+
+    def pixels(chunk):
+        return decode_all(chunk, encoder.image_size, encoder.channels, strict=True).to(encoder.device)
+    return _batched(lambda chunk: encode(encoder.preprocess(pixels(chunk))), images,
                     batch_size or auto_batch_size(encoder.device), desc)
 
 
@@ -104,7 +110,8 @@ def cached(path: Path | None, inputs_key: str, compute: Callable[[], torch.Tenso
 
 def image_embeddings(encoder: Encoder, data: ImageTextData, split: str, cache_dir: Path | None,
                      batch_size: int | None = None) -> torch.Tensor:
-    key = hashlib.sha256(data.images.contiguous().numpy().tobytes()).hexdigest()
+    key = data.images.fingerprint() if data.streamed else \
+        hashlib.sha256(data.images.contiguous().numpy().tobytes()).hexdigest()
     path = _cache_file(cache_dir, encoder, f"{data.name}_{split}")
     return cached(path, key, lambda: embed_images(encoder, data.images, batch_size, f"embed {data.name}/{split}"))
 

@@ -16,6 +16,7 @@ import torch
 
 from transferlab.config import EvalSpec
 from transferlab.data.dataset import ImageTextData
+from transferlab.data.loader import decode_all
 from transferlab.errors import UserError
 from transferlab.evaluate.clustering import cluster_metrics
 from transferlab.evaluate.fewshot import fewshot_curve
@@ -183,7 +184,9 @@ def _finetune_factory(method: str, view: View, spec: EvalSpec) -> Callable:
     if not isinstance(view.model, DualEncoder):
         raise UserError(f"Few-shot method {method} fine-tunes the model, so it needs a transferlab model (a run or "
                         f"checkpoint directory). Drop it from eval.fewshot.methods for this model.")
-    images = torch.cat([view.splits["train"].images, view.data.images])
+    size, channels = view.model.spec.image_size, view.model.spec.channels
+    images = torch.cat([decode_all(view.splits["train"].images, size, channels, strict=True),
+                        decode_all(view.data.images, size, channels, strict=True)])
     kind = "lora" if method == "lora" else "full"
     alpha = spec.fewshot.wise_alpha if method == "wise_ft" else None
     return lambda: FineTuneClassifier(view.model, images, view.data.classnames, spec.templates, kind, alpha,
