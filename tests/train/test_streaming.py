@@ -257,3 +257,25 @@ def test_evaluating_on_a_streamed_dataset_gives_the_in_memory_results(tiny_overr
         [results[stream]] = evaluate([(from_dual_encoder(model, "m", None), suite)], tmp_path / f"eval-{stream}")
     assert [t["metrics"] for t in results[True]["tasks"]] == [t["metrics"] for t in results[False]["tasks"]]
     assert results[True]["tasks"][1]["metrics"]["acc1"] > 0.5  # the linear probe: real features were compared
+
+
+@pytest.mark.slow
+def test_torchrun_two_processes_with_two_workers_each_on_three_uneven_shards(tiny_overrides, tmp_path):
+    """2 ranks × 2 loader workers on shards of 150, 40 and 10 samples (fewer shards than workers in all, one tiny):
+    the run finishes, and since every step's samples are the one-process run's, the final weights agree with
+    it to float rounding (different samples would move them by ~1e-2)."""
+    from tests.torchrun import CLI, torchrun
+
+    data = load_bundled("mnist5k", "mnist5k", 28, 1, None).subset(torch.arange(200))
+    (tmp_path / "pool").mkdir()
+    for number, (start, stop) in enumerate([(0, 150), (150, 190), (190, 200)]):
+        write_webdataset(data.subset(torch.arange(start, stop)), tmp_path / "pool" / f"s{number}-%d.tar",
+                         samples_per_shard=200)
+    sets = [a for o in [*tiny_overrides, *STREAMED, f"datasets.pool.shards={tmp_path / 'pool'}",
+                        "datasets.pool.stream=true", "train.loader_workers=2"] for a in ("--set", o)]
+    torchrun(*CLI, "pretrain", "--out", str(tmp_path / "two"), *sets)
+    loop.pretrain(load_recipe(None, [sets[i + 1] for i in range(0, len(sets), 2)]), tmp_path / "one")
+    one, two = weights(tmp_path / "one"), weights(tmp_path / "two")
+    assert one.keys() == two.keys()
+    for key in one:
+        assert torch.allclose(one[key], two[key], atol=1e-5), key
