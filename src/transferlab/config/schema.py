@@ -66,8 +66,8 @@ class BundledSource(SourceBase):
 class StreamedSource(SourceBase):
     stream: bool | Literal["auto"] = Field(
         default="auto", description="decode images per step in loader workers instead of all at once into "
-                                    "memory; auto: stream when the decoded images would take more than "
-                                    "STREAM_ABOVE_BYTES (docs/streaming.md)")
+                                    "memory; auto: stream shards over 1 GiB on disk or remote, and folder "
+                                    "sources whose decoded images would take over 2 GiB (docs/streaming.md)")
 
 
 class FolderSource(StreamedSource):
