@@ -279,3 +279,23 @@ def test_torchrun_two_processes_with_two_workers_each_on_three_uneven_shards(tin
     assert one.keys() == two.keys()
     for key in one:
         assert torch.allclose(one[key], two[key], atol=1e-5), key
+
+
+def test_a_streamed_folder_source_trains_like_the_same_folder_in_memory(tiny_overrides, tmp_path):
+    """Folder + CSV sources keep paths in memory and decode per step: the same weights as decoding up front."""
+    from transferlab.data.images import encode_png
+
+    data = load_bundled("mnist5k", "mnist5k", 28, 1, None).subset(torch.arange(300))
+    (tmp_path / "images").mkdir()
+    rows = ["image,caption,label"]
+    for i in range(len(data)):
+        (tmp_path / "images" / f"{i}.png").write_bytes(encode_png(data.images[i]))
+        rows.append(f"{i}.png,{data.captions[i][0]},{data.classnames[int(data.labels[i])]}")
+    (tmp_path / "captions.csv").write_text("\n".join(rows) + "\n")
+    folder = ["datasets.digits2.source=folder", f"datasets.digits2.table={tmp_path / 'captions.csv'}",
+              f"datasets.digits2.images={tmp_path / 'images'}",
+              "datasets.digits2.label_column=label", "train.data=digits2", "eval.datasets=[digits2]"]
+    for stream in ("false", "true"):
+        loop.pretrain(load_recipe(None, [*tiny_overrides, *folder, f"datasets.digits2.stream={stream}",
+                                         "train.loader_workers=1"]), tmp_path / stream)
+    assert_same(weights(tmp_path / "false"), weights(tmp_path / "true"))
