@@ -2,6 +2,7 @@
 loader workers, bad samples replaced and counted, crops drawn from the full-resolution image."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -299,3 +300,24 @@ def test_a_streamed_folder_source_trains_like_the_same_folder_in_memory(tiny_ove
         loop.pretrain(load_recipe(None, [*tiny_overrides, *folder, f"datasets.digits2.stream={stream}",
                                          "train.loader_workers=1"]), tmp_path / stream)
     assert_same(weights(tmp_path / "false"), weights(tmp_path / "true"))
+
+
+def test_a_streamed_pool_is_read_through_once_then_indexed_from_the_cache(pool, tmp_path, monkeypatch):
+    from transferlab.data import shards
+
+    monkeypatch.setenv("TRANSFERLAB_CACHE", str(tmp_path / "cache"))
+    (tmp_path / "pool").mkdir()
+    for shard in pool.glob("*"):
+        (tmp_path / "pool" / shard.name).write_bytes(shard.read_bytes())
+    spec = WebDatasetSource(source="webdataset", shards=str(tmp_path / "pool"), label_key="cls", templates=["{}"])
+    first = read_webdataset(spec, "pool", 28, 1, stream=True)
+    real, scanned = shards._shard_samples, []
+    monkeypatch.setattr(shards, "_shard_samples", lambda path, *a: scanned.append(path) or real(path, *a))
+    again = read_webdataset(spec, "pool", 28, 1, stream=True)
+    assert scanned == [] and len(list((tmp_path / "cache" / "index").glob("*.json"))) == 6
+    assert again.captions == first.captions and torch.equal(again.labels, first.labels)
+    assert again.images.fingerprint() == first.images.fingerprint()
+    changed = tmp_path / "pool" / "shard-03.tar"
+    changed.write_bytes(changed.read_bytes() + b"\0" * 1024)  # a new version: read again, the others not
+    read_webdataset(spec, "pool", 28, 1, stream=True)
+    assert [Path(p).name for p in scanned] == ["shard-03.tar"]

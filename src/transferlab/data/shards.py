@@ -11,6 +11,7 @@ memory only when a sample needs them, and only up to a size limit, so a hostile 
 
 from __future__ import annotations
 
+import functools
 import glob
 import gzip
 import io
@@ -40,6 +41,7 @@ from transferlab.data.samples import (
     clean_captions,
     progress,
 )
+from transferlab.data.shard_index import cached_samples
 from transferlab.errors import UserError
 from transferlab.fileio import atomic_open, atomic_write
 
@@ -203,8 +205,14 @@ def read_webdataset(spec: WebDatasetSource, name: str, size: int, channels: int,
     templated = bool(spec.templates) and spec.label_key is not None
     text = {key for key in (spec.caption_key, spec.label_key) if key}
     wanted = {*text, "json"}
-    locate = IMAGE_EXTS if stream else ()
-    samples_in = iter_samples(sources, bad, lambda ext: ext in wanted or ext.lower() in IMAGE_EXTS, text, locate)
+    def keep(ext: str) -> bool:
+        return ext in wanted or ext.lower() in IMAGE_EXTS
+    if stream:  # each shard's index is cached: a resumed or repeated run does not read the pool again
+        signature = f"{sorted(wanted)}\n{sorted(text)}\n{IMAGE_EXTS}"
+        samples_in = (sample for source in sources for sample in cached_samples(
+            source, signature, bad, functools.partial(iter_samples, [source], bad, keep, text, IMAGE_EXTS)))
+    else:
+        samples_in = iter_samples(sources, bad, keep, text)
     located = Located(sources)
 
     def image(member: bytes | ByteRange, shard: str) -> torch.Tensor | int:
