@@ -320,3 +320,45 @@ def test_a_streamed_pool_is_read_through_once_then_indexed_from_the_cache(pool, 
     changed.write_bytes(changed.read_bytes() + b"\0" * 1024)  # a new version: read again, the others not
     read_webdataset(spec, "pool", 28, 1, stream=True)
     assert [Path(p).name for p in scanned] == ["shard-03.tar"]
+
+
+def test_a_hostile_pool_trains_to_the_end_and_every_skip_is_counted(tiny_overrides, tmp_path, monkeypatch):
+    """About 5% of each kind of damage: samples without a label, undecodable and truncated images, a shard cut
+    short, and, once training has begun, a shard rewritten (stale offsets) and one deleted (unreachable)."""
+    import io
+    import tarfile
+
+    data = load_bundled("mnist5k", "mnist5k", 28, 1, None).subset(torch.arange(400))
+    shards = write_webdataset(data, tmp_path / "pool" / "s-%02d.tar", samples_per_shard=20)  # 20 shards
+    for number, shard in enumerate(shards[:6]):  # 1 of 20 samples each: label gone, image garbage, image cut
+        with tarfile.open(shard) as tar:
+            members = [(m, tar.extractfile(m).read()) for m in tar.getmembers()]
+        with tarfile.open(shard, "w") as tar:
+            for member, payload in members:
+                key, ext = member.name.split(".")
+                if int(key) % 20 == 3 and ext == "cls" and number < 2:
+                    continue
+                if int(key) % 20 == 3 and ext == "png" and number in (2, 3):
+                    payload = b"\x89PNG not really"
+                if int(key) % 20 == 3 and ext == "png" and number in (4, 5):
+                    payload = payload[:len(payload) // 2]
+                member.size = len(payload)
+                tar.addfile(member, io.BytesIO(payload))
+    shards[6].write_bytes(shards[6].read_bytes()[:9000])  # cut short: the samples after the cut are lost
+    real_init = StepImages.__init__
+
+    def then_damage(self, *args, **kwargs):  # the pool changes under a running job
+        shards[7].write_bytes(shards[7].read_bytes() + b"\0" * 512)
+        shards[8].unlink()
+        real_init(self, *args, **kwargs)
+
+    monkeypatch.setattr(StepImages, "__init__", then_damage)
+    hostile = recipe(tiny_overrides, tmp_path / "pool", "datasets.pool.stream=true", "datasets.pool.bad_samples=skip",
+                     "train.loader_workers=0", "train.steps=24", "train.checkpoint_every=12")
+    loop.pretrain(hostile, tmp_path / "run")
+    report = json.loads((tmp_path / "run" / "data_report.json").read_text())
+    indexed, streamed = report["pool"]["skipped"], report[loop.STREAM_REPORT]["skipped"]
+    assert indexed == {"missing label": 2, "corrupt shard": 1}
+    assert set(streamed) == {"undecodable image", "truncated image", "changed shard", "unreachable shard"}
+    assert streamed["changed shard"] > 5 and streamed["unreachable shard"] > 5
+    assert latest_checkpoint(tmp_path / "run").name == "step_24"
