@@ -1,7 +1,8 @@
 """Model references: what `transferlab eval MODEL` accepts.
 
 - a transferlab run directory (its `checkpoints/latest` is used) or a checkpoint directory `step_<n>`;
-- `openclip:<config>` (seeded random init) or `openclip:<config>:<checkpoint file>`;
+- `openclip:<config>` (seeded random init), `openclip:<config>:<checkpoint file>`,
+  `openclip:<arch>:<pretrained tag>` or `openclip:hf-hub:<repo>` (models/openclip.py);
 - `hf:<directory>` or `hf:<installed package>` (sentence-transformers).
 
 Loading reads only safetensors, JSON and weights-only torch files; a reference never runs code from a file.
@@ -20,8 +21,8 @@ from transferlab.models.dual_encoder import DualEncoder
 from transferlab.models.encoder import Encoder, from_dual_encoder
 from transferlab.train.checkpoint import META_FILE, latest_checkpoint, read_checkpoint
 
-FORMS = ("a run directory, a checkpoints/step_<n> directory, openclip:<config>[:<checkpoint file>] or "
-         "hf:<directory or installed package>")
+FORMS = ("a run directory, a checkpoints/step_<n> directory, openclip:<config>[:<checkpoint file or pretrained "
+         "tag>], openclip:hf-hub:<repo> or hf:<directory or installed package>")
 
 
 @dataclass
@@ -37,8 +38,7 @@ def load_model(ref: str, device: torch.device, overrides: list[str] | tuple[str,
     if ref.startswith("openclip:"):
         from transferlab.models.openclip import load_openclip
 
-        config, _, checkpoint = ref.removeprefix("openclip:").partition(":")
-        return LoadedModel(load_openclip(config, checkpoint or None, device))
+        return LoadedModel(load_openclip(ref.removeprefix("openclip:"), device))
     if ref.startswith("hf:"):
         from transferlab.models.hf import load_hf
 
