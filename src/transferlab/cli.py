@@ -453,6 +453,8 @@ def _rows(tasks: list[dict]) -> list[tuple[str, str, dict]]:
     """(data, task, metrics) per row; retrieval gives a row per direction with R@k columns."""
     rows = []
     for task in tasks:
+        if not task["metrics"]:  # skipped: _show lists why
+            continue
         data, name = f"{task['dataset']}/{task['split']}", SHORT_NAMES.get(task["task"], task["task"])
         metrics = {k: v for k, v in task["metrics"].items() if not k.endswith("_std")}
         if task["task"] != "retrieval":
@@ -483,6 +485,10 @@ def _show(results: dict) -> None:
         for data, task, metrics in rows:
             table.add_row(data, task, *[_format(name, metrics.get(name)) for name in metric_names])
         console.print(table)
+    for task in results["tasks"]:
+        if task.get("skipped"):
+            console.print(f"skipped {task['task']} on {task['dataset']}/{task['split']}: {task['skipped']}",
+                          soft_wrap=True, highlight=False)
 
 
 def _format(name: str, value) -> str:

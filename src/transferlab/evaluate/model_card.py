@@ -66,6 +66,8 @@ def _results_block(results: dict) -> str:
             if metric.endswith("_ci95") and metric.removesuffix("_ci95") in metrics:
                 continue  # shown as the ± of its metric
             rows.append((md(t["dataset"]), md(t["split"]), md(task), md(metric), md(_value(task, metric, metrics))))
+        if t.get("skipped"):
+            rows.append((md(t["dataset"]), md(t["split"]), md(task), "skipped", md(t["skipped"])))
     meta = (f"Suite {md(results.get('suite', '—'))}, evaluated {md(results.get('created', '—'))}. "
             "Accuracies and recalls are percentages; ± is the half-width of a 95% confidence interval.")
     table = _table(("dataset", "split", "task", "metric", "value"), rows) if rows else "No tasks were evaluated."

@@ -97,10 +97,14 @@ def load_openclip(spec: str, device: torch.device, seed: int = 0) -> Encoder:
         state = read_weights(weights)
         with _quiet():
             model, _, transform = open_clip.create_model_and_transforms(config, pretrained=None)
-        missing, unexpected = model.load_state_dict(state, strict=False)
+        try:
+            missing, unexpected = model.load_state_dict(state, strict=False)
+        except RuntimeError as err:  # tensors of other shapes
+            missing, unexpected = [], [line.strip() for line in str(err).splitlines()[1:]]
         if missing or unexpected:
             raise UserError(f"{weights} does not fit open_clip config '{config}': missing {missing[:4]}, "
-                            f"unexpected {unexpected[:4]}. Pass the config the checkpoint was trained with.")
+                            f"unexpected or of another shape {unexpected[:4]}. Pass the config the checkpoint was "
+                            f"trained with.")
         source = {"library": "open_clip", "architecture": config, "weights": str(weights)}
     else:
         tag = pretrained_tag(config, weights)

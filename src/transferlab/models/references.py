@@ -3,7 +3,8 @@
 - a transferlab run directory (its `checkpoints/latest` is used) or a checkpoint directory `step_<n>`;
 - `openclip:<config>` (seeded random init), `openclip:<config>:<checkpoint file>`,
   `openclip:<arch>:<pretrained tag>` or `openclip:hf-hub:<repo>` (models/openclip.py);
-- `hf:<directory>` or `hf:<installed package>` (sentence-transformers).
+- `hf:<directory>`, `hf:<installed package>` or `hf:<hub id>` (sentence-transformers or transformers, models/hf.py);
+- `timm:<name>[:<pretrained tag or weights file>]` (image-only, models/timm_backbones.py).
 
 Loading reads only safetensors, JSON and weights-only torch files; a reference never runs code from a file.
 """
@@ -22,7 +23,7 @@ from transferlab.models.encoder import Encoder, from_dual_encoder
 from transferlab.train.checkpoint import META_FILE, latest_checkpoint, read_checkpoint
 
 FORMS = ("a run directory, a checkpoints/step_<n> directory, openclip:<config>[:<checkpoint file or pretrained "
-         "tag>], openclip:hf-hub:<repo> or hf:<directory or installed package>")
+         "tag>], openclip:hf-hub:<repo>, hf:<directory, installed package or hub id> or timm:<name>[:<tag or file>]")
 
 
 @dataclass
@@ -43,6 +44,10 @@ def load_model(ref: str, device: torch.device, overrides: list[str] | tuple[str,
         from transferlab.models.hf import load_hf
 
         return LoadedModel(load_hf(ref.removeprefix("hf:"), device))
+    if ref.startswith("timm:"):
+        from transferlab.models.timm_backbones import load_timm
+
+        return LoadedModel(load_timm(ref.removeprefix("timm:"), device))
     return _load_transferlab(ref, device, overrides)
 
 
