@@ -140,3 +140,28 @@ def test_references_that_name_no_weights(ref, message):
 def test_a_config_without_pretrained_weights_says_so(tiny):
     with pytest.raises(UserError, match="publishes no pretrained weights"):
         load_model("openclip:tiny-clip:some_tag", CPU)
+
+
+def test_same_weights_with_other_preprocessing_never_share_cached_features(tiny, tmp_path, monkeypatch):
+    from transferlab.data.dataset import ImageTextData
+    from transferlab.evaluate.features import image_embeddings
+
+    model, weights = tiny
+    monkeypatch.setitem(registry._PRETRAINED, "tiny-clip", {"tiny_tag": registry._pcfg(hf_hub=f"{REPO}/",
+                                                                                       resize_mode="squash")})
+    hub(monkeypatch, {"*": weights})
+    squash = load_model("openclip:tiny-clip:tiny_tag", CPU).encoder
+    shortest = load_model(f"openclip:tiny-clip:{weights}", CPU).encoder
+    assert all(torch.equal(v, shortest.module.state_dict()[k]) for k, v in squash.module.state_dict().items())
+    data = ImageTextData("toy", torch.randint(0, 256, (2, 3, 16, 16), dtype=torch.uint8), [["a"], ["b"]])
+    for encoder in (squash, shortest, squash):
+        image_embeddings(encoder, data, "test", tmp_path / "features")
+    assert len(list((tmp_path / "features").iterdir())) == 2
+
+
+def test_a_checkpoint_of_another_shape(tiny, tmp_path):
+    _, weights = tiny
+    wide = tmp_path / "wide-clip.json"
+    wide.write_text(json.dumps({**TINY_CLIP, "embed_dim": 32}))
+    with pytest.raises(UserError, match="does not fit open_clip config 'wide-clip'.*another shape"):
+        load_model(f"openclip:{wide}:{weights}", CPU)
