@@ -6,6 +6,7 @@
     transferlab rank MODEL [MODEL...]  transferability scores of models on a dataset, without training on it
     transferlab predict RUNS --target  scaling-law fits on a table of runs, extrapolated to larger runs
     transferlab curate POOL --out DIR  balance (MetaCLIP), deduplicate and filter an image-text pool of shards
+    transferlab export RUN --to FORMAT an open_clip checkpoint or safetensors + config, with a model card
 
 Every command takes `--out DIR` and `--set key=value`; bad input ends with a one-paragraph message and
 exit status 2, never a traceback. `run`, `pretrain` and `eval` also run as one process per device under
@@ -497,6 +498,20 @@ def _format(name: str, value) -> str:
     if name == "weight_decay":
         return f"{value:.2g}"
     return f"{value:g}" if name in ("k", "n_clusters") or not isinstance(value, float) else f"{value:.3f}"
+
+
+@app.command()
+@friendly
+def export(run: Annotated[str, typer.Argument(help="a run or checkpoint directory")],
+           to: Annotated[str, typer.Option("--to", help="openclip (runs with openclip:<config> towers: an open_clip "
+                                                        "checkpoint) or safetensors (any run)")],
+           out: Annotated[Path, typer.Option("--out", help="a new or empty directory for the files")]) -> None:
+    """Write a trained model in a form other tools load, with a model card; see docs/evaluation.md."""
+    from transferlab.export import export_model
+
+    _one_process("export")
+    for path in export_model(run, to, out):
+        console.print(f"wrote {path}", soft_wrap=True, highlight=False)
 
 
 def main() -> None:

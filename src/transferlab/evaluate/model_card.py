@@ -74,11 +74,13 @@ def _results_block(results: dict) -> str:
     return f"{START}\n## Evaluation results\n\n{meta}\n\n{table}\n{END}"
 
 
-def _new_card(results: dict, recipe_summary: dict | None, block: str) -> str:
+def _new_card(results: dict, recipe_summary: dict | None, block: str, usage: str | None = None) -> str:
     parts = [f"# {md(results.get('model', 'unknown model'))}", "A model trained and evaluated with transferlab."]
     if recipe_summary:
         rows = [(md(key), md(_setting(value))) for key, value in recipe_summary.items()]
         parts += ["## Model", _table(("property", "value"), rows)]
+    if usage:
+        parts += ["## Loading", f"```python\n{usage.strip()}\n```"]
     return "\n\n".join([*parts, block]) + "\n"
 
 
@@ -93,18 +95,19 @@ def _replace_block(text: str, block: str, path: Path) -> str:
     return text[:start] + block + text[end + len(END):]
 
 
-def write_model_card(run_dir: Path, results: dict, recipe_summary: dict | None = None) -> Path:
+def write_model_card(run_dir: Path, results: dict, recipe_summary: dict | None = None,
+                     usage: str | None = None) -> Path:
     """Write run_dir/README.md, or update only its results block if it exists; return its path.
 
-    `recipe_summary` is any flat dict of the model's facts; it goes into a new card only, as the user may
-    have edited that part since.
+    `recipe_summary` is any flat dict of the model's facts (source, license, preprocessing, ...) and `usage`
+    Python code that loads the model; they go into a new card only, as the user may have edited that part since.
     """
     path = Path(run_dir) / "README.md"
     block = _results_block(results)
     if path.exists():
         text = _replace_block(path.read_text(encoding="utf-8"), block, path)
     else:
-        text = _new_card(results, recipe_summary, block)
+        text = _new_card(results, recipe_summary, block, usage)
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(path, text)
     return path

@@ -82,7 +82,7 @@ def load_openclip(spec: str, device: torch.device, seed: int = 0) -> Encoder:
             raise UserError("openclip:hf-hub: needs a repository, e.g. openclip:hf-hub:laion/CLIP-ViT-B-32-"
                             "laion2B-s34B-b79K.")
         _fetch(spec, lambda: _fetch_hub(repo), hub_command(repo))
-        with _quiet():
+        with quiet():
             model, _, transform = open_clip.create_model_and_transforms(spec, require_pretrained=True)
         return _encoder(spec, repo, model, transform, open_clip.get_tokenizer(spec), device,
                         {"library": "open_clip", "hub": repo})
@@ -90,12 +90,12 @@ def load_openclip(spec: str, device: torch.device, seed: int = 0) -> Encoder:
     config = resolve_config(config)
     if not weights:
         torch.manual_seed(seed)  # a random init is then reproducible
-        with _quiet():  # open_clip warns "no pretrained weights loaded" when none are asked for
+        with quiet():  # open_clip warns "no pretrained weights loaded" when none are asked for
             model, _, transform = open_clip.create_model_and_transforms(config, pretrained=None)
         source = {"library": "open_clip", "architecture": config, "weights": f"random init, seed {seed}"}
     elif is_weights_file(weights):
         state = read_weights(weights)
-        with _quiet():
+        with quiet():
             model, _, transform = open_clip.create_model_and_transforms(config, pretrained=None)
         try:
             missing, unexpected = model.load_state_dict(state, strict=False)
@@ -112,7 +112,7 @@ def load_openclip(spec: str, device: torch.device, seed: int = 0) -> Encoder:
         command = (f"python -c \"import open_clip; open_clip.create_model_and_transforms('{config}', "
                    f"pretrained='{tag}')\"")
         _fetch(f"{config}:{tag}", lambda: open_clip.download_pretrained(cfg), command, cfg)
-        with _quiet():
+        with quiet():
             model, _, transform = open_clip.create_model_and_transforms(config, pretrained=tag)
         source = {"library": "open_clip", "architecture": config, "pretrained": tag,
                   "weights": cfg.get("hf_hub") or cfg.get("url") or cfg.get("file")}
@@ -171,7 +171,7 @@ def _fetch(name: str, download, command: str, cfg: dict | None = None) -> None:
 
 
 @contextlib.contextmanager
-def _quiet():
+def quiet():
     """open_clip logs at INFO and WARNING through the root logger; evaluation has its own progress output."""
     root = logging.getLogger()
     level = root.level
