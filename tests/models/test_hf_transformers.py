@@ -4,6 +4,8 @@ with save_pretrained give the library's own normalised features, and hub ids res
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -122,3 +124,29 @@ def test_directories_that_are_not_dual_encoders(tmp_path):
         **LAYERS, "image_size": 30, "patch_size": 10})).save_pretrained(weights_only)
     with pytest.raises(UserError, match="processor"):
         load_model(f"hf:{weights_only}", CPU)
+
+
+@pytest.mark.slow
+def test_a_transformers_model_runs_a_suite(tmp_path):
+    from typer.testing import CliRunner
+
+    from transferlab.cli import app
+
+    save_clip(tmp_path / "clip")
+    rng = np.random.default_rng(0)
+    rows = ["image,caption,label"]
+    for index in range(12):
+        Image.fromarray(rng.integers(0, 256, (20 + index, 33, 3), dtype=np.uint8)).save(tmp_path / f"{index}.png")
+        rows.append(f"{index}.png,a picture of kind {index % 2},kind{index % 2}")
+    (tmp_path / "pictures.csv").write_text("\n".join(rows) + "\n")
+    (tmp_path / "suite.yaml").write_text(json.dumps({
+        "name": "pictures",
+        "datasets": {"pictures": {"source": "folder", "table": str(tmp_path / "pictures.csv"), "label_column": "label",
+                                  "splits": {"train": 0.5, "val": 0.25, "test": 0.25}}},
+        "eval": {"datasets": ["pictures"], "tasks": ["zeroshot_classification", "ncm", "retrieval"]}}))
+    result = CliRunner().invoke(app, ["eval", f"hf:{tmp_path / 'clip'}", "--suite", str(tmp_path / "suite.yaml"),
+                                      "--out", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    tasks = json.loads((tmp_path / "out" / "results.json").read_text())["tasks"]
+    assert [t["task"] for t in tasks] == ["zeroshot_classification", "ncm", "retrieval"]
+    assert all(0 <= t["metrics"].get("acc1", 0) <= 1 and "skipped" not in t for t in tasks)
