@@ -142,7 +142,7 @@ def eval_(models: Annotated[list[str], typer.Argument(help="run or checkpoint di
     for results in all_results:
         _show(results)
     if model_card:
-        _write_model_cards(loaded, all_results)
+        _write_model_cards(loaded, all_results, out)
     console.print(f"results: {out}\nreport:  {out / 'report.html'}", soft_wrap=True)
 
 
@@ -320,12 +320,17 @@ def curate(pool: Annotated[str, typer.Argument(help="the pool's webdataset shard
     console.print(f"curated shards: {out}\nreport:         {out / 'report.html'}", soft_wrap=True)
 
 
-def _write_model_cards(loaded, all_results: list[dict]) -> None:
-    from transferlab.evaluate.model_card import write_model_card
+def _write_model_cards(loaded, all_results: list[dict], out: Path) -> None:
+    from transferlab.evaluate.model_card import source_facts, write_model_card
+    from transferlab.evaluate.suite import results_dirs
 
-    for item, results in zip(loaded, all_results, strict=True):
-        if item.run_dir is None:
-            console.print(f"no model card for {item.encoder.name}: it is not a transferlab run")
+    targets = results_dirs(out, [item.encoder.name for item in loaded])
+    for item, results, target in zip(loaded, all_results, targets, strict=True):
+        if item.run_dir is None:  # a model from elsewhere: its card goes beside its results.json
+            if item.encoder.source:
+                console.print(f"model card: {write_model_card(target, results, source_facts(item.encoder.source))}")
+            else:
+                console.print(f"no model card for {item.encoder.name}: it is not a transferlab run")
             continue
         spec = item.recipe
         summary = {"image tower": spec.model.image.name, "text tower": spec.model.text.name if spec.model.text

@@ -9,7 +9,6 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from transferlab.cli import app
-from transferlab.evaluate.model_card import write_model_card
 
 pytest.importorskip("timm")
 
@@ -36,7 +35,8 @@ def suite(tmp_path):
 
 def test_text_tasks_are_skipped_with_the_reason(suite, tmp_path):
     out = tmp_path / "out"
-    result = CliRunner().invoke(app, ["eval", "timm:resnet10t", "--suite", str(suite), "--out", str(out)])
+    result = CliRunner().invoke(app, ["eval", "timm:resnet10t", "--suite", str(suite), "--out", str(out),
+                                      "--model-card"])
     assert result.exit_code == 0, result.output
     tasks = {t["task"]: t for t in json.loads((out / "results.json").read_text())["tasks"]}
     assert tasks["zeroshot_classification"]["metrics"] == {} and tasks["retrieval"]["metrics"] == {}
@@ -47,5 +47,7 @@ def test_text_tasks_are_skipped_with_the_reason(suite, tmp_path):
     assert "skipped zeroshot_classification on shapes/test" in result.output
     report = (out / "report.html").read_text()
     assert "Skipped:" in report and "zeroshot_classification on shapes/test" in report
-    card = write_model_card(tmp_path / "card", json.loads((out / "results.json").read_text()))
-    assert "| skipped | zeroshot_classification needs a text encoder" in card.read_text()
+    card = (out / "README.md").read_text()  # --model-card: beside the results of a model from elsewhere
+    assert "| skipped | zeroshot_classification needs a text encoder" in card
+    assert "| library | timm |" in card and "| license | not stated by the source |" in card
+    assert "Resize(size=201, interpolation=bicubic" in card and "CenterCrop(size=(176, 176))" in card

@@ -11,6 +11,7 @@ from PIL import Image
 from safetensors.torch import save_file
 
 from transferlab.errors import UserError
+from transferlab.evaluate.model_card import source_facts
 from transferlab.models.references import load_model
 
 timm = pytest.importorskip("timm")
@@ -62,6 +63,9 @@ def test_a_pretrained_tag_through_timms_download(resnet, monkeypatch):
     encoder = load_model("timm:resnet10t:c3_in1k", CPU).encoder
     assert calls == ["timm/resnet10t.c3_in1k"]
     assert encoder.source["license"] == "apache-2.0" and encoder.source["pretrained"] == "c3_in1k"
+    facts = source_facts(encoder.source)
+    assert facts["license"] == "apache-2.0" and facts["weights"] == "timm/resnet10t.c3_in1k"
+    assert facts["preprocessing"].endswith("mean [0.485, 0.456, 0.406]; std [0.229, 0.224, 0.225]")
     assert_same_as_timm(encoder, model)
 
 

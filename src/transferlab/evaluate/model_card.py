@@ -74,8 +74,26 @@ def _results_block(results: dict) -> str:
     return f"{START}\n## Evaluation results\n\n{meta}\n\n{table}\n{END}"
 
 
+def source_facts(source: dict) -> dict:
+    """The facts of a card for a model transferlab did not train (an `Encoder.source`): where it comes from,
+    its license where the source states one, and the preprocessing its library publishes for it."""
+    facts = {key: source[key] for key in ("library", "architecture", "model", "hub", "class", "pretrained", "weights")
+             if source.get(key)}
+    facts["license"] = source.get("license") or "not stated by the source"
+    prep = source.get("preprocessing") or {}
+    mean, std = prep.get("mean", prep.get("image_mean")), prep.get("std", prep.get("image_std"))
+    parts = [prep["pixels"]] if prep.get("pixels") else [f"{key} {prep[key]}" for key in (
+        "size", "do_center_crop", "crop_size", "resample") if key in prep]
+    parts += [f"{name} {list(values)}" for name, values in (("mean", mean), ("std", std)) if values is not None]
+    if parts:
+        facts["preprocessing"] = "; ".join(str(part) for part in parts)
+    return facts
+
+
 def _new_card(results: dict, recipe_summary: dict | None, block: str, usage: str | None = None) -> str:
-    parts = [f"# {md(results.get('model', 'unknown model'))}", "A model trained and evaluated with transferlab."]
+    trained = recipe_summary is None or "library" not in recipe_summary
+    parts = [f"# {md(results.get('model', 'unknown model'))}",
+             "A model trained and evaluated with transferlab." if trained else "A model evaluated with transferlab."]
     if recipe_summary:
         rows = [(md(key), md(_setting(value))) for key, value in recipe_summary.items()]
         parts += ["## Model", _table(("property", "value"), rows)]

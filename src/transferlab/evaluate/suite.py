@@ -42,10 +42,8 @@ def evaluate(models: list[tuple[Encoder, Suite]], out_dir: Path, embedding_metho
     main = distributed.current().main
     if main:
         out_dir.mkdir(parents=True, exist_ok=True)
-    names = _unique_slugs([encoder.name for encoder, _ in models])
     sections = []
-    for (encoder, suite), slug in zip(models, names, strict=True):
-        target = out_dir if len(models) == 1 else out_dir / slug
+    for (encoder, suite), target in zip(models, results_dirs(out_dir, [e.name for e, _ in models]), strict=True):
         sections.append(run_suite(encoder, suite, target, out_dir / "features"))
     if main:
         write_report(out_dir / "report.html", sections, embedding_method=embedding_method)
@@ -115,6 +113,11 @@ def _first_side(encoder: Encoder, data, split: str, cache_dir: Path | None, batc
 def _finite(metrics: dict) -> dict:
     """Metrics with NaN (e.g. the interval of a single seed) as null, so results.json stays valid JSON."""
     return {k: None if isinstance(v, float) and v != v else v for k, v in metrics.items()}
+
+
+def results_dirs(out_dir: Path, names: list[str]) -> list[Path]:
+    """Where each model's results.json goes: `out_dir` for one model, `out_dir/<slug of its name>` for several."""
+    return [Path(out_dir)] if len(names) == 1 else [Path(out_dir) / slug for slug in _unique_slugs(names)]
 
 
 def _unique_slugs(names: list[str]) -> list[str]:
