@@ -90,8 +90,10 @@ def test_a_hub_id_resolves_through_the_hub_client(tmp_path, monkeypatch):
     import huggingface_hub
 
     save_clip(tmp_path)
+    (tmp_path / "README.md").write_text("---\nlicense: mit\ntags: [clip]\n---\n# tiny clip\n")
     monkeypatch.setattr(huggingface_hub, "snapshot_download", lambda repo_id, **kwargs: str(tmp_path))
-    assert load_model("hf:transferlab-test/tiny-clip", CPU).encoder.encode_text(["a cat"]).shape == (1, 16)
+    encoder = load_model("hf:transferlab-test/tiny-clip", CPU).encoder
+    assert encoder.encode_text(["a cat"]).shape == (1, 16) and encoder.source["license"] == "mit"
 
 
 def test_a_hub_id_offline_says_where_and_how(monkeypatch):

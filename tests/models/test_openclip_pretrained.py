@@ -165,3 +165,14 @@ def test_a_checkpoint_of_another_shape(tiny, tmp_path):
     wide.write_text(json.dumps({**TINY_CLIP, "embed_dim": 32}))
     with pytest.raises(UserError, match="does not fit open_clip config 'wide-clip'.*another shape"):
         load_model(f"openclip:{wide}:{weights}", CPU)
+
+
+def test_a_tokenizer_that_cannot_be_fetched_says_where_and_how(tiny, monkeypatch):
+    def offline(name, **kwargs):  # an hf_tokenizer_name config offline: transformers cannot reach the hub
+        raise OSError("We couldn't connect to 'https://huggingface.co' to load the files, and couldn't find them in "
+                      "the cached files.")
+
+    monkeypatch.setattr(open_clip, "get_tokenizer", offline)
+    with pytest.raises(UserError, match=r"The tokenizer of openclip:tiny-clip is not in the cache .*"
+                                        r"`python -c \"import open_clip; open_clip.get_tokenizer\('tiny-clip'\)\"`"):
+        load_model("openclip:tiny-clip", CPU)

@@ -84,8 +84,7 @@ def load_openclip(spec: str, device: torch.device, seed: int = 0) -> Encoder:
         _fetch(spec, lambda: _fetch_hub(repo), hub_command(repo))
         with quiet():
             model, _, transform = open_clip.create_model_and_transforms(spec, require_pretrained=True)
-        return _encoder(spec, repo, model, transform, open_clip.get_tokenizer(spec), device,
-                        {"library": "open_clip", "hub": repo})
+        return _encoder(spec, repo, model, transform, _tokenizer(spec), device, {"library": "open_clip", "hub": repo})
     config, _, weights = spec.partition(":")
     config = resolve_config(config)
     if not weights:
@@ -117,7 +116,7 @@ def load_openclip(spec: str, device: torch.device, seed: int = 0) -> Encoder:
         source = {"library": "open_clip", "architecture": config, "pretrained": tag,
                   "weights": cfg.get("hf_hub") or cfg.get("url") or cfg.get("file")}
     name = ":".join([config, *([source.get("pretrained", weights)] if weights else [])])
-    return _encoder(name, config, model, transform, open_clip.get_tokenizer(config), device, source)
+    return _encoder(name, config, model, transform, _tokenizer(config), device, source)
 
 
 def is_weights_file(weights: str) -> bool:
@@ -156,18 +155,28 @@ def _fetch_hub(repo: str) -> None:
     download_pretrained_from_hf(repo)
 
 
-def _fetch(name: str, download, command: str, cfg: dict | None = None) -> None:
-    """Run `download` (open_clip's own fetch of a checkpoint); any failure becomes one actionable message."""
+def _tokenizer(name: str):
+    """open_clip's tokenizer of `name`; configs with a Hugging Face tokenizer fetch it from the hub."""
+    import open_clip
+
+    return _fetch(name, lambda: open_clip.get_tokenizer(name),
+                  f"python -c \"import open_clip; open_clip.get_tokenizer('{name}')\"", what="tokenizer")
+
+
+def _fetch(name: str, download, command: str, cfg: dict | None = None, what: str = "weights"):
+    """`download()` (open_clip's own fetch of a checkpoint or tokenizer); any failure becomes one actionable
+    message."""
     try:
-        download()
-    except Exception as err:  # network, cache, authentication or a missing file: all mean "no weights here"
+        return download()
+    except Exception as err:  # network, cache, authentication or a missing file: all mean "not here"
         url_only = cfg is not None and not cfg.get("hf_hub") and cfg.get("url")
         cache = os.path.expanduser("~/.cache/clip") if url_only else hub_cache()
         first_line = (str(err).strip().splitlines() or [""])[0][:300]
-        raise UserError(f"The weights of openclip:{name} are not in the cache ({cache}) and cannot be downloaded "
-                        f"here ({type(err).__name__}: {first_line}). On a machine with network run `{command}`, "
-                        f"then copy {cache} to this machine (or point HF_HUB_CACHE at the copy); or download "
-                        f"the weights file and pass openclip:<config>:<file>.") from None
+        raise UserError(f"The {what} of openclip:{name} {'is' if what == 'tokenizer' else 'are'} not in the cache "
+                        f"({cache}) and cannot be downloaded here ({type(err).__name__}: {first_line}). On a machine "
+                        f"with network run `{command}`, then copy {cache} to this machine (or point HF_HUB_CACHE at "
+                        f"the copy)" + ("; or download the weights file and pass openclip:<config>:<file>."
+                                        if what == "weights" else ".")) from None
 
 
 @contextlib.contextmanager
