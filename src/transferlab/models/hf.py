@@ -26,6 +26,7 @@ from transferlab.models.encoder import Encoder, weights_fingerprint
 from transferlab.models.hf_transformers import load_transformers, model_type
 
 HUB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*")
+SNAPSHOT_FILES = ["*.json", "*.safetensors", "*.txt", "*.model", "README.md"]  # `*` spans subfolders too
 
 
 def model_directory(ref: str) -> Path:
@@ -57,8 +58,8 @@ def hub_snapshot(repo: str) -> Path:
     import huggingface_hub
     from huggingface_hub import constants
 
-    try:
-        return Path(huggingface_hub.snapshot_download(repo))
+    try:  # configs, tokenizers, processors and safetensors weights: not a repository's pickles, ONNX or TF copies
+        return Path(huggingface_hub.snapshot_download(repo, allow_patterns=SNAPSHOT_FILES))
     except Exception as err:  # network, cache, authentication or a missing repository: no model here
         first_line = (str(err).strip().splitlines() or [""])[0][:300]
         raise UserError(f"hf:{repo} is not a directory or an installed package, so it names a hub repository, whose "
@@ -81,8 +82,8 @@ def license_of(directory: Path) -> str | None:
 
 def load_hf(ref: str, device: torch.device) -> Encoder:
     directory = model_directory(ref)
-    source = {"model": ref, "directory": str(directory), **({"license": license_of(directory)}
-                                                            if license_of(directory) else {})}
+    model_license = license_of(directory)
+    source = {"model": ref, "directory": str(directory), **({"license": model_license} if model_license else {})}
     if (directory / "modules.json").is_file():
         return _load_sentence_transformers(directory, f"hf:{ref}", device, source)
     if model_type(directory):
