@@ -206,11 +206,13 @@ def without_text(task: str, spec: EvalSpec, model: str) -> tuple[EvalSpec | None
     text = [m for m in spec.fewshot.methods if m in TEXT_METHODS] if task == "fewshot" else []
     if not text:
         return spec, None
+    plural = len(text) > 1
+    skipped = f"few-shot method{'s' if plural else ''} {', '.join(text)} need{'' if plural else 's'} a text encoder; " \
+              f"{reason}"
     rest = [m for m in spec.fewshot.methods if m not in TEXT_METHODS]
-    skipped = f"few-shot method{'s' if len(text) > 1 else ''} {', '.join(text)} need{'' if len(text) > 1 else 's'} " \
-              f"a text encoder; {reason}"
-    return (spec.model_copy(update={"fewshot": spec.fewshot.model_copy(update={"methods": rest})}) if rest
-            else None), skipped
+    if not rest:
+        return None, skipped
+    return spec.model_copy(update={"fewshot": spec.fewshot.model_copy(update={"methods": rest})}), skipped
 
 
 def retrieval(view: View, spec: EvalSpec) -> Result:

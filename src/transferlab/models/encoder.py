@@ -6,7 +6,7 @@ into the same space. Either is None for a model without that tower (an image-onl
 sentence encoder). A text-text model embeds its left texts with `encode_query` (and has no images).
 `fingerprint` changes whenever the weights or the preprocessing do, and keys the feature cache.
 
-`decode` is the model's own way from an image file to those uint8 pixels: for a model from open_clip, timm
+`decode` is the model's own way from a PIL image to those uint8 pixels: for a model from open_clip, timm
 or transformers, that library's published resize and crop (interpolation, resize mode, crop fraction), so
 `preprocess(decode(image))` is what the library's transform gives. `source` says where the model comes from
 (library, name, weights, license, preprocessing) for model cards and exports.

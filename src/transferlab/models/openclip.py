@@ -81,7 +81,7 @@ def load_openclip(spec: str, device: torch.device, seed: int = 0) -> Encoder:
         if not repo.strip("/"):
             raise UserError("openclip:hf-hub: needs a repository, e.g. openclip:hf-hub:laion/CLIP-ViT-B-32-"
                             "laion2B-s34B-b79K.")
-        _fetch(spec, lambda: _fetch_hub(repo), hub_command(repo))
+        _fetch(spec, lambda: _fetch_hub(repo), f"hf download {repo}")
         with quiet():
             model, _, transform = open_clip.create_model_and_transforms(spec, require_pretrained=True)
         return _encoder(spec, repo, model, transform, _tokenizer(spec), device, {"library": "open_clip", "hub": repo})
@@ -137,22 +137,18 @@ def pretrained_tag(config: str, tag: str) -> str:
                     f"{listing}.{did_you_mean(tag, known)}")
 
 
-def hub_cache() -> str:
-    from huggingface_hub import constants
-
-    return constants.HF_HUB_CACHE
-
-
-def hub_command(repo: str) -> str:
-    return f"hf download {repo}"
-
-
 def _fetch_hub(repo: str) -> None:
     """open_clip's config and weights files of hub repository `repo`, into the hub cache."""
     from open_clip.pretrained import download_pretrained_from_hf
 
     download_pretrained_from_hf(repo, filename="open_clip_config.json")
     download_pretrained_from_hf(repo)
+
+
+def _hub_cache() -> str:
+    from huggingface_hub import constants
+
+    return constants.HF_HUB_CACHE
 
 
 def _tokenizer(name: str):
@@ -170,7 +166,7 @@ def _fetch(name: str, download, command: str, cfg: dict | None = None, what: str
         return download()
     except Exception as err:  # network, cache, authentication or a missing file: all mean "not here"
         url_only = cfg is not None and not cfg.get("hf_hub") and cfg.get("url")
-        cache = os.path.expanduser("~/.cache/clip") if url_only else hub_cache()
+        cache = os.path.expanduser("~/.cache/clip") if url_only else _hub_cache()
         first_line = (str(err).strip().splitlines() or [""])[0][:300]
         raise UserError(f"The {what} of openclip:{name} {'is' if what == 'tokenizer' else 'are'} not in the cache "
                         f"({cache}) and cannot be downloaded here ({type(err).__name__}: {first_line}). On a machine "
