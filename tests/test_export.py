@@ -112,3 +112,11 @@ def test_openclip_export_loads_in_open_clip_with_strict_keys_and_equal_embedding
     assert image_gap < 1e-6 and text_gap < 1e-6, (image_gap, text_gap)
     assert torch.equal(theirs["local_image"], theirs["image"])
     assert "open_clip.create_model_and_transforms(\"local-dir:" in (tmp_path / "out" / "README.md").read_text()
+
+
+@pytest.mark.parametrize(("text", "message"), [("{not json", "cannot be read"),
+                                               ('{"format": "something-else"}', "not a transferlab model export")])
+def test_an_export_config_that_is_not_one(tmp_path, text, message):
+    (tmp_path / "transferlab_model.json").write_text(text)
+    with pytest.raises(UserError, match=message):
+        load_model(str(tmp_path), CPU)
