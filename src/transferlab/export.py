@@ -116,7 +116,8 @@ USAGE = {
     "openclip": '''import open_clip
 
 model, _, preprocess = open_clip.create_model_and_transforms("local-dir:{out}")
-tokenizer = open_clip.get_tokenizer("local-dir:{out}")''',
+tokenizer = open_clip.get_tokenizer("local-dir:{out}")
+# in transferlab: transferlab.load_model("openclip:local-dir:{out}"), transferlab eval openclip:local-dir:{out}''',
     "safetensors": '''from transferlab.models.exported import load_exported
 
 model = load_exported("{out}")  # a transferlab DualEncoder; or transferlab.load_model("{out}") to embed files''',

@@ -102,6 +102,19 @@ def test_an_hf_hub_repository_loads_its_config_weights_and_preprocessing(tiny, t
     assert_same_as_open_clip(encoder, model, {"size": 16, **preprocess})
 
 
+def test_a_local_directory_in_the_hub_layout(tiny, tmp_path):
+    model, weights = tiny
+    preprocess = {"mean": MEAN, "std": STD, "interpolation": "bilinear", "resize_mode": "shortest"}
+    directory = tmp_path / "exported"
+    directory.mkdir()
+    (directory / "open_clip_config.json").write_text(json.dumps({"model_cfg": TINY_CLIP, "preprocess_cfg": preprocess}))
+    (directory / "open_clip_model.safetensors").write_bytes(weights.read_bytes())
+    encoder = load_model(f"openclip:local-dir:{directory}", CPU).encoder
+    assert_same_as_open_clip(encoder, model, {"size": 16, **preprocess})
+    with pytest.raises(UserError, match="has no open_clip_config.json"):
+        load_model(f"openclip:local-dir:{tmp_path}", CPU)
+
+
 def test_a_checkpoint_file_keeps_working_with_the_configs_preprocessing(tiny):
     model, weights = tiny
     encoder = load_model(f"openclip:tiny-clip:{weights}", CPU).encoder

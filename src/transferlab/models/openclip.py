@@ -6,7 +6,8 @@
   True)`, never unpickled. A path that exists, or ends in .safetensors, .pt, .pth or .bin, is a file;
 - `openclip:<arch>:<pretrained tag>`: a checkpoint of open_clip's pretrained registry
   (`open_clip.list_pretrained_tags_by_model(arch)`), fetched by open_clip's own download code into its cache;
-- `openclip:hf-hub:<repo>`: an open_clip model published on the Hugging Face hub (config and weights).
+- `openclip:hf-hub:<repo>`: an open_clip model published on the Hugging Face hub (config and weights);
+- `openclip:local-dir:<directory>`: the same files in a directory (`transferlab export --to openclip` writes one).
 
 Weights are fetched first, on their own, so that a machine without network or cache gets one message
 naming the cache and the command that fills it, not a hub client's traceback. The model is then built by
@@ -85,6 +86,16 @@ def load_openclip(spec: str, device: torch.device, seed: int = 0) -> Encoder:
         with quiet():
             model, _, transform = open_clip.create_model_and_transforms(spec, require_pretrained=True)
         return _encoder(spec, repo, model, transform, _tokenizer(spec), device, {"library": "open_clip", "hub": repo})
+    if spec.startswith("local-dir:"):  # what `transferlab export --to openclip` writes, and hub repositories hold
+        directory = Path(spec.removeprefix("local-dir:"))
+        if not (directory / "open_clip_config.json").is_file():
+            raise UserError(f"{directory} has no open_clip_config.json; openclip:local-dir:<dir> names a directory "
+                            f"with open_clip_config.json and the weights (what transferlab export --to openclip and "
+                            f"open_clip's hub repositories hold).")
+        with quiet():
+            model, _, transform = open_clip.create_model_and_transforms(spec, require_pretrained=True)
+        return _encoder(spec, str(directory), model, transform, _tokenizer(spec), device,
+                        {"library": "open_clip", "directory": str(directory)})
     config, _, weights = spec.partition(":")
     config = resolve_config(config)
     if not weights:

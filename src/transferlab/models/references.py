@@ -3,7 +3,7 @@
 - a transferlab run directory (its `checkpoints/latest` is used), a checkpoint directory `step_<n>`, or a
   directory written by `transferlab export --to safetensors` (models/exported.py);
 - `openclip:<config>` (seeded random init), `openclip:<config>:<checkpoint file>`,
-  `openclip:<arch>:<pretrained tag>` or `openclip:hf-hub:<repo>` (models/openclip.py);
+  `openclip:<arch>:<pretrained tag>`, `openclip:hf-hub:<repo>` or `openclip:local-dir:<dir>` (models/openclip.py);
 - `hf:<directory>`, `hf:<installed package>` or `hf:<hub id>` (sentence-transformers or transformers, models/hf.py);
 - `timm:<name>[:<pretrained tag or weights file>]` (image-only, models/timm_backbones.py).
 
@@ -25,7 +25,7 @@ from transferlab.models.exported import CONFIG_FILE, load_exported, read_export_
 from transferlab.train.checkpoint import META_FILE, latest_checkpoint, read_checkpoint
 
 FORMS = ("a run directory, a checkpoints/step_<n> directory, an exported model directory, "
-         "openclip:<config>[:<checkpoint file or pretrained tag>], openclip:hf-hub:<repo>, "
+         "openclip:<config>[:<checkpoint file or pretrained tag>], openclip:hf-hub:<repo> or local-dir:<dir>, "
          "hf:<directory, installed package or hub id> or timm:<name>[:<tag or file>]")
 
 
