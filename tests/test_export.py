@@ -111,6 +111,9 @@ def test_openclip_export_loads_in_open_clip_with_strict_keys_and_equal_embedding
         text_gap = (ours.encode_text(CAPTIONS) - theirs["text"]).abs().max()
     assert image_gap < 1e-6 and text_gap < 1e-6, (image_gap, text_gap)
     assert torch.equal(theirs["local_image"], theirs["image"])
+    exported = load_model(f"openclip:local-dir:{tmp_path / 'out'}", CPU).encoder  # and back into transferlab
+    with torch.no_grad():
+        assert (exported.encode_image(exported.preprocess(images)) - ours.encode_image(pixels)).abs().max() < 1e-6
     assert "open_clip.create_model_and_transforms(\"local-dir:" in (tmp_path / "out" / "README.md").read_text()
 
 
