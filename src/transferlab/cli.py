@@ -2,7 +2,7 @@
 
     transferlab run [RECIPE]           pretrain, then evaluate (the built-in `default` recipe by default)
     transferlab pretrain [RECIPE]      pretrain only
-    transferlab eval MODEL [MODEL...]  evaluate runs, checkpoints, openclip: or hf: models on a suite
+    transferlab eval MODEL [MODEL...]  evaluate runs, checkpoints, openclip:, hf: or timm: models on a suite
     transferlab rank MODEL [MODEL...]  transferability scores of models on a dataset, without training on it
     transferlab predict RUNS --target  scaling-law fits on a table of runs, extrapolated to larger runs
     transferlab curate POOL --out DIR  balance (MetaCLIP), deduplicate and filter an image-text pool of shards
@@ -106,8 +106,9 @@ def pretrain(recipe: RecipeArg = None, out: OutOpt = None, set_: SetOpt = None, 
 
 @app.command("eval")
 @friendly
-def eval_(models: Annotated[list[str], typer.Argument(help="run or checkpoint directories, openclip:<config>"
-                                                           "[:<checkpoint>], hf:<dir or package>")],
+def eval_(models: Annotated[list[str], typer.Argument(help="run, checkpoint or export directories, openclip:<config>"
+                                                           "[:<checkpoint or pretrained tag>], openclip:hf-hub:<repo>, "
+                                                           "hf:<dir, package or hub id>, timm:<name>[:<tag or file>]")],
           suite: Annotated[str | None, typer.Option(
               "--suite", help="a suite YAML file or built-in suite name (default: a run's own recipe, "
                               "else 'default')")] = None,

@@ -75,7 +75,10 @@ def resolve_config(config: str) -> str:
 
 def load_openclip(spec: str, device: torch.device, seed: int = 0) -> Encoder:
     """The encoder `openclip:<spec>` names (see the module's docstring for the forms of `spec`)."""
-    import open_clip
+    try:
+        import open_clip
+    except ImportError:
+        raise UserError(f"openclip:{spec} needs the open_clip_torch package: pip install open_clip_torch") from None
 
     if spec.startswith("hf-hub:"):
         repo = spec.removeprefix("hf-hub:")
