@@ -116,6 +116,9 @@ def test_directories_that_are_not_dual_encoders(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(UserError, match="neither a sentence-transformers model directory.*nor a transformers"):
         load_model(f"hf:{tmp_path / 'empty'}", CPU)
+    (tmp_path / "empty" / "open_clip_config.json").write_text("{}")
+    with pytest.raises(UserError, match="holds an open_clip model.*openclip:local-dir:"):
+        load_model(f"hf:{tmp_path / 'empty'}", CPU)
     bert = tmp_path / "bert"
     transformers.BertModel(transformers.BertConfig(vocab_size=50, hidden_size=8, num_hidden_layers=1,
                                                    num_attention_heads=2, intermediate_size=16)).save_pretrained(bert)

@@ -88,6 +88,9 @@ def load_hf(ref: str, device: torch.device) -> Encoder:
         return _load_sentence_transformers(directory, f"hf:{ref}", device, source)
     if model_type(directory):
         return load_transformers(directory, f"hf:{ref}", device, source)
+    if (directory / "open_clip_config.json").is_file():
+        raise UserError(f"{directory} holds an open_clip model (open_clip_config.json): name it openclip:hf-hub:{ref} "
+                        f"(a hub repository) or openclip:local-dir:{directory} instead of hf:{ref}.")
     raise UserError(f"{directory} is neither a sentence-transformers model directory (no modules.json) nor a "
                     f"transformers one (no config.json with a model_type). Save the model with "
                     f"SentenceTransformer.save(dir) or model.save_pretrained(dir) + processor.save_pretrained(dir).")
