@@ -91,6 +91,17 @@ def test_a_pretrained_tag_loads_with_its_published_preprocessing(tiny, monkeypat
                                               "resize_mode": "squash"})
 
 
+def test_a_tag_trained_with_quickgelu_gets_quickgelu(tiny, monkeypatch):
+    from open_clip.transformer import QuickGELU
+
+    _, weights = tiny
+    monkeypatch.setitem(registry._PRETRAINED, "tiny-clip", {"openai_like": registry._pcfg(hf_hub=f"{REPO}/",
+                                                                                          quick_gelu=True)})
+    hub(monkeypatch, {"*": weights})
+    encoder = load_model("openclip:tiny-clip:openai_like", CPU).encoder
+    assert any(isinstance(module, QuickGELU) for module in encoder.module.modules())
+
+
 def test_an_hf_hub_repository_loads_its_config_weights_and_preprocessing(tiny, tmp_path, monkeypatch):
     model, weights = tiny
     preprocess = {"mean": MEAN, "std": STD, "interpolation": "bicubic", "resize_mode": "longest"}

@@ -12,7 +12,8 @@
 Weights are fetched first, on their own, so that a machine without network or cache gets one message
 naming the cache and the command that fills it, not a hub client's traceback. The model is then built by
 `open_clip.create_model_and_transforms`, with the checkpoint's published preprocessing (mean, std, size,
-interpolation, resize mode) and its tokenizer.
+interpolation, resize mode), its tokenizer, and its activation: a tag trained with QuickGELU (OpenAI's
+weights, `openclip:ViT-B-32:openai`) gets QuickGELU, where open_clip itself would only warn of the mismatch.
 """
 
 from __future__ import annotations
@@ -125,8 +126,9 @@ def load_openclip(spec: str, device: torch.device, seed: int = 0) -> Encoder:
         command = (f"python -c \"import open_clip; open_clip.create_model_and_transforms('{config}', "
                    f"pretrained='{tag}')\"")
         _fetch(f"{config}:{tag}", lambda: open_clip.download_pretrained(cfg), command, cfg)
-        with quiet():
-            model, _, transform = open_clip.create_model_and_transforms(config, pretrained=tag)
+        with quiet():  # built as the checkpoint was trained: open_clip only warns when its QuickGELU differs
+            model, _, transform = open_clip.create_model_and_transforms(config, pretrained=tag,
+                                                                        force_quick_gelu=bool(cfg.get("quick_gelu")))
         source = {"library": "open_clip", "architecture": config, "pretrained": tag,
                   "weights": cfg.get("hf_hub") or cfg.get("url") or cfg.get("file")}
     name = ":".join([config, *([source.get("pretrained", weights)] if weights else [])])
