@@ -200,3 +200,18 @@ def test_a_tokenizer_that_cannot_be_fetched_says_where_and_how(tiny, monkeypatch
     with pytest.raises(UserError, match=r"The tokenizer of openclip:tiny-clip is not in the cache .*"
                                         r"`python -c \"import open_clip; open_clip.get_tokenizer\('tiny-clip'\)\"`"):
         load_model("openclip:tiny-clip", CPU)
+
+
+def test_suite_decoding_equals_open_clips_default_transform(tiny):
+    """Suites decode image files with transferlab's own resize and crop: for open_clip's default preprocessing
+    (shortest side, bicubic) those are open_clip's pixels exactly (docs/evaluation.md, Preprocessing)."""
+    import io
+
+    from transferlab.data.images import decode_image
+
+    _, weights = tiny
+    encoder = load_model(f"openclip:tiny-clip:{weights}", CPU).encoder
+    for image in images():
+        png = io.BytesIO()
+        image.save(png, format="PNG")
+        assert torch.equal(decode_image(png.getvalue(), encoder.image_size, 3), encoder.decode(image))
