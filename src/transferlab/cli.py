@@ -2,10 +2,11 @@
 
     transferlab run [RECIPE]           pretrain, then evaluate (the built-in `default` recipe by default)
     transferlab pretrain [RECIPE]      pretrain only
-    transferlab eval MODEL [MODEL...]  evaluate runs, checkpoints, openclip: or hf: models on a suite
+    transferlab eval MODEL [MODEL...]  evaluate runs, checkpoints, openclip:, hf: or timm: models on a suite
     transferlab rank MODEL [MODEL...]  transferability scores of models on a dataset, without training on it
     transferlab predict RUNS --target  scaling-law fits on a table of runs, extrapolated to larger runs
     transferlab curate POOL --out DIR  balance (MetaCLIP), deduplicate and filter an image-text pool of shards
+    transferlab export RUN --to FORMAT an open_clip checkpoint or safetensors + config, with a model card
 
 Every command takes `--out DIR` and `--set key=value`; bad input ends with a one-paragraph message and
 exit status 2, never a traceback. `run`, `pretrain` and `eval` also run as one process per device under
@@ -107,8 +108,9 @@ def pretrain(recipe: RecipeArg = None, out: OutOpt = None, set_: SetOpt = None, 
 
 @app.command("eval")
 @friendly
-def eval_(models: Annotated[list[str], typer.Argument(help="run or checkpoint directories, openclip:<config>"
-                                                           "[:<checkpoint>], hf:<dir or package>")],
+def eval_(models: Annotated[list[str], typer.Argument(help="run, checkpoint or export directories, openclip:<config>"
+                                                           "[:<checkpoint or pretrained tag>], openclip:hf-hub:<repo>, "
+                                                           "hf:<dir, package or hub id>, timm:<name>[:<tag or file>]")],
           suite: Annotated[str | None, typer.Option(
               "--suite", help="a suite YAML file or built-in suite name (default: a run's own recipe, "
                               "else 'default')")] = None,
@@ -143,7 +145,7 @@ def eval_(models: Annotated[list[str], typer.Argument(help="run or checkpoint di
     for results in all_results:
         _show(results)
     if model_card:
-        _write_model_cards(loaded, all_results)
+        _write_model_cards(loaded, all_results, out)
     console.print(f"results: {out}\nreport:  {out / 'report.html'}", soft_wrap=True)
 
 
@@ -321,12 +323,17 @@ def curate(pool: Annotated[str, typer.Argument(help="the pool's webdataset shard
     console.print(f"curated shards: {out}\nreport:         {out / 'report.html'}", soft_wrap=True)
 
 
-def _write_model_cards(loaded, all_results: list[dict]) -> None:
-    from transferlab.evaluate.model_card import write_model_card
+def _write_model_cards(loaded, all_results: list[dict], out: Path) -> None:
+    from transferlab.evaluate.model_card import source_facts, write_model_card
+    from transferlab.evaluate.suite import results_dirs
 
-    for item, results in zip(loaded, all_results, strict=True):
-        if item.run_dir is None:
-            console.print(f"no model card for {item.encoder.name}: it is not a transferlab run")
+    targets = results_dirs(out, [item.encoder.name for item in loaded])
+    for item, results, target in zip(loaded, all_results, targets, strict=True):
+        if item.run_dir is None:  # a model from elsewhere: its card goes beside its results.json
+            if item.encoder.source:
+                console.print(f"model card: {write_model_card(target, results, source_facts(item.encoder.source))}")
+            else:
+                console.print(f"no model card for {item.encoder.name}: it is not a transferlab run")
             continue
         spec = item.recipe
         summary = {"image tower": spec.model.image.name, "text tower": spec.model.text.name if spec.model.text
@@ -474,6 +481,8 @@ def _rows(tasks: list[dict]) -> list[tuple[str, str, dict]]:
     """(data, task, metrics) per row; retrieval gives a row per direction with R@k columns."""
     rows = []
     for task in tasks:
+        if not task["metrics"]:  # skipped: _show lists why
+            continue
         data, name = f"{task['dataset']}/{task['split']}", SHORT_NAMES.get(task["task"], task["task"])
         metrics = {k: v for k, v in task["metrics"].items() if not k.endswith("_std")}
         if task["task"] != "retrieval":
@@ -504,6 +513,10 @@ def _show(results: dict) -> None:
         for data, task, metrics in rows:
             table.add_row(data, task, *[_format(name, metrics.get(name)) for name in metric_names])
         console.print(table)
+    for task in results["tasks"]:
+        if task.get("skipped"):
+            console.print(f"skipped {task['task']} on {task['dataset']}/{task['split']}: {task['skipped']}",
+                          soft_wrap=True, highlight=False)
 
 
 def _format(name: str, value) -> str:
@@ -512,6 +525,20 @@ def _format(name: str, value) -> str:
     if name == "weight_decay":
         return f"{value:.2g}"
     return f"{value:g}" if name in ("k", "n_clusters") or not isinstance(value, float) else f"{value:.3f}"
+
+
+@app.command()
+@friendly
+def export(run: Annotated[str, typer.Argument(help="a run or checkpoint directory")],
+           to: Annotated[str, typer.Option("--to", help="openclip (runs with openclip:<config> towers: an open_clip "
+                                                        "checkpoint) or safetensors (any run)")],
+           out: Annotated[Path, typer.Option("--out", help="a new or empty directory for the files")]) -> None:
+    """Write a trained model in a form other tools load, with a model card; see docs/evaluation.md."""
+    from transferlab.export import export_model
+
+    _one_process("export")
+    for path in export_model(run, to, out):
+        console.print(f"wrote {path}", soft_wrap=True, highlight=False)
 
 
 def main() -> None:

@@ -66,17 +66,39 @@ def _results_block(results: dict) -> str:
             if metric.endswith("_ci95") and metric.removesuffix("_ci95") in metrics:
                 continue  # shown as the ± of its metric
             rows.append((md(t["dataset"]), md(t["split"]), md(task), md(metric), md(_value(task, metric, metrics))))
+        if t.get("skipped"):
+            rows.append((md(t["dataset"]), md(t["split"]), md(task), "skipped", md(t["skipped"])))
     meta = (f"Suite {md(results.get('suite', '—'))}, evaluated {md(results.get('created', '—'))}. "
             "Accuracies and recalls are percentages; ± is the half-width of a 95% confidence interval.")
     table = _table(("dataset", "split", "task", "metric", "value"), rows) if rows else "No tasks were evaluated."
     return f"{START}\n## Evaluation results\n\n{meta}\n\n{table}\n{END}"
 
 
-def _new_card(results: dict, recipe_summary: dict | None, block: str) -> str:
-    parts = [f"# {md(results.get('model', 'unknown model'))}", "A model trained and evaluated with transferlab."]
+def source_facts(source: dict) -> dict:
+    """The facts of a card for a model transferlab did not train (an `Encoder.source`): where it comes from,
+    its license where the source states one, and the preprocessing its library publishes for it."""
+    facts = {key: source[key] for key in ("library", "architecture", "model", "hub", "class", "pretrained", "weights")
+             if source.get(key)}
+    facts["license"] = source.get("license") or "not stated by the source"
+    prep = source.get("preprocessing") or {}
+    mean, std = prep.get("mean", prep.get("image_mean")), prep.get("std", prep.get("image_std"))
+    parts = [prep["pixels"]] if prep.get("pixels") else [f"{key} {prep[key]}" for key in (
+        "size", "do_center_crop", "crop_size", "resample") if key in prep]
+    parts += [f"{name} {list(values)}" for name, values in (("mean", mean), ("std", std)) if values is not None]
+    if parts:
+        facts["preprocessing"] = "; ".join(str(part) for part in parts)
+    return facts
+
+
+def _new_card(results: dict, recipe_summary: dict | None, block: str, usage: str | None = None) -> str:
+    trained = recipe_summary is None or "library" not in recipe_summary
+    parts = [f"# {md(results.get('model', 'unknown model'))}",
+             "A model trained and evaluated with transferlab." if trained else "A model evaluated with transferlab."]
     if recipe_summary:
         rows = [(md(key), md(_setting(value))) for key, value in recipe_summary.items()]
         parts += ["## Model", _table(("property", "value"), rows)]
+    if usage:
+        parts += ["## Loading", f"```python\n{usage.strip()}\n```"]
     return "\n\n".join([*parts, block]) + "\n"
 
 
@@ -91,18 +113,19 @@ def _replace_block(text: str, block: str, path: Path) -> str:
     return text[:start] + block + text[end + len(END):]
 
 
-def write_model_card(run_dir: Path, results: dict, recipe_summary: dict | None = None) -> Path:
+def write_model_card(run_dir: Path, results: dict, recipe_summary: dict | None = None,
+                     usage: str | None = None) -> Path:
     """Write run_dir/README.md, or update only its results block if it exists; return its path.
 
-    `recipe_summary` is any flat dict of the model's facts; it goes into a new card only, as the user may
-    have edited that part since.
+    `recipe_summary` is any flat dict of the model's facts (source, license, preprocessing, ...) and `usage`
+    Python code that loads the model; they go into a new card only, as the user may have edited that part since.
     """
     path = Path(run_dir) / "README.md"
     block = _results_block(results)
     if path.exists():
         text = _replace_block(path.read_text(encoding="utf-8"), block, path)
     else:
-        text = _new_card(results, recipe_summary, block)
+        text = _new_card(results, recipe_summary, block, usage)
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(path, text)
     return path

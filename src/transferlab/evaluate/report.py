@@ -224,6 +224,13 @@ def _embedding(emap: dict, method: str) -> Item:
     return _item(fig, f"embedding map of {label}", f"{label}: {described}")
 
 
+def _skipped(tasks: list[dict]) -> list[str]:
+    """A list of what was not measured and why (an image backbone has no text tower for zero-shot ...)."""
+    items = [f"<li>{html.escape(str(t['task']))} on {html.escape(str(t['dataset']))}/{html.escape(str(t['split']))}: "
+             f"{html.escape(str(t['skipped']))}</li>" for t in tasks if t.get("skipped")]
+    return [f'<p class="meta">Skipped:</p><ul class="meta">{"".join(items)}</ul>'] if items else []
+
+
 def _model_section(model: dict, label: str, level: int, colors: dict[str, str], method: str) -> list[str]:
     """The heading, meta line and every per-model part; `level` is the heading level of the model's name."""
     esc, sub = html.escape, f"h{level + 1}"
@@ -235,7 +242,7 @@ def _model_section(model: dict, label: str, level: int, colors: dict[str, str], 
              f'created {esc(str(results.get("created", "—")))} · '
              f"{len(tasks)} task{'s' if len(tasks) != 1 else ''} in {seconds:.1f} s</p>",
              f"<{sub}>Summary</{sub}>",
-             _summary_table(tasks) if tasks else "<p>No tasks were evaluated.</p>"]
+             _summary_table(tasks) if tasks else "<p>No tasks were evaluated.</p>", *_skipped(tasks)]
     sections = [
         ("Training", [_training(model["metrics"])] if model.get("metrics") else []),
         ("Few-shot", _fewshot_items({label: fewshot_curves(tasks)}, colors)),

@@ -3,8 +3,10 @@
 Each dataset is loaded once per model at the model's resolution, each split embedded at most once (and
 cached on disk under `<out>/features/`), and every task reads those embeddings. With one model the
 results go to `<out>/results.json`; with several, to `<out>/<model>/results.json`, and the report
-compares them side by side. Under torchrun every rank runs the suite on gathered features (the embedding
-pass is shared, evaluate/features.py); rank 0 writes the results and the report.
+compares them side by side. A model with images but no text tower (a timm backbone) skips what needs
+text (zero-shot, retrieval, text-based few-shot methods), and the task's entry says so in `skipped`. Under
+torchrun every rank runs the suite on gathered features (the embedding pass is shared,
+evaluate/features.py); rank 0 writes the results and the report.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from transferlab.data.sources import load_splits
 from transferlab.errors import UserError
 from transferlab.evaluate.features import caption_embeddings, image_embeddings, query_embeddings
 from transferlab.evaluate.report import write_report
-from transferlab.evaluate.tasks import TASKS, View
+from transferlab.evaluate.tasks import TASKS, View, without_text
 from transferlab.fileio import atomic_write
 from transferlab.models.encoder import Encoder
 from transferlab.train.logging import read_metrics
@@ -40,10 +42,8 @@ def evaluate(models: list[tuple[Encoder, Suite]], out_dir: Path, embedding_metho
     main = distributed.current().main
     if main:
         out_dir.mkdir(parents=True, exist_ok=True)
-    names = _unique_slugs([encoder.name for encoder, _ in models])
     sections = []
-    for (encoder, suite), slug in zip(models, names, strict=True):
-        target = out_dir if len(models) == 1 else out_dir / slug
+    for (encoder, suite), target in zip(models, results_dirs(out_dir, [e.name for e, _ in models]), strict=True):
         sections.append(run_suite(encoder, suite, target, out_dir / "features"))
     if main:
         write_report(out_dir / "report.html", sections, embedding_method=embedding_method)
@@ -58,13 +58,19 @@ def run_suite(encoder: Encoder, suite: Suite, out_dir: Path, cache_dir: Path | N
     if unknown:
         raise UserError(f"Unknown task(s) {unknown} in eval.tasks; the tasks are {', '.join(TASKS)}.")
     tasks, predictions, maps = [], [], []
+    image_only = encoder.encode_image is not None and encoder.encode_text is None
     for name in spec.datasets:
         view = dataset_view(encoder, suite, name, cache_dir)
         for task in spec.tasks:
+            entry = {"task": task, "dataset": name, "split": spec.split}
+            task_spec, skipped = without_text(task, spec, encoder.name) if image_only else (spec, None)
+            if task_spec is None:  # recorded, so a report says what an image backbone was not measured on
+                tasks.append({**entry, "metrics": {}, "skipped": skipped, "seconds": 0.0})
+                continue
             started = time.perf_counter()
-            metrics, predicted = TASKS[task](view, spec)
-            tasks.append({"task": task, "dataset": name, "split": spec.split, "metrics": _finite(metrics),
-                          "seconds": round(time.perf_counter() - started, 3)})
+            metrics, predicted = TASKS[task](view, task_spec)
+            tasks.append({**entry, "metrics": _finite(metrics), "seconds": round(time.perf_counter() - started, 3),
+                          **({"skipped": skipped} if skipped else {})})
             if predicted is not None:
                 predictions.append({"task": task, "dataset": name, "split": spec.split,
                                     "y_true": view.data.labels.tolist(), "y_pred": predicted.tolist(),
@@ -107,6 +113,11 @@ def _first_side(encoder: Encoder, data, split: str, cache_dir: Path | None, batc
 def _finite(metrics: dict) -> dict:
     """Metrics with NaN (e.g. the interval of a single seed) as null, so results.json stays valid JSON."""
     return {k: None if isinstance(v, float) and v != v else v for k, v in metrics.items()}
+
+
+def results_dirs(out_dir: Path, names: list[str]) -> list[Path]:
+    """Where each model's results.json goes: `out_dir` for one model, `out_dir/<slug of its name>` for several."""
+    return [Path(out_dir)] if len(names) == 1 else [Path(out_dir) / slug for slug in _unique_slugs(names)]
 
 
 def _unique_slugs(names: list[str]) -> list[str]:

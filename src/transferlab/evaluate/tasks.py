@@ -199,6 +199,25 @@ def _coop(model, classnames: list[str] | None):
     return CoOp(model, classnames, progress=False)
 
 
+def without_text(task: str, spec: EvalSpec, model: str) -> tuple[EvalSpec | None, str | None]:
+    """What of `task` a model without a text tower (an image backbone) can run: the spec to run it with (None:
+    nothing) and what is skipped and why (None: nothing). Zero-shot classification and retrieval need text;
+    so do the few-shot methods that start from the zero-shot classifier (`TEXT_METHODS`)."""
+    reason = f"model '{model}' has no text encoder"
+    if task in ("zeroshot_classification", "retrieval"):
+        return None, f"{task} needs a text encoder; {reason}"
+    text = [m for m in spec.fewshot.methods if m in TEXT_METHODS] if task == "fewshot" else []
+    if not text:
+        return spec, None
+    plural = len(text) > 1
+    skipped = f"few-shot method{'s' if plural else ''} {', '.join(text)} need{'' if plural else 's'} a text encoder; " \
+              f"{reason}"
+    rest = [m for m in spec.fewshot.methods if m not in TEXT_METHODS]
+    if not rest:
+        return None, skipped
+    return spec.model_copy(update={"fewshot": spec.fewshot.model_copy(update={"methods": rest})}), skipped
+
+
 def retrieval(view: View, spec: EvalSpec) -> Result:
     images = view.embed(view.split)
     captions, owner = view.embed_captions(view.split)

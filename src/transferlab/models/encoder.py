@@ -5,6 +5,11 @@ the model's input and `encode_image` into L2-normalised embeddings. `encode_text
 into the same space. Either is None for a model without that tower (an image-only tower, a text-only
 sentence encoder). A text-text model embeds its left texts with `encode_query` (and has no images).
 `fingerprint` changes whenever the weights or the preprocessing do, and keys the feature cache.
+
+`decode` is the model's own way from a PIL image to those uint8 pixels: for a model from open_clip, timm
+or transformers, that library's published resize and crop (interpolation, resize mode, crop fraction), so
+`preprocess(decode(image))` is what the library's transform gives. `source` says where the model comes from
+(library, name, weights, license, preprocessing) for model cards and exports.
 """
 
 from __future__ import annotations
@@ -12,7 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -34,6 +39,8 @@ class Encoder:
     fingerprint: str
     run_dir: Path | None = None  # a transferlab run the model came from (its metrics.jsonl, its model card)
     encode_query: Callable[[list[str]], torch.Tensor] | None = None  # text-text models: the left texts
+    decode: Callable | None = None  # PIL image -> uint8 [channels, H, W]; None: transferlab's own resize and crop
+    source: dict = field(default_factory=dict)  # library, name, weights, license, preprocessing
 
     @property
     def device(self) -> torch.device:

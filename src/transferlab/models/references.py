@@ -1,8 +1,11 @@
 """Model references: what `transferlab eval MODEL` accepts.
 
-- a transferlab run directory (its `checkpoints/latest` is used) or a checkpoint directory `step_<n>`;
-- `openclip:<config>` (seeded random init) or `openclip:<config>:<checkpoint file>`;
-- `hf:<directory>` or `hf:<installed package>` (sentence-transformers).
+- a transferlab run directory (its `checkpoints/latest` is used), a checkpoint directory `step_<n>`, or a
+  directory written by `transferlab export --to safetensors` (models/exported.py);
+- `openclip:<config>` (seeded random init), `openclip:<config>:<checkpoint file>`,
+  `openclip:<arch>:<pretrained tag>`, `openclip:hf-hub:<repo>` or `openclip:local-dir:<dir>` (models/openclip.py);
+- `hf:<directory>`, `hf:<installed package>` or `hf:<hub id>` (sentence-transformers or transformers, models/hf.py);
+- `timm:<name>[:<pretrained tag or weights file>]` (image-only, models/timm_backbones.py).
 
 Loading reads only safetensors, JSON and weights-only torch files; a reference never runs code from a file.
 """
@@ -18,10 +21,12 @@ from transferlab.config import ModelSpec, Recipe, recipe_from_text
 from transferlab.errors import UserError
 from transferlab.models.dual_encoder import DualEncoder
 from transferlab.models.encoder import Encoder, from_dual_encoder
+from transferlab.models.exported import CONFIG_FILE, load_exported, read_export_config
 from transferlab.train.checkpoint import META_FILE, latest_checkpoint, read_checkpoint
 
-FORMS = ("a run directory, a checkpoints/step_<n> directory, openclip:<config>[:<checkpoint file>] or "
-         "hf:<directory or installed package>")
+FORMS = ("a run directory, a checkpoints/step_<n> directory, an exported model directory, "
+         "openclip:<config>[:<checkpoint file or pretrained tag>], openclip:hf-hub:<repo> or local-dir:<dir>, "
+         "hf:<directory, installed package or hub id> or timm:<name>[:<tag or file>]")
 
 
 @dataclass
@@ -37,17 +42,25 @@ def load_model(ref: str, device: torch.device, overrides: list[str] | tuple[str,
     if ref.startswith("openclip:"):
         from transferlab.models.openclip import load_openclip
 
-        config, _, checkpoint = ref.removeprefix("openclip:").partition(":")
-        return LoadedModel(load_openclip(config, checkpoint or None, device))
+        return LoadedModel(load_openclip(ref.removeprefix("openclip:"), device))
     if ref.startswith("hf:"):
         from transferlab.models.hf import load_hf
 
         return LoadedModel(load_hf(ref.removeprefix("hf:"), device))
+    if ref.startswith("timm:"):
+        from transferlab.models.timm_backbones import load_timm
+
+        return LoadedModel(load_timm(ref.removeprefix("timm:"), device))
     return _load_transferlab(ref, device, overrides)
 
 
 def _load_transferlab(ref: str, device: torch.device, overrides) -> LoadedModel:
     path = Path(ref)
+    if (path / CONFIG_FILE).is_file():
+        model = load_exported(path, device)
+        recipe = recipe_from_text(read_export_config(path)["recipe"], f"the recipe saved in {path / CONFIG_FILE}",
+                                  overrides)
+        return LoadedModel(from_dual_encoder(model, str(path)), recipe)
     if (path / META_FILE).is_file():
         checkpoint, run_dir = path, path.parent.parent
     elif (path / "checkpoints").is_dir() or (path / "config.yaml").is_file():

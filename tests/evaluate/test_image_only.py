@@ -1,0 +1,53 @@
+"""An image backbone (timm, no text tower) on a suite: the tasks that need text are skipped with the reason
+in results.json, the report and the model card; everything else runs."""
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from transferlab.cli import app
+
+pytest.importorskip("timm")
+
+
+@pytest.fixture
+def suite(tmp_path):
+    rng = np.random.default_rng(0)
+    rows = ["image,caption,label"]
+    for index in range(24):
+        label = index % 3
+        pixels = (rng.integers(0, 60, (21 + index, 17, 3)) + 90 * label).astype(np.uint8)
+        Image.fromarray(pixels).save(tmp_path / f"{index}.png")
+        rows.append(f"{index}.png,a shape of kind {label},kind{label}")
+    (tmp_path / "shapes.csv").write_text("\n".join(rows) + "\n")
+    path = tmp_path / "suite.yaml"
+    path.write_text(json.dumps({
+        "name": "shapes",
+        "datasets": {"shapes": {"source": "folder", "table": str(tmp_path / "shapes.csv"), "label_column": "label",
+                                "splits": {"train": 0.5, "val": 0.25, "test": 0.25}}},
+        "eval": {"datasets": ["shapes"], "tasks": ["zeroshot_classification", "ncm", "fewshot", "retrieval"],
+                 "fewshot": {"shots": [1], "seeds": 1, "methods": ["ncm", "zeroshot", "tip_adapter"]}}}))
+    return path
+
+
+def test_text_tasks_are_skipped_with_the_reason(suite, tmp_path):
+    out = tmp_path / "out"
+    result = CliRunner().invoke(app, ["eval", "timm:resnet10t", "--suite", str(suite), "--out", str(out),
+                                      "--model-card"])
+    assert result.exit_code == 0, result.output
+    tasks = {t["task"]: t for t in json.loads((out / "results.json").read_text())["tasks"]}
+    assert tasks["zeroshot_classification"]["metrics"] == {} and tasks["retrieval"]["metrics"] == {}
+    assert "needs a text encoder; model 'timm:resnet10t' has no text encoder" in tasks["retrieval"]["skipped"]
+    assert 0 <= tasks["ncm"]["metrics"]["acc1"] <= 1 and "skipped" not in tasks["ncm"]
+    assert set(tasks["fewshot"]["metrics"]) == {"ncm@1shot", "ncm@1shot_ci95"}
+    assert tasks["fewshot"]["skipped"].startswith("few-shot methods zeroshot, tip_adapter need a text encoder")
+    assert "skipped zeroshot_classification on shapes/test" in result.output
+    report = (out / "report.html").read_text()
+    assert "Skipped:" in report and "zeroshot_classification on shapes/test" in report
+    card = (out / "README.md").read_text()  # --model-card: beside the results of a model from elsewhere
+    assert "| skipped | zeroshot_classification needs a text encoder" in card
+    assert "| library | timm |" in card and "| license | not stated by the source |" in card
+    assert "Resize(size=201, interpolation=bicubic" in card and "CenterCrop(size=(176, 176))" in card
