@@ -103,3 +103,29 @@ def test_a_checkpoint_of_another_architecture(resnet):
     _, path = resnet
     with pytest.raises(UserError, match="does not fit timm model 'resnet14t'"):
         load_model(f"timm:resnet14t:{path}", CPU)
+
+
+def test_a_suite_gives_the_model_the_pixels_of_timms_own_transform(resnet, tmp_path):
+    """Suite datasets from image files are decoded by the model's own resize and crop (crop_pct 0.875 here), so
+    the suite's embeddings equal timm's transform + forward on the files."""
+    from transferlab.config import Suite
+    from transferlab.evaluate.suite import dataset_view
+
+    model, path = resnet
+    rows = ["image,caption,label"]
+    for i, image in enumerate(images() * 4):
+        image.save(tmp_path / f"{i}.png")
+        rows.append(f"{i}.png,an image,{i % 2}")
+    (tmp_path / "t.csv").write_text("\n".join(rows) + "\n")
+    suite = Suite(datasets={"files": {"source": "folder", "table": tmp_path / "t.csv", "label_column": "label",
+                                      "splits": {"train": 0.5, "val": 0.0, "test": 0.5}}},
+                  eval={"datasets": ["files"], "tasks": ["linear_probe"]})
+    encoder = load_model(f"timm:resnet10t:{path}", CPU).encoder
+    view = dataset_view(encoder, suite, "files", None)
+    embedded = view.embed("test")
+    transform = create_transform(**resolve_data_config({}, model=model))
+    files = [view.splits["test"].images.sources[s] for s in view.splits["test"].images.source]
+    with torch.no_grad():
+        theirs = torch.stack([transform(Image.open(f).convert("RGB")) for f in files])
+        pooled = F.normalize(model.forward_head(model.forward_features(theirs), pre_logits=True), dim=-1)
+    assert (embedded - pooled).abs().max() < 1e-5

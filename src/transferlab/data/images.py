@@ -37,12 +37,14 @@ class BadImage(Exception):
 Crop = Callable[[int, int], tuple[tuple[float, float, float, float], bool]]
 
 
-def decode_image(source: bytes | str | Path, size: int, channels: int, crop: Crop | None = None) -> torch.Tensor:
+def decode_image(source: bytes | str | Path, size: int, channels: int, crop: Crop | None = None,
+                 steps: Callable[[Image.Image], torch.Tensor] | None = None) -> torch.Tensor:
     """Decode an encoded image (bytes or a path) into uint8 [channels, size, size].
 
     Any decodable mode is converted (16-bit and float values scaled to 8 bits) and any size resized: the
     centre square, or with `crop` (width, height → box (left, top, right, bottom) and whether to mirror) that
-    box of the full-resolution image, resampled to size × size.
+    box of the full-resolution image, resampled to size × size. With `steps` (a model's own resize and crop,
+    models/pixels.py) those make the pixels instead, from the image as decoded.
     Raises BadImage for a missing, empty, truncated or undecodable file, or one beyond MAX_PIXELS.
     """
     if channels not in (1, 3):
@@ -52,6 +54,8 @@ def decode_image(source: bytes | str | Path, size: int, channels: int, crop: Cro
         img.load()
     except Exception as err:  # PIL's decoders raise many types on damaged data; none is a bug of ours
         raise BadImage("truncated image", f"the image data is truncated or damaged ({_describe(err)})") from err
+    if steps is not None:
+        return steps(_to_8bit(img))
     try:
         img = _to_8bit(img).convert("L" if channels == 1 else "RGB")
     except ValueError as err:

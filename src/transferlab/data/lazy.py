@@ -75,9 +75,11 @@ class LazyImages:
             raise BadImage("unreadable shard", f"{source} cannot be read ({err})") from err
         return data
 
-    def decode(self, i: int, size: int, channels: int, reader: RangeReader, crop: Crop | None = None) -> torch.Tensor:
-        """Image i as uint8 [channels, size, size]; BadImage when it cannot be read or decoded."""
-        return decode_image(self.read(i, reader), size, channels, crop)
+    def decode(self, i: int, size: int, channels: int, reader: RangeReader, crop: Crop | None = None,
+               steps=None) -> torch.Tensor:
+        """Image i as uint8 [channels, size, size] (or as a model's own `steps` make it, images.decode_image);
+        BadImage when it cannot be read or decoded."""
+        return decode_image(self.read(i, reader), size, channels, crop, steps)
 
     def fingerprint(self) -> str:
         """A hash of which bytes of which file versions the images are: the feature cache's key."""

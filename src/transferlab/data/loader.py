@@ -120,10 +120,12 @@ def stream_steps(dataset: StepImages, start: int, stop: int, workers: int, prefe
         yield loaded
 
 
-def decode_all(images: LazyImages | torch.Tensor, size: int, channels: int, strict: bool = False) -> torch.Tensor:
-    """Every image of `images`, decoded here at its centre square (uint8 [N, C, size, size]), on as many threads
-    as there would be loader workers (PIL decodes without holding the GIL). An image that cannot be decoded is
-    left out, or, when `strict`, a UserError naming it. A tensor is returned as it is."""
+def decode_all(images: LazyImages | torch.Tensor, size: int, channels: int, strict: bool = False,
+               steps=None) -> torch.Tensor:
+    """Every image of `images`, decoded here at its centre square (uint8 [N, C, size, size]) or by a model's own
+    resize-and-crop `steps`, on as many threads as there would be loader workers (PIL decodes without holding
+    the GIL). An image that cannot be decoded is left out, or, when `strict`, a UserError naming it. A tensor is
+    returned as it is."""
     if isinstance(images, torch.Tensor):
         return images
     local = threading.local()
@@ -132,7 +134,7 @@ def decode_all(images: LazyImages | torch.Tensor, size: int, channels: int, stri
         if not hasattr(local, "reader"):
             local.reader = RangeReader()
         try:
-            return images.decode(i, size, channels, local.reader)
+            return images.decode(i, size, channels, local.reader, steps=steps)
         except BadImage as err:
             if strict:
                 raise UserError(f"{images.where(i)}: the image cannot be decoded ({err}). Fix or remove it from "

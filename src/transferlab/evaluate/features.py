@@ -45,7 +45,8 @@ def embed_images(encoder: Encoder, images: torch.Tensor | LazyImages, batch_size
     encode = encoder.require("image", "Embedding images")
 
     def pixels(chunk):
-        return decode_all(chunk, encoder.image_size, encoder.channels, strict=True).to(encoder.device)
+        return decode_all(chunk, encoder.image_size, encoder.channels, strict=True,
+                          steps=encoder.decode).to(encoder.device)
     return _batched(lambda chunk: encode(encoder.preprocess(pixels(chunk))), images,
                     batch_size or auto_batch_size(encoder.device), desc)
 

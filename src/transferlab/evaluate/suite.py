@@ -93,8 +93,12 @@ def dataset_view(encoder: Encoder, suite: Suite, name: str, cache_dir: Path | No
     if name not in suite.datasets:
         raise UserError(f"Dataset '{name}' is not defined in suite '{suite.name}'; its datasets are "
                         f"{', '.join(suite.datasets) or 'none'}.")
-    spec = suite.eval
-    splits = load_splits(name, suite.datasets[name], encoder.image_size, encoder.channels)
+    spec, source = suite.eval, suite.datasets[name]
+    if encoder.decode is not None and getattr(source, "stream", False) == "auto":
+        # image files are kept encoded, so the feature pass gives the model the pixels of its own library's
+        # resize and crop (models/pixels.py); `stream: false` keeps transferlab's resize
+        source = source.model_copy(update={"stream": True})
+    splits = load_splits(name, source, encoder.image_size, encoder.channels)
     return View(name=name, split=spec.split, splits=splits,
                 embed=functools.cache(lambda split: _first_side(encoder, splits[split], split, cache_dir,
                                                                 spec.batch_size)),
