@@ -6,8 +6,8 @@ the EMA differs from the live weights, LOOK's bank is full and has wrapped, the 
 The resumed run must end with the uninterrupted run's final model.safetensors and train_state.safetensors bit for
 bit, the same meta.json (grad scaler, skipped steps, RNG, optimizer groups) and the same logged metrics. A resume
 that forgot any one piece of state (the EMA, LOOK's bank, the optimizer's moments, the RNG, the grad scaler, the
-count of skipped steps) fails at least one test here. One known gap is an xfail: a streamed run's resumed global
-RNG is one draw off (STREAM_RNG_BUG), which changes the weights of a model with dropout.
+count of skipped steps) fails at least one test here. A streamed run with dropout checks that starting the loader
+draws nothing from the global RNG the resume restored (it did once: dropout masks then differed after a resume).
 """
 
 import contextlib
@@ -119,11 +119,6 @@ def late_mix(source):
     return check
 
 
-STREAM_RNG_BUG = (
-    "a streamed run's DataLoader iterator is created at the first feed.next() of pretrain, after _resume restored "
-    "the RNG, and creating it draws its base seed from the global torch RNG: the resumed run's global RNG is one draw "
-    "ahead of the uninterrupted run's from then on, so dropout masks differ (weights up to ~7e-3 apart after 4 "
-    "steps) and the saved rng.torch differs. (A DataLoader given its own generator= resumes exactly.)")
 DROPOUT = "model.text.options={dropout: 0.2}"  # the text tower draws dropout masks from the global RNG
 CASES = [  # id, recipe(pool) and the check that the state at the checkpoint of step 4 has diverged
     pytest.param(lambda pool: image_text("train.ema_decay=0.9"), ema_moved, id="ema"),
@@ -144,7 +139,7 @@ CASES = [  # id, recipe(pool) and the check that the state at the checkpoint of 
     pytest.param(lambda pool: image_text(*STREAMED, f"datasets.pool.shards={pool}", *streamed_mixture(pool)),
                  late_mix("copy"), id="streamed-mixture-late-data"),
     pytest.param(lambda pool: image_text(*STREAMED, f"datasets.pool.shards={pool}", DROPOUT), rng_drawn,
-                 id="streamed-dropout", marks=pytest.mark.xfail(strict=True, reason=STREAM_RNG_BUG)),
+                 id="streamed-dropout"),
 ]
 
 
@@ -174,15 +169,14 @@ def checkpoint(path):
     return meta, load_file(str(path / MODEL_FILE)), load_file(str(path / STATE_FILE))
 
 
-def assert_identical_runs(whole_dir, cut_dir, ignore=()):
-    """Final weights, train state (but the keys in `ignore`) and meta.json bit for bit, and the same metrics but
-    the timings."""
+def assert_identical_runs(whole_dir, cut_dir):
+    """Final weights, train state and meta.json bit for bit, and the same metrics but the timings."""
     (whole_meta, whole_model, whole_state), (cut_meta, cut_model, cut_state) = (
         checkpoint(latest_checkpoint(d)) for d in (whole_dir, cut_dir))
     assert latest_checkpoint(cut_dir).name == latest_checkpoint(whole_dir).name
     for whole, cut in ((whole_model, cut_model), (whole_state, cut_state)):
         assert whole.keys() == cut.keys()
-        different = [key for key in whole if key not in ignore and not torch.equal(whole[key], cut[key])]
+        different = [key for key in whole if not torch.equal(whole[key], cut[key])]
         assert not different, f"differ after resume: {different[:8]}"
     # Python's global RNG is drawn from by no training step, only by one-time imports (sklearn's, on loading digits),
     # so in one test process its state depends on which run imported first: sklearn is imported above to keep it equal
@@ -212,10 +206,7 @@ def test_a_crashed_run_resumed_from_step_4_ends_bit_identical_to_the_uninterrupt
     cut = tmp_path / "cut"
     final, metrics = checkpoint(latest_checkpoint(cut))[2], read_metrics(cut / "metrics.jsonl")
     diverged(SimpleNamespace(meta=meta, state=state, final=final, metrics=metrics))
-    # the streamed cases without dropout: the one-draw RNG shift of STREAM_RNG_BUG changes nothing but the saved
-    # torch RNG (nothing there draws from it); "streamed-dropout" shows the bug. Drop this exception once it is fixed.
-    ignore = ("rng.torch",) if streamed and case != "streamed-dropout" else ()
-    assert_identical_runs(tmp_path / "whole", tmp_path / "cut", ignore)
+    assert_identical_runs(tmp_path / "whole", tmp_path / "cut")
 
 
 def test_steps_skipped_before_the_checkpoint_are_still_counted_after_resume(tmp_path, monkeypatch):

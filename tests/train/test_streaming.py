@@ -362,3 +362,13 @@ def test_a_hostile_pool_trains_to_the_end_and_every_skip_is_counted(tiny_overrid
     assert set(streamed) == {"undecodable image", "truncated image", "changed shard", "unreachable shard"}
     assert streamed["changed shard"] > 5 and streamed["unreachable shard"] > 5
     assert latest_checkpoint(tmp_path / "run").name == "step_24"
+
+
+def test_a_streamed_mixture_with_a_late_phase_trains_like_the_in_memory_mixture(tiny_overrides, pool, tmp_path):
+    copy = ["datasets.copy.source=webdataset", f"datasets.copy.shards={pool}/shard-0{{0..2}}.tar",
+            "datasets.copy.label_key=cls", "datasets.copy.templates=['{}']", "train.data={pool: 0.7, copy: 0.3}",
+            "train.late_data={pool: 0.2, copy: 0.8}"]
+    for stream in ("false", "true"):
+        loop.pretrain(recipe(tiny_overrides, pool, *copy, f"datasets.pool.stream={stream}",
+                             f"datasets.copy.stream={stream}", "train.loader_workers=1"), tmp_path / stream)
+    assert_same(weights(tmp_path / "false"), weights(tmp_path / "true"))

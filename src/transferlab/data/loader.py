@@ -111,9 +111,11 @@ def stream_steps(dataset: StepImages, start: int, stop: int, workers: int, prefe
                  pin_memory: bool) -> Iterator[Loaded]:
     """The Loaded items of steps start .. stop - 1, in order, decoded by `workers` processes (0: here).
     A worker's error (bad_samples: error, an unusable pool) is raised here as a UserError."""
+    # its own generator: the base seed a DataLoader draws when it starts must not come from the global RNG, which a
+    # resumed run restored and the model's dropout draws from (and nothing here is random: steps name their draws)
     loader = DataLoader(dataset, batch_size=None, sampler=range(start, stop), num_workers=workers,
                         prefetch_factor=prefetch if workers else None, pin_memory=pin_memory,
-                        collate_fn=_keep, persistent_workers=False)
+                        collate_fn=_keep, persistent_workers=False, generator=torch.Generator().manual_seed(0))
     for loaded in loader:
         if loaded.error:
             raise UserError(loaded.error)
