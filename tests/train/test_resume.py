@@ -53,12 +53,22 @@ KILLS, STEPS = 20, 160  # steps to spare: on a fast machine a process gets sever
 
 
 @pytest.mark.slow
-def test_twenty_sigkills_at_random_moments_then_resume_give_the_uninterrupted_weights(tiny_overrides, tmp_path):
+@pytest.mark.parametrize("data", ["in memory", "streamed"])
+def test_twenty_sigkills_at_random_moments_then_resume_give_the_uninterrupted_weights(tiny_overrides, tmp_path, data):
     """A real process killed with SIGKILL 20 times, at random moments after it has made progress; every
     other kill lands while a checkpoint is being written. Each time `--resume` picks up, and the final weights
-    equal those of a run never interrupted."""
+    equal those of a run never interrupted: with the data in memory, and streamed from shards by a loader worker
+    (killed with its parent) with random resized crops."""
     overrides = [o for o in tiny_overrides if not o.startswith(("train.steps", "train.checkpoint_every"))]
     overrides += [f"train.steps={STEPS}", "train.checkpoint_every=1", "train.log_every=1"]
+    if data == "streamed":
+        from transferlab.data.bundled import load_bundled
+        from transferlab.data.shards import write_webdataset
+
+        write_webdataset(load_bundled("mnist5k", "mnist5k", 28, 1, None), tmp_path / "pool" / "s-%d.tar")
+        overrides += ["datasets.mnist5k.source=webdataset", f"datasets.mnist5k.shards={tmp_path / 'pool'}",
+                      "datasets.mnist5k.label_key=cls", "datasets.mnist5k.stream=true", "train.loader_workers=1",
+                      "train.augment.crop_scale=[0.6, 1.0]"]
     args = [a for o in overrides for a in ("--set", o)]
     cli = [sys.executable, "-m", "transferlab.cli", "pretrain"]
     subprocess.run(cli + ["--out", str(tmp_path / "whole"), *args], check=True, capture_output=True)
