@@ -3,9 +3,10 @@
 Everything random comes from generators derived from (seed, epoch) for the order (data/order.py) and
 (seed, step) for augmentation and caption choice, so a step is a pure function of its number. A streamed
 training set's images arrive decoded from the loader workers (data/loader.py) with the samples they are;
-in-memory images are taken from the stored tensor; both then go through the same augmentation. Under torchrun the global
-batch is the same for any number of processes and rank r takes its r-th contiguous shard, with the
-random draws of the whole batch: the ranks' shards, concatenated, are the single-process batch.
+in-memory images are taken from the stored tensor; both then go through the same augmentation. Under
+torchrun the global batch is the same for any number of processes and rank r takes its r-th contiguous
+shard, with the random draws of the whole batch: the ranks' shards, concatenated, are the single-process
+batch.
 
 With a mixture of datasets (`train.data: {key: weight, ...}`) the samples of a step come from a
 `MixtureSampler` (data/mixture.py) instead of the epoch's order, drawn from (seed, step) alike; the rest of
@@ -37,9 +38,8 @@ class BatchMaker:
                  labels: torch.Tensor | None, captions: CaptionTable | None, positive_ids: torch.Tensor | None,
                  views: int, queries: CaptionTable | None = None, world: World | None = None,
                  mixture: MixtureSampler | None = None) -> None:
-        self.recipe, self.size, self.device, self.images, self.labels = recipe, size, device, images, labels
+        self.recipe, self.device, self.images, self.labels = recipe, device, images, labels
         self.captions, self.positive_ids, self.views, self.queries = captions, positive_ids, views, queries
-        self.mixture = mixture
         self.batch_size = recipe.train.batch_size
         self.order = StepRows(size, self.batch_size, recipe.seed, recipe.train.sampling, mixture)
         self.crops = CropDraws.for_spec(recipe.train.augment, recipe.seed)
@@ -72,7 +72,7 @@ class BatchMaker:
                 raw = to_unit(loaded.images.to(device, non_blocking=True))
             else:
                 raw = to_unit(self.images[index.to(device)])
-                if self.crops is not None:  # streamed images were cropped from the full-resolution decode
+                if self.crops is not None:  # the stored copy is cropped (the loader crops streamed images' originals)
                     raw = crop_batch(raw, [self.crops.crop(step, row) for row in range(rows[0], rows[0] + len(raw))])
             views = [normalize(augment(raw, self.recipe.train.augment, generator, rows), model.mean,
                                model.std) for _ in range(self.views)]
