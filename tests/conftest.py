@@ -28,6 +28,17 @@ TINY = [
 ]
 
 
+def streamed_mnist5k(folder) -> list[str]:
+    """Overrides that train on mnist5k written as webdataset shards into `folder`, streamed by a loader worker
+    with random resized crops: the streaming variant of a recipe."""
+    from transferlab.data.bundled import load_bundled
+    from transferlab.data.shards import write_webdataset
+
+    write_webdataset(load_bundled("mnist5k", "mnist5k", 28, 1, None), folder / "s-%d.tar")
+    return ["datasets.mnist5k.source=webdataset", f"datasets.mnist5k.shards={folder}", "datasets.mnist5k.label_key=cls",
+            "datasets.mnist5k.stream=true", "train.loader_workers=1", "train.augment.crop_scale=[0.6, 1.0]"]
+
+
 @pytest.fixture(autouse=True, scope="session")
 def private_cache(tmp_path_factory):
     """Shards downloaded for streaming go to a folder of the test session's, not the user's cache."""

@@ -17,6 +17,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from tests.conftest import streamed_mnist5k
 from tests.torchrun import CLI, ENV, TORCHRUN, torchrun
 from transferlab.train.checkpoint import latest_checkpoint
 from transferlab.train.logging import read_metrics
@@ -39,8 +40,11 @@ def died_after(run_dir, step, copy):
 
 
 @pytest.mark.slow
-def test_killed_two_process_run_resumes_with_two_or_one_process(tiny_overrides, tmp_path):
+@pytest.mark.parametrize("data", ["in memory", "streamed"])
+def test_killed_two_process_run_resumes_with_two_or_one_process(tiny_overrides, tmp_path, data):
     overrides = [o for o in tiny_overrides if not o.startswith(("train.steps", "train.checkpoint_every"))]
+    if data == "streamed":  # two ranks, each with its loader worker
+        overrides += streamed_mnist5k(tmp_path / "pool")
     args = [a for o in overrides + [f"train.steps={STEPS}", "train.checkpoint_every=2", "train.keep_checkpoints=100"]
             for a in ("--set", o)]
     torchrun(*CLI, "pretrain", "--out", str(tmp_path / "whole"), *args)

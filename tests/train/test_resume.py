@@ -11,6 +11,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from tests.conftest import streamed_mnist5k
 from transferlab.train import loop
 from transferlab.train.checkpoint import latest_checkpoint
 from transferlab.train.logging import read_metrics
@@ -62,13 +63,7 @@ def test_twenty_sigkills_at_random_moments_then_resume_give_the_uninterrupted_we
     overrides = [o for o in tiny_overrides if not o.startswith(("train.steps", "train.checkpoint_every"))]
     overrides += [f"train.steps={STEPS}", "train.checkpoint_every=1", "train.log_every=1"]
     if data == "streamed":
-        from transferlab.data.bundled import load_bundled
-        from transferlab.data.shards import write_webdataset
-
-        write_webdataset(load_bundled("mnist5k", "mnist5k", 28, 1, None), tmp_path / "pool" / "s-%d.tar")
-        overrides += ["datasets.mnist5k.source=webdataset", f"datasets.mnist5k.shards={tmp_path / 'pool'}",
-                      "datasets.mnist5k.label_key=cls", "datasets.mnist5k.stream=true", "train.loader_workers=1",
-                      "train.augment.crop_scale=[0.6, 1.0]"]
+        overrides += streamed_mnist5k(tmp_path / "pool")
     args = [a for o in overrides for a in ("--set", o)]
     cli = [sys.executable, "-m", "transferlab.cli", "pretrain"]
     subprocess.run(cli + ["--out", str(tmp_path / "whole"), *args], check=True, capture_output=True)
