@@ -15,6 +15,7 @@ run stops naming the sample. Each item says which samples it used, for their cap
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import os
 import random
@@ -116,7 +117,13 @@ def stream_steps(dataset: StepImages, start: int, stop: int, workers: int, prefe
     loader = DataLoader(dataset, batch_size=None, sampler=range(start, stop), num_workers=workers,
                         prefetch_factor=prefetch if workers else None, pin_memory=pin_memory,
                         collate_fn=_keep, persistent_workers=False, generator=torch.Generator().manual_seed(0))
-    for loaded in loader:
+    if workers:  # the workers fork from here: they need none of this process's objects (the pool's captions),
+        gc.freeze()  # and a frozen object is one their garbage collector never touches, so never copies
+    try:
+        batches = iter(loader)
+    finally:
+        gc.unfreeze()
+    for loaded in batches:
         if loaded.error:
             raise UserError(loaded.error)
         yield loaded

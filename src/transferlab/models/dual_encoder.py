@@ -70,7 +70,7 @@ class DualEncoder(nn.Module):
 
     def preprocess(self, images: torch.Tensor) -> torch.Tensor:
         """uint8 images [B, C, H, W] → normalised float input of the image tower."""
-        return normalize(to_unit(images), self.spec.mean, self.spec.std)
+        return normalize(to_unit(images), self.spec.mean, self.spec.std, inplace=True)  # to_unit made a new tensor
 
     def encode_image(self, images: torch.Tensor, normalize: bool = True) -> torch.Tensor:
         """Embeddings of preprocessed float images."""

@@ -74,8 +74,10 @@ class BatchMaker:
                 raw = to_unit(self.images[index.to(device)])
                 if self.crops is not None:  # the stored copy is cropped (the loader crops streamed images' originals)
                     raw = crop_batch(raw, [self.crops.crop(step, row) for row in range(rows[0], rows[0] + len(raw))])
-            views = [normalize(augment(raw, self.recipe.train.augment, generator, rows), model.mean,
-                               model.std) for _ in range(self.views)]
+            for _ in range(self.views):
+                view = augment(raw, self.recipe.train.augment, generator, rows)
+                # in place unless it would change `raw`, which a second view starts from
+                views.append(normalize(view, model.mean, model.std, inplace=view is not raw or self.views == 1))
         labels = None if self.labels is None else self.labels[index].to(device)
         batch = Batch(views=views, index=index.to(device), labels=labels, positive_ids=None)
         if self.queries is not None:
