@@ -120,7 +120,7 @@ def test_a_single_dataset_gives_the_batches_of_before(data):
     captions = CaptionTable(old_data.captions)
     old = BatchMaker(recipe, len(old_data), torch.device("cpu"), old_data.images, old_data.labels, captions,
                      _positive_ids(old_data, captions, recipe.train.positives), 2)
-    assert new.mixture is None
+    assert new.order.mixture is None
     steps_per_epoch = len(old_data) // 12
     for step in (0, 5, steps_per_epoch + 1):
         expected = fields(old(step))
