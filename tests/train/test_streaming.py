@@ -372,3 +372,15 @@ def test_a_streamed_mixture_with_a_late_phase_trains_like_the_in_memory_mixture(
         loop.pretrain(recipe(tiny_overrides, pool, *copy, f"datasets.pool.stream={stream}",
                              f"datasets.copy.stream={stream}", "train.loader_workers=1"), tmp_path / stream)
     assert_same(weights(tmp_path / "false"), weights(tmp_path / "true"))
+
+
+def test_a_url_scheme_without_its_fsspec_backend_names_the_package_to_install():
+    pytest.importorskip("fsspec")
+    try:
+        import s3fs  # noqa: F401
+        pytest.skip("s3fs is installed")
+    except ImportError:
+        pass
+    spec = WebDatasetSource(source="webdataset", shards="s3://bucket/shard-{0..1}.tar")
+    with pytest.raises(UserError, match="s3://bucket/.*s3fs"):
+        read_webdataset(spec, "s3", 28, 1, stream=True)
