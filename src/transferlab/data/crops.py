@@ -9,12 +9,12 @@ run crops exactly as an uninterrupted one.
 
 from __future__ import annotations
 
-import hashlib
 import math
 import random
 from dataclasses import dataclass
 
 from transferlab.config import AugmentSpec
+from transferlab.runtime import derived_random
 
 
 @dataclass(frozen=True)
@@ -33,8 +33,7 @@ class CropDraws:
 
     def crop(self, step: int, row: int):
         """The `Crop` (images.decode_image) of row `row` of step `step`'s global batch."""
-        digest = hashlib.blake2b(f"{self.seed}:crop:{step}:{row}".encode(), digest_size=8).digest()
-        draw = random.Random(int.from_bytes(digest, "little"))
+        draw = derived_random(self.seed, "crop", step, row)
 
         def crop(width: int, height: int) -> tuple[tuple[float, float, float, float], bool]:
             if self.scale == (1.0, 1.0):

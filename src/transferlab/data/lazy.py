@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
 
-from transferlab.data.images import MAX_IMAGE_BYTES, BadImage, Crop, decode_image
+from transferlab.data.images import BadImage, Crop, decode_image
 from transferlab.data.remote import RangeReader, stamp
 
 WHOLE_FILE = -1  # a length that reads the whole file (folder sources: one image a file)
@@ -56,30 +57,23 @@ class LazyImages:
         source, offset = self.sources[self.source[i]], int(self.offset[i])
         return source if self.length[i] == WHOLE_FILE else f"{source}, byte {offset}"
 
-    def read(self, i: int, reader: RangeReader) -> bytes:
-        """The encoded bytes of image i. Raises BadImage when its file is gone, changed since it was indexed,
-        or cut short."""
+    def decode(self, i: int, size: int, channels: int, reader: RangeReader, crop: Crop | None = None,
+               steps=None) -> torch.Tensor:
+        """Image i as uint8 [channels, size, size] (or as a model's own `steps` make it, images.decode_image);
+        BadImage when it cannot be read or decoded, or its shard is gone, changed since it was indexed, or cut
+        short. A whole-file image (a folder source's) is read by decode_image itself."""
         number = int(self.source[i])
         problem = self._check(number)
         if problem:
             raise BadImage(*problem)
         source, offset, length = self.sources[number], int(self.offset[i]), int(self.length[i])
+        if length == WHOLE_FILE:
+            return decode_image(Path(source), size, channels, crop, steps)
         try:
-            if length == WHOLE_FILE:
-                data = reader.read_whole(source, MAX_IMAGE_BYTES)
-            else:
-                data = reader.read(source, offset, length)
-        except FileNotFoundError as err:
-            raise BadImage("missing image", f"{source} does not exist any more") from err
+            data = reader.read(source, offset, length)
         except OSError as err:
             raise BadImage("unreadable shard", f"{source} cannot be read ({err})") from err
-        return data
-
-    def decode(self, i: int, size: int, channels: int, reader: RangeReader, crop: Crop | None = None,
-               steps=None) -> torch.Tensor:
-        """Image i as uint8 [channels, size, size] (or as a model's own `steps` make it, images.decode_image);
-        BadImage when it cannot be read or decoded."""
-        return decode_image(self.read(i, reader), size, channels, crop, steps)
+        return decode_image(data, size, channels, crop, steps)
 
     def fingerprint(self) -> str:
         """A hash of which bytes of which file versions the images are: the feature cache's key."""

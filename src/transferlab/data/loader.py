@@ -16,9 +16,7 @@ run stops naming the sample. Each item says which samples it used, for their cap
 from __future__ import annotations
 
 import gc
-import hashlib
 import os
-import random
 import threading
 import time
 from collections import Counter
@@ -35,6 +33,7 @@ from transferlab.data.lazy import LazyImages
 from transferlab.data.order import StepRows
 from transferlab.data.remote import RangeReader
 from transferlab.errors import UserError
+from transferlab.runtime import derived_random
 
 MAX_REPLACEMENTS = 32  # draws for a bad sample's stand-in before the pool is judged unusable
 MAX_WORKERS = 8
@@ -104,8 +103,7 @@ class StepImages(Dataset):
         return Loaded(step, out, chosen, dict(skipped), time.perf_counter() - started)
 
     def _stand_in(self, step: int, row: int, attempt: int) -> int:
-        digest = hashlib.blake2b(f"{self.seed}:replace:{step}:{row}:{attempt}".encode(), digest_size=8).digest()
-        return random.Random(int.from_bytes(digest, "little")).randrange(len(self.images))
+        return derived_random(self.seed, "replace", step, row, attempt).randrange(len(self.images))
 
 
 def stream_steps(dataset: StepImages, start: int, stop: int, workers: int, prefetch: int,
@@ -122,7 +120,8 @@ def stream_steps(dataset: StepImages, start: int, stop: int, workers: int, prefe
     try:
         batches = iter(loader)
     finally:
-        gc.unfreeze()
+        if workers:
+            gc.unfreeze()
     for loaded in batches:
         if loaded.error:
             raise UserError(loaded.error)

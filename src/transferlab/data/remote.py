@@ -106,18 +106,6 @@ class RangeReader:
             raise OSError(f"{source} ends before byte {offset + size}")
         return data
 
-    def read_whole(self, source: str, limit: int) -> bytes:
-        """The whole file at `source` (one image of a folder source), refused beyond `limit` bytes."""
-        if is_url(source):
-            with open_url(source) as file:
-                data = file.read(limit + 1)
-        else:
-            with open(local_path(source), "rb") as file:
-                data = file.read(limit + 1)
-        if len(data) > limit:
-            raise OSError(f"{source} is larger than {limit // 2**20} MiB")
-        return data
-
     def _handle(self, source: str):
         if self._pid != os.getpid():  # forked: the parent's descriptors are the parent's
             self._files, self._pid = OrderedDict(), os.getpid()
@@ -126,7 +114,7 @@ class RangeReader:
             return self._files[source]
         while len(self._files) >= OPEN_FILES:
             _, old = self._files.popitem(last=False)
-            os.close(old) if isinstance(old, int) else old.close()
+            _close(old)
         handle = open_url(source) if is_url(source) else os.open(local_path(source), os.O_RDONLY)
         self._files[source] = handle
         return handle
@@ -134,10 +122,15 @@ class RangeReader:
     def close(self) -> None:
         while self._files:
             _, handle = self._files.popitem()
-            os.close(handle) if isinstance(handle, int) else handle.close()
+            _close(handle)
 
     def __getstate__(self) -> dict:  # a reader is pickled into spawned workers without its open files
         return {}
 
     def __setstate__(self, state: dict) -> None:
         self.__init__()
+
+
+def _close(handle) -> None:
+    """Close a descriptor (local file) or a file object (URL)."""
+    os.close(handle) if isinstance(handle, int) else handle.close()

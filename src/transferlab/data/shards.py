@@ -11,6 +11,7 @@ memory only when a sample needs them, and only up to a size limit, so a hostile 
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import glob
 import gzip
@@ -79,7 +80,7 @@ def expand_shards(pattern: str) -> list[Path]:
 
 
 class ByteRange(NamedTuple):
-    """Where a member's bytes lie in its (uncompressed) shard: read them later with `read_range`."""
+    """Where a member's bytes lie in its (uncompressed) shard: read them later with `RangeReader.read`."""
 
     offset: int
     size: int
@@ -123,49 +124,50 @@ def iter_samples(paths: list[Path | str], bad: BadSamples | None = None, keep: C
 def _shard_samples(path: Path | str, bad: BadSamples, keep: Callable[[str], bool] | None,
                    text: Collection[str], locate: Collection[str]) -> Iterator[dict[str, bytes | str]]:
     sample: dict[str, bytes | str] | None = None
-    try:
-        opened = _open_stream(path)
-    except OSError as err:
-        if isinstance(err, gzip.BadGzipFile):
+    with contextlib.ExitStack() as stack:  # a URL's file object is closed with the shard
+        try:
+            opened = _open_stream(stack.enter_context(open_url(str(path))) if is_url(path) else path)
+        except OSError as err:
+            if isinstance(err, gzip.BadGzipFile):
+                return _corrupt(bad, path, err)
+            return bad("unreachable shard", str(path), f"the shard cannot be opened ({err})",
+                       fix="Check the path or URL (and the network), or leave the shard out of `shards`")
+        except (tarfile.TarError, EOFError, zlib.error) as err:
             return _corrupt(bad, path, err)
-        return bad("unreachable shard", str(path), f"the shard cannot be opened ({err})",
-                   fix="Check the path or URL (and the network), or leave the shard out of `shards`")
-    except (tarfile.TarError, EOFError, zlib.error) as err:
-        return _corrupt(bad, path, err)
-    try:
-        with opened as tar:
-            for member in tar:
-                if member.isdir():
-                    continue
-                name = PurePosixPath(member.name)
-                if not member.isfile() or name.is_absolute() or ".." in name.parts:
-                    bad.report.skip("unsafe tar member")
-                    continue
-                match = KEY_EXT.match(member.name)
-                if match is None or match[2].startswith("__"):  # no extension, or one like __key__ of ours
-                    continue
-                key, ext = match.groups()
-                if sample is not None and sample["__key__"] != key:
-                    yield sample
-                    sample = None
-                if sample is None:
-                    sample = {"__key__": key, "__shard__": str(path)}
-                if keep is not None and not keep(ext):
-                    continue
-                if ext in sample:
-                    bad.report.skip("duplicate tar member")
-                elif ext in text:
-                    sample[ext] = _text_head(tar.extractfile(member).read(MAX_TEXT_BYTES), member.size)
-                elif member.size > MAX_MEMBER_BYTES:
-                    bad.report.skip("oversized tar member")
-                elif ext.lower() in locate:
-                    sample[ext] = ByteRange(member.offset_data, member.size)
-                else:
-                    sample[ext] = tar.extractfile(member).read()
-    except (tarfile.TarError, EOFError, OSError, zlib.error) as err:
-        return _corrupt(bad, path, err)  # the sample being read when the damage began is incomplete: drop it
-    if sample is not None:
-        yield sample
+        try:
+            with opened as tar:
+                for member in tar:
+                    if member.isdir():
+                        continue
+                    name = PurePosixPath(member.name)
+                    if not member.isfile() or name.is_absolute() or ".." in name.parts:
+                        bad.report.skip("unsafe tar member")
+                        continue
+                    match = KEY_EXT.match(member.name)
+                    if match is None or match[2].startswith("__"):  # no extension, or one like __key__ of ours
+                        continue
+                    key, ext = match.groups()
+                    if sample is not None and sample["__key__"] != key:
+                        yield sample
+                        sample = None
+                    if sample is None:
+                        sample = {"__key__": key, "__shard__": str(path)}
+                    if keep is not None and not keep(ext):
+                        continue
+                    if ext in sample:
+                        bad.report.skip("duplicate tar member")
+                    elif ext in text:
+                        sample[ext] = _text_head(tar.extractfile(member).read(MAX_TEXT_BYTES), member.size)
+                    elif member.size > MAX_MEMBER_BYTES:
+                        bad.report.skip("oversized tar member")
+                    elif ext.lower() in locate:
+                        sample[ext] = ByteRange(member.offset_data, member.size)
+                    else:
+                        sample[ext] = tar.extractfile(member).read()
+        except (tarfile.TarError, EOFError, OSError, zlib.error) as err:
+            return _corrupt(bad, path, err)  # the sample being read when the damage began is incomplete: drop it
+        if sample is not None:
+            yield sample
 
 
 def _corrupt(bad: BadSamples, path: Path | str, err: Exception) -> None:
@@ -174,12 +176,12 @@ def _corrupt(bad: BadSamples, path: Path | str, err: Exception) -> None:
         fix="Re-create or re-download the shard, or leave it out of `shards`")
 
 
-def _open_stream(path: Path | str) -> tarfile.TarFile:
-    """The tar as a stream ("r|*": any compression), so a shard is never seeked or extracted."""
+def _open_stream(source: Path | BinaryIO) -> tarfile.TarFile:
+    """The tar (a path, or an open file) as a stream ("r|*": any compression), never seeked or extracted."""
     try:
-        if is_url(path):
-            return tarfile.open(fileobj=open_url(str(path)), mode="r|*")
-        return tarfile.open(path, mode="r|*")
+        if isinstance(source, Path):
+            return tarfile.open(source, mode="r|*")
+        return tarfile.open(fileobj=source, mode="r|*")
     except TypeError as err:  # CPython's tarfile: a gzip header cut short fails in ord(b"") with a TypeError
         raise tarfile.ReadError(f"gzip header cut short ({err})") from None
 
@@ -311,7 +313,7 @@ def _read_classnames(path: Path | str) -> list[str] | None:
             raw = Path(path).read_bytes()
         else:
             return None
-    except (FileNotFoundError, OSError):
+    except OSError:
         return None
     try:
         names = [line.strip() for line in raw.decode("utf-8-sig").split("\n")]
