@@ -16,11 +16,16 @@ from transferlab.config.schema import (
     IMAGE_ONLY_OBJECTIVES,
     AugmentSpec,
     BundledSource,
+    CifarSource,
+    ClipBenchmarkSource,
     DataSource,
     EvalSpec,
     FolderSource,
+    HFDatasetSource,
+    ImageFolderSource,
     LoggingSpec,
     ModelSpec,
+    PublishedSource,
     Recipe,
     Splits,
     Suite,
@@ -31,7 +36,8 @@ from transferlab.config.schema import (
 )
 
 __all__ = [
-    "IMAGE_ONLY_OBJECTIVES", "AugmentSpec", "BundledSource", "DataSource", "EvalSpec", "FolderSource",
+    "IMAGE_ONLY_OBJECTIVES", "AugmentSpec", "BundledSource", "CifarSource", "ClipBenchmarkSource", "DataSource",
+    "EvalSpec", "FolderSource", "HFDatasetSource", "ImageFolderSource", "PublishedSource",
     "LoggingSpec", "ModelSpec", "Recipe", "Splits", "Suite", "TextPairSource", "TowerSpec", "TrainSpec",
     "WebDatasetSource", "apply_override",
     "builtin_recipes", "builtin_suites", "dump_recipe", "load_recipe", "load_suite", "parse_yaml",

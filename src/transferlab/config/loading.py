@@ -17,7 +17,14 @@ from typing import Annotated, Any, Union
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from transferlab.config.schema import FolderSource, Recipe, Suite, TextPairSource, WebDatasetSource
+from transferlab.config.schema import (
+    FolderSource,
+    PublishedSource,
+    Recipe,
+    Suite,
+    TextPairSource,
+    WebDatasetSource,
+)
 from transferlab.errors import UserError, did_you_mean
 
 
@@ -235,6 +242,8 @@ def resolve_paths(recipe: Recipe | Suite, base: Path) -> Recipe | Suite:
             source.shards = str(base / source.shards)
         elif isinstance(source, TextPairSource) and source.table is not None:
             source.table = (base / source.table).resolve()
+        elif isinstance(source, PublishedSource) and ":" not in source.root and not Path(source.root).is_absolute():
+            source.root = str((base / source.root).resolve())  # hf-hub:<repo> ids stay as they are
     return recipe
 
 

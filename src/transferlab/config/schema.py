@@ -40,10 +40,10 @@ class Splits(Strict):
         return self
 
 
-class SourceBase(Strict):
-    splits: Splits = Splits()
+class SourceCommon(Strict):
     templates: list[str] | None = Field(
-        default=None, description="caption templates with '{}' for the class name, for labelled data")
+        default=None, description="caption templates with '{}' (or CLIP_benchmark's '{c}') for the class name, "
+                                  "for labelled data")
     bad_samples: Literal["error", "skip"] = Field(
         default="error", description="a missing or undecodable sample stops with an error, or is skipped "
                                      "and counted in the data report")
@@ -51,10 +51,26 @@ class SourceBase(Strict):
     @field_validator("templates")
     @classmethod
     def _templates(cls, value: list[str] | None) -> list[str] | None:
-        for template in value or []:
-            if "{}" not in template:
-                raise ValueError(f"template {template!r} has no '{{}}' where the class name goes")
-        return value
+        return None if value is None else [_placeholder(template) for template in value]
+
+
+def _placeholder(template: str) -> str:
+    """A template with CLIP_benchmark's '{c}' written as '{}'; one with neither is refused."""
+    template = template.replace("{c}", "{}")
+    if "{}" not in template:
+        raise ValueError(f"template {template!r} has no '{{}}' (or '{{c}}') where the class name goes")
+    return template
+
+
+class SourceBase(SourceCommon):
+    splits: Splits = Splits()
+
+
+class Streamable(Strict):
+    stream: bool | Literal["auto"] = Field(
+        default="auto", description="decode images per step in loader workers instead of all at once into "
+                                    "memory; auto: stream shards over 1 GiB on disk or remote, and folder "
+                                    "sources whose decoded images would take over 2 GiB (docs/streaming.md)")
 
 
 class BundledSource(SourceBase):
@@ -63,11 +79,8 @@ class BundledSource(SourceBase):
     source: Literal["mnist5k", "digits"]
 
 
-class StreamedSource(SourceBase):
-    stream: bool | Literal["auto"] = Field(
-        default="auto", description="decode images per step in loader workers instead of all at once into "
-                                    "memory; auto: stream shards over 1 GiB on disk or remote, and folder "
-                                    "sources whose decoded images would take over 2 GiB (docs/streaming.md)")
+class StreamedSource(SourceBase, Streamable):
+    pass
 
 
 class FolderSource(StreamedSource):
@@ -112,8 +125,55 @@ class TextPairSource(SourceBase):
         return self
 
 
-DataSource = Annotated[BundledSource | FolderSource | WebDatasetSource | TextPairSource,
-                       Field(discriminator="source")]
+class PublishedSource(SourceCommon):
+    """Data that comes with the splits its publisher defines (a benchmark's test split): those are kept.
+
+    The published test split is evaluated on (a published `val`/`validation` split stands in for a missing
+    test split, as ImageNet's does); val is the published val split when there is also a test split, else
+    `val_fraction` of the published train split (seeded, stratified), where probes tune their penalty.
+    """
+
+    root: str = Field(description="the dataset's folder (or, where the source says so, a hub id)")
+    val_fraction: float = Field(default=0.1, ge=0, lt=1, description="share of the published train split held "
+                                                                     "out as val when no val split is published")
+    seed: int = 0
+
+
+class ClipBenchmarkSource(PublishedSource, Streamable):
+    """CLIP_benchmark's webdataset layout: `<root>/<split>/{0..n-1}.tar` (`nshards.txt`), `classnames.txt`,
+    `zeroshot_classification_templates.txt`, `dataset_type.txt`; `root` may be `hf-hub:clip-benchmark/wds_<name>`."""
+
+    source: Literal["clip-benchmark"]
+
+
+class ImageFolderSource(PublishedSource, Streamable):
+    """An ImageFolder tree: `<root>/<class>/<image>`, or `<root>/<split>/<class>/<image>` for split folders
+    (train, val, test); class names are the folder names in sorted order, as torchvision's ImageFolder."""
+
+    source: Literal["imagefolder"]
+
+
+class HFDatasetSource(PublishedSource):
+    """A Hugging Face `datasets` dataset saved with `save_to_disk`, or its parquet files; class names from the
+    label column's `ClassLabel` feature."""
+
+    source: Literal["hf-datasets"]
+    image_column: str = "image"
+    label_column: str | None = "label"
+    caption_column: str | None = None
+
+
+class CifarSource(PublishedSource):
+    """CIFAR-10 or CIFAR-100 in their binary version (`cifar-10-batches-bin`, `cifar-100-binary`), never
+    the pickled one."""
+
+    source: Literal["cifar"]
+    labels: Literal["fine", "coarse"] = Field(default="fine", description="CIFAR-100: the 100 fine classes or "
+                                                                          "the 20 superclasses")
+
+
+DataSource = Annotated[BundledSource | FolderSource | WebDatasetSource | TextPairSource | ClipBenchmarkSource
+                       | ImageFolderSource | HFDatasetSource | CifarSource, Field(discriminator="source")]
 
 
 # --------------------------------------------------------------------------------------------- model
@@ -410,7 +470,7 @@ class EvalSpec(Strict):
     @field_validator("templates")
     @classmethod
     def _templates(cls, value: list[str]) -> list[str]:
-        return SourceBase._templates(value)
+        return [_placeholder(template) for template in value]
 
 
 class Suite(Strict):

@@ -42,6 +42,7 @@ def load_bundled(source: str, name: str, size: int, channels: int,
     labels = torch.as_tensor(labels, dtype=torch.long)
     captions = [[t.format(DIGIT_NAMES[y]) for t in templates] for y in labels.tolist()]
     data = ImageTextData(name=name, images=resize_tensor(torch.as_tensor(images, dtype=torch.float32), size, channels),
-                         captions=captions, labels=labels, classnames=list(DIGIT_NAMES))
+                         captions=captions, labels=labels, classnames=list(DIGIT_NAMES),
+                         classnames_from=f"the digit names of {source}")
     data.report.kept = len(data)
     return data

@@ -7,6 +7,7 @@ files every epoch.
 
 from __future__ import annotations
 
+import dataclasses
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -38,6 +39,10 @@ class ImageTextData:
     captions:   one non-empty list of captions per image.
     labels:     int64 tensor [N] of class indices, or None for pure image-text pairs.
     classnames: the class names labels index into, or None.
+    classnames_from: where the class names come from (a file, a `ClassLabel` feature, the label strings);
+                None when they are only the integer labels themselves, which zero-shot cannot use.
+    templates:  zero-shot templates ('{}' for the class name) the dataset publishes, or None: they take the
+                place of the suite's `eval.templates` for this dataset.
     """
 
     name: str
@@ -45,6 +50,8 @@ class ImageTextData:
     captions: list[list[str]]
     labels: torch.Tensor | None = None
     classnames: list[str] | None = None
+    classnames_from: str | None = None
+    templates: list[str] | None = None
     report: DataReport = field(default_factory=DataReport)
 
     def __post_init__(self) -> None:
@@ -66,11 +73,5 @@ class ImageTextData:
     def subset(self, index: torch.Tensor) -> ImageTextData:
         """The samples at `index` (a 1-D tensor of positions), sharing nothing mutable with self."""
         index = torch.as_tensor(index, dtype=torch.long)
-        return ImageTextData(
-            name=self.name,
-            images=self.images[index],
-            captions=[self.captions[i] for i in index.tolist()],
-            labels=None if self.labels is None else self.labels[index],
-            classnames=self.classnames,
-            report=self.report,
-        )
+        return dataclasses.replace(self, images=self.images[index], captions=[self.captions[i] for i in index.tolist()],
+                                   labels=None if self.labels is None else self.labels[index])

@@ -94,7 +94,8 @@ def combine(parts: dict[str, ImageTextData | TextPairData]) -> Mixture:
         torch.cat([part.images for part in parts.values()])
     data = ImageTextData(name=name, images=images,
                          captions=[captions for part in parts.values() for captions in part.captions],
-                         labels=labels, classnames=classnames, report=merged)
+                         labels=labels, classnames=classnames, report=merged,
+                         classnames_from=None if labels is None else "the mixed datasets' class names")
     return Mixture(data, names, source_ids, reports)
 
 

@@ -94,9 +94,11 @@ def assemble(name: str, origin: str, samples: list[Sample], bad: BadSamples, tem
 
     `known`, when given, are the class names (read from `known_from`) that integer labels index into.
     """
-    labels = classnames = None
+    labels = classnames = named_by = None
     if labelled:
         samples, labels, classnames = _index_labels(samples, bad, known, known_from)
+        named_by = known_from if known is not None else None if all(
+            INTEGER.fullmatch(name) for name in classnames) else "the label values"
     if not samples:
         skipped = bad.report.skipped
         if skipped:
@@ -118,7 +120,7 @@ def assemble(name: str, origin: str, samples: list[Sample], bad: BadSamples, tem
     bad.report.kept = len(samples)
     return ImageTextData(name=name, images=stack([sample.image for sample in samples]), captions=captions,
                          labels=None if labels is None else torch.tensor(labels, dtype=torch.long),
-                         classnames=classnames, report=bad.report)
+                         classnames=classnames, classnames_from=named_by, report=bad.report)
 
 
 def _fill(template: str, classname: str, name: str) -> str:

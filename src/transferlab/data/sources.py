@@ -1,18 +1,45 @@
 """Load a named dataset of a recipe, whole or one split, images at the model's resolution: decoded into
-memory, or, for a streamed source, located and decoded batch by batch (`stream`, docs/streaming.md)."""
+memory, or, for a streamed source, located and decoded batch by batch (`stream`, docs/streaming.md).
+
+Most sources are one collection that a seeded `splits` divides; a `PublishedSource` (a benchmark's files)
+comes with its publisher's splits, which are kept (`published_roles`)."""
 
 from __future__ import annotations
 
-from transferlab.config import BundledSource, DataSource, FolderSource, TextPairSource, WebDatasetSource
+import logging
+
+from transferlab.config import (
+    BundledSource,
+    CifarSource,
+    ClipBenchmarkSource,
+    DataSource,
+    FolderSource,
+    HFDatasetSource,
+    ImageFolderSource,
+    PublishedSource,
+    Splits,
+    TextPairSource,
+    WebDatasetSource,
+)
 from transferlab.data.dataset import ImageTextData
 from transferlab.data.pairs import TextPairData, load_text_pairs
 from transferlab.data.splits import split_indices
+from transferlab.errors import UserError
+
+log = logging.getLogger(__name__)
 
 STREAM_ABOVE_BYTES = 2 * 2**30  # `stream: auto` streams a folder source whose decoded images would take more
 STREAM_ABOVE_STORED_BYTES = 2**30  # and shards taking more on disk (encoded images are smaller than decoded ones)
 
 
 def load_dataset(name: str, spec: DataSource, size: int, channels: int) -> ImageTextData | TextPairData:
+    """The whole dataset; of a published source, its train split (or, without split folders, all of it)."""
+    if isinstance(spec, PublishedSource):
+        published = read_published(name, spec, size, channels)
+        if "train" not in published and "all" not in published:
+            raise UserError(f"Dataset '{name}' ({spec.root}) publishes no train split, only {', '.join(published)}, "
+                            f"so it cannot be trained on; it is for evaluation.")
+        return published.get("train", published.get("all"))
     if isinstance(spec, BundledSource):
         from transferlab.data.bundled import load_bundled
 
@@ -33,6 +60,64 @@ def load_dataset(name: str, spec: DataSource, size: int, channels: int) -> Image
 
 
 def load_splits(name: str, spec: DataSource, size: int, channels: int) -> dict[str, ImageTextData | TextPairData]:
-    """{'train': ..., 'val': ..., 'test': ...} from the dataset's seeded (stratified) split."""
+    """{'train': ..., 'val': ..., 'test': ...} from the dataset's seeded (stratified) split, or its published one."""
+    if isinstance(spec, PublishedSource):
+        return published_roles(name, spec, read_published(name, spec, size, channels))
     data = load_dataset(name, spec, size, channels)
     return {split: data.subset(index) for split, index in split_indices(len(data), spec.splits, data.labels).items()}
+
+
+def read_published(name: str, spec: PublishedSource, size: int, channels: int) -> dict[str, ImageTextData]:
+    """The splits a published source holds, by their published names ('train', 'test', 'val', ...; 'all' for
+    a dataset with no split folders)."""
+    if isinstance(spec, ClipBenchmarkSource):
+        from transferlab.data.clip_benchmark import read_clip_benchmark
+
+        return read_clip_benchmark(spec, name, size, channels)
+    if isinstance(spec, ImageFolderSource):
+        from transferlab.data.imagefolder import read_imagefolder
+
+        return read_imagefolder(spec, name, size, channels)
+    if isinstance(spec, HFDatasetSource):
+        from transferlab.data.hf_datasets import read_hf_dataset
+
+        return read_hf_dataset(spec, name, size, channels)
+    if isinstance(spec, CifarSource):
+        from transferlab.data.cifar import read_cifar
+
+        return read_cifar(spec, name, size, channels)
+    raise TypeError(f"unknown published source {type(spec).__name__}")
+
+
+VAL_NAMES = ("val", "validation", "valid")
+
+
+def published_roles(name: str, spec: PublishedSource, published: dict[str, ImageTextData]) -> dict[str, ImageTextData]:
+    """transferlab's train/val/test from a publisher's splits: test is the published test split (a published
+    val split stands in when there is none, as ImageNet's does; 'all' of a dataset without splits is the
+    test split); val is the published val split beside a test split, else `val_fraction` of train, held out
+    seeded and stratified. A split not published is empty."""
+    if not published:
+        raise UserError(f"Dataset '{name}' ({spec.root}) holds no split.")
+    val_name = next((split for split in VAL_NAMES if split in published), None)
+    if "all" in published:
+        published = {"test": published["all"]}
+    unknown = [split for split in published if split not in ("train", "test", *VAL_NAMES)]
+    if unknown:
+        log.info("dataset %s: published split(s) %s not used (transferlab uses train, val and test)", name, unknown)
+    test, val = published.get("test"), None
+    if test is None and val_name is not None:
+        test = published[val_name]
+        log.info("dataset %s: no test split is published; its '%s' split is evaluated on", name, val_name)
+    elif val_name is not None:
+        val = published[val_name]
+    train = published.get("train")
+    empty = next(iter(published.values())).subset([])
+    if train is not None and val is None and spec.val_fraction > 0:
+        held = split_indices(len(train), Splits(train=1 - spec.val_fraction, val=spec.val_fraction, test=0.0,
+                                                seed=spec.seed), train.labels)
+        train, val = train.subset(held["train"]), train.subset(held["val"])
+    if test is None:
+        raise UserError(f"Dataset '{name}' ({spec.root}) publishes no test (or val) split, only "
+                        f"{', '.join(published)}; transferlab evaluates on the published test split.")
+    return {"train": train if train is not None else empty, "val": val if val is not None else empty, "test": test}
