@@ -187,8 +187,9 @@ def _finetune(task: _Task, base: LoadedModel, method: str, parameters: dict, see
     train = task.splits["train"]
     shots = decode_all(train.images[torch.as_tensor(task.chosen)], model.spec.image_size, model.spec.channels,
                        strict=True)  # streamed data: only the few chosen images are decoded
+    templates = task.view.zeroshot_templates(task.suite.eval.templates)
     tuned = finetune(model, shots, train.labels[torch.as_tensor(task.chosen)],
-                     classnames=train.classnames, templates=task.suite.eval.templates, method=method, seed=seed,
+                     classnames=train.classnames, templates=templates, method=method, seed=seed,
                      **parameters)
     path = _save_model(tuned.model, base, out, {"method": method, "parameters": parameters, "seed": seed})
     save_file({k: v.detach().cpu().contiguous() for k, v in tuned.head.state_dict().items()},

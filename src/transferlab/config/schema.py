@@ -31,12 +31,22 @@ class Splits(Strict):
     test: float = 0.2
     seed: int = 0
 
+    @model_validator(mode="before")
+    @classmethod
+    def _unnamed_are_zero(cls, value: Any) -> Any:
+        """`{test: 1}` means all of it for testing: fractions left out are 0 when those given sum to 1."""
+        if isinstance(value, dict):
+            given = [value[k] for k in ("train", "val", "test") if k in value]
+            if given and all(isinstance(v, (int, float)) for v in given) and abs(sum(given) - 1) <= 1e-6:
+                value = {"train": 0.0, "val": 0.0, "test": 0.0, **value}
+        return value
+
     @model_validator(mode="after")
     def _fractions(self) -> Splits:
         parts = (self.train, self.val, self.test)
-        if min(parts) < 0 or self.train <= 0 or abs(sum(parts) - 1) > 1e-6:
-            raise ValueError(f"train, val and test must be non-negative fractions with train > 0 that sum "
-                             f"to 1; got {self.train}, {self.val}, {self.test}")
+        if min(parts) < 0 or abs(sum(parts) - 1) > 1e-6:
+            raise ValueError(f"train, val and test must be non-negative fractions that sum to 1 ({{test: 1}} "
+                             f"evaluates on all of it); got {self.train}, {self.val}, {self.test}")
         return self
 
 
@@ -102,6 +112,9 @@ class WebDatasetSource(StreamedSource):
     shards: str = Field(description="a tar file, a folder of .tar files, a glob or a brace pattern such as "
                                     "data/shard-{000000..000009}.tar; or URLs (http://, s3://, ... through fsspec)")
     caption_key: str = "txt"
+    caption_lines: bool | Literal["auto"] = Field(
+        default="auto", description="a caption member with several lines holds one caption per line (CLIP_benchmark's "
+                                    "layout); auto: split, and say so in the data report when any text has several")
     label_key: str | None = None
 
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import torch
 
+from transferlab.errors import UserError
+
 
 class CaptionTable:
     def __init__(self, captions: list[list[str]]) -> None:
@@ -15,6 +17,11 @@ class CaptionTable:
         rows = [[ids.setdefault(c, len(ids)) for c in sample] for sample in captions]
         self.texts: list[str] = list(ids)
         self.counts = torch.tensor([len(r) for r in rows], dtype=torch.long)
+        if len(rows) and int(self.counts.min()) == 0:
+            raise UserError(f"{int((self.counts == 0).sum())} of {len(rows)} images have no caption (label-only data), "
+                            f"and training pairs each image with a caption. Give the dataset `templates` (e.g. "
+                            f"['a photo of a {{}}.']) to caption images by their class, or train an image-only "
+                            f"objective (supcon, simclr, supervised-ce).")
         self.table = torch.zeros(len(rows), int(self.counts.max()), dtype=torch.long)
         for i, row in enumerate(rows):
             self.table[i, : len(row)] = torch.tensor(row)

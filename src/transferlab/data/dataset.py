@@ -8,6 +8,7 @@ files every epoch.
 from __future__ import annotations
 
 import dataclasses
+import logging
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -15,19 +16,29 @@ import torch
 
 from transferlab.data.lazy import LazyImages
 
+log = logging.getLogger(__name__)
+
 
 @dataclass
 class DataReport:
-    """What a reader saw: samples kept and samples skipped, by reason."""
+    """What a reader saw: samples kept, samples skipped by reason, and the decisions it took about the
+    layout (where class names came from, how captions were split), which are logged as well."""
 
     kept: int = 0
     skipped: Counter = field(default_factory=Counter)
+    notes: list[str] = field(default_factory=list)
 
     def skip(self, reason: str) -> None:
         self.skipped[reason] += 1
 
+    def note(self, text: str, warn: bool = True) -> None:
+        """Record a decision; `warn` also shows it (one that may change results), else it is logged at info."""
+        if text not in self.notes:
+            self.notes.append(text)
+            log.log(logging.WARNING if warn else logging.INFO, text)
+
     def to_dict(self) -> dict:
-        return {"kept": self.kept, "skipped": dict(self.skipped)}
+        return {"kept": self.kept, "skipped": dict(self.skipped), **({"notes": self.notes} if self.notes else {})}
 
 
 @dataclass
@@ -36,7 +47,7 @@ class ImageTextData:
 
     images:     uint8 tensor [N, C, H, W] at the model's input resolution, or, for a streamed dataset,
                 `LazyImages` (where each encoded image lies; decoded batch by batch).
-    captions:   one non-empty list of captions per image.
+    captions:   a list of captions per image; empty for label-only data (classification needs none).
     labels:     int64 tensor [N] of class indices, or None for pure image-text pairs.
     classnames: the class names labels index into, or None.
     classnames_from: where the class names come from (a file, a `ClassLabel` feature, the label strings);

@@ -20,6 +20,7 @@ import json
 import re
 import tarfile
 import zlib
+from collections import Counter
 from collections.abc import Callable, Collection, Iterator
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO, NamedTuple
@@ -48,6 +49,7 @@ from transferlab.fileio import atomic_open, atomic_write
 
 IMAGE_EXTS = ("png", "jpg", "jpeg", "webp", "bmp", "gif", "tif", "tiff")
 CLASSNAMES = "classnames.txt"
+TEMPLATES = "zeroshot_classification_templates.txt"  # CLIP_benchmark's name, with {c} for the class
 KEY_EXT = re.compile(r"^((?:.*/|)[^.]+)[.]([^/]*)$")  # webdataset's rule: the key ends at the name's first dot
 MAX_MEMBER_BYTES = MAX_IMAGE_BYTES  # a larger member is skipped unread
 MAX_TEXT_BYTES = 4 * MAX_CAPTION_CHARS  # text members are read this far: MAX_CAPTION_CHARS characters of UTF-8
@@ -202,9 +204,9 @@ def read_webdataset(spec: WebDatasetSource, name: str, size: int, channels: int,
     with `stream`, located (`LazyImages`: shard and byte range) and decoded later, batch by batch."""
     sources = expand_sources(spec.shards)
     bad = BadSamples(name, spec.bad_samples, DataReport(), "sample")
-    known_from = _beside(sources[0], CLASSNAMES)
-    known = _read_classnames(known_from)
-    templated = bool(spec.templates) and spec.label_key is not None
+    known_from = _dataset_file(sources[0], CLASSNAMES, bad.report) if spec.label_key else None
+    known = None if known_from is None else _read_lines(known_from)
+    labelled = spec.label_key is not None  # label-only samples are kept: classification needs no caption
     text = {key for key in (spec.caption_key, spec.label_key) if key}
     wanted = {*text, "json"}
     def keep(ext: str) -> bool:
@@ -219,15 +221,59 @@ def read_webdataset(spec: WebDatasetSource, name: str, size: int, channels: int,
 
     def image(member: bytes | ByteRange, shard: str) -> torch.Tensor | int:
         return located.add(member, shard) if stream else decode_image(member, size, channels)
-    samples = []
+    samples, lines = [], Counter()
     for sample in progress(samples_in, Path(spec.shards).name):
-        parsed = _parse_sample(sample, spec, name, templated, bad, image)
+        parsed = _parse_sample(sample, spec, name, labelled, bad, image, lines)
         if parsed is not None:
             samples.append(parsed)
             if not stream and len(samples) % 4096 == 0:  # the count is unknown until the last shard: check as it grows
                 check_fits(2 * len(samples), channels, size, name, spec.shards, streams=True)
-    return assemble(name, spec.shards, samples, bad, spec.templates, spec.label_key is not None, known,
+    if lines["several"]:
+        bad.report.note(f"dataset '{name}': {lines['several']} caption members (.{spec.caption_key}) hold several "
+                        f"lines; each line is read as one caption (CLIP_benchmark's layout). Set "
+                        f"`datasets.{name}.caption_lines: false` to keep each text whole.")
+    data = assemble(name, spec.shards, samples, bad, spec.templates, spec.label_key is not None, known,
                     str(known_from), stack=located.images if stream else torch.stack)
+    if data.labels is not None and data.classnames_from is None:
+        bad.report.note(f"dataset '{name}': no {CLASSNAMES} beside the shards or in their parent folder, so its "
+                        f"classes are named by their integer labels; zero-shot classification needs class names. Put "
+                        f"the names, one per line in label order, in {_beside(sources[0], CLASSNAMES)}.")
+    templates_from = _dataset_file(sources[0], TEMPLATES, bad.report) if data.labels is not None else None
+    if templates_from is not None:
+        data.templates = [_template(line, templates_from) for line in _read_lines(templates_from) if line]
+    return data
+
+
+def _dataset_file(shard: Path | str, file_name: str, report: DataReport) -> Path | str | None:
+    """A dataset-level file (class names, templates) beside the shards, or in their parent folder as in
+    CLIP_benchmark's layout (`<dataset>/<split>/*.tar`, `<dataset>/classnames.txt`); None when in neither.
+    A file found in the parent folder is reported, so where names come from is never a silent guess."""
+    beside = _beside(shard, file_name)
+    parent = f"{str(shard).rsplit('/', 2)[0]}/{file_name}" if is_url(shard) else Path(shard).parent.parent / file_name
+    for candidate in (beside, parent):
+        if _exists(candidate):
+            if candidate is parent:
+                report.note(f"{file_name} read from the dataset folder above the shards: {candidate}", warn=False)
+            return candidate
+    return None
+
+
+def _exists(path: Path | str) -> bool:
+    if not is_url(path):
+        return Path(path).is_file()
+    try:
+        with open_url(str(path)):
+            return True
+    except OSError:
+        return False
+
+
+def _template(line: str, origin: Path | str) -> str:
+    template = line.replace("{c}", "{}")
+    if "{}" not in template:
+        raise UserError(f"{origin}: the template {line!r} has no '{{c}}' (or '{{}}') where the class name goes. Fix "
+                        f"that line, or delete the file to use the suite's eval.templates.")
+    return template
 
 
 class Located:
@@ -263,8 +309,8 @@ def _refuse_compressed(shard: str) -> None:
                         f"dataset's `stream: false` to decode it whole into memory.")
 
 
-def _parse_sample(sample: dict, spec: WebDatasetSource, name: str, templated: bool, bad: BadSamples,
-                  image: Callable) -> Sample | None:
+def _parse_sample(sample: dict, spec: WebDatasetSource, name: str, labelled: bool, bad: BadSamples,
+                  image: Callable, lines: Counter) -> Sample | None:
     where = f"{sample['__shard__']}, sample '{sample['__key__']}'"
     ext = next((key for key in sample if key.lower() in IMAGE_EXTS), None)
     if ext is None:
@@ -283,13 +329,13 @@ def _parse_sample(sample: dict, spec: WebDatasetSource, name: str, templated: bo
     key = spec.caption_key
     if captions is None:
         try:
-            captions = clean_captions(sample[key].decode("utf-8")) if key in sample else []
+            captions = _captions(sample[key].decode("utf-8"), spec.caption_lines, lines) if key in sample else []
         except UnicodeDecodeError:
             return bad("invalid caption", where, f"the .{key} member is not UTF-8 text; re-encode it as UTF-8")
-    if not captions and not templated:
+    if not captions and not labelled:
         state = "empty" if key in sample else "missing"
-        return bad(f"{state} caption", where, f"the caption member .{key} is {state}, and without "
-                                              f"`datasets.{name}.label_key` and `templates` no caption can be made")
+        return bad(f"{state} caption", where, f"the caption member .{key} is {state}, and the sample has no label "
+                                              f"(`datasets.{name}.label_key`) to classify it by")
     label = None
     if spec.label_key:
         try:
@@ -304,7 +350,20 @@ def _parse_sample(sample: dict, spec: WebDatasetSource, name: str, templated: bo
         return bad(err.reason, where, f"the .{ext} member cannot be decoded: {err}")
 
 
-def _read_classnames(path: Path | str) -> list[str] | None:
+def _captions(text: str, by_line: bool | str, lines: Counter) -> list[str]:
+    """The captions of a text member: one per line (as CLIP_benchmark splits them, `str.splitlines`) or the
+    whole text; `lines` counts the members that `auto` split."""
+    if by_line is False:
+        return clean_captions(text)
+    parts = clean_captions(text.splitlines())
+    if len(parts) > 1 and by_line == "auto":
+        lines["several"] += 1
+    return parts
+
+
+def _read_lines(path: Path | str) -> list[str] | None:
+    """The stripped lines of a UTF-8 text file (a URL or a path) without trailing empty ones; None if it
+    cannot be read or is empty."""
     try:
         if is_url(path):
             with open_url(str(path)) as file:
@@ -316,9 +375,9 @@ def _read_classnames(path: Path | str) -> list[str] | None:
     except OSError:
         return None
     try:
-        names = [line.strip() for line in raw.decode("utf-8-sig").split("\n")]
+        names = [line.strip() for line in raw.decode("utf-8-sig").splitlines()]
     except UnicodeDecodeError:
-        raise UserError(f"{path} is not valid UTF-8. Re-save it as UTF-8, one class name per line.") from None
+        raise UserError(f"{path} is not valid UTF-8. Re-save it as UTF-8, one entry per line.") from None
     while names and not names[-1]:
         names.pop()
     return names or None
@@ -351,7 +410,7 @@ def write_webdataset(data: ImageTextData, pattern: str | Path, samples_per_shard
         if any("\n" in classname or "\r" in classname for classname in names):
             raise UserError(f"A class name of '{data.name}' holds a line break, which {CLASSNAMES} (one name per "
                             f"line) cannot store. Remove line breaks from the labels.")
-        if names_path.exists() and _read_classnames(names_path) != names:
+        if names_path.exists() and _read_lines(names_path) != names:
             raise UserError(f"{names_path} already exists with other class names. Write the shards to another "
                             f"folder, or delete that file first.")
     width = max(6, len(str(len(data) - 1)))

@@ -1,7 +1,7 @@
 """Seeded train/val/test splits, stratified by class when labels exist.
 
-Every class is split in the same proportions (rounded per class, at least one training sample each), so
-every split keeps every class represented; the same seed always gives the same indices.
+Every class is split in the same proportions (rounded per class, at least one training sample each when
+`train` > 0), so every split keeps every class represented; the same seed always gives the same indices.
 """
 
 from __future__ import annotations
@@ -21,7 +21,9 @@ def split_indices(n: int, splits: Splits, labels: torch.Tensor | None = None) ->
         group = group[torch.randperm(len(group), generator=generator)]
         n_val = round(len(group) * splits.val)
         n_test = round(len(group) * splits.test)
-        n_val, n_test = min(n_val, len(group) - 1), min(n_test, max(len(group) - 1 - n_val, 0))
+        keep = 1 if splits.train > 0 else 0  # a training sample per class, unless nothing is for training
+        n_val = min(n_val, len(group) - keep)
+        n_test = min(n_test, max(len(group) - keep - n_val, 0)) if keep else len(group) - n_val
         parts["val"].append(group[:n_val])
         parts["test"].append(group[n_val:n_val + n_test])
         parts["train"].append(group[n_val + n_test:])

@@ -57,11 +57,23 @@ class View:
                             f"it a non-zero fraction in datasets.{self.name}.splits.")
         return self.embed(split).numpy(), data.labels.numpy()
 
+    def zeroshot_templates(self, suite_templates: list[str]) -> list[str]:
+        """The templates the dataset publishes (CLIP_benchmark's zeroshot_classification_templates.txt), else
+        the suite's `eval.templates`."""
+        return self.data.templates or suite_templates
+
     def text_classifier(self, templates: list[str], task: str) -> torch.Tensor:
-        """Zero-shot class weights [K, D] from the class names and templates (row c is label c)."""
+        """Zero-shot class weights [K, D] from the class names and the templates (the dataset's own, when it
+        publishes some, else `templates`); row c is label c."""
         if self.encode_text is None:
             raise UserError(f"{task} needs a text encoder; this model has none. Drop it from eval.tasks (or "
                             f"eval.fewshot.methods) for this model.")
+        if self.data.labels is not None and self.data.classnames_from is None:
+            raise UserError(f"{task} needs class names, but dataset '{self.name}' names its classes only by their "
+                            f"integer labels (no class-name file was found: its data report says where it looked). "
+                            f"Add the names, one per line in label order (classnames.txt for shards), or drop {task} "
+                            f"for this dataset.")
+        templates = self.zeroshot_templates(templates)
         names = self.data.classnames
         top = max(int(s.labels.max()) for s in self.splits.values() if s.labels is not None and len(s))
         if names is None or len(names) <= top:
@@ -189,7 +201,8 @@ def _finetune_factory(method: str, view: View, spec: EvalSpec) -> Callable:
                         decode_all(view.data.images, size, channels, strict=True)])
     kind = "lora" if method == "lora" else "full"
     alpha = spec.fewshot.wise_alpha if method == "wise_ft" else None
-    return lambda: FineTuneClassifier(view.model, images, view.data.classnames, spec.templates, kind, alpha,
+    templates = view.zeroshot_templates(spec.templates)
+    return lambda: FineTuneClassifier(view.model, images, view.data.classnames, templates, kind, alpha,
                                       spec.fewshot.epochs)
 
 

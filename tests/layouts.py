@@ -1,0 +1,59 @@
+"""Benchmark datasets written the way their publishers' tools write them, for the readers' tests.
+
+`write_clip_benchmark` follows `clip_benchmark.webdataset_builder.convert_dataset` / `convert_retrieval_dataset`
+(clip-benchmark 1.6.2): webdataset's ShardWriter with keys "s%07d", `<split>/%d.tar`, nshards.txt, and the
+dataset-level text files written with print(*lines, sep="\\n", end="\\n").
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import webdataset
+from PIL import Image
+
+
+def pngs(count: int, seed: int, size: int = 12) -> list[np.ndarray]:
+    """`count` random RGB images [size, size, 3] uint8."""
+    rng = np.random.default_rng(seed)
+    return [rng.integers(0, 256, (size, size, 3), dtype=np.uint8) for _ in range(count)]
+
+
+def encode(image: np.ndarray, fmt: str = "png") -> bytes:
+    out = io.BytesIO()
+    Image.fromarray(image).save(out, format="webp", lossless=True) if fmt == "webp" else \
+        Image.fromarray(image).save(out, format=fmt)
+    return out.getvalue()
+
+
+def write_clip_benchmark(root: Path, splits: dict[str, list[tuple[np.ndarray, int | list[str]]]],
+                         classnames: list[str] | None = None, templates: list[str] | None = None,
+                         retrieval: bool = False, max_count: int = 10_000, fmt: str = "png") -> Path:
+    """One dataset folder: per split, (image, label) pairs, or (image, captions) for `retrieval`."""
+    root.mkdir(parents=True, exist_ok=True)
+    if classnames:
+        with open(root / "classnames.txt", "w") as file:
+            print(*classnames, sep="\n", end="\n", file=file)
+    if templates:
+        with open(root / "zeroshot_classification_templates.txt", "w") as file:
+            print(*templates, sep="\n", end="\n", file=file)
+    if retrieval:
+        with open(root / "dataset_type.txt", "w") as file:
+            print("retrieval", end="\n", file=file)
+    for split, samples in splits.items():
+        (root / split).mkdir(exist_ok=True)
+        sink = webdataset.ShardWriter(str(root / split / "%d.tar"), maxcount=max_count, verbose=0)
+        for index, (image, target) in enumerate(samples):
+            sample = {"__key__": f"s{index:07d}", fmt: encode(image, fmt)}
+            if retrieval:
+                sample["txt"] = "\n".join(caption.replace("\n", r"\n") for caption in target)
+            else:
+                sample["cls"] = target
+            sink.write(sample)
+        shards = sink.shard
+        sink.close()
+        with open(root / split / "nshards.txt", "w") as file:
+            print(shards, end="\n", file=file)
+    return root
