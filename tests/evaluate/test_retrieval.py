@@ -67,7 +67,8 @@ def test_direction_and_key_names_on_a_hand_made_case():
     # image→text: image 0 ranks caption 1 (its own) first; image 1 ranks caption 0 (image 0's) first, its own second
     # text→image: caption 0 finds image 1 first (wrong), caption 1 image 0 (right), caption 2 image 0 (wrong)
     assert recall == {"text_retrieval_recall@1": 0.5, "text_retrieval_recall@2": 1.0,
-                      "image_retrieval_recall@1": pytest.approx(1 / 3), "image_retrieval_recall@2": 1.0}
+                      "image_retrieval_recall@1": pytest.approx(1 / 3), "image_retrieval_recall@2": 1.0,
+                      "mean_recall@1": pytest.approx((0.5 + 1 / 3) / 2), "mean_recall@2": 1.0}
 
 
 def test_bad_caption_owners_are_refused():

@@ -479,11 +479,32 @@ class EvalSpec(Strict):
     fewshot: FewShotSpec = FewShotSpec()
     clustering: ClusteringSpec = ClusteringSpec()
     retrieval: RetrievalSpec = RetrievalSpec()
+    dataset_tasks: dict[str, list[EvalTask]] = Field(
+        default={}, description="a dataset's own task list in place of `tasks` (e.g. retrieval for a captioned set)")
+    main_metrics: dict[str, str] = Field(
+        default={}, description="a dataset's main metric (tables, averages, leaderboards) in place of its tasks' "
+                                "defaults: acc1 for classifiers, mean_recall@1 for retrieval, nmi for clustering")
+
+    def tasks_for(self, dataset: str) -> list[str]:
+        return self.dataset_tasks.get(dataset, self.tasks)
+
+    def dataset_references(self) -> list[tuple[str, str]]:
+        """(key, dataset name) for every dataset this section names, to check they are defined."""
+        return [("eval.datasets", n) for n in self.datasets] + [(f"eval.{key}", n) for key in (
+            "dataset_tasks", "main_metrics") for n in getattr(self, key)]
 
     @field_validator("templates")
     @classmethod
     def _templates(cls, value: list[str]) -> list[str]:
         return [_placeholder(template) for template in value]
+
+
+class Collection(Strict):
+    """A named benchmark collection (DataComp's 38 tasks, VTAB, retrieval): its size and the absent datasets."""
+
+    name: str
+    size: int = Field(description="how many datasets the collection holds")
+    missing: dict[str, str] = Field(default={}, description="absent dataset -> how to get it")
 
 
 class Suite(Strict):
@@ -492,12 +513,14 @@ class Suite(Strict):
     name: str = "default"
     datasets: dict[str, DataSource] = {}
     eval: EvalSpec = EvalSpec()
+    collection: Collection | None = Field(default=None, description="set by --suite <collection>: what it "
+                                                                     "holds and which of its datasets are absent")
 
     @model_validator(mode="after")
     def _dataset_names(self) -> Suite:
-        for name in self.eval.datasets:
+        for key, name in self.eval.dataset_references():
             if name not in self.datasets:
-                raise ValueError(f"eval.datasets names dataset '{name}', which `datasets` does not define."
+                raise ValueError(f"{key} names dataset '{name}', which `datasets` does not define."
                                  f"{did_you_mean(name, self.datasets)} Defined: {', '.join(self.datasets)}")
         return self
 
@@ -520,8 +543,7 @@ class Recipe(Strict):
 
     @model_validator(mode="after")
     def _dataset_names(self) -> Recipe:
-        for key, name in [("train.data", n) for n in self.train.sources] + [("eval.datasets", n)
-                                                                            for n in self.eval.datasets]:
+        for key, name in [("train.data", n) for n in self.train.sources] + self.eval.dataset_references():
             if name not in self.datasets:
                 raise ValueError(f"{key} names dataset '{name}', which `datasets` does not define."
                                  f"{did_you_mean(name, self.datasets)} Defined: {', '.join(self.datasets)}")

@@ -65,8 +65,11 @@ def _rank(scores: torch.Tensor, target: torch.Tensor, before: torch.Tensor) -> t
 
 def retrieval_recall(image_features, text_features, text_to_image, ks: Sequence[int] = (1, 5, 10),
                      batch_size: int = 1024) -> dict[str, float]:
-    """{"text_retrieval_recall@k" (image→text), "image_retrieval_recall@k" (text→image)} for every k, in [0, 1]."""
+    """{"text_retrieval_recall@k" (image→text), "image_retrieval_recall@k" (text→image), "mean_recall@k" (their
+    mean)} for every k, in [0, 1]."""
     image_ranks, text_ranks = retrieval_ranks(image_features, text_features, text_to_image, batch_size)
     metrics = {f"text_retrieval_recall@{k}": float((image_ranks < k).mean()) for k in ks}
     metrics.update({f"image_retrieval_recall@{k}": float((text_ranks < k).mean()) for k in ks})
+    metrics.update({f"mean_recall@{k}": (metrics[f"text_retrieval_recall@{k}"] + metrics[f"image_retrieval_recall@{k}"]) / 2
+                    for k in ks})  # DataComp's main retrieval metric at k = 1
     return metrics

@@ -20,15 +20,23 @@ from pathlib import Path
 
 from transferlab import distributed
 from transferlab.config import Recipe, Suite
+from transferlab.config.schema import Collection
+from transferlab.data.dataset import ImageTextData
+from transferlab.data.fingerprint import dataset_fingerprint
 from transferlab.data.pairs import TextPairData
 from transferlab.data.sources import load_splits
 from transferlab.errors import UserError
 from transferlab.evaluate.features import caption_embeddings, image_embeddings, query_embeddings
+from transferlab.evaluate.provenance import provenance
 from transferlab.evaluate.report import write_report
 from transferlab.evaluate.tasks import TASKS, View, without_text
 from transferlab.fileio import atomic_write
 from transferlab.models.encoder import Encoder
 from transferlab.train.logging import read_metrics
+
+MAIN_METRICS = {"zeroshot_classification": "acc1", "linear_probe": "acc1", "knn": "acc1", "ncm": "acc1",
+                "retrieval": "mean_recall@1", "clustering": "nmi"}  # a dataset's eval.main_metrics overrides
+NEEDS_LABELS = ("zeroshot_classification", "linear_probe", "knn", "ncm", "fewshot", "clustering")
 
 
 def suite_of(recipe: Recipe) -> Suite:
@@ -52,25 +60,31 @@ def evaluate(models: list[tuple[Encoder, Suite]], out_dir: Path, embedding_metho
 
 
 def run_suite(encoder: Encoder, suite: Suite, out_dir: Path, cache_dir: Path | None) -> dict:
-    """Every task of the suite on every dataset; results.json in out_dir; the model's report section."""
+    """Every task of the suite on every dataset; results.json in out_dir (rewritten after each dataset, so a
+    failure later keeps what was measured); the model's report section."""
     spec = suite.eval
-    unknown = [task for task in spec.tasks if task not in TASKS]
+    unknown = sorted({task for name in spec.datasets for task in spec.tasks_for(name) if task not in TASKS})
     if unknown:
         raise UserError(f"Unknown task(s) {unknown} in eval.tasks; the tasks are {', '.join(TASKS)}.")
-    tasks, predictions, maps = [], [], []
+    tasks, predictions, maps, datasets = [], [], [], {}
+    results = {"model": encoder.name, "suite": suite.name, "created": datetime.now(timezone.utc).isoformat(),
+               "provenance": None, "tasks": tasks}
     image_only = encoder.encode_image is not None and encoder.encode_text is None
     for name in spec.datasets:
         view = dataset_view(encoder, suite, name, cache_dir)
-        for task in spec.tasks:
+        datasets[name] = _data_entry(suite, name, view)
+        for task in spec.tasks_for(name):
             entry = {"task": task, "dataset": name, "split": spec.split}
             task_spec, skipped = without_text(task, spec, encoder.name) if image_only else (spec, None)
-            if task_spec is None:  # recorded, so a report says what an image backbone was not measured on
-                tasks.append({**entry, "metrics": {}, "skipped": skipped, "seconds": 0.0})
+            reason = skipped if task_spec is None else not_applicable(task, view)
+            if reason:  # recorded, so a report says what was not measured, and why
+                tasks.append({**entry, "metrics": {}, "skipped": reason, "seconds": 0.0})
                 continue
             started = time.perf_counter()
             metrics, predicted = TASKS[task](view, task_spec)
-            tasks.append({**entry, "metrics": _finite(metrics), "seconds": round(time.perf_counter() - started, 3),
-                          **({"skipped": skipped} if skipped else {})})
+            main = spec.main_metrics.get(name, MAIN_METRICS.get(task))
+            tasks.append({**entry, "metrics": _finite(metrics), **({"main": main} if main in metrics else {}),
+                          "seconds": round(time.perf_counter() - started, 3), **({"skipped": skipped} if skipped else {})})
             if predicted is not None:
                 predictions.append({"task": task, "dataset": name, "split": spec.split,
                                     "y_true": view.data.labels.tolist(), "y_pred": predicted.tolist(),
@@ -78,14 +92,52 @@ def run_suite(encoder: Encoder, suite: Suite, out_dir: Path, cache_dir: Path | N
         if getattr(view.data, "labels", None) is not None and len(view.data):
             maps.append({"dataset": name, "split": spec.split, "features": view.embed(spec.split).numpy(),
                          "labels": view.data.labels.numpy(), "classnames": view.data.classnames})
-    results = {"model": encoder.name, "suite": suite.name, "created": datetime.now(timezone.utc).isoformat(),
-               "tasks": tasks}
-    if distributed.current().main:
-        Path(out_dir).mkdir(parents=True, exist_ok=True)
-        atomic_write(Path(out_dir) / "results.json", json.dumps(results, indent=1))
+        results["provenance"] = provenance(encoder, suite, datasets)
+        if suite.collection is not None:
+            results["collection"] = collection_summary(suite.collection, tasks)
+        _write(results, out_dir)
+    if not spec.datasets:
+        results["provenance"] = provenance(encoder, suite, datasets)
+        _write(results, out_dir)
     metrics_path = None if encoder.run_dir is None else encoder.run_dir / "metrics.jsonl"
     return {"results": results, "metrics": read_metrics(metrics_path) if metrics_path else None,
             "predictions": predictions, "embedding_maps": maps}
+
+
+def not_applicable(task: str, view: View) -> str | None:
+    """Why `task` cannot run on the dataset (no labels, no class names, no captions), or None."""
+    data = view.data
+    if task in NEEDS_LABELS and getattr(data, "labels", None) is None:
+        return f"dataset '{view.name}' has no class labels"
+    if task == "zeroshot_classification" and data.classnames_from is None:
+        return (f"dataset '{view.name}' names its classes only by their integer labels (no class-name file was "
+                f"found; see its data notes), and zero-shot needs class names")
+    if task == "retrieval" and isinstance(data, ImageTextData) and any(not captions for captions in data.captions):
+        return f"dataset '{view.name}' has images without captions (label-only data), so there is nothing to retrieve"
+    return None
+
+
+def collection_summary(collection: Collection, tasks: list[dict]) -> dict:
+    """The collection's average: the mean main metric over its datasets that ran (DataComp's average when all
+    of them did), with how many ran and which were absent."""
+    values = {t["dataset"]: t["metrics"][t["main"]] for t in tasks if "main" in t
+              and t["metrics"].get(t["main"]) is not None}
+    return {"name": collection.name, "size": collection.size, "ran": len(values),
+            "average": sum(values.values()) / len(values) if values else None, "missing": collection.missing}
+
+
+def _data_entry(suite: Suite, name: str, view: View) -> dict:
+    """The dataset's fingerprint entry in the provenance: sample counts, a hash of its files, its notes."""
+    splits = {split: len(data) for split, data in view.splits.items()}
+    notes = getattr(view.data, "report", None)
+    return {"samples": sum(splits.values()), "splits": splits, "fingerprint": dataset_fingerprint(suite.datasets[name]),
+            **({"notes": notes.notes} if notes is not None and notes.notes else {})}
+
+
+def _write(results: dict, out_dir: Path) -> None:
+    if distributed.current().main:
+        Path(out_dir).mkdir(parents=True, exist_ok=True)
+        atomic_write(Path(out_dir) / "results.json", json.dumps(results, indent=1))
 
 
 def dataset_view(encoder: Encoder, suite: Suite, name: str, cache_dir: Path | None) -> View:
