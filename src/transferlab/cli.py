@@ -112,8 +112,10 @@ def eval_(models: Annotated[list[str], typer.Argument(help="run, checkpoint or e
                                                            "[:<checkpoint or pretrained tag>], openclip:hf-hub:<repo>, "
                                                            "hf:<dir, package or hub id>, timm:<name>[:<tag or file>]")],
           suite: Annotated[str | None, typer.Option(
-              "--suite", help="a suite YAML file or built-in suite name (default: a run's own recipe, "
-                              "else 'default')")] = None,
+              "--suite", help="a suite YAML file, a built-in suite name, or a benchmark collection (datacomp, vtab, "
+                              "retrieval; with --data-root) (default: a run's own recipe, else 'default')")] = None,
+          data_root: Annotated[Path | None, typer.Option(
+              "--data-root", help="the folder holding a collection's datasets (one folder each)")] = None,
           out: Annotated[Path | None, typer.Option("--out", help="where results go (default: <run>/eval for one "
                                                                  "run, else runs/eval-<time>)")] = None,
           set_: SetOpt = None, device: DeviceOpt = None,
@@ -123,15 +125,20 @@ def eval_(models: Annotated[list[str], typer.Argument(help="run, checkpoint or e
     """Evaluate models without retraining; several models are compared side by side in one report."""
     from transferlab.config import load_suite
     from transferlab.distributed import local_device, on_main
+    from transferlab.evaluate.collections import COLLECTIONS, collection_suite
     from transferlab.evaluate.suite import evaluate, suite_of
     from transferlab.models.references import load_model
 
     main = _main_prints()
     if embedding_map not in ("pca", "tsne"):
         raise UserError(f"--embedding-map must be pca or tsne, not {embedding_map!r}.")
+    if data_root is not None and suite not in COLLECTIONS:
+        raise UserError(f"--data-root goes with a collection: --suite {' | '.join(COLLECTIONS)}.")
     resolved, overrides = local_device(device or "auto"), list(set_ or [])
     loaded = [load_model(ref, resolved, () if suite else overrides) for ref in models]
-    pairs = [(item.encoder, load_suite(suite, overrides) if suite else
+    chosen = None if suite is None else collection_suite(suite, data_root, overrides) if suite in COLLECTIONS else \
+        load_suite(suite, overrides)
+    pairs = [(item.encoder, chosen if chosen is not None else
               suite_of(item.recipe) if item.recipe is not None else load_suite("default", overrides))
              for item in loaded]
     if out is None:
@@ -517,6 +524,13 @@ def _show(results: dict) -> None:
         if task.get("skipped"):
             console.print(f"skipped {task['task']} on {task['dataset']}/{task['split']}: {task['skipped']}",
                           soft_wrap=True, highlight=False)
+    collection = results.get("collection")
+    if collection:
+        average = "-" if collection["average"] is None else f"{100 * collection['average']:.1f}"
+        console.print(f"{collection['name']} average over {collection['ran']} of {collection['size']} datasets: "
+                      f"{average}", soft_wrap=True, highlight=False)
+        for key, why in collection["missing"].items():
+            console.print(f"  not run: {key}: {why}", soft_wrap=True, highlight=False)
 
 
 def _format(name: str, value) -> str:

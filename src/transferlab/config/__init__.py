@@ -10,6 +10,7 @@ from transferlab.config.loading import (
     parse_yaml,
     recipe_from_text,
     resolve_paths,
+    suite_from_dict,
     validate_recipe,
 )
 from transferlab.config.schema import (
@@ -41,5 +42,5 @@ __all__ = [
     "LoggingSpec", "ModelSpec", "Recipe", "Splits", "Suite", "TextPairSource", "TowerSpec", "TrainSpec",
     "WebDatasetSource", "apply_override",
     "builtin_recipes", "builtin_suites", "dump_recipe", "load_recipe", "load_suite", "parse_yaml",
-    "recipe_from_text", "resolve_paths", "validate_recipe",
+    "recipe_from_text", "resolve_paths", "suite_from_dict", "validate_recipe",
 ]

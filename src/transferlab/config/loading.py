@@ -53,6 +53,11 @@ def load_recipe(ref: str | Path | None = None, overrides: list[str] | tuple[str,
 def load_suite(ref: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Suite:
     """Read an evaluation suite (a YAML path or a built-in suite name), apply overrides, validate."""
     raw, origin = _read(str(ref), (), "suite")
+    return suite_from_dict(raw, origin, overrides)
+
+
+def suite_from_dict(raw: dict, origin: str, overrides: list[str] | tuple[str, ...] = ()) -> Suite:
+    """A suite from its raw mapping (`origin` names it in errors), with `key=value` overrides, validated."""
     for override in overrides:
         apply_override(raw, override)
     return resolve_paths(_validate(Suite, raw, origin, "suite"), Path.cwd())

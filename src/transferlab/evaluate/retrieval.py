@@ -70,6 +70,7 @@ def retrieval_recall(image_features, text_features, text_to_image, ks: Sequence[
     image_ranks, text_ranks = retrieval_ranks(image_features, text_features, text_to_image, batch_size)
     metrics = {f"text_retrieval_recall@{k}": float((image_ranks < k).mean()) for k in ks}
     metrics.update({f"image_retrieval_recall@{k}": float((text_ranks < k).mean()) for k in ks})
-    metrics.update({f"mean_recall@{k}": (metrics[f"text_retrieval_recall@{k}"] + metrics[f"image_retrieval_recall@{k}"]) / 2
-                    for k in ks})  # DataComp's main retrieval metric at k = 1
+    for k in ks:  # DataComp's main retrieval metric at k = 1
+        metrics[f"mean_recall@{k}"] = (metrics[f"text_retrieval_recall@{k}"]
+                                       + metrics[f"image_retrieval_recall@{k}"]) / 2
     return metrics

@@ -84,7 +84,8 @@ def run_suite(encoder: Encoder, suite: Suite, out_dir: Path, cache_dir: Path | N
             metrics, predicted = TASKS[task](view, task_spec)
             main = spec.main_metrics.get(name, MAIN_METRICS.get(task))
             tasks.append({**entry, "metrics": _finite(metrics), **({"main": main} if main in metrics else {}),
-                          "seconds": round(time.perf_counter() - started, 3), **({"skipped": skipped} if skipped else {})})
+                          "seconds": round(time.perf_counter() - started, 3),
+                          **({"skipped": skipped} if skipped else {})})
             if predicted is not None:
                 predictions.append({"task": task, "dataset": name, "split": spec.split,
                                     "y_true": view.data.labels.tolist(), "y_pred": predicted.tolist(),
