@@ -4,6 +4,7 @@ leaderboard can refuse to compare results that are not alike."""
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.metadata
 import json
@@ -16,7 +17,7 @@ import transferlab
 from transferlab.config import Suite
 from transferlab.models.encoder import Encoder
 
-LIBRARIES = {"torch": "torch", "open_clip": "open_clip_torch", "timm": "timm", "transformers": "transformers",
+LIBRARIES = {"open_clip": "open_clip_torch", "timm": "timm", "transformers": "transformers",
              "sentence_transformers": "sentence-transformers"}
 PATH_KEYS = ("root", "shards", "table", "images")
 
@@ -26,7 +27,8 @@ def provenance(encoder: Encoder, suite: Suite, datasets: dict[str, dict]) -> dic
     commit, dirty = _git_state(Path(transferlab.__file__).resolve().parent)
     parameter = next(encoder.module.parameters(), None) if encoder.module is not None else None
     return {"transferlab": transferlab.__version__, "commit": commit, "dirty": dirty,
-            "libraries": {name: _version(package) for name, package in LIBRARIES.items()},
+            "libraries": {"torch": torch.__version__,  # with its build (+cpu, +cu130): kernels differ
+                          **{name: _version(package) for name, package in LIBRARIES.items()}},
             "device": str(parameter.device if parameter is not None else torch.device("cpu")),
             "precision": str(parameter.dtype if parameter is not None else torch.float32).replace("torch.", ""),
             "suite_hash": suite_hash(suite), "datasets": datasets}
@@ -49,6 +51,7 @@ def _version(package: str) -> str | None:
         return None
 
 
+@functools.cache
 def _git_state(folder: Path) -> tuple[str | None, bool | None]:
     """The commit of the checkout transferlab runs from, and whether its tracked files differ from it;
     (None, None) for an installed package."""
