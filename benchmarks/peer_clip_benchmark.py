@@ -379,7 +379,7 @@ def startup_seconds(python: str, imports: str, threads: int, repeats: int = 3) -
 # --------------------------------------------------------------------------------------------- reports
 
 
-def report_parity(ours: dict, theirs: dict) -> bool:
+def report_parity(ours: dict, theirs: dict, tolerance: float = TOLERANCE) -> bool:
     """One line per parity metric and a summary line with both tools' numbers; True when all agree."""
     pairs = {f"zeroshot/{m}": (ours["zeroshot_classification"][m], theirs["zeroshot"][m])
              for m in ("acc1", "acc5", "mean_per_class_recall")}
@@ -388,12 +388,12 @@ def report_parity(ours: dict, theirs: dict) -> bool:
     for name, (mine, peer) in pairs.items():
         case, metric = name.split("/")
         emit({"case": case, "metric": metric, "transferlab": mine, "clip_benchmark": peer,
-              "abs_diff": abs(mine - peer), "tolerance": TOLERANCE, "parity": abs(mine - peer) <= TOLERANCE})
+              "abs_diff": abs(mine - peer), "tolerance": tolerance, "parity": abs(mine - peer) <= tolerance})
     worst = max(abs(mine - peer) for mine, peer in pairs.values())
-    emit({"case": "parity", "metric": "max_abs_diff", "value": worst, "tolerance": TOLERANCE,
-          "parity": worst <= TOLERANCE, "transferlab": {k: v[0] for k, v in pairs.items()},
+    emit({"case": "parity", "metric": "max_abs_diff", "value": worst, "tolerance": tolerance,
+          "parity": worst <= tolerance, "transferlab": {k: v[0] for k, v in pairs.items()},
           "clip_benchmark": {k: v[1] for k, v in pairs.items()}})
-    return worst <= TOLERANCE
+    return worst <= tolerance
 
 
 def report_other(ours: dict, theirs: dict, args: argparse.Namespace) -> None:
