@@ -157,12 +157,14 @@ def mismatched(tmp_path: Path) -> list[Path]:
 
 def test_fingerprint_and_split_mismatch_flagged_everywhere(three, tmp_path):
     board = build(mismatched(three))
-    kinds = {(f.kind, f.column) for f in board.flags}
-    assert kinds == {("fingerprint", "cifar10/linear_probe"), ("split", "digits/knn")}
+    kinds = {(f.kind, tuple(f.columns)) for f in board.flags}
+    assert kinds == {("fingerprint", ("cifar10/zeroshot_classification", "cifar10/linear_probe")),
+                     ("split", ("digits/knn",))}
     fingerprint = next(f for f in board.flags if f.kind == "fingerprint")
     assert "eps" in fingerprint.message and "0ther0ne" in fingerprint.message and "c1f4a0" in fingerprint.message
     assert fingerprint.cells == [("eps", "cifar10/linear_probe")]  # the minority is marked
-    assert not [f for f in board.flags if f.column == "cifar10/zeroshot_classification"]
+    # one flag per dataset; eps has no zero-shot, so only its probe cell differs
+    assert board.column_flags("cifar10/zeroshot_classification") == [fingerprint]
 
     out = tmp_path / "out"
     out.mkdir()
@@ -170,15 +172,18 @@ def test_fingerprint_and_split_mismatch_flagged_everywhere(three, tmp_path):
         lines = list(csv.reader(handle))
     header = lines[0]
     assert f"cifar10/linear_probe ⚠{fingerprint.number}" in header
-    assert "cifar10/zeroshot_classification" in header  # unflagged: no mark
-    assert any(line[0].startswith(f"# ⚠{fingerprint.number} cifar10/linear_probe") for line in lines if line)
+    assert f"cifar10/zeroshot_classification ⚠{fingerprint.number}" in header
+    assert "digits/clustering" in header  # unflagged: no mark
+    footnotes = [line for line in (out / "b.csv").read_text().splitlines() if line.startswith("#")]
+    assert f"# ⚠{fingerprint.number} cifar10 (zeroshot_classification, linear_probe): the dataset fingerprints " \
+           "differ" in "\n".join(footnotes) and len(footnotes) == 2
     md = write_markdown(board, out / "b.md").read_text()
     assert f"cifar10<br>probe ⚠{fingerprint.number}" in md and "99.0*" in md
-    assert f"- ⚠{fingerprint.number} cifar10/linear_probe: the dataset fingerprints" in md
+    assert f"- ⚠{fingerprint.number} cifar10 (zeroshot_classification, linear_probe): the dataset fingerprints" in md
 
     cells = CellCollector.parse(write_html(board, out / "b.html").read_text())
     flagged_headers = [h for h in cells.headers if "flag" in h["class"]]
-    assert len(flagged_headers) == 2 and any("cifar10" in h["text"] and "⚠" in h["text"] for h in flagged_headers)
+    assert [h["text"].split()[0] for h in flagged_headers] == ["cifar10", "cifar10", "digits"]
     mismatches = [c for c in cells.cells if "mismatch" in c["class"]]
     assert [c["v"] for c in mismatches] == ["0.99", "0.7"] and "0ther0ne" in mismatches[0]["title"]
     assert "0ther0ne" in cells.text  # the reasons are listed on the page
@@ -261,7 +266,8 @@ def test_cli_writes_three_files_and_warns(three, tmp_path):
 
 def test_cli_strict_fails_on_a_mismatch_and_passes_clean_results(three):
     code, out = invoke("leaderboard", *map(str, mismatched(three)), "--strict")
-    assert code == 2 and "--strict" in out and "cifar10/linear_probe" in out and "fingerprints" in out
+    assert code == 2 and "--strict" in out and "cifar10 (zeroshot_classification, linear_probe)" in out
+    assert "fingerprints differ" in out
     assert "Traceback" not in out
     code, out = invoke("leaderboard", str(three / "evals" / "alpha"), str(three / "evals" / "beta"), "--strict")
     assert code == 0, out

@@ -36,12 +36,12 @@ NO_PROVENANCE = "no provenance: cannot check the data is the same"
 
 @dataclass
 class Flag:
-    """One reason not to trust a comparison. `column` is a column name or None for a row flag; `files` are
-    the results files involved; `cells` the (row label, column name) pairs marked; `rows` the rows marked."""
+    """One reason not to trust a comparison: its footnote number, kind and message (naming the files); the
+    results `files` involved; the `columns`, `cells` (row label, column name) and `rows` (labels) it marks."""
     number: int
     kind: str
     message: str
-    column: str | None = None
+    columns: list[str] = field(default_factory=list)
     files: list[str] = field(default_factory=list)
     cells: list[tuple[str, str]] = field(default_factory=list)
     rows: list[str] = field(default_factory=list)
@@ -94,7 +94,7 @@ class Leaderboard:
     sort: str
 
     def column_flags(self, name: str) -> list[Flag]:
-        return [f for f in self.flags if f.column == name]
+        return [f for f in self.flags if name in f.columns]
 
     def row_flags(self, label: str) -> list[Flag]:
         return [f for f in self.flags if label in f.rows]
@@ -250,29 +250,35 @@ def _check(rows: list[Row], columns: list[Column], doubles: list[tuple[str, str]
             add("provenance", f"{shown(row.path)}: {NO_PROVENANCE}", files=[shown(row.path)], rows=[row.label])
     for column in columns:
         have = [r for r in rows if r.values.get(column.name) is not None]
+        value_of = {r.label: r.splits[column.name] for r in have}
+        checks = [("split", "the split differs", value_of)]
         if len(column.metrics) > 1:
-            metric_of = {r.label: main_metric_name(r, column) for r in have}
-            groups = _groups([(label, m) for label, m in metric_of.items()])
-            add("metric", f"{column.name}: the main metric differs: {_describe(groups, metric_of, file_of)}",
-                column=column.name, files=[file_of[label] for g in groups for label in g],
-                cells=[(label, column.name) for g in groups[1:] for label in g])
-        checks = [("split", "the split differs", {r.label: r.splits[column.name] for r in have})]
-        with_prov = [r for r in have if r.provenance is not None]
-        fingerprints = {r.label: _fingerprint(r, column.dataset) for r in with_prov}
-        unknown = [label for label, fp in fingerprints.items() if fp is None]
-        if unknown:
-            add("fingerprint", f"{column.name}: no fingerprint of {column.dataset} in the provenance of "
-                f"{', '.join(file_of[label] for label in unknown)}: cannot check the data is the same",
-                column=column.name, files=[file_of[label] for label in unknown],
-                cells=[(label, column.name) for label in unknown])
-        checks.append(("fingerprint", f"the dataset fingerprints of {column.dataset} differ",
-                       {label: fp for label, fp in fingerprints.items() if fp is not None}))
+            checks.append(("metric", "the main metric differs", {r.label: main_metric_name(r, column) for r in have}))
         for kind, what, value_of in checks:
             groups = _groups(list(value_of.items()))
             if len(groups) > 1:
-                add(kind, f"{column.name}: {what}: {_describe(groups, value_of, file_of)}", column=column.name,
+                add(kind, f"{column.name}: {what}: {_describe(groups, value_of, file_of)}", columns=[column.name],
                     files=[file_of[label] for g in groups for label in g],
                     cells=[(label, column.name) for g in groups[1:] for label in g])
+    # A fingerprint belongs to a dataset, so one flag covers all of a dataset's columns.
+    for dataset in dict.fromkeys(c.dataset for c in columns):
+        names = [c.name for c in columns if c.dataset == dataset]
+        have = [r for r in rows if r.provenance is not None and any(r.values.get(n) is not None for n in names)]
+        fingerprints = {r.label: _fingerprint(r, dataset) for r in have}
+        cells_of = {r.label: [(r.label, n) for n in names if r.values.get(n) is not None] for r in have}
+        where = f"{dataset} ({', '.join(n.split('/', 1)[1] for n in names)})"
+        unknown = [label for label, fp in fingerprints.items() if fp is None]
+        if unknown:
+            add("fingerprint", f"{where}: no fingerprint of {dataset} in the provenance of "
+                f"{', '.join(file_of[label] for label in unknown)}: cannot check the data is the same",
+                columns=names, files=[file_of[label] for label in unknown],
+                cells=[cell for label in unknown for cell in cells_of[label]])
+        known = {label: fp for label, fp in fingerprints.items() if fp is not None}
+        groups = _groups(list(known.items()))
+        if len(groups) > 1:
+            add("fingerprint", f"{where}: the dataset fingerprints differ: {_describe(groups, known, file_of)}",
+                columns=names, files=[file_of[label] for g in groups for label in g],
+                cells=[cell for g in groups[1:] for label in g for cell in cells_of[label]])
     for kind, key, what in (("suite", _suite_key, "has different suite hashes"),
                             ("collection", _collection_key, "averages over different tasks")):
         named: dict[str, list[tuple[str, object]]] = {}

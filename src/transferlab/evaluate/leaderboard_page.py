@@ -15,10 +15,14 @@ from transferlab.evaluate.report import CSS as REPORT_CSS
 from transferlab.fileio import atomic_write
 
 CSS = REPORT_CSS + """
+body { max-width: 1600px; }
+td.collection { font-size: 85%; white-space: nowrap; }
+table.board td:nth-child(2) { min-width: 11em; }
 table.board th { cursor: pointer; user-select: none; font-size: 90%; vertical-align: bottom; }
 table.board th small { display: block; font-weight: normal; color: #555; }
 table.board th[data-dir="asc"]::after { content: " ▲"; } table.board th[data-dir="desc"]::after { content: " ▼"; }
 table.board td { font-size: 92%; }
+table.board th, table.board td { padding: .3em .45em; }
 th.flag, td.flag { background: #fff1dc !important; }
 td.mismatch { background: #ffd9b3 !important; outline: 2px solid #e8890c; outline-offset: -2px; }
 .warn { color: #a85a00; font-weight: 600; }
@@ -60,6 +64,18 @@ def _num(value: float | None, text: str | None = None, cls: str = "", title: str
     return f'<td class="num {cls}" data-v="{data}"{tip}>{shown}</td>'
 
 
+def _collection(row: Row) -> str:
+    c = row.results.get("collection")
+    if not row.collection or not isinstance(c, dict):
+        return '<td data-v=""></td>'
+    average = c.get("average")
+    value = float(average) if isinstance(average, int | float) and math.isfinite(average) else None
+    return (f'<td class="collection" data-v="{"" if value is None else value!r}" title="{html.escape(row.collection)}">'
+            f'{html.escape(str(c.get("name", "?")))} <strong>{percent(value) or "—"}</strong><br>'
+            f'<small>{html.escape(str(c.get("ran", "?")))} of {html.escape(str(c.get("tasks", "?")))} tasks</small>'
+            "</td>")
+
+
 def _table(board: Leaderboard) -> str:
     has_collection = any(r.collection for r in board.rows)
     head = [_th("#", first="asc"), _th("model", first="asc"), _th("average", "%"),
@@ -83,7 +99,7 @@ def _table(board: Leaderboard) -> str:
                  _num(row.count, f"{row.count} of {len(board.columns)}"),
                  _num(row.average_rank, "" if row.average_rank is None else f"{row.average_rank:.2f}")]
         if has_collection:
-            cells.append(f"<td>{html.escape(row.collection or '')}</td>")
+            cells.append(_collection(row))
         for column in board.columns:
             value, flags = row.values.get(column.name), board.cell_flags(row.label, column.name)
             if column.name not in row.values:
@@ -104,8 +120,9 @@ def _plot(board: Leaderboard) -> str:
     if not rows:
         return ""
     values = [v for r in rows for v in r.values.values() if v is not None]
-    lo, hi = math.floor(min(values) * 10) / 10, math.ceil(max(values) * 10) / 10
-    hi = hi if hi > lo else lo + 0.1
+    tick = 0.1 if max(values) - min(values) <= 0.6 else 0.2
+    lo, hi = math.floor(min(values) / tick) * tick, math.ceil(max(values) / tick) * tick
+    hi = hi if hi > lo else lo + tick
     left, width, step, top = 260, 620, 26, 34
     height = top + step * len(rows) + 16
 
@@ -113,9 +130,8 @@ def _plot(board: Leaderboard) -> str:
         return left + width * (v - lo) / (hi - lo)
     parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{left + width + 30}" height="{height}" '
              f'role="img" aria-label="scores per model">']
-    ticks = 10 if hi - lo <= 0.5 else 5
-    for k in range(ticks + 1):
-        v = lo + (hi - lo) * k / ticks
+    for k in range(round((hi - lo) / tick) + 1):
+        v = lo + k * tick
         parts.append(f'<line x1="{x(v):.1f}" x2="{x(v):.1f}" y1="{top - 6}" y2="{height - 12}" stroke="#e3e7ec"/>'
                      f'<text x="{x(v):.1f}" y="{top - 12}" text-anchor="middle">{100 * v:.0f}%</text>')
     for i, row in enumerate(rows):
