@@ -555,7 +555,7 @@ def leaderboard(results: Annotated[list[Path], typer.Argument(help="results.json
                                                                       "dataset fingerprints, splits, suite hashes, "
                                                                       "missing provenance)")] = False) -> None:
     """Compare many evaluated models: one column per (dataset, task), its main metric; average and average rank."""
-    from transferlab.evaluate.leaderboard import SHORT_TASKS, build, marks, percent, write_csv, write_markdown
+    from transferlab.evaluate.leaderboard import build, write_csv, write_markdown
     from transferlab.evaluate.leaderboard_page import write_html
 
     board = build(results, sort)
@@ -564,22 +564,9 @@ def leaderboard(results: Annotated[list[Path], typer.Argument(help="results.json
                         + "; ".join(f"({f.number}) {f.message}" for f in board.flags)
                         + ". Re-evaluate on the same data and suite, or drop --strict to see them side by side "
                           "with the flags.")
-    table = Table(title=f"leaderboard · {len(board.rows)} models · main metric in % · sorted by {sort}",
-                  title_justify="left")
-    table.add_column("#", justify="right")
-    table.add_column("model", overflow="fold")
-    for name in ("avg", "n", "rank"):
-        table.add_column(name, justify="right", no_wrap=True)
-    for column in board.columns:
-        table.add_column(f"{column.dataset}\n{SHORT_TASKS.get(column.task, column.task)}"
-                         f"{marks(board.column_flags(column.name))}", justify="right", overflow="fold")
-    for position, row in enumerate(board.rows, 1):
-        table.add_row(str(position), escape(row.label + marks(board.row_flags(row.label))), percent(row.average),
-                      f"{row.count}/{len(board.columns)}",
-                      "" if row.average_rank is None else f"{row.average_rank:.2f}",
-                      *[percent(row.values.get(c.name)) + ("*" if board.cell_flags(row.label, c.name) else "")
-                        for c in board.columns])
-    Console().print(table)
+    terminal = Console()
+    for table in _leaderboard_tables(board, terminal.width):
+        terminal.print(table)
     for row in board.rows:
         if row.collection:
             console.print(f"{row.label}: {row.collection}", soft_wrap=True, highlight=False)
@@ -591,6 +578,46 @@ def leaderboard(results: Annotated[list[Path], typer.Argument(help="results.json
                      write_html(board, out / "leaderboard.html")):
             console.print(f"wrote {path}", soft_wrap=True, highlight=False)
 
+
+
+def _leaderboard_tables(board, width: int) -> list[Table]:
+    """The leaderboard as terminal tables: as many task columns as fit `width` per table (each table repeats
+    the model column), so a value never wraps; values in % with one decimal, * where a flag concerns them."""
+    from transferlab.evaluate.leaderboard import SHORT_TASKS, marks, percent
+
+    labels = [escape(row.label + marks(board.row_flags(row.label))) for row in board.rows]
+    model_width = min(max(map(len, labels), default=5), 32)
+    headers = [f"{c.dataset}\n{SHORT_TASKS.get(c.task, c.task)}{marks(board.column_flags(c.name))}"
+               for c in board.columns]
+    widths = [min(max(6, *map(len, h.split("\n"))), 14) for h in headers]
+    chunks, chunk, used = [], [], 4 + model_width + 3 + 22  # #, model, avg, n, rank and their borders
+    for i, w in enumerate(widths):
+        if chunk and used + w + 3 > width:
+            chunks.append(chunk)
+            chunk, used = [], 4 + model_width + 3
+        chunk.append(i)
+        used += w + 3
+    chunks.append(chunk)
+    tables = []
+    for part, indices in enumerate(chunks):
+        title = (f"leaderboard · {len(board.rows)} models · main metric in % · sorted by {board.sort}" if part == 0
+                 else f"leaderboard, continued ({part + 1} of {len(chunks)})")
+        table = Table(title=title, title_justify="left")
+        table.add_column("#", justify="right")
+        table.add_column("model", overflow="fold", max_width=model_width)
+        if part == 0:
+            for name in ("avg", "n", "rank"):
+                table.add_column(name, justify="right", no_wrap=True)
+        for i in indices:
+            table.add_column(headers[i], justify="right", overflow="fold", min_width=6, max_width=widths[i])
+        for position, (row, label) in enumerate(zip(board.rows, labels, strict=True), 1):
+            summary = [percent(row.average), f"{row.count}/{len(board.columns)}",
+                       "" if row.average_rank is None else f"{row.average_rank:.2f}"] if part == 0 else []
+            cells = [percent(row.values.get(board.columns[i].name))
+                     + ("*" if board.cell_flags(row.label, board.columns[i].name) else "") for i in indices]
+            table.add_row(str(position), label, *summary, *cells)
+        tables.append(table)
+    return tables
 
 def main() -> None:
     sys.exit(app())

@@ -4,6 +4,7 @@ and the `transferlab leaderboard` command."""
 from __future__ import annotations
 
 import csv
+import io
 import itertools
 import json
 from html.parser import HTMLParser
@@ -325,3 +326,21 @@ def test_brute_force_ranks_match_scipy_on_ties():
         table = {f"m{i}": {"c": v} for i, v in enumerate(values)}
         ranks = {m: r for m, (_, r) in brute_force(table).items()}
         assert sorted(ranks.values()) == [1, 2.5, 2.5, 4]
+
+
+def test_terminal_tables_fit_the_width_and_keep_every_value(three):
+    from rich.console import Console
+
+    from transferlab.cli import _leaderboard_tables
+
+    board = build([three / "evals", three / "old"])
+    terminal = Console(width=64, record=True, file=io.StringIO())
+    tables = _leaderboard_tables(board, 64)
+    for table in tables:
+        terminal.print(table)
+    text = terminal.export_text()
+    assert len(tables) > 1 and max(map(len, text.splitlines())) <= 64
+    for row in board.rows:
+        for value in row.values.values():
+            if value is not None:
+                assert f"{100 * value:.1f}" in text
