@@ -344,3 +344,12 @@ def test_terminal_tables_fit_the_width_and_keep_every_value(three):
         for value in row.values.values():
             if value is not None:
                 assert f"{100 * value:.1f}" in text
+
+
+def test_a_task_held_twice_is_flagged_and_the_first_used(tmp_path):
+    write(tmp_path / "a", "a", [entry("knn", "digits", {"acc1": 0.7}, "acc1"),
+                                entry("knn", "digits", {"acc1": 0.9}, "acc1", split="val")], provenance())
+    board = build([tmp_path / "a"])
+    assert board.rows[0].values == {"digits/knn": 0.7}
+    (flag,) = board.flags
+    assert flag.kind == "duplicate" and "digits/knn more than once" in flag.message and "split test" in flag.message
