@@ -7,6 +7,7 @@
     transferlab predict RUNS --target  scaling-law fits on a table of runs, extrapolated to larger runs
     transferlab curate POOL --out DIR  balance (MetaCLIP), deduplicate and filter an image-text pool of shards
     transferlab export RUN --to FORMAT an open_clip checkpoint or safetensors + config, with a model card
+    transferlab leaderboard RESULTS... models × tasks from many results.json, with checks that they compare
 
 Every command takes `--out DIR` and `--set key=value`; bad input ends with a one-paragraph message and
 exit status 2, never a traceback. `run`, `pretrain` and `eval` also run as one process per device under
@@ -554,6 +555,83 @@ def export(run: Annotated[str, typer.Argument(help="a run or checkpoint director
     for path in export_model(run, to, out):
         console.print(f"wrote {path}", soft_wrap=True, highlight=False)
 
+
+@app.command()
+@friendly
+def leaderboard(results: Annotated[list[Path], typer.Argument(help="results.json files, or folders holding them "
+                                                                   "(a run, its eval/, the --out of transferlab "
+                                                                   "eval; searched recursively)")],
+                sort: Annotated[str, typer.Option("--sort", help="average, rank, or a column (<dataset>/<task>)")]
+                = "average",
+                out: Annotated[Path | None, typer.Option("--out", help="write leaderboard.csv, .md and .html here "
+                                                                       "(default: the terminal only)")] = None,
+                strict: Annotated[bool, typer.Option("--strict", help="fail when anything is flagged (different "
+                                                                      "dataset fingerprints, splits, suite hashes, "
+                                                                      "missing provenance)")] = False) -> None:
+    """Compare many evaluated models: one column per (dataset, task), its main metric; average and average rank."""
+    from transferlab.evaluate.leaderboard import build, write_csv, write_markdown
+    from transferlab.evaluate.leaderboard_page import write_html
+
+    board = build(results, sort)
+    if strict and board.flags:
+        raise UserError(f"--strict: {len(board.flags)} thing(s) make these results not comparable: "
+                        + "; ".join(f"({f.number}) {f.message}" for f in board.flags)
+                        + ". Re-evaluate on the same data and suite, or drop --strict to see them side by side "
+                          "with the flags.")
+    terminal = Console()
+    for table in _leaderboard_tables(board, terminal.width):
+        terminal.print(table)
+    for row in board.rows:
+        if row.collection:
+            console.print(f"{row.label}: {row.collection}", soft_wrap=True, highlight=False)
+    for flag in board.flags:
+        console.print(f"[yellow]warning ⚠{flag.number}:[/] {escape(flag.message)}", soft_wrap=True, highlight=False)
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        for path in (write_csv(board, out / "leaderboard.csv"), write_markdown(board, out / "leaderboard.md"),
+                     write_html(board, out / "leaderboard.html")):
+            console.print(f"wrote {path}", soft_wrap=True, highlight=False)
+
+
+
+def _leaderboard_tables(board, width: int) -> list[Table]:
+    """The leaderboard as terminal tables: as many task columns as fit `width` per table (each table repeats
+    the model column), so a value never wraps; values in % with one decimal, * where a flag concerns them."""
+    from transferlab.evaluate.leaderboard import SHORT_TASKS, marks, percent
+
+    labels = [escape(row.label + marks(board.row_flags(row.label))) for row in board.rows]
+    model_width = min(max(map(len, labels), default=5), 32)
+    headers = [f"{c.dataset}\n{SHORT_TASKS.get(c.task, c.task)}{marks(board.column_flags(c.name))}"
+               for c in board.columns]
+    widths = [min(max(6, *map(len, h.split("\n"))), 14) for h in headers]
+    chunks, chunk, used = [], [], 4 + model_width + 3 + 22  # #, model, avg, n, rank and their borders
+    for i, w in enumerate(widths):
+        if chunk and used + w + 3 > width:
+            chunks.append(chunk)
+            chunk, used = [], 4 + model_width + 3
+        chunk.append(i)
+        used += w + 3
+    chunks.append(chunk)
+    tables = []
+    for part, indices in enumerate(chunks):
+        title = (f"leaderboard · {len(board.rows)} models · main metric in % · sorted by {board.sort}" if part == 0
+                 else f"leaderboard, continued ({part + 1} of {len(chunks)})")
+        table = Table(title=title, title_justify="left")
+        table.add_column("#", justify="right")
+        table.add_column("model", overflow="fold", max_width=model_width)
+        if part == 0:
+            for name in ("avg", "n", "rank"):
+                table.add_column(name, justify="right", no_wrap=True)
+        for i in indices:
+            table.add_column(headers[i], justify="right", overflow="fold", min_width=6, max_width=widths[i])
+        for position, (row, label) in enumerate(zip(board.rows, labels, strict=True), 1):
+            summary = [percent(row.average), f"{row.count}/{len(board.columns)}",
+                       "" if row.average_rank is None else f"{row.average_rank:.2f}"] if part == 0 else []
+            cells = [percent(row.values.get(board.columns[i].name))
+                     + ("*" if board.cell_flags(row.label, board.columns[i].name) else "") for i in indices]
+            table.add_row(str(position), label, *summary, *cells)
+        tables.append(table)
+    return tables
 
 def main() -> None:
     sys.exit(app())
