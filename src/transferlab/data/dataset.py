@@ -47,7 +47,8 @@ class ImageTextData:
 
     images:     uint8 tensor [N, C, H, W] at the model's input resolution, or, for a streamed dataset,
                 `LazyImages` (where each encoded image lies; decoded batch by batch).
-    captions:   a list of captions per image; empty for label-only data (classification needs none).
+    captions:   one list of captions per image; empty lists only for labelled data without captions (a
+                published classification set without `templates`), which classification tasks do not need.
     labels:     int64 tensor [N] of class indices, or None for pure image-text pairs.
     classnames: the class names labels index into, or None.
     classnames_from: where the class names come from (a file, a `ClassLabel` feature, the label strings);

@@ -12,13 +12,12 @@ from __future__ import annotations
 import functools
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from transferlab.config import FolderSource
 from transferlab.data.dataset import DataReport, ImageTextData
 from transferlab.data.images import BadImage, decode_image
-from transferlab.data.lazy import WHOLE_FILE, LazyImages
+from transferlab.data.lazy import LazyImages
 from transferlab.data.samples import BadSamples, Sample, assemble, check_fits, clean_captions, progress
 from transferlab.data.tables import read_table
 from transferlab.errors import UserError
@@ -80,14 +79,7 @@ def read_folder(spec: FolderSource, name: str, size: int, channels: int, stream:
         except BadImage as err:
             bad(err.reason, where, f"image '{raw}' cannot be decoded: {err}")
     return assemble(name, str(table), samples, bad, spec.templates, spec.label_column is not None,
-                    stack=functools.partial(_files, paths) if stream else torch.stack)
-
-
-def _files(paths: list[str], positions: list[int]) -> LazyImages:
-    """The image files at `positions` as LazyImages (one source a file, read whole)."""
-    count = len(positions)
-    return LazyImages([paths[i] for i in positions], [""] * count, np.arange(count, dtype=np.int32),
-                      np.zeros(count, dtype=np.int64), np.full(count, WHOLE_FILE, dtype=np.int64))
+                    stack=functools.partial(LazyImages.whole_files, paths) if stream else torch.stack)
 
 
 def count_rows(spec: FolderSource) -> int:

@@ -53,6 +53,14 @@ class LazyImages:
         return cls(sources, stamps, np.concatenate(numbers).astype(np.int32),
                    np.concatenate([p.offset for p in parts]), np.concatenate([p.length for p in parts]))
 
+    @classmethod
+    def whole_files(cls, paths: list[str], positions: list[int]) -> LazyImages:
+        """The image files `paths[i]` for i in `positions`, each read whole (a folder source's images, one a
+        file); `positions` are those of the samples a reader kept (samples.assemble's `stack`)."""
+        count = len(positions)
+        return cls([paths[i] for i in positions], [""] * count, np.arange(count, dtype=np.int32),
+                   np.zeros(count, dtype=np.int64), np.full(count, WHOLE_FILE, dtype=np.int64))
+
     def where(self, i: int) -> str:
         source, offset = self.sources[self.source[i]], int(self.offset[i])
         return source if self.length[i] == WHOLE_FILE else f"{source}, byte {offset}"

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -110,17 +110,26 @@ def assemble(name: str, origin: str, samples: list[Sample], bad: BadSamples, tem
         raise UserError(f"{origin} holds no samples. Add some, or point `datasets.{name}` at the right data.")
     captions = [sample.captions for sample in samples]
     if templates and labels is not None:
-        made = {}
-        for i, sample in enumerate(samples):
-            if not sample.captions:
-                classname = classnames[labels[i]]
-                if classname not in made:
-                    made[classname] = [_fill(template, classname, name) for template in templates]
-                captions[i] = made[classname]
+        captions = template_captions(captions, labels, classnames, templates, name)
     bad.report.kept = len(samples)
     return ImageTextData(name=name, images=stack([sample.image for sample in samples]), captions=captions,
                          labels=None if labels is None else torch.tensor(labels, dtype=torch.long),
                          classnames=classnames, classnames_from=named_by, report=bad.report)
+
+
+def template_captions(captions: list[list[str]], labels: Sequence[int], classnames: list[str], templates: list[str],
+                      name: str) -> list[list[str]]:
+    """`captions` with each empty list replaced by the `templates` filled with that image's class name (one list
+    per class, shared by its images)."""
+    made: dict[int, list[str]] = {}
+    filled = list(captions)
+    for i, label in enumerate(labels):
+        if not filled[i]:
+            label = int(label)
+            if label not in made:
+                made[label] = [_fill(template, classnames[label], name) for template in templates]
+            filled[i] = made[label]
+    return filled
 
 
 def _fill(template: str, classname: str, name: str) -> str:
