@@ -49,7 +49,8 @@ def _suite(roots, tasks, **extra):
 
 
 def test_labelled_and_caption_datasets_in_one_suite(encoder, roots, tmp_path):
-    section = run_suite(encoder, _suite(roots, ["zeroshot_classification", "linear_probe", "retrieval"]), tmp_path, None)
+    suite = _suite(roots, ["zeroshot_classification", "linear_probe", "retrieval"])
+    section = run_suite(encoder, suite, tmp_path, None)
     results = json.loads((tmp_path / "results.json").read_text())
     by = {(t["dataset"], t["task"]): t for t in results["tasks"]}
     assert set(by["shapes", "zeroshot_classification"]["metrics"]) >= {"acc1", "mean_per_class_recall"}
