@@ -52,3 +52,18 @@ def test_different_seed_gives_different_indices():
     first = split_indices(93, SPLITS, LABELS)
     other = split_indices(93, SPLITS.model_copy(update={"seed": 4}), LABELS)
     assert not torch.equal(first["test"], other["test"])
+
+
+def test_all_for_testing_leaves_no_sample_for_training():
+    # {test: 1} means every sample is evaluated on: fractions not given are 0, and no class keeps a training sample
+    everything = Splits.model_validate({"test": 1})
+    assert (everything.train, everything.val, everything.test) == (0, 0, 1)
+    parts = split_indices(len(LABELS), everything, LABELS)
+    assert len(parts["train"]) == len(parts["val"]) == 0 and len(parts["test"]) == len(LABELS)
+    held = split_indices(len(LABELS), Splits.model_validate({"val": 0.5, "test": 0.5}), LABELS)
+    assert len(held["train"]) == 0 and len(held["val"]) + len(held["test"]) == len(LABELS)
+
+
+def test_fractions_that_do_not_sum_to_one_are_refused():
+    with pytest.raises(ValueError, match="sum to 1"):
+        Splits.model_validate({"train": 0.5, "test": 0.2})
