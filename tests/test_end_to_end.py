@@ -34,7 +34,9 @@ def test_run_then_eval_on_the_default_recipe(tmp_path, monkeypatch):
 
     # results.json in the contract format, with the tasks of the foundation
     results = json.loads((run_dir / "eval" / "results.json").read_text())
-    assert set(results) == {"model", "suite", "created", "tasks"}
+    assert set(results) == {"model", "suite", "created", "provenance", "tasks"}
+    assert set(results["provenance"]["datasets"]) == {"mnist5k", "digits"}
+    assert {"transferlab", "commit", "libraries", "device", "precision", "suite_hash"} <= set(results["provenance"])
     found = {(t["task"], t["dataset"], t["split"]): t["metrics"] for t in results["tasks"]}
     assert set(found) == {(task, dataset, "test") for task in ("zeroshot_classification", "linear_probe")
                           for dataset in ("mnist5k", "digits")}
