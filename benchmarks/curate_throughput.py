@@ -1,5 +1,6 @@
 """Curation throughput: MetaCLIP balancing of a synthetic pool of a million captions against 100,000
-metadata entries, and the speed-up of the Aho-Corasick matcher over a per-entry substring scan.
+metadata entries, against MetaCLIP's own matcher on the same captions, and the speed-up of the Aho-Corasick
+matcher over a per-entry substring scan.
 
 The pool is written to a temporary folder (deleted at the end) as caption-only webdataset shards. The
 metadata holds pseudo-words (90% single words, 10% two-word phrases); each caption mentions 2-4 of them
@@ -11,11 +12,19 @@ largest worker, polled while they run, beside that of a fresh process that only 
 modules (torch's import alone is most of it). getrusage's ru_maxrss is not used: a child started by fork and
 exec inherits its parent's high-water mark.
 
+The reference is MetaCLIP's `metaclip/metaclip1/substr_matching_ahocorasick.py` (facebookresearch/MetaCLIP),
+imported from a checkout given with --metaclip (never copied here): one process runs its `substr_matching`
+over every caption of the pool, already in memory (reading them is not timed), lower-cased as transferlab's
+default matching is, and counts the entries it returns. Its captions/s is set against transferlab's whole
+curation (read shards, normalise, match, count, plan, sample, write, report) with --workers processes and
+the comparison's `--no-dedup`; the per-entry counts of both must be identical.
+
 The matcher comparison runs in the same process on a random subsample of captions: the naive scan tests
 every entry as a padded substring of the normalised caption (MetaCLIP's original loop); both matchers
 must return the same entries, and the time per caption of each is reported.
 
-    python benchmarks/curate_throughput.py [--captions 1000000 --entries 100000 --shards 100 --workers 2]
+    git clone https://github.com/facebookresearch/MetaCLIP /tmp/MetaCLIP
+    python benchmarks/curate_throughput.py --metaclip /tmp/MetaCLIP [--captions 1000000 --shards 100 --workers 2]
 """
 
 from __future__ import annotations
@@ -135,10 +144,12 @@ class ChildPeak(threading.Thread):
         self.peak, self.running = 0.0, True
 
     def children(self) -> list[str]:
+        """The spawned worker processes (a child between fork and exec still shows its parent's memory)."""
         found = []
         for stat in Path("/proc").glob("[0-9]*/stat"):
             try:
-                if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == os.getpid():
+                if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == os.getpid() and \
+                        b"spawn_main" in (stat.parent / "cmdline").read_bytes():
                     found.append(stat.parent.name)
             except (OSError, IndexError, ValueError):
                 continue
@@ -148,6 +159,42 @@ class ChildPeak(threading.Thread):
         while self.running:
             self.peak = max([self.peak, *map(high_water_mib, self.children())])
             time.sleep(0.2)
+
+
+def pool_captions(folder: Path) -> list[str]:
+    captions = []
+    for shard in sorted(folder.glob("*.tar")):
+        with tarfile.open(shard) as tar:
+            captions += [tar.extractfile(member).read().decode() for member in tar if member.isfile()]
+    return captions
+
+
+def reference_counts(metaclip: Path, metadata: Path, captions: list[str]) -> tuple[dict, float]:
+    """MetaCLIP's Aho-Corasick matcher over `captions` in this process: its per-entry counts and seconds."""
+    sys.path.insert(0, str(metaclip / "metaclip" / "metaclip1"))
+    import substr_matching_ahocorasick as reference  # noqa: PLC0415 -- from the checkout, at run time
+
+    entries = [line.strip() for line in metadata.read_text().splitlines() if line.strip()]
+    counts = [0] * len(entries)
+    start = time.perf_counter()
+    for caption in captions:
+        for entry_id in reference.substr_matching(caption.lower(), entries):
+            counts[entry_id] += 1
+    seconds = time.perf_counter() - start
+    by_entry: dict[str, int] = {}
+    for entry, count in zip(entries, counts, strict=True):
+        by_entry[entry] = max(by_entry.get(entry, 0), count)  # a repeated line counts its matches once
+    return by_entry, seconds
+
+
+def our_counts(out: Path) -> dict:
+    counts = {}
+    with open(out / "entry_counts.tsv") as table:
+        header = table.readline().rstrip("\n").split("\t")
+        for line in table:
+            row = dict(zip(header, line.rstrip("\n").split("\t"), strict=True))
+            counts[row["entry"]] = int(row["before"])
+    return counts
 
 
 def import_baseline_mib() -> float:
@@ -166,6 +213,9 @@ def main() -> None:
     parser.add_argument("--cap", type=int, default=500, help="MetaCLIP's t")
     parser.add_argument("--naive-subsample", type=int, default=200)
     parser.add_argument("--tmp", type=Path, default=None, help="where the pool is written (default: the system's)")
+    parser.add_argument("--metaclip", type=Path, default=None, help="a checkout of facebookresearch/MetaCLIP: "
+                                                                     "its matcher is the reference")
+    parser.add_argument("--dedup", action="store_true", help="exact dedup on (off: as the reference, which has none)")
     args = parser.parse_args()
     rng = np.random.default_rng(0)
     load_before = os.getloadavg()[0]  # other work on the machine slows every stage; it is reported
@@ -177,7 +227,7 @@ def main() -> None:
         generated = time.perf_counter() - start
         pool_bytes = sum(p.stat().st_size for p in (folder / "pool").glob("*.tar"))
         print(f"pool: {args.captions:,} captions, {pool_bytes / 2**20:.0f} MiB in {generated:.0f} s", file=sys.stderr)
-        settings = Settings(metadata=metadata, cap=args.cap)
+        settings = Settings(metadata=metadata, cap=args.cap, dedup=args.dedup)
         seconds, workers_peak = {}, ChildPeak()
         workers_peak.start()
         for stage in ("count", "plan", "sample", "report"):
@@ -189,6 +239,16 @@ def main() -> None:
         total = sum(seconds.values())
         chosen = [subsample[i] for i in rng.choice(len(subsample), size=args.naive_subsample, replace=False)]
         matchers = compare_matchers(metadata, chosen)
+        reference = None
+        if args.metaclip is not None:
+            counts, reference_seconds = reference_counts(args.metaclip, metadata, pool_captions(folder / "pool"))
+            mine = our_counts(folder / "out")
+            differ = [e for e in set(counts) | set(mine) if counts.get(e, 0) != mine.get(e, 0)]
+            reference = {"seconds": round(reference_seconds, 1),
+                         "captions_per_s": round(args.captions / reference_seconds),
+                         "transferlab_over_reference": round(reference_seconds / total, 2),
+                         "entries_compared": len(counts), "entries_with_different_counts": len(differ)}
+            print(f"reference: {reference}", file=sys.stderr)
         print(json.dumps({
             "benchmark": "curate_throughput", "captions": args.captions, "entries": args.entries,
             "shards": args.shards, "workers": args.workers, "cpus": os.cpu_count(), "cap": args.cap,
@@ -201,7 +261,7 @@ def main() -> None:
             "entries_matched": record["metadata"]["entries_matched_before"],
             "peak_rss_mib": {"main_process": round(high_water_mib()), "largest_worker": round(workers_peak.peak),
                              "after_imports_only": round(import_baseline_mib())},
-            "matcher": matchers}))
+            "matcher": matchers, "metaclip_reference": reference}))
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 

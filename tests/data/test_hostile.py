@@ -26,7 +26,7 @@ from PIL import Image
 
 from transferlab.config import FolderSource, WebDatasetSource, load_recipe
 from transferlab.data.folder import read_folder
-from transferlab.data.samples import MAX_CAPTION_CHARS
+from transferlab.data.limits import MAX_CAPTION_CHARS
 from transferlab.data.shards import iter_samples, read_webdataset
 from transferlab.data.sources import load_dataset
 from transferlab.errors import UserError

@@ -33,8 +33,14 @@ def mix64(x: np.ndarray) -> np.ndarray:
 
 def key_hash(shard_name: str, key: str) -> int:
     """64 bits naming a sample: its shard's file name and its key."""
-    digest = hashlib.blake2b(shard_name.encode("utf-8") + b"\x00" + key.encode("utf-8"), digest_size=8)
-    return int.from_bytes(digest.digest(), "little")
+    return int(key_hashes(shard_name, [key])[0])
+
+
+def key_hashes(shard_name: str, keys: list[str]) -> np.ndarray:
+    """`key_hash` of each key of one shard, as uint64."""
+    prefix, blake2b = shard_name.encode("utf-8") + b"\x00", hashlib.blake2b
+    digests = b"".join([blake2b(prefix + key.encode("utf-8"), digest_size=8).digest() for key in keys])
+    return np.frombuffer(digests, dtype="<u8").astype(np.uint64)
 
 
 def uniforms(key_hashes: np.ndarray, entry_ids: np.ndarray, seed: int) -> np.ndarray:

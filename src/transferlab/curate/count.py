@@ -6,25 +6,31 @@ when a model step is on), and for the pairs still in: their content hash (exact 
 entries they match, and the model embeddings or scores. Everything goes to `<out>/work/<shard>.count.npz`;
 summed over shards, the matches are the entry counts of pass 1 of the balancing. Memory holds one shard's
 arrays, never the pool. A shard already counted with the same options (and unchanged in size) is not
-read again, so a failed job array can simply be re-run.
+read again, so a failed job array can simply be re-run. It also records the byte ranges of each sample's
+members, so the sample stage copies kept samples without parsing the shard again.
+
+The shard is read with `data.tar_layout` (its headers parsed in place, no torch imported), and a caption
+is normalised once, for both the matcher and the content hash.
 """
 
 from __future__ import annotations
 
+import hashlib
 from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 
 from transferlab.curate import workfiles
-from transferlab.curate.balance import key_hash
+from transferlab.curate.balance import key_hashes
 from transferlab.curate.dedup import content_hash
-from transferlab.curate.metadata import Matcher
+from transferlab.curate.metadata import Matcher, normalise
 from transferlab.curate.reasons import CODE, KEPT
 from transferlab.curate.settings import Settings
-from transferlab.data.dataset import DataReport
-from transferlab.data.samples import MAX_CAPTION_CHARS, BadSamples
-from transferlab.data.shards import IMAGE_EXTS, iter_samples
+from transferlab.data.limits import IMAGE_EXTS, MAX_CAPTION_CHARS
+from transferlab.data.tar_layout import Member, group_samples, header_blocks, read_layout, shard_bytes
+
+IMAGES = frozenset(IMAGE_EXTS)
 
 
 @lru_cache(maxsize=1)
@@ -33,9 +39,8 @@ def matcher_for(settings: Settings) -> Matcher | None:
     return None if settings.entries is None else Matcher(settings.entries)
 
 
-def read_caption(sample: dict, key: str) -> tuple[str, str | None]:
-    """The sample's stripped caption, or "" and why there is none."""
-    raw = sample.get(key)
+def read_caption(raw: bytes | None) -> tuple[str, str | None]:
+    """The stripped caption of a caption member's bytes (None: no member), or "" and why there is none."""
     if raw is None:
         return "", "missing caption"
     try:
@@ -45,9 +50,16 @@ def read_caption(sample: dict, key: str) -> tuple[str, str | None]:
     return (caption, None) if caption else ("", "empty caption")
 
 
-def image_of(sample: dict) -> bytes:
-    """The bytes of the sample's first image member, b"" when it has none."""
-    return next((value for ext, value in sample.items() if ext.lower() in IMAGE_EXTS), b"")
+def member_bytes(data: bytes, member: Member | None) -> bytes | None:
+    return None if member is None else bytes(data[member.offset:member.offset + member.size])
+
+
+def image_member(members: dict[str, Member]) -> Member | None:
+    """The sample's first image member, None when it has none."""
+    for ext, member in members.items():
+        if ext.lower() in IMAGES:
+            return member
+    return None
 
 
 def count_shard(shard: Path, out: Path, settings: Settings) -> Path:
@@ -61,27 +73,66 @@ def count_shard(shard: Path, out: Path, settings: Settings) -> Path:
         from transferlab.curate.embed import PairEmbedder  # models load only when asked: workers start faster
 
         embedder = PairEmbedder(settings)
-    bad = BadSamples(None, "skip", DataReport(), "sample")
-    keys, hashes, status, match_ids, match_ptr = [], [], [], [], [0]
-    wanted = {settings.caption_key}
-    for sample in iter_samples([shard], bad, lambda ext: ext in wanted or ext.lower() in IMAGE_EXTS, wanted):
-        keys.append(key_hash(shard.name, sample["__key__"]))
-        caption, reason = read_caption(sample, settings.caption_key)
-        image = image_of(sample)
-        reason = reason or settings.filters.reason(caption)
-        if reason is None and embedder is not None:
-            reason = embedder.add(image, caption)
-        if reason is None:
-            hashes.append(content_hash(caption, image) if settings.dedup else 0)
-            if matcher is not None:
-                match_ids.extend(matcher(caption))
-        else:
-            hashes.append(0)
-        match_ptr.append(len(match_ids))
-        status.append(KEPT if reason is None else CODE[reason])
+    keys, hashes, status, spans, span_ptr, texts, matched_rows = [], [], [], [], [0], [], []
+    case_sensitive = settings.entries is not None and settings.entries.case_sensitive
+    with shard_bytes(shard) as data:
+        layout = read_layout(data)
+        for key, members in group_samples(layout):
+            keys.append(key)
+            spans.extend(_blocks(members))
+            span_ptr.append(len(spans))
+            caption, reason = read_caption(member_bytes(data, members.get(settings.caption_key)))
+            reason = reason or settings.filters.reason(caption)
+            image = image_member(members) if settings.dedup or embedder is not None else None
+            if reason is None and embedder is not None:
+                reason = embedder.add(member_bytes(data, image) or b"", caption)
+            hash_ = 0
+            if reason is None:
+                text = normalise(caption, case_sensitive)
+                if settings.dedup:
+                    folded = normalise(caption) if case_sensitive else text  # dedup ignores case
+                    hash_ = content_hash(folded, member_bytes(data, image) or b"")
+                texts.append(text)
+                matched_rows.append(len(status))
+            hashes.append(hash_)
+            status.append(KEPT if reason is None else CODE[reason])
+        digest = headers_digest(data, np.array([spans[p][0] for p in span_ptr[:-1]], dtype=np.int64))
+    keys = key_hashes(shard.name, keys)
+    match_ptr, match_ids = np.zeros(len(status) + 1, dtype=np.int64), np.zeros(0, dtype=np.int32)
+    if matcher is not None and texts:  # all captions of the shard in one scan of the automaton
+        ptr, match_ids = matcher.batch(texts)
+        per_row = np.zeros(len(status), dtype=np.int64)
+        per_row[matched_rows] = np.diff(ptr)
+        match_ptr[1:] = np.cumsum(per_row)
+    skipped = dict(layout.skipped) | ({"corrupt shard": 1} if layout.corrupt else {})
     models = {} if embedder is None else {e.name: e.fingerprint for e in embedder.encoders}
-    info = {"shard": shard.name, "shard_bytes": size, "skipped": dict(bad.report.skipped), "models": models}
-    return workfiles.save(file, settings.fingerprint, info, key_hash=np.array(keys, dtype=np.uint64),
+    info = {"shard": shard.name, "shard_bytes": size, "skipped": skipped, "models": models, "headers": digest}
+    return workfiles.save(file, settings.fingerprint, info, key_hash=keys,
                           content_hash=np.array(hashes, dtype=np.uint64), status=np.array(status, dtype=np.uint8),
-                          match_ptr=np.array(match_ptr, dtype=np.int64), match_ids=np.array(match_ids, dtype=np.int32),
+                          match_ptr=match_ptr, match_ids=match_ids,
+                          span_ptr=np.array(span_ptr, dtype=np.int64),
+                          spans=np.array(spans, dtype=np.int64).reshape(-1, 2),
                           **(embedder.arrays() if embedder is not None else {}))
+
+
+def headers_digest(data: bytes, starts: np.ndarray) -> str:
+    """A digest of the first header block of every sample: the sample stage checks the shard against it."""
+    if not len(starts):
+        return ""
+    blocks = header_blocks(data, starts)
+    return hashlib.blake2b(blocks.tobytes(), digest_size=16).hexdigest()
+
+
+def _blocks(members: dict[str, Member]) -> list[tuple[int, int]]:
+    """The byte ranges that hold a sample's members in its shard (adjacent members merged): what the sample
+    stage copies, so the members it left out (unsafe, repeated) are never copied."""
+    if len(members) == 1:
+        (member,) = members.values()
+        return [(member.start, member.end)]
+    ranges: list[tuple[int, int]] = []
+    for member in sorted(members.values(), key=lambda m: m.start):
+        if ranges and ranges[-1][1] == member.start:
+            ranges[-1] = (ranges[-1][0], member.end)
+        else:
+            ranges.append((member.start, member.end))
+    return ranges

@@ -18,15 +18,15 @@ import hashlib
 
 import numpy as np
 
-from transferlab.curate.metadata import normalise
 from transferlab.errors import UserError
 
 QUERY_BLOCK = 4096  # queries per range search, so its result lists stay small
 
 
-def content_hash(caption: str, image: bytes) -> int:
-    """The 64-bit hash of a pair for exact deduplication."""
-    digest = hashlib.blake2b(normalise(caption).encode("utf-8"), digest_size=8)
+def content_hash(text: str, image: bytes) -> int:
+    """The 64-bit hash of a pair for exact deduplication, from its caption normalised case-insensitively
+    (`normalise(caption)`) and its image bytes."""
+    digest = hashlib.blake2b(text.encode("utf-8"), digest_size=8)
     digest.update(b"\x00")
     digest.update(image)
     return int.from_bytes(digest.digest(), "little")

@@ -47,12 +47,9 @@ class CaptionFilter:
 
     def reason(self, caption: str) -> str | None:
         """Why `caption` (stripped, non-empty) is filtered out, or None when it passes."""
-        words, chars = len(caption.split()), len(caption)
-        if words < self.min_words or chars < self.min_chars:
-            return "caption too short"
-        if (self.max_words is not None and words > self.max_words) or (self.max_chars is not None
-                                                                       and chars > self.max_chars):
-            return "caption too long"
+        length = self._length_reason(caption) if self.bounded else None  # unbounded: skip counting words
+        if length:
+            return length
         if self.min_letter_fraction > 0:
             visible = [c for c in caption if not c.isspace()]
             if sum(c.isalpha() for c in visible) < self.min_letter_fraction * len(visible):
@@ -60,6 +57,19 @@ class CaptionFilter:
         if not self.allow_nonprintable and has_nonprintable(caption):
             return "non-printable characters"
         return None
+
+    def _length_reason(self, caption: str) -> str | None:
+        words, chars = len(caption.split()), len(caption)
+        if words < self.min_words or chars < self.min_chars:
+            return "caption too short"
+        if (self.max_words is not None and words > self.max_words) or (self.max_chars is not None
+                                                                       and chars > self.max_chars):
+            return "caption too long"
+        return None
+
+    @property
+    def bounded(self) -> bool:
+        return bool(self.min_words or self.max_words is not None or self.min_chars or self.max_chars is not None)
 
 
 def has_nonprintable(caption: str) -> bool:

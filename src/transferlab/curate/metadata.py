@@ -18,6 +18,8 @@ import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from transferlab.errors import UserError
 
 PUNCTUATION = ",.;:!?\"'`()[]{}<>"  # each becomes a token of its own
@@ -92,7 +94,7 @@ class Matcher:
         except ImportError:
             raise UserError("Matching metadata entries needs the pyahocorasick package: pip install pyahocorasick "
                             "(or leave --metadata out to curate without balancing).") from None
-        self.case_sensitive = metadata.case_sensitive
+        self.case_sensitive, self.size = metadata.case_sensitive, len(metadata.normalised)
         self.automaton = ahocorasick.Automaton(ahocorasick.STORE_INTS)
         for entry_id, key in enumerate(metadata.normalised):
             self.automaton.add_word(key, entry_id)
@@ -100,4 +102,21 @@ class Matcher:
 
     def __call__(self, caption: str) -> list[int]:
         """The ids of the entries in `caption`, each once, ascending."""
-        return sorted({entry_id for _, entry_id in self.automaton.iter(normalise(caption, self.case_sensitive))})
+        return self.normalised(normalise(caption, self.case_sensitive))
+
+    def normalised(self, text: str) -> list[int]:
+        """The same for a caption already normalised (as `normalise(caption, case_sensitive)` gives)."""
+        return sorted({entry_id for _, entry_id in self.automaton.iter(text)})
+
+    def batch(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """The same for many normalised captions in one scan of the automaton: text i matched the entries
+        ids[ptr[i]:ptr[i + 1]]. The texts are joined with line breaks, which no normalised entry holds, so
+        no match spans two captions; each match's end position tells its caption."""
+        lengths = np.fromiter(map(len, texts), dtype=np.int64, count=len(texts)) + 1
+        starts = np.cumsum(lengths) - lengths
+        found = np.fromiter((value for match in self.automaton.iter("\n".join(texts)) for value in match),
+                            dtype=np.int64).reshape(-1, 2)
+        rows = np.searchsorted(starts, found[:, 0], side="right") - 1
+        pairs = np.unique(rows * self.size + found[:, 1])  # each (caption, entry) once, in caption then entry order
+        rows, ids = np.divmod(pairs, self.size)
+        return np.searchsorted(rows, np.arange(len(texts) + 1)), ids.astype(np.int32)

@@ -14,6 +14,7 @@ machines sharing `out` (docs/curation.md has the recipe). The stages talk only t
 from __future__ import annotations
 
 import multiprocessing
+import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import partial
@@ -23,11 +24,9 @@ from tqdm import tqdm
 
 from transferlab.curate.count import count_shard
 from transferlab.curate.plan import plan
-from transferlab.curate.report import report
 from transferlab.curate.sample import output_name, sample_shard
 from transferlab.curate.settings import Settings
 from transferlab.curate.workfiles import WORK
-from transferlab.data.shards import expand_shards
 from transferlab.errors import UserError
 
 STAGES = ("all", "count", "plan", "sample", "report")
@@ -39,6 +38,8 @@ def curate(pool: str | Path | list[Path], out: str | Path, settings: Settings | 
     shard paths) into `out`; the curation.json record when the report was written, else None."""
     if stage not in STAGES:
         raise UserError(f"Unknown curation stage '{stage}': choose one of {', '.join(STAGES)}.")
+    from transferlab.data.shards import expand_shards  # here: the worker processes never import torch or matplotlib
+
     settings = settings or Settings()
     shards = [Path(p) for p in pool] if isinstance(pool, list) else expand_shards(str(pool))
     out = Path(out)
@@ -52,6 +53,8 @@ def curate(pool: str | Path | list[Path], out: str | Path, settings: Settings | 
         if stage in ("all", "sample"):
             run(sample_shard, shards, out, settings, "sample")
     if stage in ("all", "report"):
+        from transferlab.curate.report import report  # matplotlib: the main process only
+
         return report(shards, out, settings)
     return None
 
@@ -76,10 +79,10 @@ def _check_paths(shards: list[Path], out: Path) -> None:
 
 
 def _one_thread() -> None:
-    """Worker processes share the cores: one torch thread each."""
-    import torch
-
-    torch.set_num_threads(1)
+    """Worker processes share the cores: one thread each for torch, should a model step import it (torch is
+    imported only then: a worker that needs no model stays small and starts fast)."""
+    for variable in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ[variable] = "1"
 
 
 @contextmanager

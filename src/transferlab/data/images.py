@@ -17,8 +17,9 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from transferlab.data.limits import MAX_IMAGE_BYTES
+
 MAX_PIXELS = 20_000 * 20_000  # refuse decompression bombs beyond this many pixels
-MAX_IMAGE_BYTES = 512 * 2**20  # a larger file is refused unread
 MAX_ASPECT = 16  # longer images are resampled from the crop's region only
 # Only raster formats are opened: PIL picks the decoder from the content, not the name, and some (EPS) run
 # external programs on what they read.

@@ -15,9 +15,9 @@ from tqdm import tqdm
 
 from transferlab.data.dataset import DataReport, ImageTextData
 from transferlab.data.lazy import LazyImages
+from transferlab.data.limits import MAX_CAPTION_CHARS
 from transferlab.errors import UserError
 
-MAX_CAPTION_CHARS = 10_000  # longer captions are truncated: no text tower reads that far
 PROGRESS_AFTER = 200  # a bar for fewer images would only flicker
 INTEGER = re.compile(r"[+-]?\d{1,18}")  # a longer run of digits is a name: int() refuses 4,301 digits
 

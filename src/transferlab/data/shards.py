@@ -17,7 +17,6 @@ import glob
 import gzip
 import io
 import json
-import re
 import tarfile
 import zlib
 from collections import Counter
@@ -31,8 +30,9 @@ from braceexpand import braceexpand
 
 from transferlab.config import WebDatasetSource
 from transferlab.data.dataset import DataReport, ImageTextData
-from transferlab.data.images import MAX_IMAGE_BYTES, BadImage, decode_image, encode_png
+from transferlab.data.images import BadImage, decode_image, encode_png
 from transferlab.data.lazy import LazyImages
+from transferlab.data.limits import IMAGE_EXTS, MAX_IMAGE_BYTES
 from transferlab.data.remote import is_url, local_path, open_url, stamp
 from transferlab.data.samples import (
     MAX_CAPTION_CHARS,
@@ -44,13 +44,12 @@ from transferlab.data.samples import (
     progress,
 )
 from transferlab.data.shard_index import cached_samples
+from transferlab.data.tar_layout import KEY_EXT
 from transferlab.errors import UserError
 from transferlab.fileio import atomic_open, atomic_write
 
-IMAGE_EXTS = ("png", "jpg", "jpeg", "webp", "bmp", "gif", "tif", "tiff")
 CLASSNAMES = "classnames.txt"
 TEMPLATES = "zeroshot_classification_templates.txt"  # CLIP_benchmark's name, with {c} for the class
-KEY_EXT = re.compile(r"^((?:.*/|)[^.]+)[.]([^/]*)$")  # webdataset's rule: the key ends at the name's first dot
 MAX_MEMBER_BYTES = MAX_IMAGE_BYTES  # a larger member is skipped unread
 MAX_TEXT_BYTES = 4 * MAX_CAPTION_CHARS  # text members are read this far: MAX_CAPTION_CHARS characters of UTF-8
 

@@ -19,8 +19,6 @@ from matplotlib.colors import to_hex
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import FixedLocator, NullFormatter, NullLocator
-from sklearn.decomposition import PCA
-from sklearn.manifold import TSNE
 
 DPI = 96
 MAX_ANNOTATED_CLASSES = 20  # beyond this the per-cell counts no longer fit in the cells
@@ -170,9 +168,13 @@ def project_2d(features: np.ndarray, method: str) -> np.ndarray:
     # Pad to two columns: both methods need at least as many features as output dimensions.
     features = np.pad(features, ((0, 0), (0, max(0, 2 - features.shape[1]))))
     if method == "tsne":
+        from sklearn.manifold import TSNE  # imported here: scikit-learn takes seconds to import
+
         # Perplexity must stay below the number of points; PCA init and a fixed seed make maps repeatable.
         perplexity = min(TSNE_PERPLEXITY, max((len(features) - 1) / 3, 0.5))
         return TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=0).fit_transform(features)
+    from sklearn.decomposition import PCA
+
     return PCA(n_components=2, random_state=0).fit_transform(features)
 
 
