@@ -28,6 +28,7 @@ from transferlab.curate.sample import output_name, sample_shard
 from transferlab.curate.settings import Settings
 from transferlab.curate.workfiles import WORK
 from transferlab.errors import UserError
+from transferlab.fileio import atomic_write
 
 STAGES = ("all", "count", "plan", "sample", "report")
 
@@ -45,18 +46,41 @@ def curate(pool: str | Path | list[Path], out: str | Path, settings: Settings | 
     out = Path(out)
     _check_paths(shards, out)
     settings.fingerprint  # noqa: B018 -- read the metadata once here, not in every worker (and fail early)
-    with _processes(workers if stage in ("all", "count", "sample") else 1, len(shards)) as run:
+    with _processes(workers if stage in ("all", "count", "sample") else 1, len(shards), settings) as run:
         if stage in ("all", "count"):
-            run(count_shard, shards, out, settings, "count")
+            run(count_shard, shards, out, "count")
         if stage in ("all", "plan"):
             plan(shards, out, settings)
         if stage in ("all", "sample"):
-            run(sample_shard, shards, out, settings, "sample")
+            run(sample_shard, shards, out, "sample")
+            carry_dataset_files(shards, out)
     if stage in ("all", "report"):
         from transferlab.curate.report import report  # matplotlib: the main process only
 
         return report(shards, out, settings)
     return None
+
+
+DATASET_FILES = ("classnames.txt", "zeroshot_classification_templates.txt")  # what readers look for beside shards
+
+
+def carry_dataset_files(shards: list[Path], out: Path) -> list[Path]:
+    """Copy the pool's dataset-level files (class names, templates) beside the curated shards, so the output
+    reads as the pool did (labels named, with `stream` or without). An existing copy must be the same."""
+    copied = []
+    for name in DATASET_FILES:
+        source = shards[0].parent / name
+        if not source.is_file():
+            continue
+        target = Path(out) / name
+        if target.exists():
+            if target.read_bytes() != source.read_bytes():
+                raise UserError(f"{target} exists and differs from the pool's {source}; transferlab never overwrites "
+                                f"data. Remove it, or curate into another --out.")
+            continue
+        atomic_write(target, source.read_bytes())
+        copied.append(target)
+    return copied
 
 
 def _check_paths(shards: list[Path], out: Path) -> None:
@@ -78,26 +102,36 @@ def _check_paths(shards: list[Path], out: Path) -> None:
                         f"folder); transferlab never overwrites data. Choose an empty or new --out.")
 
 
-def _one_thread() -> None:
+_worker_settings: Settings | None = None  # a worker's copy, received once (its matcher is built once from it)
+
+
+def _start_worker(settings: Settings) -> None:
     """Worker processes share the cores: one thread each for torch, should a model step import it (torch is
     imported only then: a worker that needs no model stays small and starts fast)."""
+    global _worker_settings
     for variable in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         os.environ[variable] = "1"
+    _worker_settings = settings
+
+
+def _in_worker(stage: Callable, out: Path, shard: Path) -> Path:
+    return stage(shard, out, _worker_settings)
 
 
 @contextmanager
-def _processes(workers: int, shards: int) -> Iterator[Callable]:
+def _processes(workers: int, shards: int, settings: Settings) -> Iterator[Callable]:
     """A function running `stage(shard, out, settings)` for every shard, in `workers` processes (one pool,
-    started once, serves every stage), or in this process for one worker."""
+    started once, serves every stage, and gets the settings once), or in this process for one worker."""
     pool = None
     if workers > 1 and shards > 1:  # spawned: forked children would inherit torch's threads and any CUDA state
-        pool = multiprocessing.get_context("spawn").Pool(min(workers, shards), initializer=_one_thread)
+        pool = multiprocessing.get_context("spawn").Pool(min(workers, shards), initializer=_start_worker,
+                                                         initargs=(settings,))
 
-    def run(stage: Callable, paths: list[Path], out: Path, settings: Settings, desc: str) -> list:
+    def run(stage: Callable, paths: list[Path], out: Path, desc: str) -> list:
         bar = partial(tqdm, total=len(paths), desc=desc, unit=" shards", leave=False, delay=2)
         if pool is None:
             return [stage(shard, out, settings) for shard in bar(paths)]
-        return list(bar(pool.imap(partial(stage, out=out, settings=settings), paths)))
+        return list(bar(pool.imap(partial(_in_worker, stage, out), paths)))
 
     try:
         yield run
