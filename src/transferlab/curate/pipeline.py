@@ -27,6 +27,7 @@ from transferlab.curate.plan import plan
 from transferlab.curate.sample import output_name, sample_shard
 from transferlab.curate.settings import Settings
 from transferlab.curate.workfiles import WORK
+from transferlab.data.shard_paths import expand_shards
 from transferlab.errors import UserError
 from transferlab.fileio import atomic_write
 
@@ -39,8 +40,6 @@ def curate(pool: str | Path | list[Path], out: str | Path, settings: Settings | 
     shard paths) into `out`; the curation.json record when the report was written, else None."""
     if stage not in STAGES:
         raise UserError(f"Unknown curation stage '{stage}': choose one of {', '.join(STAGES)}.")
-    from transferlab.data.shards import expand_shards  # here: the worker processes never import torch or matplotlib
-
     settings = settings or Settings()
     shards = [Path(p) for p in pool] if isinstance(pool, list) else expand_shards(str(pool))
     out = Path(out)

@@ -102,13 +102,13 @@ def sample_shard(shard: Path, out: Path, settings: Settings) -> Path:
 
 def _example(data: bytes, spans: np.ndarray, shard: Path, settings: Settings, entry_ids: np.ndarray) -> dict:
     """A removed pair as the report shows it, read from its members' byte ranges."""
-    from transferlab.data.images import BadImage, decode_image, encode_png  # torch: only for a few thumbnails
-
     piece = b"".join(bytes(data[start:end]) for start, end in spans.tolist())
     (key, members), = group_samples(read_layout(piece)) or [("?", {})]
     caption, problem = read_caption(member_bytes(piece, members.get(settings.caption_key)))
     thumbnail, image = None, member_bytes(piece, image_member(members))
     if image:
+        from transferlab.data.images import BadImage, decode_image, encode_png  # torch: only for thumbnails
+
         try:
             thumbnail = base64.b64encode(encode_png(decode_image(image, THUMBNAIL, 3))).decode("ascii")
         except BadImage:

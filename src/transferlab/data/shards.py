@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import glob
 import gzip
 import io
 import json
@@ -44,6 +43,7 @@ from transferlab.data.samples import (
     progress,
 )
 from transferlab.data.shard_index import cached_samples
+from transferlab.data.shard_paths import expand_shards
 from transferlab.data.tar_layout import KEY_EXT
 from transferlab.errors import UserError
 from transferlab.fileio import atomic_open, atomic_write
@@ -52,32 +52,6 @@ CLASSNAMES = "classnames.txt"
 TEMPLATES = "zeroshot_classification_templates.txt"  # CLIP_benchmark's name, with {c} for the class
 MAX_MEMBER_BYTES = MAX_IMAGE_BYTES  # a larger member is skipped unread
 MAX_TEXT_BYTES = 4 * MAX_CAPTION_CHARS  # text members are read this far: MAX_CAPTION_CHARS characters of UTF-8
-
-
-def expand_shards(pattern: str) -> list[Path]:
-    """The shard files `pattern` names: a .tar file, a directory (its *.tar, sorted), a glob, or a brace
-    pattern such as "dir/shard-{000..009}.tar" (each expansion may itself be a file, directory or glob)."""
-    found: dict[Path, None] = {}
-    missing = []
-    for part in braceexpand(str(pattern)):
-        path = Path(part).expanduser()
-        if path.is_dir():
-            found.update(dict.fromkeys(sorted(path.glob("*.tar"))))
-        elif glob.has_magic(part):
-            found.update(dict.fromkeys(Path(p) for p in sorted(glob.glob(str(path))) if Path(p).is_file()))
-        elif path.is_file():
-            found[path] = None
-        else:
-            missing.append(part)
-    if missing and found:
-        shown = ", ".join(missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
-        raise UserError(f"Shard pattern '{pattern}': {len(missing)} of the files it names do not exist ({shown}). "
-                        f"Fix the pattern's range, or restore the missing shards.")
-    if not found:
-        raise UserError(f"No shards match '{pattern}'. Set the dataset's `shards` to a .tar file, a folder of .tar "
-                        f"files, a glob or a brace pattern such as data/shard-{{000000..000009}}.tar (relative paths "
-                        f"start from where you run transferlab).")
-    return list(found)
 
 
 class ByteRange(NamedTuple):
