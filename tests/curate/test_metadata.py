@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from transferlab.curate.metadata import PUNCTUATION, Matcher, read_metadata
+from transferlab.curate.metadata import PUNCTUATION, Matcher, normalise, read_metadata
 from transferlab.errors import UserError
 
 MARKS = re.escape(PUNCTUATION)
@@ -118,3 +118,27 @@ def test_a_missing_matcher_package_is_a_clear_error(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "ahocorasick", None)  # as if it were not installed
     with pytest.raises(UserError, match="pip install pyahocorasick"):
         Matcher(metadata)
+
+
+TRICKY = ["A Cat.", "dog\tand\ncat", "  spaced   out  ", "ΟΔΟΣ Σ", "t-shirt (cat)!", "a\u2028b\u00a0c", "x\x1cy",
+          "İstanbul", "cat,dog;bird:fish?", "\u3000cat\u3000"]
+
+
+def test_normalising_a_whole_shard_at_once_equals_one_caption_at_a_time():
+    from transferlab.curate.metadata import normalise_joined
+
+    for case_sensitive in (False, True):
+        joined = normalise_joined(TRICKY, case_sensitive)
+        assert joined.split("\0") == [normalise(c, case_sensitive) for c in TRICKY]
+    assert normalise_joined(["a\0b", "c"]) is None  # a NUL in a caption: each is normalised alone
+
+
+def test_one_scan_over_a_shard_finds_what_one_scan_per_caption_finds(tmp_path):
+    from transferlab.curate.metadata import normalise_joined
+
+    path = tmp_path / "entries.txt"
+    path.write_text("cat\ndog\nt-shirt\n, dog\nistanbul\nfish ?\nb c\n")
+    matcher = Matcher(read_metadata(path))
+    captions = TRICKY + ["cat cat dog", "", "dog"]
+    ptr, ids = matcher.batch(normalise_joined(captions))
+    assert [ids[ptr[i]:ptr[i + 1]].tolist() for i in range(len(captions))] == [matcher(c) for c in captions]

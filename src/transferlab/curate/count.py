@@ -24,7 +24,7 @@ import numpy as np
 from transferlab.curate import workfiles
 from transferlab.curate.balance import key_hashes
 from transferlab.curate.dedup import content_hash
-from transferlab.curate.metadata import Matcher, normalise
+from transferlab.curate.metadata import Matcher, normalise, normalise_joined
 from transferlab.curate.reasons import CODE, KEPT
 from transferlab.curate.settings import Settings
 from transferlab.data.limits import IMAGE_EXTS, MAX_CAPTION_CHARS
@@ -73,7 +73,7 @@ def count_shard(shard: Path, out: Path, settings: Settings) -> Path:
         from transferlab.curate.embed import PairEmbedder  # models load only when asked: workers start faster
 
         embedder = PairEmbedder(settings)
-    keys, hashes, status, spans, span_ptr, texts, matched_rows = [], [], [], [], [0], [], []
+    keys, status, spans, span_ptr, captions, images, passed = [], [], [], [0], [], [], []
     case_sensitive = settings.entries is not None and settings.entries.case_sensitive
     with shard_bytes(shard) as data:
         layout = read_layout(data)
@@ -86,29 +86,35 @@ def count_shard(shard: Path, out: Path, settings: Settings) -> Path:
             image = image_member(members) if settings.dedup or embedder is not None else None
             if reason is None and embedder is not None:
                 reason = embedder.add(member_bytes(data, image) or b"", caption)
-            hash_ = 0
             if reason is None:
-                text = normalise(caption, case_sensitive)
-                if settings.dedup:
-                    folded = normalise(caption) if case_sensitive else text  # dedup ignores case
-                    hash_ = content_hash(folded, member_bytes(data, image) or b"")
-                texts.append(text)
-                matched_rows.append(len(status))
-            hashes.append(hash_)
+                passed.append(len(status))
+                captions.append(caption)
+                images.append(image)
             status.append(KEPT if reason is None else CODE[reason])
+        texts = normalise_joined(captions, case_sensitive) if captions else None
+        hashes = np.zeros(len(status), dtype=np.uint64)
+        if settings.dedup and captions:  # on the caption folded to lower case, whatever the matching does
+            folded = (texts if not case_sensitive and texts is not None else normalise_joined(captions))
+            folded = folded.split("\0") if folded is not None else [normalise(c) for c in captions]
+            hashes[passed] = [content_hash(text, member_bytes(data, image) or b"")
+                              for text, image in zip(folded, images, strict=True)]
         digest = headers_digest(data, np.array([spans[p][0] for p in span_ptr[:-1]], dtype=np.int64))
     keys = key_hashes(shard.name, keys)
     match_ptr, match_ids = np.zeros(len(status) + 1, dtype=np.int64), np.zeros(0, dtype=np.int32)
-    if matcher is not None and texts:  # all captions of the shard in one scan of the automaton
-        ptr, match_ids = matcher.batch(texts)
+    if matcher is not None and captions:  # all captions of the shard in one scan of the automaton
+        if texts is None:  # a caption holds a NUL: one scan each
+            found = [matcher(caption) for caption in captions]
+            ptr, match_ids = np.cumsum([0] + [len(f) for f in found]), np.array(sum(found, []), dtype=np.int32)
+        else:
+            ptr, match_ids = matcher.batch(texts)
         per_row = np.zeros(len(status), dtype=np.int64)
-        per_row[matched_rows] = np.diff(ptr)
+        per_row[passed] = np.diff(ptr)
         match_ptr[1:] = np.cumsum(per_row)
     skipped = dict(layout.skipped) | ({"corrupt shard": 1} if layout.corrupt else {})
     models = {} if embedder is None else {e.name: e.fingerprint for e in embedder.encoders}
     info = {"shard": shard.name, "shard_bytes": size, "skipped": skipped, "models": models, "headers": digest}
     return workfiles.save(file, settings.fingerprint, info, key_hash=keys,
-                          content_hash=np.array(hashes, dtype=np.uint64), status=np.array(status, dtype=np.uint8),
+                          content_hash=hashes, status=np.array(status, dtype=np.uint8),
                           match_ptr=match_ptr, match_ids=match_ids,
                           span_ptr=np.array(span_ptr, dtype=np.int64),
                           spans=np.array(spans, dtype=np.int64).reshape(-1, 2),
@@ -119,7 +125,7 @@ def headers_digest(data: bytes, starts: np.ndarray) -> str:
     """A digest of the first header block of every sample: the sample stage checks the shard against it."""
     if not len(starts):
         return ""
-    blocks = header_blocks(data, starts)
+    blocks = header_blocks(data, starts, 136)  # name, mode, owner, size
     return hashlib.blake2b(blocks.tobytes(), digest_size=16).hexdigest()
 
 

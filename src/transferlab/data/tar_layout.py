@@ -89,19 +89,30 @@ def _plain_layout(data: bytes) -> Layout | None:
     if (~regular & (kinds != DIRECTORY)).any() or heads[:, 345].any() or (ends > len(data)).any() \
             or _bad_checksums(data, (chain * BLOCK).tolist()) is not None:
         return None
-    names = heads[:, :100].copy().view("S100").ravel().tolist()
-    layout, members = Layout(), []
-    for name, block, size, end, plain in zip(names, chain.tolist(), sizes[chain].tolist(), ends.tolist(),
-                                             regular.tolist(), strict=True):
-        name = name.decode("utf-8", "surrogateescape")
-        if not plain or name[-1:] == "/":
-            continue
-        if name[:1] == "/" or (".." in name and ".." in name.split("/")):
-            layout.skip("unsafe tar member")
-        else:
-            members.append(Member(name, (block + 1) * BLOCK, size, block * BLOCK, end))
-    layout.members = members
+    keep = np.flatnonzero(regular)
+    names = heads[keep, :100].copy().view("S100").ravel().tolist()
+    layout = Layout()
+    if any(name[:1] == b"/" or b".." in name or name[-1:] == b"/" for name in names):  # rare: check each
+        layout.members = [member for member in _members(names, chain[keep], sizes, ends[keep])
+                          if _safe(member.name, layout)]
+    else:
+        layout.members = list(_members(names, chain[keep], sizes, ends[keep]))
     return layout
+
+
+def _members(names: list[bytes], blocks: np.ndarray, sizes: np.ndarray, ends: np.ndarray) -> Iterator[Member]:
+    for name, block, size, end in zip(names, blocks.tolist(), sizes[blocks].tolist(), ends.tolist(), strict=True):
+        yield Member(name.decode("utf-8", "surrogateescape"), (block + 1) * BLOCK, size, block * BLOCK, end)
+
+
+def _safe(name: str, layout: Layout) -> bool:
+    """False for a folder entry, and (counted as unsafe) for an absolute name or one with a '..' part."""
+    if name[-1:] == "/":
+        return False
+    if name[:1] == "/" or ".." in name.split("/"):
+        layout.skip("unsafe tar member")
+        return False
+    return True
 
 
 def step_array(sizes: np.ndarray, chain: np.ndarray) -> np.ndarray:
@@ -218,10 +229,10 @@ def _bad_checksums(data: bytes, headers: list[int]) -> int | None:
     return int(headers[wrong[0]]) if len(wrong) else None
 
 
-def header_blocks(data: bytes, offsets) -> np.ndarray:
-    """The 512-byte blocks at `offsets` (multiples of 512) as a uint8 array [n, 512]."""
+def header_blocks(data: bytes, offsets, width: int = BLOCK) -> np.ndarray:
+    """The first `width` bytes of the 512-byte blocks at `offsets` (multiples of 512), uint8 [n, width]."""
     whole = np.frombuffer(data, dtype=np.uint8, count=len(data) // BLOCK * BLOCK).reshape(-1, BLOCK)
-    return whole[np.asarray(offsets, dtype=np.int64) // BLOCK]
+    return whole[np.asarray(offsets, dtype=np.int64) // BLOCK, :width]
 
 
 def group_samples(layout: Layout) -> list[tuple[str, dict[str, Member]]]:
