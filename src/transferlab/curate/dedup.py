@@ -25,7 +25,8 @@ later row is dropped. The index depends on the number of rows n:
   would keep some of them, and its graph costs more memory and build time than the lists.
 
 The threshold comparison is the exact one of float32 similarities: faiss keeps similarities strictly
-above its radius, so the radius is the float32 just below the threshold. The result depends only on the
+above its radius, so the radius is the float32 just below the threshold (thresholds above 1 − 2⁻¹⁶ count
+as 1 − 2⁻¹⁶, so that at 1.0 equal directions are found despite rounding). The result depends only on the
 input and the seed: the training sample and k-means are seeded, and a range search scans each query's
 lists whatever the number of threads.
 
@@ -49,6 +50,9 @@ EXACT_LIMIT = 100_000  # rows up to which the exact all-pairs search is used
 NPROBE = 8  # lists of the inverted file searched per query
 TRAIN_PER_LIST = 40  # k-means training rows per list (faiss warns below 39)
 KMEANS_ITERATIONS = 10
+# a float32 dot product of two equal unit vectors can come out a few units of 2⁻²⁴ below 1 (more for large d),
+# so thresholds above this mean "the same direction" and copies are found at a threshold of 1.0
+SAME_DIRECTION = np.float32(1 - 2**-16)
 
 
 def content_hash(caption: str, image: bytes) -> int:
@@ -119,7 +123,8 @@ def near_duplicates(embeddings: np.ndarray | Blocks, threshold: float, index: st
         searcher = _trained_ivf(faiss, rows, nprobe, seed)
     for block in rows.blocks():
         searcher.add(_unit(block))
-    radius = float(np.nextafter(np.float32(threshold), np.float32(-np.inf)))  # faiss keeps similarity > radius
+    threshold = min(np.float32(threshold), SAME_DIRECTION)
+    radius = float(np.nextafter(threshold, np.float32(-np.inf)))  # faiss keeps similarity > radius
     start = 0
     for block in rows.blocks():
         for offset in range(0, len(block), QUERY_BLOCK):
@@ -141,8 +146,9 @@ def _unit(block: np.ndarray) -> np.ndarray:
 
 
 def _trained_ivf(faiss, rows: Blocks, nprobe: int, seed: int):
-    """An empty IndexIVFFlat with 4·√n lists, its k-means trained on a seeded sample of the rows."""
-    lists = max(1, int(4 * np.sqrt(len(rows))))
+    """An empty IndexIVFFlat with 4·√n lists (fewer on small inputs, so each list has `TRAIN_PER_LIST`
+    training rows), its k-means trained on a seeded sample of the rows."""
+    lists = max(1, min(int(4 * np.sqrt(len(rows))), len(rows) // TRAIN_PER_LIST))
     chosen = np.sort(np.random.default_rng(seed).choice(len(rows), min(len(rows), TRAIN_PER_LIST * lists),
                                                         replace=False))
     sample, start = [], 0
