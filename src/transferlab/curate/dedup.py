@@ -105,18 +105,28 @@ def near_duplicates(embeddings: np.ndarray | Blocks, threshold: float, index: st
     """A mask of the rows that have an earlier row with cosine similarity ≥ `threshold`.
 
     index: "exact", "ivf", or "auto" (exact up to `exact_limit` rows, the inverted file beyond)."""
+    mask = np.zeros(len(embeddings), dtype=bool)
+    for _, later in near_duplicate_pairs(embeddings, threshold, index, exact_limit, nprobe, seed):
+        mask[later] = True
+    return mask
+
+
+def near_duplicate_pairs(embeddings: np.ndarray | Blocks, threshold: float, index: str = "auto",
+                         exact_limit: int = EXACT_LIMIT, nprobe: int = NPROBE,
+                         seed: int = 0) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """The pairs of rows with cosine similarity ≥ `threshold` found, as arrays (earlier rows, later rows),
+    a block of queries at a time; a pair may come twice (found from either row)."""
     try:
         import faiss
     except ImportError:
         raise UserError("Near-duplicate search needs faiss: pip install 'transferlab[faiss]' (or faiss-cpu), or "
                         "leave --near-dup-model out.") from None
-
-    rows = embeddings if hasattr(embeddings, "blocks") else InMemory(embeddings)
-    mask = np.zeros(len(rows), dtype=bool)
-    if len(rows) < 2:
-        return mask
     if index not in ("auto", "exact", "ivf"):
         raise ValueError(f"index is auto, exact or ivf, not {index!r}")
+
+    rows = embeddings if hasattr(embeddings, "blocks") else InMemory(embeddings)
+    if len(rows) < 2:
+        return
     if index == "exact" or (index == "auto" and len(rows) <= exact_limit):
         searcher = faiss.IndexFlatIP(rows.dim)
     else:
@@ -131,10 +141,9 @@ def near_duplicates(embeddings: np.ndarray | Blocks, threshold: float, index: st
             queries = _unit(block[offset:offset + QUERY_BLOCK])
             limits, _, neighbours = searcher.range_search(queries, radius)
             query = start + np.repeat(np.arange(len(queries)), np.diff(limits).astype(np.int64))
-            other = neighbours != query
-            mask[np.maximum(query[other], neighbours[other])] = True  # either row may have found the pair
+            other = neighbours != query  # either row of a pair may have found it: the later one is dropped
+            yield np.minimum(query[other], neighbours[other]), np.maximum(query[other], neighbours[other])
             start += len(queries)
-    return mask
 
 
 def _unit(block: np.ndarray) -> np.ndarray:
