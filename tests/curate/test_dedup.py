@@ -81,3 +81,110 @@ def test_a_missing_faiss_is_a_clear_error(monkeypatch):
     monkeypatch.setitem(sys.modules, "faiss", None)
     with pytest.raises(UserError, match="needs faiss"):
         near_duplicates(np.eye(3, dtype=np.float32), 0.9)
+
+
+def clustered(n: int, d: int, threshold: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """n rows in a random order: singletons and clusters of 2-5 noisy copies whose cosine similarity to
+    each other lies well above `threshold`, while rows of different clusters lie well below it. Returns the
+    rows and the expected mask (every row of a cluster but its first)."""
+    rng = np.random.default_rng(seed)
+    sizes = np.where(rng.random(n) < 0.2, rng.integers(2, 6, size=n), 1)
+    sizes = sizes[:np.searchsorted(np.cumsum(sizes), n) + 1]
+    sizes[-1] -= sizes.sum() - n
+    label = rng.permutation(np.repeat(np.arange(len(sizes)), sizes))
+    within = rng.uniform(threshold + 0.04, 0.995, size=len(sizes))  # a cluster's cosine similarity, about
+    sigma = np.sqrt((1 / within - 1) / d)
+    centres = rng.normal(size=(len(sizes), d))
+    centres /= np.linalg.norm(centres, axis=1, keepdims=True)
+    rows = centres[label] + sigma[label, None] * rng.normal(size=(n, d))
+    _, first = np.unique(label, return_index=True)
+    expected = np.ones(n, dtype=bool)
+    expected[first] = False
+    return (rng.uniform(0.5, 2.0, size=(n, 1)) * rows).astype(np.float32), expected  # lengths are ignored
+
+
+class Uneven:
+    """Blocks of odd sizes, as shards of a pool give them."""
+
+    def __init__(self, array: np.ndarray) -> None:
+        self.array, self.dim = array, array.shape[1]
+
+    def __len__(self) -> int:
+        return len(self.array)
+
+    def blocks(self):
+        cuts = [0, 1, 778, 779, 5000, 13_001, len(self.array)]
+        for start, end in zip(cuts[:-1], cuts[1:], strict=True):
+            yield self.array[start:end]
+
+
+@pytest.fixture(scope="module")
+def pool20k():
+    vectors, expected = clustered(20_000, 64, 0.9)
+    exact = near_duplicates(vectors, 0.9, index="exact")
+    assert exact.tolist() == expected.tolist()  # the generator's clusters are the exact search's answer
+    assert 2_000 < expected.sum() < 8_000
+    return vectors, expected
+
+
+def test_the_inverted_file_finds_the_exact_drop_mask(pool20k):
+    vectors, expected = pool20k
+    approximate = near_duplicates(vectors, 0.9, exact_limit=1_000)  # "auto" switches to the inverted file
+    assert (approximate & ~expected).sum() == 0  # a pair found is a true pair: same threshold test
+    assert (approximate & expected).sum() >= 0.99 * expected.sum()
+    assert near_duplicates(Uneven(vectors), 0.9, index="ivf").tolist() == approximate.tolist()
+
+
+def test_the_inverted_file_is_deterministic(pool20k):
+    import faiss
+
+    vectors, _ = pool20k
+    one_probe = near_duplicates(vectors, 0.9, index="ivf", nprobe=1)  # the least recall: most room to differ
+    threads = faiss.omp_get_max_threads()
+    try:
+        faiss.omp_set_num_threads(1)
+        assert near_duplicates(vectors, 0.9, index="ivf", nprobe=1).tolist() == one_probe.tolist()
+    finally:
+        faiss.omp_set_num_threads(threads)
+    assert near_duplicates(vectors, 0.9, index="ivf", nprobe=1).tolist() == one_probe.tolist()
+    assert near_duplicates(vectors, 0.9, index="ivf", nprobe=1, seed=1).sum() > 0.9 * one_probe.sum()
+
+
+@pytest.mark.parametrize("index", ["exact", "ivf"])
+def test_both_indexes_against_pairwise_cosine_on_a_small_pool(index):
+    vectors, expected = clustered(600, 64, 0.9, seed=3)
+    assert brute_force_near_duplicates(vectors, 0.9).tolist() == expected.tolist()
+    found = near_duplicates(vectors, 0.9, index=index)
+    assert (found & ~expected).sum() == 0 and (found & expected).sum() >= 0.99 * expected.sum()
+
+
+@pytest.mark.parametrize("index", ["exact", "ivf"])
+def test_edge_cases(index):
+    assert near_duplicates(np.zeros((0, 8), dtype=np.float32), 0.9, index=index).tolist() == []
+    assert near_duplicates(np.ones((1, 8), dtype=np.float32), 0.9, index=index).tolist() == [False]
+    same = np.tile(np.random.default_rng(0).normal(size=(1, 8)), (2_000, 1)).astype(np.float32)
+    assert near_duplicates(same, 0.9, index=index).tolist() == [False] + [True] * 1_999
+    assert near_duplicates(same, 1.0, index=index).tolist() == [False] + [True] * 1_999  # despite rounding
+    v, w = np.array([3.0, 4.0, 0.0]), np.array([3.0, 4.0, 0.1])  # cosine 0.9998
+    vectors = np.stack([v, w, 2 * v, w]).astype(np.float32)  # at 1.0, only a copy up to length counts
+    assert near_duplicates(vectors, 1.0, index=index).tolist() == [False, False, True, True]
+    with pytest.raises(ValueError, match="auto, exact or ivf"):
+        near_duplicates(vectors, 0.9, index="hnsw")
+
+
+def test_plan_reads_the_surviving_embeddings_shard_by_shard(tmp_path):
+    from pathlib import Path
+
+    from transferlab.curate import workfiles
+    from transferlab.curate.plan import ShardEmbeddings
+
+    rng = np.random.default_rng(0)
+    shards, arrays = [Path(f"pool/s{i}.tar") for i in range(3)], [rng.normal(size=(k, 4)) for k in (5, 0, 7)]
+    for shard, array in zip(shards, arrays, strict=True):
+        workfiles.save(workfiles.path(tmp_path, "count", shard), "f", {}, image_embeddings=array.astype(np.float32))
+    alive = rng.random(12) < 0.6
+    rows = ShardEmbeddings(shards, tmp_path, "f", "image_embeddings", 4, alive, [5, 0, 7])
+    assert len(rows) == alive.sum()
+    streamed = np.concatenate(list(rows.blocks()))
+    assert np.array_equal(streamed, np.concatenate(arrays)[alive].astype(np.float32))
+    assert np.array_equal(np.concatenate(list(rows.blocks())), streamed)  # read again, the same

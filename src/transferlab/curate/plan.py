@@ -6,9 +6,11 @@ it sums, over the pairs still in, the metadata entries they match: the counts c_
 with. It writes `work/plan.npz` (the counts and the shard list) and one `work/<shard>.plan.npz` per shard
 (each pair's fate so far).
 
-Its memory is a byte per pair, plus 8 bytes per pair for exact dedup, plus the embeddings when a model
-step is on (near-duplicate search compares every pair with every other): the only stage whose memory
-grows with the pool.
+Its memory is a byte per pair, plus 8 bytes per pair for exact dedup and 4 for the score filter, plus
+the near-duplicate index of one modality at a time (4 bytes per embedding dimension per pair, plus 8): the
+only stage whose memory grows with the pool. The embeddings are not all loaded: they are read from the
+count files shard by shard, once to train the index (beyond the exact search's size), once to fill it and
+once to search it.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from transferlab.curate.settings import Settings
 from transferlab.errors import UserError
 
 EMBEDDED = ("image_embeddings", "caption_embeddings", "scores")  # one row per pair the count stage kept
+NEAR = (("image_embeddings", "near-duplicate image"), ("caption_embeddings", "near-duplicate caption"))
 
 
 def check_unchanged(shard: Path, info: dict) -> None:
@@ -39,7 +42,7 @@ def check_unchanged(shard: Path, info: dict) -> None:
 def plan(shards: list[Path], out: Path, settings: Settings) -> Path:
     """Decide the pool-wide steps and count entries; return the path of plan.npz."""
     fingerprint = settings.fingerprint
-    statuses, hashes, pool, models = [], [], {name: [] for name in EMBEDDED}, {}
+    statuses, hashes, scores, models, dims = [], [], [], {}, {}
     for shard in shards:
         arrays, info = workfiles.load(workfiles.path(out, "count", shard), fingerprint, "count",
                                       ("status", "content_hash", *EMBEDDED))
@@ -50,9 +53,12 @@ def plan(shards: list[Path], out: Path, settings: Settings) -> Path:
                                 f"the shards before it. Count every shard with the same model.")
         statuses.append(arrays["status"].copy())
         hashes.append(arrays["content_hash"][arrays["status"] == KEPT])
-        for name in pool:
+        if "scores" in arrays and len(arrays["scores"]):
+            scores.append(arrays["scores"])
+        for name, _ in NEAR:  # read here only to learn which exist; the search reads them again, shard by shard
             if name in arrays and len(arrays[name]):
-                pool[name].append(arrays[name])
+                dims[name] = arrays[name].shape[1]
+        del arrays
     status = np.concatenate(statuses)
     candidate = np.flatnonzero(status == KEPT)  # the pairs with embeddings, in pool order
     alive = np.ones(len(candidate), dtype=bool)
@@ -65,21 +71,47 @@ def plan(shards: list[Path], out: Path, settings: Settings) -> Path:
         remove(~first_occurrences(np.concatenate(hashes)), "exact duplicate")
     if settings.near_dup_model:
         found = {}
-        for name, reason in (("image_embeddings", "near-duplicate image"),
-                             ("caption_embeddings", "near-duplicate caption")):
-            if pool[name]:
-                survivors = np.flatnonzero(alive)
+        kept_per_shard = [int((s == KEPT).sum()) for s in statuses]
+        for name, reason in NEAR:
+            if name in dims:
+                rows = ShardEmbeddings(shards, out, settings.fingerprint, name, dims[name], alive, kept_per_shard)
                 mask = np.zeros(len(alive), dtype=bool)
-                mask[survivors] = near_duplicates(np.concatenate(pool[name])[survivors], settings.near_dup_threshold)
+                mask[np.flatnonzero(alive)] = near_duplicates(rows, settings.near_dup_threshold)
                 found[reason] = mask
         for reason, mask in found.items():  # both searched on the same pairs; an image duplicate counts first
             remove(mask, reason)
     if settings.score_model and alive.any():
         survivors = np.flatnonzero(alive)
         low = np.zeros(len(alive), dtype=bool)
-        low[survivors] = ~top_fraction(np.concatenate(pool["scores"])[survivors], settings.score_keep)
+        low[survivors] = ~top_fraction(np.concatenate(scores)[survivors], settings.score_keep)
         remove(low, "low score")
     return _write(shards, out, settings, status, [len(s) for s in statuses])
+
+
+class ShardEmbeddings:
+    """One modality's embeddings of the pairs still in (`alive`, over the pairs the count stage kept), read
+    from the count files shard by shard: the near-duplicate search's `Blocks`."""
+
+    def __init__(self, shards: list[Path], out: Path, fingerprint: str, name: str, dim: int, alive: np.ndarray,
+                 kept_per_shard: list[int]) -> None:
+        self.shards, self.out, self.fingerprint, self.name, self.dim = shards, out, fingerprint, name, dim
+        ends = np.cumsum(kept_per_shard)
+        self.alive = [alive[end - size:end] for end, size in zip(ends, kept_per_shard, strict=True)]
+
+    def __len__(self) -> int:
+        return int(sum(a.sum() for a in self.alive))
+
+    def blocks(self):
+        for shard, alive in zip(self.shards, self.alive, strict=True):
+            if not alive.any():
+                continue
+            file = workfiles.path(self.out, "count", shard)
+            arrays, _ = workfiles.load(file, self.fingerprint, "count", (self.name,))
+            rows = arrays.get(self.name, np.zeros((0, self.dim), dtype=np.float32))
+            if rows.shape != (len(alive), self.dim):
+                raise UserError(f"{file} holds {rows.shape[0]} rows of {self.name} for {len(alive)} pairs it kept. "
+                                f"Delete it and run --stage count on {shard.name} again.")
+            yield rows[alive]
 
 
 def _write(shards: list[Path], out: Path, settings: Settings, status: np.ndarray, sizes: list[int]) -> Path:
