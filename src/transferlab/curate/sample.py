@@ -78,26 +78,37 @@ def sample_shard(shard: Path, out: Path, settings: Settings) -> Path:
         if headers_digest(data, spans[span_ptr[:-1], 0]) != info["headers"]:
             raise UserError(f"{shard} no longer holds the samples it held when counted. Delete its work files and "
                             f"run --stage count on it again.")
-        for row in np.flatnonzero(status != KEPT):
-            shown = examples.setdefault(reason_of(int(status[row])), [])
-            if len(shown) < settings.examples:
-                ids = counted["match_ids"][counted["match_ptr"][row]:counted["match_ptr"][row + 1]]
-                shown.append(_example(data, spans[span_ptr[row]:span_ptr[row + 1]], shard, settings, ids))
+        for code in np.unique(status[status != KEPT]).tolist():  # the first few removed pairs of each reason
+            ids = counted["match_ids"]
+            examples[reason_of(code)] = [
+                _example(data, spans[span_ptr[row]:span_ptr[row + 1]], shard, settings,
+                         ids[counted["match_ptr"][row]:counted["match_ptr"][row + 1]])
+                for row in np.flatnonzero(status == code)[:settings.examples].tolist()]
         record = {"shard": shard.name, "shard_bytes": info["shard_bytes"], "plan": plan_info["id"],
                   "output": target.name, "skipped": info["skipped"], "examples": examples}
         with atomic_open(target) as handle:
-            written, pending = 0, []
-            for row in np.flatnonzero(status == KEPT):
-                for start, end in spans[span_ptr[row]:span_ptr[row + 1]].tolist():
-                    pending.append(data[start:end])
-                    written += end - start
-                if len(pending) >= 4096:
-                    handle.write(b"".join(pending))
-                    pending = []
-            pending.append(bytes(2 * BLOCK + (-(written + 2 * BLOCK)) % RECORD))  # end of archive, record padding
-            handle.write(b"".join(pending))
+            starts, ends = (part.tolist() for part in kept_ranges(spans, span_ptr, status == KEPT))
+            written = 0
+            for first in range(0, len(starts), 4096):
+                chunk = [data[a:b] for a, b in zip(starts[first:first + 4096], ends[first:first + 4096], strict=True)]
+                handle.write(b"".join(chunk))
+                written += sum(map(len, chunk))
+            handle.write(bytes(2 * BLOCK + (-(written + 2 * BLOCK)) % RECORD))  # end of archive, record padding
             workfiles.save(file, fingerprint, record, status=status)  # before the shard: a shard implies its record
     return file
+
+
+def kept_ranges(spans: np.ndarray, span_ptr: np.ndarray, kept: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The byte ranges of the kept samples' members, in order, adjacent ones merged: runs of kept samples are
+    copied as one slice each."""
+    rows = np.flatnonzero(kept)
+    counts = np.diff(span_ptr)[rows]
+    if not counts.sum():
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    offsets = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
+    ranges = spans[np.repeat(span_ptr[:-1][rows], counts) + offsets]
+    breaks = np.flatnonzero(ranges[1:, 0] != ranges[:-1, 1]) + 1
+    return ranges[np.r_[0, breaks], 0], ranges[np.r_[breaks - 1, len(ranges) - 1], 1]
 
 
 def _example(data: bytes, spans: np.ndarray, shard: Path, settings: Settings, entry_ids: np.ndarray) -> dict:
