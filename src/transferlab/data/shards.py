@@ -44,7 +44,7 @@ from transferlab.data.samples import (
 )
 from transferlab.data.shard_index import cached_samples
 from transferlab.data.shard_paths import expand_shards
-from transferlab.data.tar_layout import KEY_EXT
+from transferlab.data.tar_layout import COMPRESSIONS, KEY_EXT, group_samples, read_layout, shard_bytes
 from transferlab.errors import UserError
 from transferlab.fileio import atomic_open, atomic_write
 
@@ -98,6 +98,9 @@ def iter_samples(paths: list[Path | str], bad: BadSamples | None = None, keep: C
 
 def _shard_samples(path: Path | str, bad: BadSamples, keep: Callable[[str], bool] | None,
                    text: Collection[str], locate: Collection[str]) -> Iterator[dict[str, bytes | str]]:
+    if not is_url(path) and _uncompressed(Path(path)):
+        yield from _laid_out_samples(Path(path), bad, keep, text, locate)
+        return
     sample: dict[str, bytes | str] | None = None
     with contextlib.ExitStack() as stack:  # a URL's file object is closed with the shard
         try:
@@ -143,6 +146,44 @@ def _shard_samples(path: Path | str, bad: BadSamples, keep: Callable[[str], bool
             return _corrupt(bad, path, err)  # the sample being read when the damage began is incomplete: drop it
         if sample is not None:
             yield sample
+
+
+def _uncompressed(path: Path) -> bool:
+    try:
+        with open(path, "rb") as file:
+            head = file.read(6)
+    except OSError:
+        return False  # the streaming reader reports it
+    return not head.startswith(tuple(COMPRESSIONS))
+
+
+def _laid_out_samples(path: Path, bad: BadSamples, keep: Callable[[str], bool] | None, text: Collection[str],
+                      locate: Collection[str]) -> Iterator[dict[str, bytes | str]]:
+    """`_shard_samples` for an uncompressed local shard, from its headers read in place (data/tar_layout.py):
+    the same samples, skips and errors, several times faster than tarfile's stream."""
+    wanted = keep or (lambda ext: True)
+    with shard_bytes(path) as data:
+        layout = read_layout(data)
+        samples = group_samples(layout, wanted)
+        for reason, count in layout.skipped.items():
+            bad.report.skipped[reason] += count
+        for key, members in samples:
+            sample: dict[str, bytes | str] = {"__key__": key, "__shard__": str(path)}
+            for ext, member in members.items():
+                if not wanted(ext):
+                    continue
+                if ext in text:
+                    sample[ext] = _text_head(data[member.offset:member.offset + min(member.size, MAX_TEXT_BYTES)],
+                                             member.size)
+                elif member.size > MAX_MEMBER_BYTES:
+                    bad.report.skip("oversized tar member")
+                elif ext.lower() in locate:
+                    sample[ext] = ByteRange(member.offset, member.size)
+                else:
+                    sample[ext] = data[member.offset:member.offset + member.size]
+            yield sample
+    if layout.corrupt:
+        _corrupt(bad, path, tarfile.ReadError(layout.corrupt))
 
 
 def _corrupt(bad: BadSamples, path: Path | str, err: Exception) -> None:

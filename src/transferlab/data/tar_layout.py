@@ -17,7 +17,7 @@ import importlib
 import mmap
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -57,6 +57,8 @@ class Layout:
 
 def read_layout(data: bytes) -> Layout:
     """Every member of the tar held in `data` (bytes or an mmap), in stored order."""
+    if not len(data):
+        return Layout(corrupt="the file is empty")
     return _plain_layout(data) or _walk_layout(data)
 
 
@@ -235,11 +237,12 @@ def header_blocks(data: bytes, offsets, width: int = BLOCK) -> np.ndarray:
     return whole[np.asarray(offsets, dtype=np.int64) // BLOCK, :width]
 
 
-def group_samples(layout: Layout) -> list[tuple[str, dict[str, Member]]]:
+def group_samples(layout: Layout, counted: Callable[[str], bool] | None = None) -> list[tuple[str, dict[str, Member]]]:
     """Consecutive members with one key as samples (webdataset's rule), each {extension: member}; a name
     with no extension is left out, and a repeated extension within a sample keeps the first (counted). A
     shard that ends corrupt loses the sample being read when the damage began: it may be incomplete (the
-    sample of the member cut short; after a damaged header, whose name is unknown, the last one)."""
+    sample of the member cut short; after a damaged header, whose name is unknown, the last one). `counted`
+    says which extensions' repeats are counted (default: all)."""
     samples: list[tuple[str, dict[str, Member]]] = []
     for member in layout.members:
         name = member.name
@@ -257,7 +260,8 @@ def group_samples(layout: Layout) -> list[tuple[str, dict[str, Member]]]:
         if not samples or samples[-1][0] != key:
             samples.append((key, {}))
         if ext in samples[-1][1]:
-            layout.skip("duplicate tar member")
+            if counted is None or counted(ext):
+                layout.skip("duplicate tar member")
         else:
             samples[-1][1][ext] = member
     if layout.corrupt and samples:
