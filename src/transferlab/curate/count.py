@@ -122,7 +122,8 @@ def count_shard(shard: Path, out: Path, settings: Settings) -> Path:
 
 
 def headers_digest(data: bytes, starts: np.ndarray) -> str:
-    """A digest of the first header block of every sample: the sample stage checks the shard against it."""
+    """A digest of the name, mode, owner and size fields of every sample's first header block: the sample
+    stage checks the shard against it before copying byte ranges."""
     if not len(starts):
         return ""
     blocks = header_blocks(data, starts, 136)  # name, mode, owner, size
