@@ -169,3 +169,29 @@ def test_cli_stages_and_errors(tmp_path):
     assert code == 2 and "Unknown curation stage 'counts'" in output
     code, output = invoke(tmp_path / "nothing-here", "--out", tmp_path / "o4")
     assert code == 2 and "No shards match" in output
+
+
+def test_count_files_of_an_older_format_are_counted_again_and_refused_by_sample(tmp_path):
+    import numpy as np
+
+    from transferlab.curate import workfiles
+
+    shards = caption_pool(tmp_path / "pool", [f"a cat number {i}" for i in range(20)], shards=2)
+    metadata = tmp_path / "entries.txt"
+    metadata.write_text("cat\n")
+    settings = Settings(metadata=metadata, cap=5)
+    curate(shards, tmp_path / "out", settings, stage="count")
+    file = workfiles.path(tmp_path / "out", "count", shards[0])
+    with np.load(file) as stored:
+        arrays = {name: stored[name] for name in stored.files if name not in ("fingerprint", "info")}
+        info = json.loads(str(stored["info"]))
+    info.pop("format")
+    workfiles.save(file, settings.fingerprint, info, **arrays)  # as an older transferlab wrote it
+    curate(shards, tmp_path / "out", settings, stage="plan")
+    with pytest.raises(UserError, match="counted by an older transferlab"):
+        curate(shards, tmp_path / "out", settings, stage="sample")
+    curate(shards, tmp_path / "out", settings, stage="count")  # counts that shard again
+    _, info = workfiles.load(file, settings.fingerprint, "count")
+    assert info["format"] == 2
+    record = curate(shards, tmp_path / "out", settings)
+    assert record["pairs"] == 20

@@ -31,6 +31,7 @@ from transferlab.data.limits import IMAGE_EXTS, MAX_CAPTION_CHARS
 from transferlab.data.tar_layout import Member, group_samples, header_blocks, read_layout, shard_bytes
 
 IMAGES = frozenset(IMAGE_EXTS)
+FORMAT = 2  # of the count file: 2 added the samples' byte ranges and header digest; older files are counted again
 
 
 @lru_cache(maxsize=1)
@@ -66,7 +67,7 @@ def count_shard(shard: Path, out: Path, settings: Settings) -> Path:
     """Count one shard into its work file and return the file's path."""
     shard = Path(shard)
     file, size = workfiles.path(out, "count", shard), shard.stat().st_size
-    if workfiles.is_current(file, settings.fingerprint, shard_bytes=size):
+    if workfiles.is_current(file, settings.fingerprint, shard_bytes=size, format=FORMAT):
         return file
     matcher, embedder = matcher_for(settings), None
     if settings.near_dup_model or settings.score_model:
@@ -112,7 +113,8 @@ def count_shard(shard: Path, out: Path, settings: Settings) -> Path:
         match_ptr[1:] = np.cumsum(per_row)
     skipped = dict(layout.skipped) | ({"corrupt shard": 1} if layout.corrupt else {})
     models = {} if embedder is None else {e.name: e.fingerprint for e in embedder.encoders}
-    info = {"shard": shard.name, "shard_bytes": size, "skipped": skipped, "models": models, "headers": digest}
+    info = {"shard": shard.name, "shard_bytes": size, "skipped": skipped, "models": models, "headers": digest,
+            "format": FORMAT}
     return workfiles.save(file, settings.fingerprint, info, key_hash=keys,
                           content_hash=hashes, status=np.array(status, dtype=np.uint8),
                           match_ptr=match_ptr, match_ids=match_ids,

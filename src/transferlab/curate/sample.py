@@ -22,6 +22,7 @@ import numpy as np
 
 from transferlab.curate import workfiles
 from transferlab.curate.balance import balanced_keep
+from transferlab.curate.count import FORMAT as COUNT_FORMAT
 from transferlab.curate.count import headers_digest, image_member, member_bytes, read_caption
 from transferlab.curate.plan import check_unchanged
 from transferlab.curate.reasons import CODE, KEPT, reason_of
@@ -70,6 +71,9 @@ def sample_shard(shard: Path, out: Path, settings: Settings) -> Path:
     counted, info = workfiles.load(workfiles.path(out, "count", shard), fingerprint, "count",
                                    ("key_hash", "match_ptr", "match_ids", "span_ptr", "spans"))
     check_unchanged(shard, info)
+    if info.get("format") != COUNT_FORMAT:
+        raise UserError(f"{shard} was counted by an older transferlab, whose count files lack what the sample stage "
+                        f"now reads. Run --stage count on it again (it recounts), then plan and sample.")
     planned, _ = workfiles.load(workfiles.path(out, "plan", shard), fingerprint, "plan")
     status = final_status(settings, planned["status"], counted, counts["counts"])
     examples: dict[str, list[dict]] = {}
