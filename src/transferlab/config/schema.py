@@ -61,14 +61,14 @@ class SourceCommon(Strict):
     @field_validator("templates")
     @classmethod
     def _templates(cls, value: list[str] | None) -> list[str] | None:
-        return None if value is None else [_placeholder(template) for template in value]
+        return None if value is None else [placeholder_template(template) for template in value]
 
 
-def _placeholder(template: str) -> str:
+def placeholder_template(template: str) -> str:
     """A template with CLIP_benchmark's '{c}' written as '{}'; one with neither is refused."""
     template = template.replace("{c}", "{}")
     if "{}" not in template:
-        raise ValueError(f"template {template!r} has no '{{}}' (or '{{c}}') where the class name goes")
+        raise ValueError(f"template {template!r} has no '{{}}' (no '{{c}}' either) where the class name goes")
     return template
 
 
@@ -496,7 +496,7 @@ class EvalSpec(Strict):
     @field_validator("templates")
     @classmethod
     def _templates(cls, value: list[str]) -> list[str]:
-        return [_placeholder(template) for template in value]
+        return [placeholder_template(template) for template in value]
 
 
 class Collection(Strict):

@@ -16,6 +16,7 @@ is normalised once, for both the matcher and the content hash.
 from __future__ import annotations
 
 import hashlib
+import itertools
 from functools import lru_cache
 from pathlib import Path
 
@@ -105,7 +106,8 @@ def count_shard(shard: Path, out: Path, settings: Settings) -> Path:
     if matcher is not None and captions:  # all captions of the shard in one scan of the automaton
         if texts is None:  # a caption holds a NUL: one scan each
             found = [matcher(caption) for caption in captions]
-            ptr, match_ids = np.cumsum([0] + [len(f) for f in found]), np.array(sum(found, []), dtype=np.int32)
+            ptr = np.cumsum([0] + [len(f) for f in found])
+            match_ids = np.fromiter(itertools.chain.from_iterable(found), dtype=np.int32)
         else:
             ptr, match_ids = matcher.batch(texts)
         per_row = np.zeros(len(status), dtype=np.int64)

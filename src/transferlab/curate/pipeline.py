@@ -27,6 +27,7 @@ from transferlab.curate.plan import plan
 from transferlab.curate.sample import output_name, sample_shard
 from transferlab.curate.settings import Settings
 from transferlab.curate.workfiles import WORK
+from transferlab.data.limits import CLASSNAMES, TEMPLATES
 from transferlab.data.shard_paths import expand_shards
 from transferlab.errors import UserError
 from transferlab.fileio import atomic_write
@@ -60,14 +61,11 @@ def curate(pool: str | Path | list[Path], out: str | Path, settings: Settings | 
     return None
 
 
-DATASET_FILES = ("classnames.txt", "zeroshot_classification_templates.txt")  # what readers look for beside shards
-
-
 def carry_dataset_files(shards: list[Path], out: Path) -> list[Path]:
     """Copy the pool's dataset-level files (class names, templates) beside the curated shards, so the output
     reads as the pool did (labels named, with `stream` or without). An existing copy must be the same."""
     copied = []
-    for name in DATASET_FILES:
+    for name in (CLASSNAMES, TEMPLATES):  # what readers look for beside shards
         source = shards[0].parent / name
         if not source.is_file():
             continue

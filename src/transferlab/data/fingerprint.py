@@ -23,6 +23,7 @@ from transferlab.config import (
     TextPairSource,
     WebDatasetSource,
 )
+from transferlab.data.limits import CLASSNAMES, TEMPLATES
 
 SAMPLED_ABOVE = 64 * 2**20
 CHUNK = 2**20
@@ -54,7 +55,7 @@ def _parts(spec: DataSource) -> list[str]:
             return [f"{source} {stamp(str(source))}" for source in sources]
         folder = Path(sources[0]).parent.parent  # the dataset folder of a <dataset>/<split>/*.tar layout
         return [part for source in sources for part in _file(Path(source), folder)] + [
-            part for name in ("classnames.txt", "zeroshot_classification_templates.txt")
+            part for name in (CLASSNAMES, TEMPLATES)
             for path in (Path(sources[0]).parent / name, folder / name) if path.is_file()
             for part in _file(path, folder)]
     if isinstance(spec, PublishedSource):

@@ -28,10 +28,11 @@ import torch
 from braceexpand import braceexpand
 
 from transferlab.config import WebDatasetSource
+from transferlab.config.schema import placeholder_template
 from transferlab.data.dataset import DataReport, ImageTextData
 from transferlab.data.images import BadImage, decode_image, encode_png
 from transferlab.data.lazy import LazyImages
-from transferlab.data.limits import IMAGE_EXTS, MAX_IMAGE_BYTES
+from transferlab.data.limits import CLASSNAMES, IMAGE_EXTS, MAX_IMAGE_BYTES, TEMPLATES
 from transferlab.data.remote import is_url, local_path, open_url, stamp
 from transferlab.data.samples import (
     MAX_CAPTION_CHARS,
@@ -44,12 +45,10 @@ from transferlab.data.samples import (
 )
 from transferlab.data.shard_index import cached_samples
 from transferlab.data.shard_paths import expand_shards
-from transferlab.data.tar_layout import COMPRESSIONS, KEY_EXT, group_samples, read_layout, shard_bytes
+from transferlab.data.tar_layout import KEY_EXT, group_samples, is_compressed, read_layout, shard_bytes
 from transferlab.errors import UserError
 from transferlab.fileio import atomic_open, atomic_write
 
-CLASSNAMES = "classnames.txt"
-TEMPLATES = "zeroshot_classification_templates.txt"  # CLIP_benchmark's name, with {c} for the class
 MAX_MEMBER_BYTES = MAX_IMAGE_BYTES  # a larger member is skipped unread
 MAX_TEXT_BYTES = 4 * MAX_CAPTION_CHARS  # text members are read this far: MAX_CAPTION_CHARS characters of UTF-8
 
@@ -154,7 +153,7 @@ def _uncompressed(path: Path) -> bool:
             head = file.read(6)
     except OSError:
         return False  # the streaming reader reports it
-    return not head.startswith(tuple(COMPRESSIONS))
+    return not is_compressed(head)
 
 
 def _laid_out_samples(path: Path, bad: BadSamples, keep: Callable[[str], bool] | None, text: Collection[str],
@@ -218,8 +217,7 @@ def read_webdataset(spec: WebDatasetSource, name: str, size: int, channels: int,
     with `stream`, located (`LazyImages`: shard and byte range) and decoded later, batch by batch."""
     sources = expand_sources(spec.shards)
     bad = BadSamples(name, spec.bad_samples, DataReport(), "sample")
-    known_from = _dataset_file(sources[0], CLASSNAMES, bad.report) if spec.label_key else None
-    known = None if known_from is None else _read_lines(known_from)
+    known_from, known = _dataset_file(sources[0], CLASSNAMES, bad.report) if spec.label_key else (None, None)
     labelled = spec.label_key is not None  # label-only samples are kept: classification needs no caption
     text = {key for key in (spec.caption_key, spec.label_key) if key}
     wanted = {*text, "json"}
@@ -252,42 +250,36 @@ def read_webdataset(spec: WebDatasetSource, name: str, size: int, channels: int,
         bad.report.note(f"dataset '{name}': no {CLASSNAMES} beside the shards or in their parent folder, so its "
                         f"classes are named by their integer labels; zero-shot classification needs class names. Put "
                         f"the names, one per line in label order, in {_beside(sources[0], CLASSNAMES)}.")
-    templates_from = _dataset_file(sources[0], TEMPLATES, bad.report) if data.labels is not None else None
-    if templates_from is not None:
-        data.templates = [_template(line, templates_from) for line in _read_lines(templates_from) if line]
+    if data.labels is not None:
+        templates_from, written = _dataset_file(sources[0], TEMPLATES, bad.report)
+        if templates_from is not None:
+            data.templates = [_template(line, templates_from) for line in written if line]
     return data
 
 
-def _dataset_file(shard: Path | str, file_name: str, report: DataReport) -> Path | str | None:
-    """A dataset-level file (class names, templates) beside the shards, or in their parent folder as in
-    CLIP_benchmark's layout (`<dataset>/<split>/*.tar`, `<dataset>/classnames.txt`); None when in neither.
-    A file found in the parent folder is reported, so where names come from is never a silent guess."""
+def _dataset_file(shard: Path | str, file_name: str,
+                  report: DataReport) -> tuple[Path | str, list[str]] | tuple[None, None]:
+    """A dataset-level file (class names, templates) and its lines, read beside the shards or in their parent
+    folder as in CLIP_benchmark's layout (`<dataset>/<split>/*.tar`, `<dataset>/classnames.txt`); (None,
+    None) when in neither. One found in the parent folder is reported: where names come from is never a
+    silent guess."""
     beside = _beside(shard, file_name)
     parent = f"{str(shard).rsplit('/', 2)[0]}/{file_name}" if is_url(shard) else Path(shard).parent.parent / file_name
     for candidate in (beside, parent):
-        if _exists(candidate):
+        lines = _read_lines(candidate)
+        if lines is not None:
             if candidate is parent:
                 report.note(f"{file_name} read from the dataset folder above the shards: {candidate}", warn=False)
-            return candidate
-    return None
-
-
-def _exists(path: Path | str) -> bool:
-    if not is_url(path):
-        return Path(path).is_file()
-    try:
-        with open_url(str(path)):
-            return True
-    except OSError:
-        return False
+            return candidate, lines
+    return None, None
 
 
 def _template(line: str, origin: Path | str) -> str:
-    template = line.replace("{c}", "{}")
-    if "{}" not in template:
-        raise UserError(f"{origin}: the template {line!r} has no '{{c}}' (or '{{}}') where the class name goes. Fix "
-                        f"that line, or delete the file to use the suite's eval.templates.")
-    return template
+    try:
+        return placeholder_template(line)
+    except ValueError as err:
+        raise UserError(f"{origin}: {err}. Fix that line, or delete the file to use the suite's eval.templates.") \
+            from None
 
 
 class Located:
@@ -317,7 +309,7 @@ class Located:
 def _refuse_compressed(shard: str) -> None:
     with (open_url(shard) if is_url(shard) else open(local_path(shard), "rb")) as file:
         head = file.read(6)
-    if head.startswith((b"\x1f\x8b", b"BZh", b"\xfd7zXZ", b"\x28\xb5\x2f\xfd")):
+    if is_compressed(head):
         raise UserError(f"{shard} is compressed, and a streamed sample is read from its shard by byte offset, "
                         f"which a compressed file cannot give. Decompress the shards (gunzip), or set the "
                         f"dataset's `stream: false` to decode it whole into memory.")

@@ -30,7 +30,13 @@ KEY_EXT = re.compile(r"^((?:.*/|)[^.]+)[.]([^/]*)$")  # webdataset's rule: the k
 REGULAR, DIRECTORY = (ord("0"), 0, ord("7")), ord("5")
 LONG_NAME, PAX, GLOBAL_PAX = ord("L"), ord("x"), ord("g")
 ZERO_BLOCK = bytes(BLOCK)
-COMPRESSIONS = {b"\x1f\x8b": "gzip", b"BZh": "bz2", b"\xfd7zXZ": "lzma"}
+COMPRESSIONS = {b"\x1f\x8b": "gzip", b"BZh": "bz2", b"\xfd7zXZ": "lzma"}  # magic -> stdlib module
+ZSTD = b"\x28\xb5\x2f\xfd"  # compressed too, but no stdlib module reads it
+
+
+def is_compressed(head: bytes) -> bool:
+    """Whether a file starting with `head` (its first 6 bytes) is compressed, so has no byte ranges."""
+    return head.startswith((*COMPRESSIONS, ZSTD))
 
 
 class Member(NamedTuple):
@@ -74,7 +80,8 @@ def _plain_layout(data: bytes) -> Layout | None:
     sizes = _octal(whole[:, 124:136])
     if sizes is None:
         return None
-    step = (1 + (sizes + BLOCK - 1) // BLOCK).tolist()
+    steps = 1 + (sizes + BLOCK - 1) // BLOCK  # blocks from a header to the next one
+    step = steps.tolist()
     chain, position = [], 0
     while position < blocks:
         chain.append(position)
@@ -86,7 +93,7 @@ def _plain_layout(data: bytes) -> Layout | None:
     chain = chain[:empty[0]]
     heads = whole[chain]
     kinds = heads[:, 156]
-    ends = (chain + step_array(sizes, chain)) * BLOCK
+    ends = (chain + steps[chain]) * BLOCK
     regular = np.isin(kinds, REGULAR)
     if (~regular & (kinds != DIRECTORY)).any() or heads[:, 345].any() or (ends > len(data)).any() \
             or _bad_checksums(data, (chain * BLOCK).tolist()) is not None:
@@ -115,10 +122,6 @@ def _safe(name: str, layout: Layout) -> bool:
         layout.skip("unsafe tar member")
         return False
     return True
-
-
-def step_array(sizes: np.ndarray, chain: np.ndarray) -> np.ndarray:
-    return 1 + (sizes[chain] + BLOCK - 1) // BLOCK
 
 
 def _octal(fields: np.ndarray) -> np.ndarray | None:
@@ -160,11 +163,7 @@ def _walk_layout(data: bytes) -> Layout:
             start = position
         if kind in REGULAR:
             name = (pax["path"] if pax and "path" in pax else long_name) or _name(data, position)
-            if name[-1:] == "/":
-                pass
-            elif name[:1] == "/" or ".." in name.split("/"):
-                layout.skip("unsafe tar member")
-            else:
+            if _safe(name, layout):
                 members.append(Member(name, body, size, start, end))
             start, long_name, pax = None, None, None
         elif kind == LONG_NAME:
@@ -278,6 +277,8 @@ def shard_bytes(path: Path) -> Iterator[bytes]:
     with open(path, "rb") as file:
         head = file.read(6)
         opener = next((module for magic, module in COMPRESSIONS.items() if head.startswith(magic)), None)
+        if opener is None and is_compressed(head):
+            raise OSError(f"{path} is zstd-compressed, which the standard library cannot read; decompress it")
         if opener is not None:
             file.seek(0)
             yield importlib.import_module(opener).decompress(file.read())
