@@ -68,7 +68,8 @@ def run_suite(encoder: Encoder, suite: Suite, out_dir: Path, cache_dir: Path | N
         raise UserError(f"Unknown task(s) {unknown} in eval.tasks; the tasks are {', '.join(TASKS)}.")
     tasks, predictions, maps, datasets = [], [], [], {}
     results = {"model": encoder.name, "suite": suite.name, "created": datetime.now(timezone.utc).isoformat(),
-               "provenance": None, "tasks": tasks}
+               "provenance": provenance(encoder, suite, datasets), "tasks": tasks}  # filled in as datasets run
+    _write(results, out_dir)
     image_only = encoder.encode_image is not None and encoder.encode_text is None
     for name in spec.datasets:
         view = dataset_view(encoder, suite, name, cache_dir)
@@ -93,12 +94,8 @@ def run_suite(encoder: Encoder, suite: Suite, out_dir: Path, cache_dir: Path | N
         if getattr(view.data, "labels", None) is not None and len(view.data):
             maps.append({"dataset": name, "split": spec.split, "features": view.embed(spec.split).numpy(),
                          "labels": view.data.labels.numpy(), "classnames": view.data.classnames})
-        results["provenance"] = provenance(encoder, suite, datasets)
         if suite.collection is not None:
             results["collection"] = collection_summary(suite.collection, tasks)
-        _write(results, out_dir)
-    if not spec.datasets:
-        results["provenance"] = provenance(encoder, suite, datasets)
         _write(results, out_dir)
     metrics_path = None if encoder.run_dir is None else encoder.run_dir / "metrics.jsonl"
     return {"results": results, "metrics": read_metrics(metrics_path) if metrics_path else None,
