@@ -116,11 +116,7 @@ class Matcher:
 
     def __call__(self, caption: str) -> list[int]:
         """The ids of the entries in `caption`, each once, ascending."""
-        return self.normalised(normalise(caption, self.case_sensitive))
-
-    def normalised(self, text: str) -> list[int]:
-        """The same for a caption already normalised (as `normalise(caption, case_sensitive)` gives)."""
-        return sorted({entry_id for _, entry_id in self.automaton.iter(text)})
+        return sorted({entry_id for _, entry_id in self.automaton.iter(normalise(caption, self.case_sensitive))})
 
     def batch(self, joined: str) -> tuple[np.ndarray, np.ndarray]:
         """The same for many normalised captions joined by NUL characters (`normalise_joined`), in one scan
