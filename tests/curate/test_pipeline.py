@@ -195,3 +195,15 @@ def test_count_files_of_an_older_format_are_counted_again_and_refused_by_sample(
     assert info["format"] == 2
     record = curate(shards, tmp_path / "out", settings)
     assert record["pairs"] == 20
+
+
+def test_a_shard_that_cannot_be_decompressed_is_counted_and_the_rest_curated(tmp_path):
+    shards = caption_pool(tmp_path / "pool", [f"a cat number {i}" for i in range(12)], shards=2)
+    broken = tmp_path / "pool" / "shard-0002.tar.gz"
+    broken.write_bytes(b"\x1f\x8b\x08\x00" + bytes(40))  # a gzip header, then nothing a gzip stream holds
+    metadata = tmp_path / "entries.txt"
+    metadata.write_text("cat\n")
+    record = curate([*shards, broken], tmp_path / "out", Settings(metadata=metadata, cap=5), workers=1)
+    assert record["pairs"] == 12 and record["tar_skips"] == {"corrupt shard": 1}
+    assert record["corrupt_shards"] == ["shard-0002.tar.gz"]
+    assert read_shard(tmp_path / "out" / "shard-0002.tar") == {}

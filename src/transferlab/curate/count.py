@@ -29,7 +29,15 @@ from transferlab.curate.metadata import Matcher, normalise, normalise_joined
 from transferlab.curate.reasons import CODE, KEPT
 from transferlab.curate.settings import Settings
 from transferlab.data.limits import IMAGE_EXTS, MAX_CAPTION_CHARS
-from transferlab.data.tar_layout import Member, group_samples, header_blocks, read_layout, shard_bytes
+from transferlab.data.tar_layout import (
+    Layout,
+    Member,
+    UnreadableShard,
+    group_samples,
+    header_blocks,
+    read_layout,
+    shard_bytes,
+)
 
 IMAGES = frozenset(IMAGE_EXTS)
 FORMAT = 2  # of the count file: 2 added the samples' byte ranges and header digest; older files are counted again
@@ -77,30 +85,34 @@ def count_shard(shard: Path, out: Path, settings: Settings) -> Path:
         embedder = PairEmbedder(settings)
     keys, status, spans, span_ptr, captions, images, passed = [], [], [], [0], [], [], []
     case_sensitive = settings.entries is not None and settings.entries.case_sensitive
-    with shard_bytes(shard) as data:
-        layout = read_layout(data)
-        for key, members in group_samples(layout):
-            keys.append(key)
-            spans.extend(_blocks(members))
-            span_ptr.append(len(spans))
-            caption, reason = read_caption(member_bytes(data, members.get(settings.caption_key)))
-            reason = reason or settings.filters.reason(caption)
-            image = image_member(members) if settings.dedup or embedder is not None else None
-            if reason is None and embedder is not None:
-                reason = embedder.add(member_bytes(data, image) or b"", caption)
-            if reason is None:
-                passed.append(len(status))
-                captions.append(caption)
-                images.append(image)
-            status.append(KEPT if reason is None else CODE[reason])
-        texts = normalise_joined(captions, case_sensitive) if captions else None
-        hashes = np.zeros(len(status), dtype=np.uint64)
-        if settings.dedup and captions:  # on the caption folded to lower case, whatever the matching does
-            folded = (texts if not case_sensitive and texts is not None else normalise_joined(captions))
-            folded = folded.split("\0") if folded is not None else [normalise(c) for c in captions]
-            hashes[passed] = [content_hash(text, member_bytes(data, image) or b"")
-                              for text, image in zip(folded, images, strict=True)]
-        digest = headers_digest(data, np.array([spans[p][0] for p in span_ptr[:-1]], dtype=np.int64))
+    digest, unreadable, texts, hashes = "", None, None, np.zeros(0, dtype=np.uint64)
+    try:
+        with shard_bytes(shard) as data:
+            layout = read_layout(data)
+            for key, members in group_samples(layout):
+                keys.append(key)
+                spans.extend(_blocks(members))
+                span_ptr.append(len(spans))
+                caption, reason = read_caption(member_bytes(data, members.get(settings.caption_key)))
+                reason = reason or settings.filters.reason(caption)
+                image = image_member(members) if settings.dedup or embedder is not None else None
+                if reason is None and embedder is not None:
+                    reason = embedder.add(member_bytes(data, image) or b"", caption)
+                if reason is None:
+                    passed.append(len(status))
+                    captions.append(caption)
+                    images.append(image)
+                status.append(KEPT if reason is None else CODE[reason])
+            texts = normalise_joined(captions, case_sensitive) if captions else None
+            hashes = np.zeros(len(status), dtype=np.uint64)
+            if settings.dedup and captions:  # on the caption folded to lower case, whatever the matching does
+                folded = (texts if not case_sensitive and texts is not None else normalise_joined(captions))
+                folded = folded.split("\0") if folded is not None else [normalise(c) for c in captions]
+                hashes[passed] = [content_hash(text, member_bytes(data, image) or b"")
+                                  for text, image in zip(folded, images, strict=True)]
+            digest = headers_digest(data, np.array([spans[p][0] for p in span_ptr[:-1]], dtype=np.int64))
+    except UnreadableShard as err:  # raised before reading began: the shard holds no sample for us
+        layout, unreadable = Layout(), err.reason
     keys = key_hashes(shard.name, keys)
     match_ptr, match_ids = np.zeros(len(status) + 1, dtype=np.int64), np.zeros(0, dtype=np.int32)
     if matcher is not None and captions:  # all captions of the shard in one scan of the automaton
@@ -113,7 +125,8 @@ def count_shard(shard: Path, out: Path, settings: Settings) -> Path:
         per_row = np.zeros(len(status), dtype=np.int64)
         per_row[passed] = np.diff(ptr)
         match_ptr[1:] = np.cumsum(per_row)
-    skipped = dict(layout.skipped) | ({"corrupt shard": 1} if layout.corrupt else {})
+    skipped = dict(layout.skipped) | ({"corrupt shard": 1} if layout.corrupt else {}) | \
+        ({unreadable: 1} if unreadable else {})
     models = {} if embedder is None else {e.name: e.fingerprint for e in embedder.encoders}
     info = {"shard": shard.name, "shard_bytes": size, "skipped": skipped, "models": models, "headers": digest,
             "format": FORMAT}

@@ -15,6 +15,7 @@ The count stage's digest of the samples' headers is checked first, so a shard ed
 from __future__ import annotations
 
 import base64
+import contextlib
 import re
 from pathlib import Path
 
@@ -78,7 +79,8 @@ def sample_shard(shard: Path, out: Path, settings: Settings) -> Path:
     status = final_status(settings, planned["status"], counted, counts["counts"])
     examples: dict[str, list[dict]] = {}
     spans, span_ptr = counted["spans"], counted["span_ptr"]
-    with shard_bytes(shard) as data:
+    # a shard counted with no sample (unreadable then) is not read again: its curated copy is an empty tar
+    with shard_bytes(shard) if len(status) else contextlib.nullcontext(b"") as data:
         if headers_digest(data, spans[span_ptr[:-1], 0]) != info["headers"]:
             raise UserError(f"{shard} no longer holds the samples it held when counted. Delete its work files and "
                             f"run --stage count on it again.")

@@ -270,18 +270,33 @@ def group_samples(layout: Layout, counted: Callable[[str], bool] | None = None) 
     return samples
 
 
+class UnreadableShard(Exception):
+    """A shard that cannot be opened ("unreachable shard") or decompressed ("corrupt shard")."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+
+
 @contextmanager
 def shard_bytes(path: Path) -> Iterator[bytes]:
     """The uncompressed bytes of a tar shard: the file mapped into memory, or, for a gzip, bzip2 or xz
-    shard, decompressed into it (whole: a compressed shard has no byte ranges to map)."""
-    with open(path, "rb") as file:
+    shard, decompressed into it (whole: a compressed shard has no byte ranges to map). UnreadableShard,
+    raised before anything is yielded, says why there are none."""
+    try:
+        file = open(path, "rb")
+    except OSError as err:
+        raise UnreadableShard("unreachable shard", f"{path} cannot be opened ({err})") from None
+    with file:
         head = file.read(6)
         opener = next((module for magic, module in COMPRESSIONS.items() if head.startswith(magic)), None)
-        if opener is None and is_compressed(head):
-            raise OSError(f"{path} is zstd-compressed, which the standard library cannot read; decompress it")
         if opener is not None:
             file.seek(0)
-            yield importlib.import_module(opener).decompress(file.read())
+            try:
+                data = importlib.import_module(opener).decompress(file.read())
+            except Exception as err:  # noqa: BLE001 -- each module has its own errors (zlib, lzma, EOF, OSError)
+                raise UnreadableShard("corrupt shard", f"{path} cannot be decompressed ({err})") from None
+            yield data
             return
         if os.fstat(file.fileno()).st_size == 0:
             yield b""
