@@ -26,8 +26,8 @@ from transferlab.data.sources import load_splits
 from transferlab.evaluate.features import image_embeddings
 from transferlab.evaluate.fewshot import sample_shots
 from transferlab.evaluate.suite import evaluate
-from transferlab.evaluate.zeroshot import zeroshot_classify, zeroshot_weights
-from transferlab.models.encoder import from_dual_encoder
+from transferlab.evaluate.zeroshot import zeroshot_classify
+from transferlab.models.encoder import from_dual_encoder, zeroshot_weights
 from transferlab.models.references import load_model
 from transferlab.train.loop import pretrain
 

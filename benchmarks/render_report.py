@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from transferlab.evaluate.report import write_report
-from transferlab.train.logging import read_metrics
+from transferlab.fileio import read_jsonl_log
 
 WIDTH = 1280
 MAX_HEIGHT = 16000  # Chromium's software compositor does not draw taller windows reliably
@@ -124,7 +124,7 @@ def run_models(run_dirs: list[Path]) -> list[dict]:
         if not found:
             raise SystemExit(f"{run_dir} has neither results.json nor eval/results.json")
         models.append({"results": json.loads(found[0].read_text(encoding="utf-8")),
-                       "metrics": read_metrics(run_dir / "metrics.jsonl") or None})
+                       "metrics": read_jsonl_log(run_dir / "metrics.jsonl") or None})
     return models
 
 

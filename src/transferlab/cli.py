@@ -90,7 +90,7 @@ def run(recipe: RecipeArg = None, out: OutOpt = None, set_: SetOpt = None, resum
     model = _pretrain(resolved, run_dir, resume)
     results = _evaluate_and_show(model, resolved, run_dir, main)
     if main:
-        from transferlab.predict.registry import register_run
+        from transferlab.train.run_summary import register_run
 
         console.print(f"registered in {register_run(run_dir, model, resolved, results)}", soft_wrap=True)
 
@@ -183,10 +183,10 @@ def rank(models: Annotated[list[str], typer.Argument(help="runs, checkpoints, op
          out: OutOpt = None, set_: SetOpt = None, device: DeviceOpt = None) -> None:
     """Predict which models will transfer best to a dataset, without training on it; writes OUT/rank.json."""
     from transferlab.config import load_suite
+    from transferlab.evaluate.ranking import measured_metric, rank_correlations, transferability_scores
     from transferlab.evaluate.suite import dataset_view
     from transferlab.fileio import atomic_write
     from transferlab.models.references import load_model
-    from transferlab.predict.ranking import measured_metric, rank_correlations, transferability_scores
     from transferlab.runtime import resolve_device
 
     _one_process("rank")
@@ -372,8 +372,8 @@ def adapt(models: Annotated[list[str], typer.Argument(help="the model to adapt (
 
     _one_process("adapt")
 
-    from transferlab.adapt.command import adapt as run_adapt
     from transferlab.config import load_suite
+    from transferlab.evaluate.adaptation import adapt as run_adapt
     from transferlab.runtime import resolve_device
 
     parameters = {}

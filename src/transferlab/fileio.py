@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -50,3 +51,17 @@ def atomic_write(path: str | Path, data: str | bytes) -> Path:
     with atomic_open(path) as handle:
         handle.write(data.encode("utf-8") if isinstance(data, str) else data)
     return Path(path)
+
+
+def read_jsonl_log(path: str | Path) -> list[dict]:
+    """The records of an append-only JSONL log (a run's metrics.jsonl), skipping a torn last line left by a
+    crash; none when the file does not exist."""
+    if not Path(path).is_file():
+        return []
+    records = []
+    for text in Path(path).read_text(encoding="utf-8").splitlines():
+        try:
+            records.append(json.loads(text))
+        except ValueError:
+            continue
+    return records

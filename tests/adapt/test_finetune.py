@@ -9,8 +9,9 @@ from transferlab.adapt.finetune import (
 )
 from transferlab.config import load_recipe
 from transferlab.errors import UserError
-from transferlab.evaluate.zeroshot import zeroshot_classify, zeroshot_weights
+from transferlab.evaluate.zeroshot import zeroshot_classify
 from transferlab.models.dual_encoder import DualEncoder
+from transferlab.models.encoder import zeroshot_weights
 
 NAMES = ["top left", "top right", "bottom left", "bottom right"]
 TEMPLATES = ["a square at the {}.", "{}"]

@@ -18,10 +18,10 @@ from threadpoolctl import threadpool_limits
 
 from tests.adapt.synthetic import clip_like, zeroshot_accuracy
 from transferlab.adapt.gda import DEFAULT_ALPHAS, GDA
+from transferlab.adapt.linear_probe import LinearProbe
 from transferlab.adapt.zeroshot_probe import ZeroShotInitProbe
 from transferlab.errors import UserError
 from transferlab.evaluate.fewshot import fewshot_curve
-from transferlab.evaluate.linear_probe import LinearProbe
 
 
 @pytest.fixture(autouse=True)

@@ -15,8 +15,8 @@ from transferlab.adapt.merging import (
     ties_merge,
     uniform_soup,
 )
+from transferlab.checkpoints import save_checkpoint
 from transferlab.errors import UserError
-from transferlab.train.checkpoint import save_checkpoint
 
 
 def model(w, b, steps=0, dtype=torch.float32):

@@ -12,7 +12,7 @@ from transferlab.config import suite_from_dict
 from transferlab.data.fingerprint import dataset_fingerprint
 from transferlab.errors import UserError
 from transferlab.evaluate.suite import run_suite
-from transferlab.evaluate.zeroshot import zeroshot_weights
+from transferlab.models.encoder import zeroshot_weights
 from transferlab.models.references import load_model
 
 TINY_CLIP = {"embed_dim": 16, "vision_cfg": {"image_size": 16, "layers": 1, "width": 64, "patch_size": 8},

@@ -12,7 +12,7 @@ from torch import nn
 
 from transferlab.optim import AdamW8bit, Lion, Lion8bit
 from transferlab.optim.quantize import dequantize_blockwise, dynamic_code, quantize_blockwise
-from transferlab.train.checkpoint import optimizer_state, restore_optimizer
+from transferlab.train.train_state import optimizer_state, restore_optimizer
 
 
 def mlp(seed: int = 0, dtype: torch.dtype = torch.float32) -> nn.Module:

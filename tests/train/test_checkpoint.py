@@ -7,16 +7,9 @@ import numpy as np
 import pytest
 import torch
 
+from transferlab.checkpoints import latest_checkpoint, read_checkpoint, save_checkpoint
 from transferlab.errors import UserError
-from transferlab.train.checkpoint import (
-    latest_checkpoint,
-    optimizer_state,
-    read_checkpoint,
-    restore_optimizer,
-    restore_rng,
-    rng_state,
-    save_checkpoint,
-)
+from transferlab.train.train_state import optimizer_state, restore_optimizer, restore_rng, rng_state
 
 
 def trained_optimizer() -> tuple[torch.nn.Module, torch.optim.Optimizer]:

@@ -19,8 +19,8 @@ from safetensors.torch import load_file
 
 from tests.conftest import streamed_mnist5k
 from tests.torchrun import CLI, ENV, TORCHRUN, torchrun
-from transferlab.train.checkpoint import latest_checkpoint
-from transferlab.train.logging import read_metrics
+from transferlab.checkpoints import latest_checkpoint
+from transferlab.fileio import read_jsonl_log
 
 STEPS, LATE = 60, 50
 
@@ -72,7 +72,7 @@ def test_killed_two_process_run_resumes_with_two_or_one_process(tiny_overrides, 
     for key in whole:
         assert torch.equal(whole[key], two[key]), key
         torch.testing.assert_close(one[key], whole[key], rtol=1e-5, atol=1e-5, msg=key)
-    assert [m["step"] for m in read_metrics(cut / "metrics.jsonl")] == list(range(2, STEPS + 1, 2))
+    assert [m["step"] for m in read_jsonl_log(cut / "metrics.jsonl")] == list(range(2, STEPS + 1, 2))
 
 
 @pytest.mark.slow

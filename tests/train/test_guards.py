@@ -12,12 +12,12 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from transferlab.checkpoints import latest_checkpoint
 from transferlab.config import load_recipe
 from transferlab.errors import Interrupted
+from transferlab.fileio import read_jsonl_log
 from transferlab.train import loop
-from transferlab.train.checkpoint import latest_checkpoint
 from transferlab.train.guards import NonFiniteSteps
-from transferlab.train.logging import read_metrics
 
 
 def weights(checkpoint):
@@ -70,7 +70,7 @@ def test_non_finite_steps_are_skipped_counted_and_training_goes_on(tiny_recipe, 
     faulty_from(monkeypatch, {2, 5}, kind)
     model = loop.pretrain(tiny_recipe, tmp_path)
     assert all(torch.isfinite(p).all() for p in model.parameters())
-    metrics = read_metrics(tmp_path / "metrics.jsonl")
+    metrics = read_jsonl_log(tmp_path / "metrics.jsonl")
     assert [m["skipped_steps"] for m in metrics] == [0, 1, 2, 2]  # logged after steps 2, 4, 6, 8
     assert all(m["loss"] is not None and m["loss"] == m["loss"] for m in metrics)  # skipped losses not averaged in
     state = load_file(str(latest_checkpoint(tmp_path) / "train_state.safetensors"))

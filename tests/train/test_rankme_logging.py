@@ -6,17 +6,17 @@ import torch
 from transferlab.config import load_recipe
 from transferlab.data.sources import load_splits
 from transferlab.errors import UserError
+from transferlab.fileio import read_jsonl_log
 from transferlab.models.references import load_model
 from transferlab.predict.transferability import rankme
 from transferlab.runtime import derived_generator
-from transferlab.train.logging import read_metrics
 from transferlab.train.loop import pretrain
 
 
 def test_rankme_is_logged_every_n_steps_and_matches_the_checkpoint(tiny_overrides, tmp_path):
     recipe = load_recipe(None, tiny_overrides + ["train.rankme_every=4", "train.rankme_samples=64"])
     pretrain(recipe, tmp_path)
-    lines = {line["step"]: line for line in read_metrics(tmp_path / "metrics.jsonl")}
+    lines = {line["step"]: line for line in read_jsonl_log(tmp_path / "metrics.jsonl")}
     assert [step for step, line in lines.items() if "rankme" in line] == [4, 8]
 
     # the same probe images through the checkpoint written at step 8, with the RankMe of predict/

@@ -12,9 +12,9 @@ import torch
 from safetensors.torch import load_file
 
 from tests.conftest import streamed_mnist5k
+from transferlab.checkpoints import latest_checkpoint
+from transferlab.fileio import read_jsonl_log
 from transferlab.train import loop
-from transferlab.train.checkpoint import latest_checkpoint
-from transferlab.train.logging import read_metrics
 
 
 class Preempted(Exception):
@@ -47,7 +47,7 @@ def test_resume_after_a_crash_reproduces_the_uninterrupted_weights(tiny_recipe, 
     for key in whole:
         assert torch.equal(whole[key], cut[key]), key
     # the redone steps are logged once, in order
-    assert [m["step"] for m in read_metrics(tmp_path / "cut" / "metrics.jsonl")] == [2, 4, 6, 8]
+    assert [m["step"] for m in read_jsonl_log(tmp_path / "cut" / "metrics.jsonl")] == [2, 4, 6, 8]
 
 
 KILLS, STEPS = 20, 160  # steps to spare: on a fast machine a process gets several steps done before its kill
@@ -94,4 +94,4 @@ def test_twenty_sigkills_at_random_moments_then_resume_give_the_uninterrupted_we
     for key in whole:
         assert torch.equal(whole[key], resumed[key]), key
     assert latest_checkpoint(cut).name == f"step_{STEPS}" and not list((cut / "checkpoints").glob(".tmp-*"))
-    assert [m["step"] for m in read_metrics(cut / "metrics.jsonl")] == list(range(1, STEPS + 1))
+    assert [m["step"] for m in read_jsonl_log(cut / "metrics.jsonl")] == list(range(1, STEPS + 1))

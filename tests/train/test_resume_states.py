@@ -20,12 +20,12 @@ import torch
 from safetensors.torch import load_file
 
 from tests.conftest import TINY
+from transferlab.checkpoints import META_FILE, MODEL_FILE, STATE_FILE, latest_checkpoint
 from transferlab.config import load_recipe
 from transferlab.data.bundled import load_bundled
 from transferlab.data.shards import write_webdataset
+from transferlab.fileio import read_jsonl_log
 from transferlab.train import loop
-from transferlab.train.checkpoint import META_FILE, MODEL_FILE, STATE_FILE, latest_checkpoint
-from transferlab.train.logging import read_metrics
 
 CRASH = 6  # the step the cut run dies in; TINY checkpoints every 4 of 8 steps, so it resumes from step 4
 # sklearn's digits (1,078 training images, loaded in milliseconds) rather than mnist5k (seconds per run); "scans" is a
@@ -182,7 +182,7 @@ def assert_identical_runs(whole_dir, cut_dir):
     # so in one test process its state depends on which run imported first: sklearn is imported above to keep it equal
     whole_meta.pop("sha256"), cut_meta.pop("sha256")
     assert whole_meta == cut_meta
-    untimed = [[{k: v for k, v in line.items() if k not in TIMING} for line in read_metrics(d / "metrics.jsonl")]
+    untimed = [[{k: v for k, v in line.items() if k not in TIMING} for line in read_jsonl_log(d / "metrics.jsonl")]
                for d in (whole_dir, cut_dir)]
     assert untimed[0] == untimed[1]
 
@@ -204,7 +204,7 @@ def test_a_crashed_run_resumed_from_step_4_ends_bit_identical_to_the_uninterrupt
     assert resumed_from.name == "step_4"
     meta, _, state = checkpoint(resumed_from)
     cut = tmp_path / "cut"
-    final, metrics = checkpoint(latest_checkpoint(cut))[2], read_metrics(cut / "metrics.jsonl")
+    final, metrics = checkpoint(latest_checkpoint(cut))[2], read_jsonl_log(cut / "metrics.jsonl")
     diverged(SimpleNamespace(meta=meta, state=state, final=final, metrics=metrics))
     assert_identical_runs(tmp_path / "whole", tmp_path / "cut")
 
@@ -229,7 +229,7 @@ def test_steps_skipped_before_the_checkpoint_are_still_counted_after_resume(tmp_
     resumed_from = crash_then_resume(recipe, tmp_path / "cut", monkeypatch)
     assert resumed_from.name == "step_4" and checkpoint(resumed_from)[0]["skipped_steps"] == 1
     assert_identical_runs(tmp_path / "whole", tmp_path / "cut")
-    assert [m["skipped_steps"] for m in read_metrics(tmp_path / "cut" / "metrics.jsonl")] == [0, 1, 1, 1]
+    assert [m["skipped_steps"] for m in read_jsonl_log(tmp_path / "cut" / "metrics.jsonl")] == [0, 1, 1, 1]
 
 
 def test_the_grad_scaler_state_is_resumed_on_cpu(tmp_path, monkeypatch):

@@ -10,6 +10,7 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
+from transferlab.checkpoints import latest_checkpoint
 from transferlab.config import WebDatasetSource, load_recipe
 from transferlab.data.bundled import load_bundled
 from transferlab.data.crops import CropDraws, _box
@@ -21,7 +22,6 @@ from transferlab.data.remote import RangeReader
 from transferlab.data.shards import read_webdataset, write_webdataset
 from transferlab.errors import UserError
 from transferlab.train import loop
-from transferlab.train.checkpoint import latest_checkpoint
 
 STREAMED = ["datasets.pool.source=webdataset", "datasets.pool.label_key=cls",
             "datasets.pool.templates=['a digit {}.', 'the number {}.']", "train.data=pool", "eval.datasets=[pool]"]

@@ -61,8 +61,8 @@ from torch import nn
 from tqdm import tqdm
 
 from transferlab.errors import UserError
-from transferlab.evaluate.zeroshot import zeroshot_weights
 from transferlab.models.dual_encoder import DualEncoder
+from transferlab.models.encoder import zeroshot_weights
 from transferlab.optim import lr_at, parameter_groups
 from transferlab.runtime import derived_generator, resolve_device
 

@@ -17,7 +17,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 
 from transferlab.adapt.finetune import finetune
 from transferlab.adapt.merging import interpolate
-from transferlab.evaluate.zeroshot import zeroshot_weights
+from transferlab.models.encoder import zeroshot_weights
 
 EMBED_BATCH = 256
 

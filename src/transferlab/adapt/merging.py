@@ -42,8 +42,8 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 
+from transferlab.checkpoints import META_FILE, latest_checkpoint, read_checkpoint
 from transferlab.errors import UserError
-from transferlab.train.checkpoint import META_FILE, latest_checkpoint, read_checkpoint
 
 State = dict[str, torch.Tensor]
 

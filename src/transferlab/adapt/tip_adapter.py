@@ -40,7 +40,8 @@ import torch
 import torch.nn.functional as F
 from sklearn.base import BaseEstimator, ClassifierMixin
 
-from transferlab.adapt.gda import as_float64, check_features, check_zeroshot_weights, softmax, validation_set
+from transferlab.adapt.inputs import as_float64, check_features, check_zeroshot_weights, softmax, validation_set
+from transferlab.models.encoder import ZEROSHOT_LOGIT_SCALE
 
 # the paper's 0.1 … 3.0, then 12 log-spaced values from 4 to 300 (see the module docstring)
 DEFAULT_ALPHAS = tuple(round(0.1 * i, 1) for i in range(1, 31)) + tuple(
@@ -60,8 +61,8 @@ class TipAdapter(ClassifierMixin, BaseEstimator):
     `n_features_in_`.
     """
 
-    def __init__(self, zeroshot_weights=None, zeroshot_scale: float = 100.0, alpha: float = 1.0, beta: float = 5.5,
-                 alphas=None, betas=None, val_x=None, val_y=None):
+    def __init__(self, zeroshot_weights=None, zeroshot_scale: float = ZEROSHOT_LOGIT_SCALE, alpha: float = 1.0,
+                 beta: float = 5.5, alphas=None, betas=None, val_x=None, val_y=None):
         self.zeroshot_weights = zeroshot_weights
         self.zeroshot_scale = zeroshot_scale
         self.alpha = alpha
@@ -127,8 +128,8 @@ class TipAdapterF(TipAdapter):
     (optimizer steps).
     """
 
-    def __init__(self, zeroshot_weights=None, zeroshot_scale: float = 100.0, alpha: float = 1.0, beta: float = 5.5,
-                 alphas=None, betas=None, val_x=None, val_y=None, epochs: int = 20, lr: float = 1e-3,
+    def __init__(self, zeroshot_weights=None, zeroshot_scale: float = ZEROSHOT_LOGIT_SCALE, alpha: float = 1.0,
+                 beta: float = 5.5, alphas=None, betas=None, val_x=None, val_y=None, epochs: int = 20, lr: float = 1e-3,
                  batch_size: int = 256, weight_decay: float = 0.01, seed: int = 0):
         super().__init__(zeroshot_weights, zeroshot_scale, alpha, beta, alphas, betas, val_x, val_y)
         self.epochs = epochs

@@ -1,12 +1,13 @@
-"""The linear probe (`transferlab.evaluate.linear_probe`) started from the zero-shot classifier instead of
+"""The linear probe (`transferlab.adapt.linear_probe`) started from the zero-shot classifier instead of
 from zero: the few-shot baseline of CLIP-style adaptation papers that keeps what the text tower knows."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from transferlab.adapt.gda import as_float64, check_zeroshot_weights
-from transferlab.evaluate.linear_probe import LinearProbe
+from transferlab.adapt.inputs import as_float64, check_zeroshot_weights
+from transferlab.adapt.linear_probe import LinearProbe
+from transferlab.models.encoder import ZEROSHOT_LOGIT_SCALE
 
 
 class ZeroShotInitProbe(LinearProbe):
@@ -21,7 +22,7 @@ class ZeroShotInitProbe(LinearProbe):
     would take one step). Labels are the class indices 0..K-1 of the rows of `zeroshot_weights`.
     """
 
-    def __init__(self, zeroshot_weights=None, zeroshot_scale: float = 100.0, weight_decay: float = 1e-4,
+    def __init__(self, zeroshot_weights=None, zeroshot_scale: float = ZEROSHOT_LOGIT_SCALE, weight_decay: float = 1e-4,
                  max_iter: int = 1000, tol: float = 1e-8, device: str = "cpu", dtype: str = "float64"):
         self.zeroshot_weights = zeroshot_weights
         self.zeroshot_scale = zeroshot_scale

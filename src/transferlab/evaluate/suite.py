@@ -30,9 +30,8 @@ from transferlab.evaluate.features import caption_embeddings, image_embeddings, 
 from transferlab.evaluate.provenance import provenance
 from transferlab.evaluate.report import write_report
 from transferlab.evaluate.tasks import TASKS, View, without_text
-from transferlab.fileio import atomic_write
+from transferlab.fileio import atomic_write, read_jsonl_log
 from transferlab.models.encoder import Encoder
-from transferlab.train.logging import read_metrics
 
 MAIN_METRICS = {"zeroshot_classification": "acc1", "linear_probe": "acc1", "knn": "acc1", "ncm": "acc1",
                 "retrieval": "mean_recall@1", "clustering": "nmi"}  # a dataset's eval.main_metrics overrides
@@ -98,7 +97,7 @@ def run_suite(encoder: Encoder, suite: Suite, out_dir: Path, cache_dir: Path | N
             results["collection"] = collection_summary(suite.collection, tasks)
         _write(results, out_dir)
     metrics_path = None if encoder.run_dir is None else encoder.run_dir / "metrics.jsonl"
-    return {"results": results, "metrics": read_metrics(metrics_path) if metrics_path else None,
+    return {"results": results, "metrics": read_jsonl_log(metrics_path) if metrics_path else None,
             "predictions": predictions, "embedding_maps": maps}
 
 

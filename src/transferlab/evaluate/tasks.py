@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from transferlab.adapt.linear_probe import LinearProbe, probe_with_validation
 from transferlab.config import EvalSpec
 from transferlab.data.dataset import ImageTextData
 from transferlab.data.loader import decode_all
@@ -21,11 +22,11 @@ from transferlab.errors import UserError
 from transferlab.evaluate.clustering import cluster_metrics
 from transferlab.evaluate.fewshot import fewshot_curve
 from transferlab.evaluate.knn import KNNClassifier, select_k_on_validation
-from transferlab.evaluate.linear_probe import LinearProbe, probe_with_validation
 from transferlab.evaluate.metrics import mean_per_class_recall
 from transferlab.evaluate.ncm import NearestClassMean
 from transferlab.evaluate.retrieval import retrieval_recall
-from transferlab.evaluate.zeroshot import ZeroShotClassifier, zeroshot_classify, zeroshot_weights
+from transferlab.evaluate.zeroshot import ZeroShotClassifier, zeroshot_classify
+from transferlab.models.encoder import zeroshot_weights
 
 Result = tuple[dict[str, float], torch.Tensor | None]
 

@@ -1,28 +1,17 @@
 """Zero-shot classification with a prompt-template ensemble (Radford et al., 2021, section 3.1.4).
 
-Each class c gets the weight w_c = normalise(mean_t normalise(f(template_t(c)))) from the text encoder f;
-an image with normalised embedding x is assigned argmax_c x·w_c. No labelled example is used.
+Each class c gets the weight w_c = normalise(mean_t normalise(f(template_t(c)))) from the text encoder f
+(models/encoder.py: zeroshot_weights); an image with normalised embedding x is assigned argmax_c x·w_c. No
+labelled example is used.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import numpy as np
 import torch
-import torch.nn.functional as F
 from sklearn.base import BaseEstimator, ClassifierMixin
 
 from transferlab.evaluate.metrics import mean_per_class_recall, topk_accuracy
-
-
-@torch.no_grad()
-def zeroshot_weights(encode_text: Callable[[list[str]], torch.Tensor], classnames: list[str],
-                     templates: list[str]) -> torch.Tensor:
-    """Class weights [K, D]: the normalised mean of each class's normalised template embeddings."""
-    texts = [template.format(name) for name in classnames for template in templates]
-    embeddings = F.normalize(encode_text(texts).float().cpu(), dim=-1)
-    return F.normalize(embeddings.view(len(classnames), len(templates), -1).mean(dim=1), dim=-1)
 
 
 def zeroshot_classify(embeddings: torch.Tensor, weights: torch.Tensor,

@@ -88,6 +88,14 @@ def from_dual_encoder(model, name: str, run_dir: Path | None = None) -> Encoder:
         run_dir=run_dir)
 
 
-def normalized(function: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
-    """`function` with its output L2-normalised along the last dimension."""
-    return lambda *args: F.normalize(function(*args), dim=-1)
+ZEROSHOT_LOGIT_SCALE = 100.0  # CLIP's fixed temperature for zero-shot logits, s · x·w_c (Radford et al., 2021)
+
+
+@torch.no_grad()
+def zeroshot_weights(encode_text: Callable[[list[str]], torch.Tensor], classnames: list[str],
+                     templates: list[str]) -> torch.Tensor:
+    """The zero-shot classifier [K, D] with a prompt-template ensemble (Radford et al., 2021, section 3.1.4):
+    w_c = normalise(mean_t normalise(f(template_t(c)))) for the text encoder f."""
+    texts = [template.format(name) for name in classnames for template in templates]
+    embeddings = F.normalize(encode_text(texts).float().cpu(), dim=-1)
+    return F.normalize(embeddings.view(len(classnames), len(templates), -1).mean(dim=1), dim=-1)

@@ -17,12 +17,12 @@ from pathlib import Path
 
 import torch
 
+from transferlab.checkpoints import META_FILE, latest_checkpoint, read_checkpoint
 from transferlab.config import ModelSpec, Recipe, recipe_from_text
 from transferlab.errors import UserError
 from transferlab.models.dual_encoder import DualEncoder
 from transferlab.models.encoder import Encoder, from_dual_encoder
 from transferlab.models.exported import CONFIG_FILE, load_exported, read_export_config
-from transferlab.train.checkpoint import META_FILE, latest_checkpoint, read_checkpoint
 
 FORMS = ("a run directory, a checkpoints/step_<n> directory, an exported model directory, "
          "openclip:<config>[:<checkpoint file or pretrained tag>], openclip:hf-hub:<repo> or local-dir:<dir>, "

@@ -1,7 +1,7 @@
 """`transferlab predict RUNS --target METRIC`: fit a scaling law to a table of runs and predict other runs.
 
 RUNS is a CSV/TSV/JSONL table, one run per row (transferlab's own runs add themselves to
-`<out>/../runs.jsonl`, predict/registry.py). The target is a column: the training `loss`, or a downstream
+`<out>/../runs.jsonl`, train/run_summary.py). The target is a column: the training `loss`, or a downstream
 metric such as `linear_probe/digits/acc1`. Accuracy-like metrics (ending in acc1, acc5, recall, nmi, ari or
 a few-shot score) are fitted as errors, 1 − metric, which is what the laws describe; predictions are
 reported back in the metric's own units, clipped to [0, 1] (and marked `clipped` when the law's value

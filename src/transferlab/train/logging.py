@@ -12,13 +12,13 @@ from pathlib import Path
 
 from transferlab.config import LoggingSpec
 from transferlab.errors import UserError
-from transferlab.fileio import atomic_write
+from transferlab.fileio import atomic_write, read_jsonl_log
 
 
 class MetricsLogger:
     def __init__(self, run_dir: Path, spec: LoggingSpec, params: dict, start_step: int = 0) -> None:
         self.path = Path(run_dir) / "metrics.jsonl"
-        kept = [line for line in read_metrics(self.path) if line.get("step", -1) <= start_step]
+        kept = [line for line in read_jsonl_log(self.path) if line.get("step", -1) <= start_step]
         atomic_write(self.path, "".join(json.dumps(line) + "\n" for line in kept))  # a kill here loses nothing
         self._file = open(self.path, "a", encoding="utf-8")
         self._tensorboard = self._mlflow = None
@@ -66,19 +66,6 @@ def _start_mlflow(run_dir: Path, spec: LoggingSpec, params: dict):
     mlflow.start_run(run_name=Path(run_dir).name)
     mlflow.log_params(params)
     return mlflow
-
-
-def read_metrics(path: Path) -> list[dict]:
-    """The lines of a metrics.jsonl, skipping a torn last line left by a crash."""
-    if not Path(path).is_file():
-        return []
-    lines = []
-    for text in Path(path).read_text(encoding="utf-8").splitlines():
-        try:
-            lines.append(json.loads(text))
-        except ValueError:
-            continue
-    return lines
 
 
 def flatten(tree: dict, prefix: str = "") -> dict:

@@ -30,6 +30,7 @@ import torch
 from tqdm import tqdm
 
 from transferlab import distributed
+from transferlab.checkpoints import read_newest_usable, save_checkpoint
 from transferlab.config import IMAGE_ONLY_OBJECTIVES, Recipe, dump_recipe
 from transferlab.data.captions import CaptionTable
 from transferlab.data.dataset import ImageTextData
@@ -43,14 +44,6 @@ from transferlab.optim import ModelEMA, create_optimizer, layer_decay_groups, lr
 from transferlab.predict.transferability import rankme
 from transferlab.runtime import derived_generator, seed_everything
 from transferlab.train.batches import BatchMaker
-from transferlab.train.checkpoint import (
-    optimizer_state,
-    read_newest_usable,
-    restore_optimizer,
-    restore_rng,
-    rng_state,
-    save_checkpoint,
-)
 from transferlab.train.compilation import compile_towers, uncompile
 from transferlab.train.feed import DataFeed
 from transferlab.train.guards import BadSteps, StopSignals
@@ -58,6 +51,7 @@ from transferlab.train.large_batch import backward_step
 from transferlab.train.logging import MetricsLogger, flatten
 from transferlab.train.objectives import build_objective
 from transferlab.train.profiling import StepProfiler
+from transferlab.train.train_state import optimizer_state, restore_optimizer, restore_rng, rng_state
 
 LOCKED_TEXT_CACHE = 200_000  # distinct captions a locked text tower embeds up front (~300 MB at 384 floats)
 STREAM_REPORT = "training_stream"  # data_report.json's entry for samples skipped while streaming

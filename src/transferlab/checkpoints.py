@@ -1,11 +1,12 @@
-"""Checkpoints: `checkpoints/step_<n>/{model,train_state}.safetensors + meta.json`, whole or absent.
+"""Checkpoint directories: `checkpoints/step_<n>/{model,train_state}.safetensors + meta.json`, whole or absent.
 
 A checkpoint is written into a hidden temporary directory, every file flushed and fsynced, then the
 directory is renamed to `step_<n>` and only then does `checkpoints/latest` (a one-line file naming the
 directory) move to it. meta.json records a SHA-256 per file, checked on load, so a damaged checkpoint is
 reported instead of silently loaded, and resuming falls back to the newest undamaged one. Only the newest
 `keep` checkpoints stay (older ones are removed after a new one is complete). Everything is safetensors or
-JSON: nothing is ever unpickled.
+JSON: nothing is ever unpickled. This is the file format alone (training, adaptation, model references and
+merging all read or write it); what goes into train_state is train/train_state.py's.
 """
 
 from __future__ import annotations
@@ -13,15 +14,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import random
 import shutil
 from pathlib import Path
 
-import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from transferlab.distributed import shard_optimizer_state
 from transferlab.errors import UserError
 from transferlab.fileio import atomic_write, commit, fsync_dir, temp_path
 
@@ -40,45 +38,6 @@ def _save_tensors(tensors: dict[str, torch.Tensor], path: Path) -> None:
     tmp = temp_path(path)
     save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp))
     commit(tmp, path)
-
-
-def optimizer_state(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], list[dict]]:
-    """Optimizer state as flat tensors plus JSON-able parameter groups."""
-    state = optimizer.state_dict()
-    tensors = {f"optimizer.{index}.{name}": value for index, slots in state["state"].items()
-               for name, value in slots.items()}
-    return tensors, state["param_groups"]
-
-
-def restore_optimizer(optimizer: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], groups: list[dict]) -> None:
-    state: dict[int, dict[str, torch.Tensor]] = {}
-    for key, value in tensors.items():
-        if key.startswith("optimizer."):
-            _, index, name = key.split(".", 2)
-            state.setdefault(int(index), {})[name] = value
-    shard_optimizer_state(optimizer, state)  # FSDP: each rank keeps its shard of the full saved tensors
-    optimizer.load_state_dict({"state": state, "param_groups": groups})
-
-
-def rng_state() -> tuple[dict[str, torch.Tensor], dict]:
-    tensors = {"rng.torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        tensors.update({f"rng.cuda.{i}": s for i, s in enumerate(torch.cuda.get_rng_state_all())})
-    kind, keys, pos, has_gauss, gauss = np.random.get_state()
-    tensors["rng.numpy"] = torch.from_numpy(keys.astype(np.int64))
-    version, values, gauss_next = random.getstate()
-    return tensors, {"numpy": [kind, pos, has_gauss, gauss], "python": [version, list(values), gauss_next]}
-
-
-def restore_rng(tensors: dict[str, torch.Tensor], saved: dict) -> None:
-    torch.set_rng_state(tensors["rng.torch"])
-    cuda = [tensors[k] for k in sorted(k for k in tensors if k.startswith("rng.cuda."))]
-    if cuda and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(cuda)
-    kind, pos, has_gauss, gauss = saved["numpy"]
-    np.random.set_state((kind, tensors["rng.numpy"].numpy().astype(np.uint32), pos, has_gauss, gauss))
-    version, values, gauss_next = saved["python"]
-    random.setstate((version, tuple(values), gauss_next))
 
 
 def save_checkpoint(run_dir: Path, step: int, model_state: dict[str, torch.Tensor],

@@ -14,7 +14,7 @@ from transferlab.config import load_recipe
 from transferlab.data.sources import load_splits
 from transferlab.evaluate.features import image_embeddings
 from transferlab.evaluate.fewshot import sample_shots
-from transferlab.evaluate.zeroshot import zeroshot_weights
+from transferlab.models.encoder import zeroshot_weights
 from transferlab.models.references import load_model
 from transferlab.train.loop import pretrain
 

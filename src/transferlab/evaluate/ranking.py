@@ -27,11 +27,8 @@ from scipy.stats import kendalltau, spearmanr
 
 from transferlab.config import EvalSpec
 from transferlab.evaluate.tasks import View
+from transferlab.models.encoder import ZEROSHOT_LOGIT_SCALE
 from transferlab.predict.transferability import alignment, alpha_req, h_score, leep, logme, nce, rankme, uniformity
-
-ZEROSHOT_LOGIT_SCALE = 100.0
-HIGHER_IS_BETTER = {"rankme": True, "alpha_req": None, "uniformity": False, "alignment": False, "logme": True,
-                    "h_score": True, "leep": True, "nce": True}
 
 
 def transferability_scores(view: View, spec: EvalSpec, split: str = "train") -> dict[str, float]:

@@ -12,7 +12,7 @@ from sklearn.model_selection import GridSearchCV
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
-from transferlab.evaluate.linear_probe import LinearProbe, probe_with_validation
+from transferlab.adapt.linear_probe import LinearProbe, probe_with_validation
 
 
 @pytest.fixture(scope="module")

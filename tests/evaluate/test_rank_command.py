@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 from tests.conftest import TINY
 from transferlab.cli import app
 from transferlab.config import load_recipe
-from transferlab.predict.ranking import rank_correlations
+from transferlab.evaluate.ranking import rank_correlations
 from transferlab.predict.transferability import rankme
 from transferlab.train.loop import pretrain
 

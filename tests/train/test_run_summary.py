@@ -6,7 +6,7 @@ import pytest
 
 from transferlab.config import load_recipe
 from transferlab.models.dual_encoder import DualEncoder
-from transferlab.predict.registry import forward_flops_per_sample, register_run
+from transferlab.train.run_summary import forward_flops_per_sample, register_run
 
 
 @pytest.mark.parametrize("width", [4, 8])

@@ -17,9 +17,9 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from transferlab.config import Recipe
+from transferlab.fileio import read_jsonl_log
 from transferlab.models.dual_encoder import DualEncoder
 from transferlab.predict.runs_table import append_run
-from transferlab.train.logging import read_metrics
 
 SAMPLE_CAPTION = "a photo of the number seven."
 
@@ -32,7 +32,7 @@ def register_run(run_dir: Path, model: DualEncoder, recipe: Recipe, results: dic
 def run_record(run_dir: Path, model: DualEncoder, recipe: Recipe, results: dict) -> dict:
     spec = recipe.train
     samples = spec.steps * spec.batch_size
-    losses = [line["loss"] for line in read_metrics(Path(run_dir) / "metrics.jsonl") if line.get("loss") is not None]
+    losses = [line["loss"] for line in read_jsonl_log(Path(run_dir) / "metrics.jsonl") if line.get("loss") is not None]
     record = {"run": str(Path(run_dir).resolve()), "recipe": recipe.name,
               "image_tower": None if recipe.model.image is None else recipe.model.image.name,
               "image_options": None if recipe.model.image is None else recipe.model.image.options,

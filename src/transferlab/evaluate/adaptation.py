@@ -243,7 +243,7 @@ def _dual_encoder(base: LoadedModel, method: str):
 
 
 def _save_model(model, base: LoadedModel, out: Path, adapt: dict) -> Path:
-    from transferlab.train.checkpoint import save_checkpoint
+    from transferlab.checkpoints import save_checkpoint
 
     meta = {"model": model.spec.model_dump(mode="json"), "recipe": dump_recipe(base.recipe), "adapt": adapt}
     return save_checkpoint(out, 0, {k: v.detach().cpu() for k, v in model.saved_state_dict().items()}, {}, meta)
