@@ -12,8 +12,10 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest
 
+# style, complexity (mccabe ≤ 20) and docs/design.md's layering (import-linter contracts in pyproject.toml)
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/lint-imports
 
 # Reinstall when the dependencies change. torch comes from the machine's local wheel where one exists.
 $(STAMP): pyproject.toml
