@@ -98,7 +98,7 @@ def pretrain_and_evaluate(shards: Path, run_dir: Path, seed: int) -> tuple[dict,
 def zeroshot_recalls(run_dir: Path, results: dict) -> dict[str, np.ndarray]:
     """Per evaluation dataset, the zero-shot recall of each class (index = label), from the run's cached
     test embeddings; the acc1 they give must be the one in results.json."""
-    from transferlab.evaluate.suite import dataset_view, suite_of
+    from transferlab.evaluate.suite import embedded_dataset, suite_of
     from transferlab.evaluate.tasks import zeroshot_classification
     from transferlab.models.references import load_model
 
@@ -106,12 +106,12 @@ def zeroshot_recalls(run_dir: Path, results: dict) -> dict[str, np.ndarray]:
     suite = suite_of(item.recipe)
     recalls = {}
     for name in EVAL_DATASETS:
-        view = dataset_view(item.encoder, suite, name, run_dir / "eval" / "features")
-        metrics, predicted = zeroshot_classification(view, suite.eval)
+        embedded = embedded_dataset(item.encoder, suite, name, run_dir / "eval" / "features")
+        metrics, predicted = zeroshot_classification(embedded, suite.eval)
         logged = next(t["metrics"]["acc1"] for t in results["tasks"]
                       if t["task"] == "zeroshot_classification" and t["dataset"] == name)
         assert abs(metrics["acc1"] - logged) < 1e-9, f"{name}: recomputed zero-shot acc1 {metrics['acc1']} != {logged}"
-        labels = view.data.labels
+        labels = embedded.data.labels
         recalls[name] = np.array([(predicted[labels == c] == c).double().mean().item()
                                   for c in range(len(DIGIT_NAMES))])
     return recalls

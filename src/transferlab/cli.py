@@ -30,6 +30,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from transferlab.config.catalog import ADAPTATION_METHODS
 from transferlab.errors import Interrupted, UserError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -184,7 +185,7 @@ def rank(models: Annotated[list[str], typer.Argument(help="runs, checkpoints, op
     """Predict which models will transfer best to a dataset, without training on it; writes OUT/rank.json."""
     from transferlab.config import load_suite
     from transferlab.evaluate.ranking import measured_metric, rank_correlations, transferability_scores
-    from transferlab.evaluate.suite import dataset_view
+    from transferlab.evaluate.suite import embedded_dataset
     from transferlab.fileio import atomic_write
     from transferlab.models.references import load_model
     from transferlab.runtime import resolve_device
@@ -195,9 +196,9 @@ def rank(models: Annotated[list[str], typer.Argument(help="runs, checkpoints, op
     rows = []
     for ref in models:
         item = load_model(ref, resolve_device(device or "auto"))
-        view = dataset_view(item.encoder, chosen, data, out / "features")
+        embedded = embedded_dataset(item.encoder, chosen, data, out / "features")
         results = None if item.run_dir is None else _own_eval_dir(ref, item) / "results.json"
-        rows.append({"model": ref, "scores": transferability_scores(view, chosen.eval),
+        rows.append({"model": ref, "scores": transferability_scores(embedded, chosen.eval),
                      "measured": measured_metric(results, task, data)})
     correlations = rank_correlations([r["scores"] for r in rows], [r["measured"] for r in rows])
     record = {"dataset": data, "split": "train", "task": task, "models": rows, "correlations": correlations}
@@ -355,9 +356,7 @@ def _write_model_cards(loaded, all_results: list[dict], out: Path) -> None:
 @friendly
 def adapt(models: Annotated[list[str], typer.Argument(help="the model to adapt (model reference); for wise_ft, "
                                                            "ties, task_arithmetic: PRETRAINED FINETUNED...")],
-          method: Annotated[str, typer.Option("--method", help="zeroshot, linear_probe, linear_probe_zs, knn, ncm, "
-                                                               "gda, tip_adapter, tip_adapter_f, coop, full, lora, "
-                                                               "wise_ft, task_arithmetic, ties, soup")],
+          method: Annotated[str, typer.Option("--method", help=", ".join(ADAPTATION_METHODS))],
           data: Annotated[str, typer.Option("--data", help="a dataset of the suite")] = "digits",
           shots: Annotated[int, typer.Option("--shots", help="labelled examples per class", min=1)] = 16,
           seed: Annotated[int, typer.Option("--seed")] = 0,

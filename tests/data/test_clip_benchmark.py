@@ -73,17 +73,17 @@ def test_webdataset_source_on_the_layout_finds_names_and_templates_and_says_so(c
 
 
 def test_integer_labels_without_names_are_reported_and_refused_by_zero_shot(tmp_path):
-    from transferlab.evaluate.tasks import View
+    from transferlab.evaluate.tasks import EmbeddedDataset
 
     root = write_clip_benchmark(tmp_path / "nameless", {"test": [(image, i % 2) for i, image in enumerate(pngs(4, 3))]})
     data = load_dataset("nameless", WebDatasetSource(source="webdataset", shards=str(root / "test"), label_key="cls"),
                         12, 3)
     assert data.classnames == ["0", "1"] and data.classnames_from is None
     assert any("named by their integer labels" in note for note in data.report.notes)
-    view = View(name="nameless", split="test", splits={"test": data}, embed=None, embed_captions=None,
+    embedded = EmbeddedDataset(name="nameless", split="test", splits={"test": data}, embed=None, embed_captions=None,
                 encode_text=lambda texts: torch.ones(len(texts), 4))
     with pytest.raises(UserError, match="integer labels"):
-        view.text_classifier(["{}"], "zeroshot_classification")
+        embedded.text_classifier(["{}"], "zeroshot_classification")
 
 
 def test_several_lines_in_a_plain_webdataset_caption_are_split_and_reported(tmp_path):

@@ -77,10 +77,10 @@ def test_per_dataset_tasks_and_main_metrics(encoder, roots, tmp_path):
 
 
 def test_zero_shot_uses_the_templates_the_dataset_publishes(encoder, roots, tmp_path):
-    from transferlab.evaluate.suite import dataset_view
+    from transferlab.evaluate.suite import embedded_dataset
 
-    view = dataset_view(encoder, _suite(roots, ["zeroshot_classification"]), "shapes", None)
-    weights = view.text_classifier(["suite template {}"], "zeroshot_classification")
+    embedded = embedded_dataset(encoder, _suite(roots, ["zeroshot_classification"]), "shapes", None)
+    weights = embedded.text_classifier(["suite template {}"], "zeroshot_classification")
     assert torch.allclose(weights, zeroshot_weights(encoder.encode_text, NAMES, ["a photo of a {}."]))
     assert not torch.allclose(weights, zeroshot_weights(encoder.encode_text, NAMES, ["suite template {}"]))
 

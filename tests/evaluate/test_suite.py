@@ -174,7 +174,7 @@ def test_suite_bad_input():
 
 
 def test_class_names_that_do_not_match_the_labels(trained, tmp_path):
-    from transferlab.evaluate.tasks import View, zeroshot_classification
+    from transferlab.evaluate.tasks import EmbeddedDataset, zeroshot_classification
 
     encoder = load_model(str(trained), torch.device("cpu")).encoder
     suite = load_suite("default", SMALL)
@@ -182,10 +182,10 @@ def test_class_names_that_do_not_match_the_labels(trained, tmp_path):
 
     splits = load_splits("digits", suite.datasets["digits"], encoder.image_size, encoder.channels)
     splits["test"].classnames = splits["test"].classnames[:5]
-    view = View("digits", "test", splits, lambda s: torch.zeros(len(splits[s]), 16), lambda s: None,
+    embedded = EmbeddedDataset("digits", "test", splits, lambda s: torch.zeros(len(splits[s]), 16), lambda s: None,
                 encoder.encode_text)
     with pytest.raises(UserError, match="class names"):
-        zeroshot_classification(view, suite.eval)
+        zeroshot_classification(embedded, suite.eval)
 
 
 def test_an_image_model_on_text_pairs_says_what_to_do(trained, tmp_path):

@@ -94,8 +94,8 @@ def ema_moved(run):
 def bank_wrapped(run):
     """The bank is full, has wrapped round (4 × 32 rows into 96 slots) and holds real (unit-norm) embeddings."""
     state = run.state
-    assert int(state["objective.bank.count"]) == 96 and int(state["objective.bank.pointer"]) == 128 % 96
-    assert state["objective.bank.bank_embeddings"].norm(dim=1).gt(0.99).all()
+    assert int(state["objective.look.count"]) == 96 and int(state["objective.look.pointer"]) == 128 % 96
+    assert state["objective.look.bank_embeddings"].norm(dim=1).gt(0.99).all()
 
 
 def moments_quantised(run):

@@ -1,5 +1,6 @@
 """Recipes and suites: the pydantic models (`schema`) and how YAML becomes them (`loading`)."""
 
+from transferlab.config.catalog import IMAGE_ONLY_OBJECTIVES
 from transferlab.config.loading import (
     apply_override,
     builtin_recipes,
@@ -14,7 +15,6 @@ from transferlab.config.loading import (
     validate_recipe,
 )
 from transferlab.config.schema import (
-    IMAGE_ONLY_OBJECTIVES,
     AugmentSpec,
     BundledSource,
     CifarSource,

@@ -13,6 +13,13 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from transferlab.config.catalog import (
+    FEWSHOT_METHODS,
+    IMAGE_ONLY_OBJECTIVES,
+    IMAGE_TEXT_OBJECTIVES,
+    OBJECTIVES,
+    TWO_VIEW_OBJECTIVES,
+)
 from transferlab.errors import did_you_mean
 
 
@@ -205,7 +212,7 @@ class ModelSpec(Strict):
     image: TowerSpec | None = Field(default=TowerSpec(name="cnn-small"),
                                     description="null for a text-text model (left texts through `query`)")
     text: TowerSpec | None = Field(default=TowerSpec(name="minilm-l6", locked=True),
-                                   description="null for image-only objectives (supcon, ntxent, look, ce)")
+                                   description=f"null for image-only objectives ({', '.join(IMAGE_ONLY_OBJECTIVES)})")
     query: TowerSpec | None = Field(default=None, description="text-text models: the tower of the left texts; "
                                                               "null shares the text tower (and its projection)")
     embed_dim: int = Field(default=128, gt=0)
@@ -282,8 +289,7 @@ class LookSpec(Strict):
     temperature: float = Field(default=0.07, gt=0)
 
 
-Objective = Literal["clip", "siglip", "dcl", "supcon", "ntxent", "look", "ce"]
-IMAGE_ONLY_OBJECTIVES = ("supcon", "ntxent", "look", "ce")
+ObjectiveName = Literal[OBJECTIVES]
 
 
 class TrainSpec(Strict):
@@ -295,8 +301,9 @@ class TrainSpec(Strict):
                                   "datasets of train.data it leaves out are not drawn then")
     late_fraction: float = Field(default=0.15, gt=0, lt=1, description="share of the steps, at the end, that "
                                                                        "draw from late_data")
-    objective: Objective = Field(default="clip", description="clip, siglip, dcl (image-text); supcon, ntxent "
-                                                             "(two views), look, ce (labels)")
+    objective: ObjectiveName = Field(
+        default="clip", description=f"{', '.join(IMAGE_TEXT_OBJECTIVES)} (image-text); "
+                                    f"{', '.join(TWO_VIEW_OBJECTIVES)} (two views), look, ce (labels)")
     steps: int = Field(default=150, gt=0)
     batch_size: int = Field(default=256, gt=1)
     optimizer: Literal["adamw", "lion", "lamb", "adamw8bit", "lion8bit"] = "adamw"
@@ -427,8 +434,7 @@ class LoggingSpec(Strict):
 # ---------------------------------------------------------------------------------------------- eval
 
 EvalTask = Literal["zeroshot_classification", "linear_probe", "knn", "ncm", "fewshot", "retrieval", "clustering"]
-FewShotMethod = Literal["zeroshot", "linear_probe", "knn", "ncm", "gda", "tip_adapter", "tip_adapter_f",
-                        "linear_probe_zs", "coop", "full", "lora", "wise_ft"]
+FewShotMethod = Literal[FEWSHOT_METHODS]
 
 
 class LinearProbeSpec(Strict):
@@ -562,8 +568,8 @@ class Recipe(Strict):
             raise ValueError(f"train.data '{', '.join(names)}' is {'text pairs' if pairs else 'images'} but the model "
                              f"{'has an image tower' if pairs else 'has none'}: text pairs train a text-text model "
                              f"(model.image: null, optional model.query), images an image tower")
-        if pairs and self.train.objective not in ("clip", "siglip", "dcl"):
-            raise ValueError(f"text pairs train with clip, siglip or dcl, not '{self.train.objective}'")
+        if pairs and self.train.objective not in IMAGE_TEXT_OBJECTIVES:
+            raise ValueError(f"text pairs train with {', '.join(IMAGE_TEXT_OBJECTIVES)}, not '{self.train.objective}'")
         image_only = self.train.objective in IMAGE_ONLY_OBJECTIVES
         if not image_only and self.model.text is None:
             raise ValueError(f"train.objective '{self.train.objective}' pairs images with captions, so it needs "

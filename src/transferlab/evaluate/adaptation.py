@@ -4,16 +4,17 @@ The dataset and the zero-shot templates come from a suite (default: the model's 
 built-in `default` suite). Every method sees `--shots` examples per class of the train split, drawn with
 `--seed`, tunes what it tunes on as many per class of the val split, and is scored on the test split:
 
-- on cached image embeddings (`FEATURE_METHODS`): the zero-shot classifier (the reference), linear probes,
-  kNN, NCM, GDA, Tip-Adapter(-F) and CoOp; what they learn goes to `head.safetensors`;
-- on images (`FINETUNE_METHODS`): full or LoRA fine-tuning of the image tower with a zero-shot head;
-- on weights (`WEIGHT_METHODS`): `wise_ft PRETRAINED FINETUNED` interpolates with `alpha` (and, when
-  FINETUNED is an `adapt` output with a head, the head from the zero-shot weights to the tuned ones);
+- on cached image embeddings: the zero-shot classifier (the reference), linear probes, kNN, NCM, GDA,
+  Tip-Adapter(-F) and CoOp; what they learn goes to `head.safetensors`;
+- on images: full or LoRA fine-tuning of the image tower with a zero-shot head;
+- on weights: `wise_ft PRETRAINED FINETUNED` interpolates with `alpha` (and, when FINETUNED is an `adapt`
+  output with a head, the head from the zero-shot weights to the tuned ones);
   `task_arithmetic` / `ties PRETRAINED FINETUNED...` add task vectors; `soup MODEL...` averages.
 
 A method that yields a model writes it as a checkpoint (`OUT/checkpoints/step_0`), so `transferlab eval OUT`
 evaluates it like any run. `OUT/adapt.json` records the method, models, dataset, shots, seed, parameters
 and test metrics (with the starting model's zero-shot accuracy beside them, when it has a text tower).
+config/catalog.py's ADAPTATION_METHODS says which method fits on what.
 """
 
 from __future__ import annotations
@@ -29,21 +30,18 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
 from transferlab.config import Suite, dump_recipe
+from transferlab.config.catalog import ADAPTATION_METHODS, ZEROSHOT_START_METHODS, methods_fitted_on
 from transferlab.data.loader import decode_all
 from transferlab.data.sources import load_splits
 from transferlab.errors import UserError
 from transferlab.evaluate.features import image_embeddings
 from transferlab.evaluate.fewshot import sample_shots
-from transferlab.evaluate.tasks import View, classification_scores, fewshot_estimator
+from transferlab.evaluate.tasks import EmbeddedDataset, classification_scores, fewshot_estimator
 from transferlab.fileio import atomic_write, commit, temp_path
 from transferlab.models.encoder import Encoder, from_dual_encoder
 from transferlab.models.references import LoadedModel, load_model
 
-FEATURE_METHODS = ("zeroshot", "linear_probe", "linear_probe_zs", "knn", "ncm", "gda", "tip_adapter",
-                   "tip_adapter_f", "coop")
-FINETUNE_METHODS = ("full", "lora")
-WEIGHT_METHODS = ("wise_ft", "task_arithmetic", "ties", "soup")
-METHODS = FEATURE_METHODS + FINETUNE_METHODS + WEIGHT_METHODS
+FEATURE_METHODS, FINETUNE_METHODS = methods_fitted_on("features"), methods_fitted_on("images")
 MODELS_TAKEN = {"wise_ft": (2, 2, "PRETRAINED FINETUNED"), "task_arithmetic": (2, None, "PRETRAINED FINETUNED..."),
                 "ties": (2, None, "PRETRAINED FINETUNED..."), "soup": (2, None, "MODEL MODEL...")}
 
@@ -51,8 +49,8 @@ MODELS_TAKEN = {"wise_ft": (2, 2, "PRETRAINED FINETUNED"), "task_arithmetic": (2
 def adapt(models: list[str], method: str, data: str, shots: int, seed: int, suite: Suite | None, out: Path,
           device: torch.device, parameters: dict) -> dict:
     """Run one method; write OUT/adapt.json (returned) and what the method learned."""
-    if method not in METHODS:
-        raise UserError(f"Unknown adaptation method '{method}'. Choose one of: {', '.join(METHODS)}.")
+    if method not in ADAPTATION_METHODS:
+        raise UserError(f"Unknown adaptation method '{method}'. Choose one of: {', '.join(ADAPTATION_METHODS)}.")
     fewest, most, shape = MODELS_TAKEN.get(method, (1, 1, "MODEL"))
     if not fewest <= len(models) <= (most or len(models)):
         raise UserError(f"--method {method} takes {shape}; {len(models)} model(s) were given.")
@@ -115,13 +113,13 @@ class _Task:
         val_y = self.splits["val"].labels
         self.val_chosen = sample_shots(val_y.numpy(), shots, seed) if val_y is not None and len(val_y) else None
 
-    def _view(self, encoder: Encoder) -> View:
-        return View(name=self.data, split="test", splits=self.splits, embed=lambda split: image_embeddings(
+    def _view(self, encoder: Encoder) -> EmbeddedDataset:
+        return EmbeddedDataset(name=self.data, split="test", splits=self.splits, embed=lambda split: image_embeddings(
             encoder, self.splits[split], split, self.out / "features"), embed_captions=None,
             encode_text=encoder.encode_text, model=encoder.module)
 
-    def features(self, split: str, view: View | None = None) -> tuple[np.ndarray, np.ndarray]:
-        x, y = (view or self.view).labelled(split, "adapt")
+    def features(self, split: str, embedded: EmbeddedDataset | None = None) -> tuple[np.ndarray, np.ndarray]:
+        x, y = (embedded or self.view).labelled(split, "adapt")
         pick = {"train": self.chosen, "val": self.val_chosen}.get(split)
         return (x, y) if pick is None else (x[pick], y[pick])
 
@@ -136,10 +134,10 @@ def _suite_of(base: LoadedModel) -> Suite:
     return suite_of(base.recipe) if base.recipe is not None else load_suite("default")
 
 
-def _zeroshot(task: _Task, view: View | None = None) -> np.ndarray:
-    view = view or task.view
-    weights = view.text_classifier(task.suite.eval.templates, "zero-shot")
-    return (torch.as_tensor(view.labelled("test", "adapt")[0]) @ weights.T).argmax(1).numpy()
+def _zeroshot(task: _Task, embedded: EmbeddedDataset | None = None) -> np.ndarray:
+    embedded = embedded or task.view
+    weights = embedded.text_classifier(task.suite.eval.templates, "zero-shot")
+    return (torch.as_tensor(embedded.labelled("test", "adapt")[0]) @ weights.T).argmax(1).numpy()
 
 
 def _set_parameters(estimator, parameters: dict, method: str) -> None:
@@ -153,10 +151,8 @@ def _set_parameters(estimator, parameters: dict, method: str) -> None:
 
 
 def _feature_method(task: _Task, method: str, parameters: dict, out: Path) -> dict:
-    from transferlab.evaluate.tasks import TEXT_METHODS
-
     spec = task.suite.eval
-    weights = task.view.text_classifier(spec.templates, method) if method in TEXT_METHODS else None
+    weights = task.view.text_classifier(spec.templates, method) if method in ZEROSHOT_START_METHODS else None
     estimator = fewshot_estimator(method, spec, weights, task.splits["test"].classnames, task.view.model)()
     _set_parameters(estimator, parameters, method)
     if task.val_chosen is not None and "val_x" in estimator.get_params():
@@ -194,9 +190,9 @@ def _finetune(task: _Task, base: LoadedModel, method: str, parameters: dict, see
     path = _save_model(tuned.model, base, out, {"method": method, "parameters": parameters, "seed": seed})
     save_file({k: v.detach().cpu().contiguous() for k, v in tuned.head.state_dict().items()},
               str(out / "head.safetensors"))
-    view = task._view(from_dual_encoder(tuned.model, str(path)))
+    embedded = task._view(from_dual_encoder(tuned.model, str(path)))
     with torch.no_grad():
-        logits = tuned.head(torch.as_tensor(view.labelled("test", "adapt")[0]))
+        logits = tuned.head(torch.as_tensor(embedded.labelled("test", "adapt")[0]))
     return {**task.score(logits.argmax(1).numpy()), "final_loss": tuned.losses[-1] if tuned.losses else None}
 
 
@@ -219,17 +215,17 @@ def _weight_method(task: _Task, base: LoadedModel, models: list[str], method: st
     model = copy.deepcopy(_dual_encoder(base, method))  # the loaded model keeps its weights (and cache key)
     model.load_saved_state_dict(merged)
     path = _save_model(model, base, out, {"method": method, "parameters": parameters, "models": models})
-    view = task._view(from_dual_encoder(model, str(path)))
+    embedded = task._view(from_dual_encoder(model, str(path)))
     head = Path(models[-1]) / "head.safetensors"
     if method == "wise_ft" and head.is_file():  # the head too: from the zero-shot weights to the fine-tuned ones
         tuned = load_file(str(head))
         weight = (1 - alpha) * task.view.text_classifier(task.suite.eval.templates, method) + alpha * tuned["weight"]
         save_file({"weight": weight.contiguous(), "scale": tuned["scale"]}, str(out / "head.safetensors"))
-        features = F.normalize(torch.as_tensor(view.labelled("test", "adapt")[0]), dim=-1)
+        features = F.normalize(torch.as_tensor(embedded.labelled("test", "adapt")[0]), dim=-1)
         return task.score((features @ weight.T).argmax(1).numpy())
     if model.text_tower is None:
         return {}
-    return task.score(_zeroshot(task, view))
+    return task.score(_zeroshot(task, embedded))
 
 
 def _dual_encoder(base: LoadedModel, method: str):

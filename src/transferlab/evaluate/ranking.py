@@ -26,20 +26,20 @@ from scipy.special import softmax
 from scipy.stats import kendalltau, spearmanr
 
 from transferlab.config import EvalSpec
-from transferlab.evaluate.tasks import View
+from transferlab.evaluate.tasks import EmbeddedDataset
 from transferlab.models.encoder import ZEROSHOT_LOGIT_SCALE
 from transferlab.predict.transferability import alignment, alpha_req, h_score, leep, logme, nce, rankme, uniformity
 
 
-def transferability_scores(view: View, spec: EvalSpec, split: str = "train") -> dict[str, float]:
-    """Every score that applies to this model on `split` of the view's dataset."""
-    features, labels = view.labelled(split, "rank")
+def transferability_scores(embedded: EmbeddedDataset, spec: EvalSpec, split: str = "train") -> dict[str, float]:
+    """Every score that applies to this model on `split` of the embedded dataset."""
+    features, labels = embedded.labelled(split, "rank")
     scores = {"rankme": rankme(features), "alpha_req": alpha_req(features), "uniformity": uniformity(features),
               "logme": logme(features, labels), "h_score": h_score(features, labels)}
-    if view.encode_text is not None:
-        captions, owner = view.embed_captions(split)
+    if embedded.encode_text is not None:
+        captions, owner = embedded.embed_captions(split)
         scores["alignment"] = alignment(features[owner.numpy()], captions.numpy())
-        weights = view.text_classifier(spec.templates, "rank").numpy()
+        weights = embedded.text_classifier(spec.templates, "rank").numpy()
         probabilities = softmax(ZEROSHOT_LOGIT_SCALE * features.astype(np.float64) @ weights.T, axis=1)
         scores["leep"] = leep(probabilities, labels)
         scores["nce"] = nce(probabilities.argmax(axis=1), labels)

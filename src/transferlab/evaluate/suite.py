@@ -29,7 +29,7 @@ from transferlab.errors import UserError
 from transferlab.evaluate.features import caption_embeddings, image_embeddings, query_embeddings
 from transferlab.evaluate.provenance import provenance
 from transferlab.evaluate.report import write_report
-from transferlab.evaluate.tasks import TASKS, View, without_text
+from transferlab.evaluate.tasks import TASKS, EmbeddedDataset, without_text
 from transferlab.fileio import atomic_write, read_jsonl_log
 from transferlab.models.encoder import Encoder
 
@@ -71,28 +71,28 @@ def run_suite(encoder: Encoder, suite: Suite, out_dir: Path, cache_dir: Path | N
     _write(results, out_dir)
     image_only = encoder.encode_image is not None and encoder.encode_text is None
     for name in spec.datasets:
-        view = dataset_view(encoder, suite, name, cache_dir)
-        datasets[name] = _data_entry(suite, name, view)
+        embedded = embedded_dataset(encoder, suite, name, cache_dir)
+        datasets[name] = _data_entry(suite, name, embedded)
         for task in spec.tasks_for(name):
             entry = {"task": task, "dataset": name, "split": spec.split}
             task_spec, skipped = without_text(task, spec, encoder.name) if image_only else (spec, None)
-            reason = skipped if task_spec is None else not_applicable(task, view)
+            reason = skipped if task_spec is None else not_applicable(task, embedded)
             if reason:  # recorded, so a report says what was not measured, and why
                 tasks.append({**entry, "metrics": {}, "skipped": reason, "seconds": 0.0})
                 continue
             started = time.perf_counter()
-            metrics, predicted = TASKS[task](view, task_spec)
+            metrics, predicted = TASKS[task](embedded, task_spec)
             main = spec.main_metrics.get(name, MAIN_METRICS.get(task))
             tasks.append({**entry, "metrics": _finite(metrics), **({"main": main} if main in metrics else {}),
                           "seconds": round(time.perf_counter() - started, 3),
                           **({"skipped": skipped} if skipped else {})})
             if predicted is not None:
                 predictions.append({"task": task, "dataset": name, "split": spec.split,
-                                    "y_true": view.data.labels.tolist(), "y_pred": predicted.tolist(),
-                                    "classnames": view.data.classnames})
-        if getattr(view.data, "labels", None) is not None and len(view.data):
-            maps.append({"dataset": name, "split": spec.split, "features": view.embed(spec.split).numpy(),
-                         "labels": view.data.labels.numpy(), "classnames": view.data.classnames})
+                                    "y_true": embedded.data.labels.tolist(), "y_pred": predicted.tolist(),
+                                    "classnames": embedded.data.classnames})
+        if getattr(embedded.data, "labels", None) is not None and len(embedded.data):
+            maps.append({"dataset": name, "split": spec.split, "features": embedded.embed(spec.split).numpy(),
+                         "labels": embedded.data.labels.numpy(), "classnames": embedded.data.classnames})
         if suite.collection is not None:
             results["collection"] = collection_summary(suite.collection, tasks)
         _write(results, out_dir)
@@ -101,16 +101,17 @@ def run_suite(encoder: Encoder, suite: Suite, out_dir: Path, cache_dir: Path | N
             "predictions": predictions, "embedding_maps": maps}
 
 
-def not_applicable(task: str, view: View) -> str | None:
+def not_applicable(task: str, embedded: EmbeddedDataset) -> str | None:
     """Why `task` cannot run on the dataset (no labels, no class names, no captions), or None."""
-    data = view.data
+    data = embedded.data
     if task in NEEDS_LABELS and getattr(data, "labels", None) is None:
-        return f"dataset '{view.name}' has no class labels"
+        return f"dataset '{embedded.name}' has no class labels"
     if task == "zeroshot_classification" and data.classnames_from is None:
-        return (f"dataset '{view.name}' names its classes only by their integer labels (no class-name file was "
+        return (f"dataset '{embedded.name}' names its classes only by their integer labels (no class-name file was "
                 f"found; see its data notes), and zero-shot needs class names")
     if task == "retrieval" and isinstance(data, ImageTextData) and any(not captions for captions in data.captions):
-        return f"dataset '{view.name}' has images without captions (label-only data), so there is nothing to retrieve"
+        return (f"dataset '{embedded.name}' has images without captions (label-only data), so there is nothing to "
+                f"retrieve")
     return None
 
 
@@ -123,10 +124,10 @@ def collection_summary(collection: Collection, tasks: list[dict]) -> dict:
             "average": sum(values.values()) / len(values) if values else None, "missing": collection.missing}
 
 
-def _data_entry(suite: Suite, name: str, view: View) -> dict:
+def _data_entry(suite: Suite, name: str, embedded: EmbeddedDataset) -> dict:
     """The dataset's fingerprint entry in the provenance: sample counts, a hash of its files, its notes."""
-    splits = {split: len(data) for split, data in view.splits.items()}
-    notes = getattr(view.data, "report", None)
+    splits = {split: len(data) for split, data in embedded.splits.items()}
+    notes = getattr(embedded.data, "report", None)
     return {"samples": sum(splits.values()), "splits": splits, "fingerprint": dataset_fingerprint(suite.datasets[name]),
             **({"notes": notes.notes} if notes is not None and notes.notes else {})}
 
@@ -137,7 +138,7 @@ def _write(results: dict, out_dir: Path) -> None:
         atomic_write(Path(out_dir) / "results.json", json.dumps(results, indent=1))
 
 
-def dataset_view(encoder: Encoder, suite: Suite, name: str, cache_dir: Path | None) -> View:
+def embedded_dataset(encoder: Encoder, suite: Suite, name: str, cache_dir: Path | None) -> EmbeddedDataset:
     """Dataset `name` of the suite at the encoder's resolution, its splits embedded (and cached) on first use."""
     if name not in suite.datasets:
         raise UserError(f"Dataset '{name}' is not defined in suite '{suite.name}'; its datasets are "
@@ -148,7 +149,7 @@ def dataset_view(encoder: Encoder, suite: Suite, name: str, cache_dir: Path | No
         # resize and crop (models/pixels.py); `stream: false` keeps transferlab's resize
         source = source.model_copy(update={"stream": True})
     splits = load_splits(name, source, encoder.image_size, encoder.channels)
-    return View(name=name, split=spec.split, splits=splits,
+    return EmbeddedDataset(name=name, split=spec.split, splits=splits,
                 embed=functools.cache(lambda split: _first_side(encoder, splits[split], split, cache_dir,
                                                                 spec.batch_size)),
                 embed_captions=functools.cache(lambda split: caption_embeddings(encoder, splits[split], split,

@@ -1,6 +1,6 @@
 """The evaluation tasks of a suite, each reading a dataset's cached embeddings.
 
-Every task takes a `View` of one dataset (its splits and lazily computed, cached embeddings) and the
+Every task takes a `EmbeddedDataset` of one dataset (its splits and lazily computed, cached embeddings) and the
 suite's options, and returns its metrics (accuracies as fractions) and, for classifiers, the predictions
 on the evaluation split (for the report's confusion matrices). The maths of each lives with its
 estimator: `zeroshot`, `linear_probe`, `knn`, `ncm`, `fewshot`, `retrieval`, `clustering`.
@@ -14,8 +14,14 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from transferlab.adapt.coop import CoOp
+from transferlab.adapt.finetune_classifier import FineTuneClassifier
+from transferlab.adapt.gda import GDA
 from transferlab.adapt.linear_probe import LinearProbe, probe_with_validation
+from transferlab.adapt.tip_adapter import TipAdapter, TipAdapterF
+from transferlab.adapt.zeroshot_probe import ZeroShotInitProbe
 from transferlab.config import EvalSpec
+from transferlab.config.catalog import ZEROSHOT_START_METHODS, methods_fitted_on
 from transferlab.data.dataset import ImageTextData
 from transferlab.data.loader import decode_all
 from transferlab.errors import UserError
@@ -26,14 +32,16 @@ from transferlab.evaluate.metrics import mean_per_class_recall
 from transferlab.evaluate.ncm import NearestClassMean
 from transferlab.evaluate.retrieval import retrieval_recall
 from transferlab.evaluate.zeroshot import ZeroShotClassifier, zeroshot_classify
+from transferlab.models.dual_encoder import DualEncoder
 from transferlab.models.encoder import zeroshot_weights
 
 Result = tuple[dict[str, float], torch.Tensor | None]
 
 
 @dataclass
-class View:
-    """One dataset of a suite: its splits, and embeddings computed on first use."""
+class EmbeddedDataset:
+    """One dataset of a suite as one model sees it: its splits, and the model's embeddings of them, computed on
+    first use."""
 
     name: str
     split: str  # the evaluation split
@@ -97,30 +105,30 @@ def classification_scores(predicted: np.ndarray, labels: np.ndarray) -> dict[str
             "mean_per_class_recall": mean_per_class_recall(predicted_t, labels_t)}
 
 
-def zeroshot_classification(view: View, spec: EvalSpec) -> Result:
-    features, labels = view.labelled(view.split, "zeroshot_classification")
-    weights = view.text_classifier(spec.templates, "zeroshot_classification")
+def zeroshot_classification(embedded: EmbeddedDataset, spec: EvalSpec) -> Result:
+    features, labels = embedded.labelled(embedded.split, "zeroshot_classification")
+    weights = embedded.text_classifier(spec.templates, "zeroshot_classification")
     return zeroshot_classify(torch.as_tensor(features), weights, torch.as_tensor(labels))
 
 
-def linear_probe(view: View, spec: EvalSpec) -> Result:
-    if view.split == "val" or not len(view.splits["val"]):
-        raise UserError(f"linear_probe chooses its penalty on the val split, but dataset '{view.name}' has none "
-                        f"(or evaluates on it). Set datasets.{view.name}.splits.val above 0.")
-    train_x, train_y = view.labelled("train", "linear_probe")
-    val_x, val_y = view.labelled("val", "linear_probe")
-    test_x, test_y = view.labelled(view.split, "linear_probe")
+def linear_probe(embedded: EmbeddedDataset, spec: EvalSpec) -> Result:
+    if embedded.split == "val" or not len(embedded.splits["val"]):
+        raise UserError(f"linear_probe chooses its penalty on the val split, but dataset '{embedded.name}' has none "
+                        f"(or evaluates on it). Set datasets.{embedded.name}.splits.val above 0.")
+    train_x, train_y = embedded.labelled("train", "linear_probe")
+    val_x, val_y = embedded.labelled("val", "linear_probe")
+    test_x, test_y = embedded.labelled(embedded.split, "linear_probe")
     probe, _ = probe_with_validation(train_x, train_y, val_x, val_y, spec.linear_probe.weight_decays,
                                      spec.linear_probe.max_iter, refine=spec.linear_probe.refine)
     predicted = probe.predict(test_x)
     return {**classification_scores(predicted, test_y), "weight_decay": probe.weight_decay}, torch.as_tensor(predicted)
 
 
-def knn(view: View, spec: EvalSpec) -> Result:
-    train_x, train_y = view.labelled("train", "knn")
-    test_x, test_y = view.labelled(view.split, "knn")
-    if view.split != "val" and len(view.splits["val"]):
-        val_x, val_y = view.labelled("val", "knn")
+def knn(embedded: EmbeddedDataset, spec: EvalSpec) -> Result:
+    train_x, train_y = embedded.labelled("train", "knn")
+    test_x, test_y = embedded.labelled(embedded.split, "knn")
+    if embedded.split != "val" and len(embedded.splits["val"]):
+        val_x, val_y = embedded.labelled("val", "knn")
         model, _ = select_k_on_validation(train_x, train_y, val_x, val_y, spec.knn.ks,
                                           temperature=spec.knn.temperature)
     else:
@@ -129,37 +137,37 @@ def knn(view: View, spec: EvalSpec) -> Result:
     return {**classification_scores(predicted, test_y), "k": model.k}, torch.as_tensor(predicted)
 
 
-def ncm(view: View, spec: EvalSpec) -> Result:
-    fit_x, fit_y = view.fit_split("ncm")
-    test_x, test_y = view.labelled(view.split, "ncm")
+def ncm(embedded: EmbeddedDataset, spec: EvalSpec) -> Result:
+    fit_x, fit_y = embedded.fit_split("ncm")
+    test_x, test_y = embedded.labelled(embedded.split, "ncm")
     predicted = NearestClassMean().fit(fit_x, fit_y).predict(test_x)
     return classification_scores(predicted, test_y), torch.as_tensor(predicted)
 
 
-TEXT_METHODS = ("zeroshot", "gda", "tip_adapter", "tip_adapter_f", "linear_probe_zs", "coop")
-IMAGE_METHODS = ("full", "lora", "wise_ft")  # fine-tuning: fit on images, not on cached embeddings
+IMAGE_METHODS = methods_fitted_on("images", "fewshot")  # fine-tuning: fit on images, not on cached embeddings
 
 
-def fewshot(view: View, spec: EvalSpec) -> Result:
+def fewshot(embedded: EmbeddedDataset, spec: EvalSpec) -> Result:
     """`<method>@<k>shot` (mean accuracy over seeds) and `<method>@<k>shot_ci95` (95% half-width).
 
     Methods that tune hyperparameters get k shots per class of the val split as their validation set; the
-    methods of `TEXT_METHODS` start from the zero-shot classifier of the suite's templates; those of
+    methods of `ZEROSHOT_START_METHODS` start from the zero-shot classifier of the suite's templates; those of
     `IMAGE_METHODS` fine-tune the model on the images of the draw (their X: row numbers into train + test)."""
     options = spec.fewshot
-    train_x, train_y = view.labelled("train", "fewshot")
-    test_x, test_y = view.labelled(view.split, "fewshot")
-    val = view.labelled("val", "fewshot") if view.split != "val" and len(view.splits["val"]) else None
+    train_x, train_y = embedded.labelled("train", "fewshot")
+    test_x, test_y = embedded.labelled(embedded.split, "fewshot")
+    val = embedded.labelled("val", "fewshot") if embedded.split != "val" and len(embedded.splits["val"]) else None
     metrics = {}
     for method in options.methods:
-        weights = view.text_classifier(spec.templates, f"few-shot {method}") if method in TEXT_METHODS else None
+        starts_zeroshot = method in ZEROSHOT_START_METHODS
+        weights = embedded.text_classifier(spec.templates, f"few-shot {method}") if starts_zeroshot else None
         if method in IMAGE_METHODS:
-            factory = _finetune_factory(method, view, spec)
+            factory = _finetune_factory(method, embedded, spec)
             n_train, n_test = len(train_y), len(test_y)
             curve = fewshot_curve(factory, np.arange(n_train)[:, None], train_y,
                                   n_train + np.arange(n_test)[:, None], test_y, options.shots, options.seeds)
         else:
-            factory = fewshot_estimator(method, spec, weights, view.data.classnames, view.model)
+            factory = fewshot_estimator(method, spec, weights, embedded.data.classnames, embedded.model)
             curve = fewshot_curve(factory, train_x, train_y, test_x, test_y, options.shots, options.seeds, val)
         for shots, point in curve.items():
             metrics[f"{method}@{shots}shot"] = point["mean"]
@@ -170,11 +178,7 @@ def fewshot(view: View, spec: EvalSpec) -> Result:
 def fewshot_estimator(method: str, spec: EvalSpec, weights: torch.Tensor | None, classnames: list[str] | None,
                       model=None) -> Callable:
     """A function returning a fresh, unfitted estimator of a few-shot `method` on image features: `weights` are
-    the zero-shot classifier (for TEXT_METHODS), `model` the DualEncoder whose text tower CoOp prompts."""
-    from transferlab.adapt.gda import GDA
-    from transferlab.adapt.tip_adapter import TipAdapter, TipAdapterF
-    from transferlab.adapt.zeroshot_probe import ZeroShotInitProbe
-
+    the zero-shot classifier (for ZEROSHOT_START_METHODS), `model` the DualEncoder whose text tower CoOp prompts."""
     options = spec.fewshot
     factories = {
         "zeroshot": lambda: ZeroShotClassifier(weights),
@@ -190,61 +194,56 @@ def fewshot_estimator(method: str, spec: EvalSpec, weights: torch.Tensor | None,
     return factories[method]
 
 
-def _finetune_factory(method: str, view: View, spec: EvalSpec) -> Callable:
-    from transferlab.adapt.finetune_classifier import FineTuneClassifier
-    from transferlab.models.dual_encoder import DualEncoder
-
-    if not isinstance(view.model, DualEncoder):
+def _finetune_factory(method: str, embedded: EmbeddedDataset, spec: EvalSpec) -> Callable:
+    if not isinstance(embedded.model, DualEncoder):
         raise UserError(f"Few-shot method {method} fine-tunes the model, so it needs a transferlab model (a run or "
                         f"checkpoint directory). Drop it from eval.fewshot.methods for this model.")
-    size, channels = view.model.spec.image_size, view.model.spec.channels
-    images = torch.cat([decode_all(view.splits["train"].images, size, channels, strict=True),
-                        decode_all(view.data.images, size, channels, strict=True)])
+    size, channels = embedded.model.spec.image_size, embedded.model.spec.channels
+    images = torch.cat([decode_all(embedded.splits["train"].images, size, channels, strict=True),
+                        decode_all(embedded.data.images, size, channels, strict=True)])
     kind = "lora" if method == "lora" else "full"
     alpha = spec.fewshot.wise_alpha if method == "wise_ft" else None
-    templates = view.zeroshot_templates(spec.templates)
-    return lambda: FineTuneClassifier(view.model, images, view.data.classnames, templates, kind, alpha,
+    templates = embedded.zeroshot_templates(spec.templates)
+    return lambda: FineTuneClassifier(embedded.model, images, embedded.data.classnames, templates, kind, alpha,
                                       spec.fewshot.epochs)
 
 
 def _coop(model, classnames: list[str] | None):
-    from transferlab.adapt.coop import CoOp
-
     return CoOp(model, classnames, progress=False)
 
 
 def without_text(task: str, spec: EvalSpec, model: str) -> tuple[EvalSpec | None, str | None]:
     """What of `task` a model without a text tower (an image backbone) can run: the spec to run it with (None:
     nothing) and what is skipped and why (None: nothing). Zero-shot classification and retrieval need text;
-    so do the few-shot methods that start from the zero-shot classifier (`TEXT_METHODS`)."""
+    so do the few-shot methods that start from the zero-shot classifier (`ZEROSHOT_START_METHODS`)."""
     reason = f"model '{model}' has no text encoder"
     if task in ("zeroshot_classification", "retrieval"):
         return None, f"{task} needs a text encoder; {reason}"
-    text = [m for m in spec.fewshot.methods if m in TEXT_METHODS] if task == "fewshot" else []
+    text = [m for m in spec.fewshot.methods if m in ZEROSHOT_START_METHODS] if task == "fewshot" else []
     if not text:
         return spec, None
     plural = len(text) > 1
     skipped = f"few-shot method{'s' if plural else ''} {', '.join(text)} need{'' if plural else 's'} a text encoder; " \
               f"{reason}"
-    rest = [m for m in spec.fewshot.methods if m not in TEXT_METHODS]
+    rest = [m for m in spec.fewshot.methods if m not in ZEROSHOT_START_METHODS]
     if not rest:
         return None, skipped
     return spec.model_copy(update={"fewshot": spec.fewshot.model_copy(update={"methods": rest})}), skipped
 
 
-def retrieval(view: View, spec: EvalSpec) -> Result:
-    images = view.embed(view.split)
-    captions, owner = view.embed_captions(view.split)
+def retrieval(embedded: EmbeddedDataset, spec: EvalSpec) -> Result:
+    images = embedded.embed(embedded.split)
+    captions, owner = embedded.embed_captions(embedded.split)
     return retrieval_recall(images, captions, owner, ks=spec.retrieval.ks), None
 
 
-def clustering(view: View, spec: EvalSpec) -> Result:
-    features, labels = view.labelled(view.split, "clustering")
+def clustering(embedded: EmbeddedDataset, spec: EvalSpec) -> Result:
+    features, labels = embedded.labelled(embedded.split, "clustering")
     metrics = cluster_metrics(features, labels, seeds=range(spec.clustering.seeds))
     return {k: v for k, v in metrics.items() if k in ("nmi", "nmi_std", "ari", "ari_std", "n_clusters")}, None
 
 
-TASKS: dict[str, Callable[[View, EvalSpec], Result]] = {
+TASKS: dict[str, Callable[[EmbeddedDataset, EvalSpec], Result]] = {
     "zeroshot_classification": zeroshot_classification, "linear_probe": linear_probe, "knn": knn, "ncm": ncm,
     "fewshot": fewshot, "retrieval": retrieval, "clustering": clustering,
 }

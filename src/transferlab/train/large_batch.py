@@ -18,8 +18,8 @@ masks twice, and restore the model's buffers after the first pass, so BatchNorm 
 once. (A chunked BatchNorm still normalises by chunk statistics: exact equality with the unchunked step
 holds for towers without batch-dependent layers.)
 
-`encoders` pairs, per input (images, captions, a second view), a function `encode(start, stop)` returning
-the embeddings of rows start..stop with the number of rows; inputs may differ in size (all captions of a
+`inputs` pairs, per input (images, captions, a second view), a function `encode(start, stop)` returning
+the embeddings of rows start..stop (`EncodeRows`) with the number of rows; inputs may differ in size (all captions of a
 batch's images, say). `loss_fn(embeddings, with_params)` returns the scalar loss of the full embeddings,
 with the loss's own parameters detached when `with_params` is False.
 """
@@ -31,11 +31,12 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import nn
 
-Encoder = Callable[[int, int], torch.Tensor]
+EncodeRows = Callable[[int, int], torch.Tensor]  # the embeddings of one input's rows start..stop
+Inputs = Sequence[tuple[EncodeRows, int]]  # per input: how to embed its rows, and how many there are
 LossFn = Callable[[list[torch.Tensor], bool], torch.Tensor]
 
 
-def backward_step(encoders: Sequence[tuple[Encoder, int]], loss_fn: LossFn, model: nn.Module,
+def backward_step(inputs: Inputs, loss_fn: LossFn, model: nn.Module,
                   chunk_size: int | None = None, mode: str = "cache",
                   scale: Callable[[torch.Tensor], torch.Tensor] = lambda loss: loss) -> torch.Tensor:
     """Back-propagate the loss of a batch; return the loss (detached).
@@ -43,26 +44,26 @@ def backward_step(encoders: Sequence[tuple[Encoder, int]], loss_fn: LossFn, mode
     mode: "cache" (gradient caching) or "accumulate"; either is a plain step when `chunk_size` is None or
     covers every input. `scale` maps the loss before backward (a mixed-precision gradient scaler).
     """
-    if chunk_size is None or all(chunk_size >= size for _, size in encoders):
-        loss = loss_fn([encode(0, size) for encode, size in encoders], True)
+    if chunk_size is None or all(chunk_size >= size for _, size in inputs):
+        loss = loss_fn([encode(0, size) for encode, size in inputs], True)
         scale(loss).backward()
         return loss.detach()
     if mode not in ("cache", "accumulate"):
         raise ValueError(f"unknown large-batch mode {mode!r}")
     chunks = [[(start, min(start + chunk_size, size)) for start in range(0, size, chunk_size)]
-              for _, size in encoders]
-    cached, rng = _embed_without_graph([encode for encode, _ in encoders], chunks, model)
+              for _, size in inputs]
+    cached, rng = _embed_without_graph([encode for encode, _ in inputs], chunks, model)
     if mode == "cache":
         live = [embedding.requires_grad_() for embedding in cached]
         loss = loss_fn(live, True)
         scale(loss).backward()
-        for (encode, _), embedding, spans, states in zip(encoders, live, chunks, rng, strict=True):
+        for (encode, _), embedding, spans, states in zip(inputs, live, chunks, rng, strict=True):
             for (start, stop), state in zip(spans, states, strict=True):
                 with _replayed(state):
                     encode(start, stop).backward(embedding.grad[start:stop])
         return loss.detach()
     after, first_loss = _rng_state(), None
-    for which, ((encode, _), spans, states) in enumerate(zip(encoders, chunks, rng, strict=True)):
+    for which, ((encode, _), spans, states) in enumerate(zip(inputs, chunks, rng, strict=True)):
         for (start, stop), state in zip(spans, states, strict=True):
             with _replayed(state):
                 part = torch.cat([cached[which][:start], encode(start, stop), cached[which][stop:]])
@@ -73,12 +74,12 @@ def backward_step(encoders: Sequence[tuple[Encoder, int]], loss_fn: LossFn, mode
     return first_loss
 
 
-def _embed_without_graph(encoders: Sequence[Encoder], chunks: list[list[tuple[int, int]]],
+def _embed_without_graph(encodes: Sequence[EncodeRows], chunks: list[list[tuple[int, int]]],
                          model: nn.Module) -> tuple[list[torch.Tensor], list[list[tuple]]]:
     buffers = [buffer.detach().clone() for buffer in model.buffers()]
     embeddings, rng = [], []
     with torch.no_grad():
-        for encode, spans in zip(encoders, chunks, strict=True):
+        for encode, spans in zip(encodes, chunks, strict=True):
             states, parts = [], []
             for start, stop in spans:
                 states.append(_rng_state())

@@ -227,7 +227,7 @@ def step_gradients(model: DualEncoder, objective, batch, text, spec, autocast, s
                    embeddings: list[torch.Tensor]) -> torch.Tensor:
     """Back-propagate one step's loss into the gradients (chunked if `spec.chunk_size`, exact either way) and
     average them over the ranks; this rank's loss (detached). The step's embeddings are left in `embeddings`."""
-    loss = backward_step(objective.encoders(model, batch, text, autocast), _recording(objective, batch, model,
+    loss = backward_step(objective.inputs(model, batch, text, autocast), _recording(objective, batch, model,
                          embeddings), model, spec.chunk_size, spec.large_batch,
                          scale=scaler.scale if scaler else lambda value: value)
     distributed.average_gradients([*model.parameters(), *objective.parameters()])

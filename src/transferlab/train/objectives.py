@@ -1,7 +1,7 @@
 """What a training step optimises: the recipe's `train.objective`, turned into encoders and a loss.
 
 An objective takes the step's `Batch` and returns the inputs to embed, each as `(encode(start, stop),
-rows)` so `large_batch.backward_step` can chunk them, and a loss of the full embeddings:
+rows)` so `large_batch.backward_step` can chunk them (`Inputs`), and a loss of the full embeddings:
 
 - image-text (clip, siglip, dcl): images and one row per caption; with `captions: all` every caption of
   a batch image is a row and the image's embedding is repeated for each of its rows. A text-text model
@@ -33,6 +33,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from transferlab.config import TrainSpec
+from transferlab.config.catalog import (
+    IMAGE_TEXT_OBJECTIVES,
+    LABELLED_OBJECTIVES,
+    OBJECTIVES,
+    TWO_VIEW_OBJECTIVES,
+)
 from transferlab.errors import UserError
 from transferlab.losses import dcl_loss, supcon_loss
 from transferlab.losses.distributed import (
@@ -43,8 +49,7 @@ from transferlab.losses.distributed import (
 )
 from transferlab.losses.look import LookLoss
 from transferlab.models.dual_encoder import DualEncoder
-
-Encoders = list[tuple[Callable[[int, int], torch.Tensor], int]]
+from transferlab.train.large_batch import EncodeRows, Inputs
 
 
 @dataclass
@@ -63,8 +68,8 @@ class Batch:
 class Objective(nn.Module, abc.ABC):
     views = 1
 
-    def encoders(self, model: DualEncoder, batch: Batch, text: Callable, autocast: AbstractContextManager) -> Encoders:
-        def encode_view(view: torch.Tensor) -> Callable[[int, int], torch.Tensor]:
+    def inputs(self, model: DualEncoder, batch: Batch, text: Callable, autocast: AbstractContextManager) -> Inputs:
+        def encode_view(view: torch.Tensor) -> EncodeRows:
             def encode(start: int, stop: int) -> torch.Tensor:
                 with autocast:
                     return _float(model.encode_image(view[start:stop], normalize=False))
@@ -84,7 +89,7 @@ class ImageText(Objective):
         super().__init__()
         self.kind, self.label_smoothing, self.local_loss = kind, label_smoothing, local_loss
 
-    def encoders(self, model, batch, text, autocast):
+    def inputs(self, model, batch, text, autocast):
         def encode_text(start: int, stop: int) -> torch.Tensor:
             with autocast:
                 return _float(model.project_text(text(batch.caption_ids[start:stop]), normalize=False))
@@ -95,7 +100,7 @@ class ImageText(Objective):
                 return _float(model.project_text(features, normalize=False, query=True))
 
         first = [(encode_query, len(batch.query_ids))] if batch.query_ids is not None else []
-        return first + super().encoders(model, batch, text, autocast) + [(encode_text, len(batch.caption_ids))]
+        return first + super().inputs(model, batch, text, autocast) + [(encode_text, len(batch.caption_ids))]
 
     def loss(self, embeddings, batch, model, with_params):
         image, text = (F.normalize(e, dim=-1) for e in embeddings)
@@ -130,20 +135,21 @@ class TwoViews(Objective):
 class Look(Objective):
     def __init__(self, embed_dim: int, k: int, bank_size: int, temperature: float) -> None:
         super().__init__()
-        # eval mode: the bank is filled once per step in after_step, not on every loss evaluation
-        self.bank = LookLoss(bank_size, embed_dim, k, temperature).eval()
+        # eval mode: the memory bank is filled once per step in after_step, not on every loss evaluation
+        self.look = LookLoss(bank_size, embed_dim, k, temperature).eval()
+        self._register_load_state_dict_pre_hook(_renamed_bank)
 
     def loss(self, embeddings, batch, model, with_params):
-        return self.bank(F.normalize(all_gather_with_grad(embeddings[0]), dim=-1), all_gather_no_grad(batch.labels),
+        return self.look(F.normalize(all_gather_with_grad(embeddings[0]), dim=-1), all_gather_no_grad(batch.labels),
                          all_gather_no_grad(batch.index))
 
     def after_step(self, embeddings, batch):
-        self.bank.enqueue(F.normalize(all_gather_no_grad(embeddings[0]), dim=-1), all_gather_no_grad(batch.labels),
+        self.look.enqueue(F.normalize(all_gather_no_grad(embeddings[0]), dim=-1), all_gather_no_grad(batch.labels),
                           all_gather_no_grad(batch.index))
 
     def train(self, mode: bool = True) -> Look:
         super().train(mode)
-        self.bank.eval()
+        self.look.eval()
         return self
 
 
@@ -159,16 +165,25 @@ class CrossEntropy(Objective):
 
 
 def build_objective(spec: TrainSpec, embed_dim: int, classes: int | None) -> Objective:
-    if spec.objective in ("look", "ce", "supcon") and classes is None:
+    if spec.objective in LABELLED_OBJECTIVES and classes is None:
+        unlabelled = ", ".join(name for name in OBJECTIVES if name not in LABELLED_OBJECTIVES)
         raise UserError(f"train.objective '{spec.objective}' learns from class labels, but dataset '{spec.data_label}' "
-                        f"has none. Use clip, siglip, dcl or ntxent, or give the dataset labels.")
-    if spec.objective in ("clip", "siglip", "dcl"):
+                        f"has none. Use one of {unlabelled}, or give the dataset labels.")
+    if spec.objective in IMAGE_TEXT_OBJECTIVES:
         return ImageText(spec.objective, spec.label_smoothing, spec.local_loss)
-    if spec.objective in ("supcon", "ntxent"):
-        return TwoViews(spec.objective == "supcon", spec.temperature)
+    if spec.objective in TWO_VIEW_OBJECTIVES:
+        return TwoViews(spec.objective in LABELLED_OBJECTIVES, spec.temperature)
     if spec.objective == "look":
         return Look(embed_dim, spec.look.k, spec.look.bank_size, spec.look.temperature)
-    return CrossEntropy(embed_dim, classes, spec.label_smoothing)
+    if spec.objective == "ce":
+        return CrossEntropy(embed_dim, classes, spec.label_smoothing)
+    raise ValueError(f"no objective named {spec.objective!r}; config/catalog.py lists them")
+
+
+def _renamed_bank(state: dict, prefix: str, *_) -> None:
+    """Checkpoints written before LOOK's loss was named `look` hold its buffers under `bank.`."""
+    for key in [k for k in state if k.startswith(prefix + "bank.")]:
+        state[prefix + "look." + key[len(prefix) + len("bank."):]] = state.pop(key)
 
 
 def _float(embedding: torch.Tensor) -> torch.Tensor:
