@@ -51,7 +51,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 from pathlib import Path
 
 import numpy as np
@@ -60,13 +59,12 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from sklearn.base import BaseEstimator, ClassifierMixin
 from torch import nn
-from tqdm import tqdm
 
+from transferlab.adapt.epochs import ShuffledEpochs
 from transferlab.errors import UserError
 from transferlab.fileio import atomic_write, commit, temp_path
 from transferlab.models.dual_encoder import DualEncoder
 from transferlab.models.encoder import Encoder
-from transferlab.optim import lr_at
 from transferlab.runtime import derived_generator
 
 CONTEXT_FILE, CONFIG_FILE = "coop.safetensors", "coop.json"
@@ -120,28 +118,23 @@ class CoOp(ClassifierMixin, BaseEstimator):
         else:
             optimizer = torch.optim.SGD([ctx], lr=self.lr, momentum=0.9, weight_decay=self.weight_decay)
         scale = model.logit_scale.detach().exp()
-        per_epoch = math.ceil(len(features) / self.batch_size)
-        total = self.epochs * per_epoch
-        self.loss_curve_, step = [], 0
-        with _frozen_eval(model), tqdm(total=total, desc="coop", unit="step", leave=False,
-                                       disable=not self.progress or total == 0) as bar:
-            for epoch in range(self.epochs):
-                order = torch.randperm(len(features), generator=derived_generator(self.seed, "coop", epoch))
+        loop = ShuffledEpochs(len(features), self.batch_size, self.epochs, self.seed, "coop")
+        self.loss_curve_ = []
+        with _frozen_eval(model):
+            for _, batches in loop.run(optimizer, self.lr, self.warmup_epochs * loop.per_epoch, desc="coop",
+                                       progress=self.progress, leave=False):
                 epoch_loss = torch.zeros((), device=device)
-                for batch in order.to(device).split(self.batch_size):
-                    for group in optimizer.param_groups:
-                        group["lr"] = lr_at(step, self.lr, total, self.warmup_epochs * per_epoch, "cosine")
+                for batch in batches:
+                    batch = batch.to(device)
                     weights = prompts.class_weights(model, ctx)
                     loss = F.cross_entropy(scale * features[batch] @ weights.T, labels[batch])
                     optimizer.zero_grad(set_to_none=True)
                     loss.backward(inputs=[ctx])  # gradients for the context only; the towers' stay untouched
                     optimizer.step()
                     epoch_loss += loss.detach() * len(batch)
-                    step += 1
-                    bar.update()
                 self.loss_curve_.append((epoch_loss / len(features)).item())
-                bar.set_postfix(loss=f"{self.loss_curve_[-1]:.3f}")
-        self.n_iter_ = step
+                loop.show(loss=f"{self.loss_curve_[-1]:.3f}")
+        self.n_iter_ = loop.step
         self.classes_ = np.arange(k)
         self.logit_scale_ = scale.item()
         self._set_context(model, prompts, ctx.detach())

@@ -53,17 +53,17 @@ from __future__ import annotations
 import copy
 import math
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm import tqdm
 
+from transferlab.adapt.epochs import ShuffledEpochs
 from transferlab.errors import UserError
 from transferlab.models.dual_encoder import DualEncoder
 from transferlab.models.encoder import zeroshot_weights
-from transferlab.optim import lr_at, parameter_groups
+from transferlab.optim import parameter_groups
 from transferlab.runtime import derived_generator, resolve_device
 
 DEFAULT_LR = {"full": 3e-4, "lora": 3e-3}
@@ -90,6 +90,37 @@ class FineTuned:
     head: ClassificationHead
     config: dict             # method, parameters, seed: what adapt.json records
     losses: list[float] = field(default_factory=list)  # training loss per step
+
+
+@dataclass(frozen=True)
+class TrainingSettings:
+    """How the loop trains: AdamW (weight decay on matrices only), the learning rate warmed up linearly over
+    the first `warmup_fraction` of the steps then cosine-decayed to 0, the gradient norm clipped at
+    `grad_clip`; data order (and a random head) from `seed`."""
+
+    lr: float
+    epochs: int = 10
+    batch_size: int = 32
+    weight_decay: float = 0.1
+    seed: int = 0
+    warmup_fraction: float = WARMUP_FRACTION
+    grad_clip: float = GRAD_CLIP
+
+
+@dataclass(frozen=True)
+class LoraSettings:
+    """Low-rank adapters of rank `rank`, scaled by alpha / rank, on the modules `targets` (None: the tower's
+    defaults, `default_lora_targets`)."""
+
+    rank: int = 8
+    alpha: float = 16
+    targets: tuple[str, ...] | None = None
+    dropout: float = 0.0
+
+    def for_tower(self, tower: nn.Module) -> LoraSettings:
+        """These settings with the targets named: the given ones or the tower's defaults."""
+        targets = self.targets if self.targets is not None else default_lora_targets(tower)
+        return replace(self, targets=tuple(targets))
 
 
 def finetune(model: DualEncoder, images: torch.Tensor, labels: torch.Tensor, classnames: list[str] | None = None,
@@ -122,13 +153,16 @@ def finetune(model: DualEncoder, images: torch.Tensor, labels: torch.Tensor, cla
                          f"{tuple(images.shape)} and {len(labels)} labels")
     if labels.min() < 0 or labels.max() >= k:
         raise ValueError(f"labels must lie in [0, {k}), got [{labels.min()}, {labels.max()}]")
-    target = getattr(model, f"{tower}_tower")
-    if target is None or model.image_tower is None:
+    if getattr(model, f"{tower}_tower") is None or model.image_tower is None:
         raise UserError(f"Fine-tuning the {tower} tower on images needs a model with an image tower"
                         + (" and a text tower" if tower == "text" else "") + "; this model lacks one.")
     if tower == "text" and classnames is None:
         raise UserError("tower='text' makes the classifier from class-name prompts: pass classnames.")
-    lr = DEFAULT_LR[method] if lr is None else lr
+    training = TrainingSettings(lr=DEFAULT_LR[method] if lr is None else lr, epochs=epochs, batch_size=batch_size,
+                                weight_decay=weight_decay, seed=seed)
+    lora = None if method == "full" else LoraSettings(lora_rank, lora_alpha,
+                                                      None if lora_targets is None else tuple(lora_targets),
+                                                      lora_dropout)
 
     work = copy.deepcopy(model)
     if device is not None:
@@ -137,16 +171,13 @@ def finetune(model: DualEncoder, images: torch.Tensor, labels: torch.Tensor, cla
     cuda = [device_] if device_.type == "cuda" else []
     with torch.random.fork_rng(devices=cuda):
         torch.manual_seed(seed)  # LoRA's A initialisation and any dropout draw from the global RNG
-        return _finetune(work, target_name=tower, images=images, labels=labels, k=k, classnames=classnames,
-                         templates=templates, method=method, epochs=epochs, lr=lr, batch_size=batch_size,
-                         weight_decay=weight_decay, seed=seed, lora=(lora_rank, lora_alpha, lora_targets, lora_dropout),
-                         progress=progress)
+        return _finetune(work, tower, images, labels, k, classnames, templates, training, lora, progress)
 
 
-def _finetune(work: DualEncoder, target_name: str, images, labels, k, classnames, templates, method, epochs, lr,
-              batch_size, weight_decay, seed, lora, progress) -> FineTuned:
+def _finetune(work: DualEncoder, tower: str, images: torch.Tensor, labels: torch.Tensor, k: int,
+              classnames: list[str] | None, templates: list[str], training: TrainingSettings,
+              lora: LoraSettings | None, progress: bool) -> FineTuned:
     device = work.logit_scale.device
-    target = getattr(work, f"{target_name}_tower")
     flags = {name: p.requires_grad for name, p in work.named_parameters()}
     scale = work.logit_scale.detach().exp().item()
     work.eval()
@@ -155,82 +186,125 @@ def _finetune(work: DualEncoder, target_name: str, images, labels, k, classnames
         if zeroshot:
             weight = zeroshot_weights(work.encode_text, list(classnames), templates)
         else:
-            weight = F.normalize(torch.randn(k, work.spec.embed_dim, generator=derived_generator(seed, "head", 0)),
-                                 dim=-1)
+            weight = F.normalize(torch.randn(k, work.spec.embed_dim,
+                                             generator=derived_generator(training.seed, "head", 0)), dim=-1)
     head = ClassificationHead(weight, scale).to(device)
+    side = _ImageSide(work, images) if tower == "image" else _TextSide(work, images, classnames, templates, scale)
 
     work.requires_grad_(False)
-    adapter, targets = None, None
-    if method == "lora":
-        rank, alpha, targets, dropout = lora
-        targets = list(targets) if targets is not None else default_lora_targets(target)
-        adapter = _inject_lora(target, rank, alpha, targets, dropout)
-        # Train mode, not eval: in eval, torch's fused TransformerEncoderLayer path reads the base weights
-        # directly and would skip the adapters. Batch norm stays in eval: its statistics are frozen weights too.
-        target.train()
-        for module in target.modules():
-            if isinstance(module, nn.modules.batchnorm._BatchNorm):
-                module.eval()
-    else:
-        target.requires_grad_(True)
-        getattr(work, f"{target_name}_proj").requires_grad_(True)
-        target.train()
-    head.requires_grad_(target_name == "image")
+    if lora is not None:
+        lora = lora.for_tower(side.tower)
+    adapter = _make_trainable(work, side, lora)
+    head.requires_grad_(side.trains_head)
     trainable = nn.ModuleDict({"model": work, "head": head})
     parameters = [p for p in trainable.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(parameter_groups(trainable, weight_decay), lr=lr)
+    optimizer = torch.optim.AdamW(parameter_groups(trainable, training.weight_decay), lr=training.lr)
 
-    if target_name == "text":  # the frozen image tower's embeddings, once
-        with torch.no_grad():
-            embeddings = torch.cat([work.encode_image(work.preprocess(images[i:i + EMBED_BATCH].to(device)))
-                                    for i in range(0, len(images), EMBED_BATCH)])
-        texts = [template.format(name) for name in classnames for template in templates]
-
-    per_epoch = math.ceil(len(images) / batch_size)
-    total = epochs * per_epoch
-    warmup = math.ceil(WARMUP_FRACTION * total)
-    losses, step = [], 0
-    with tqdm(total=total, desc=f"finetune {method} {target_name}", unit="step", dynamic_ncols=True,
-              disable=not progress or total == 0) as bar:
-        for epoch in range(epochs):
-            order = torch.randperm(len(images), generator=derived_generator(seed, "finetune", epoch))
-            for batch in order.split(batch_size):
-                for group in optimizer.param_groups:
-                    group["lr"] = lr_at(step, lr, total, warmup, "cosine")
-                y = labels[batch].to(device)
-                if target_name == "image":
-                    logits = head(work.encode_image(work.preprocess(images[batch].to(device))))
-                else:
-                    logits = scale * embeddings[batch.to(device)] @ _prompt_weights(work, texts, k).T
-                loss = F.cross_entropy(logits, y)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(parameters, GRAD_CLIP)
-                optimizer.step()
-                losses.append(loss.item())
-                step += 1
-                bar.update()
-                bar.set_postfix(loss=f"{losses[-1]:.3f}")
+    method = "full" if lora is None else "lora"
+    loop = ShuffledEpochs(len(images), training.batch_size, training.epochs, training.seed, "finetune")
+    warmup = math.ceil(training.warmup_fraction * loop.total)
+    losses = []
+    for _, batches in loop.run(optimizer, training.lr, warmup, desc=f"finetune {method} {side.name}",
+                               progress=progress, dynamic_ncols=True):
+        for batch in batches:
+            loss = F.cross_entropy(side.logits(head, batch), labels[batch].to(device))
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(parameters, training.grad_clip)
+            optimizer.step()
+            losses.append(loss.item())
+            loop.show(loss=f"{losses[-1]:.3f}")
 
     if adapter is not None:
         adapter.merge_and_unload()
-        del adapter
     work.eval()
-    if target_name == "text":
-        with torch.no_grad():
-            head.weight.copy_(_prompt_weights(work, texts, k))
-    _restore(work, target_name, flags)
+    side.finish(head)
+    _restore(work, side.name, flags)
     head.requires_grad_(False)
-    rank, alpha, _, dropout = lora
-    config = {"method": method, "tower": target_name, "epochs": epochs, "lr": lr, "batch_size": batch_size,
-              "weight_decay": weight_decay, "seed": seed, "steps": step, "num_classes": k,
-              "classnames": None if classnames is None else list(classnames), "templates": templates,
-              "head_init": "zeroshot" if zeroshot else "random", "logit_scale": scale,
+    config = {"method": method, "tower": side.name, "epochs": training.epochs, "lr": training.lr,
+              "batch_size": training.batch_size, "weight_decay": training.weight_decay, "seed": training.seed,
+              "steps": loop.step, "num_classes": k, "classnames": None if classnames is None else list(classnames),
+              "templates": templates, "head_init": "zeroshot" if zeroshot else "random", "logit_scale": scale,
               "trainable_parameters": sum(p.numel() for p in parameters), "train_samples": len(images),
               "final_loss": losses[-1] if losses else None}
-    if method == "lora":
-        config.update(lora_rank=rank, lora_alpha=alpha, lora_targets=targets, lora_dropout=dropout)
+    if lora is not None:
+        config.update(lora_rank=lora.rank, lora_alpha=lora.alpha, lora_targets=list(lora.targets),
+                      lora_dropout=lora.dropout)
     return FineTuned(work, head, config, losses)
+
+
+class _Side:
+    """What tuning one tower means, chosen once per fit: `tower` is what trains (all of it, or its adapters),
+    `logits` the classifier's output for a batch of row indices, `finish` what the returned head holds."""
+
+    name: str          # "image" or "text": the DualEncoder's `<name>_tower` and `<name>_proj`
+    trains_head: bool  # whether the head's W is a trained parameter
+    tower: nn.Module
+
+    def logits(self, head: ClassificationHead, batch: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def finish(self, head: ClassificationHead) -> None:
+        """Called after training, the model in eval mode."""
+
+
+class _ImageSide(_Side):
+    """Tuning the image tower: each step embeds its images through the tuned tower, and the head's W trains
+    with it; the returned head holds the trained W."""
+
+    name, trains_head = "image", True
+
+    def __init__(self, work: DualEncoder, images: torch.Tensor) -> None:
+        self.work, self.images = work, images
+        self.tower = work.image_tower
+
+    def logits(self, head: ClassificationHead, batch: torch.Tensor) -> torch.Tensor:
+        device = self.work.logit_scale.device
+        return head(self.work.encode_image(self.work.preprocess(self.images[batch].to(device))))
+
+
+class _TextSide(_Side):
+    """Tuning the text tower: the frozen image tower embeds the images once; each step the class weights are
+    the prompts' zero-shot weights through the tuned text tower (the head's W does not train), and the
+    returned head holds the final prompt weights."""
+
+    name, trains_head = "text", False
+
+    def __init__(self, work: DualEncoder, images: torch.Tensor, classnames: list[str], templates: list[str],
+                 scale: float) -> None:
+        self.work, self.scale, self.k = work, scale, len(classnames)
+        self.tower = work.text_tower
+        device = work.logit_scale.device
+        with torch.no_grad():
+            self.embeddings = torch.cat([work.encode_image(work.preprocess(images[i:i + EMBED_BATCH].to(device)))
+                                         for i in range(0, len(images), EMBED_BATCH)])
+        self.texts = [template.format(name) for name in classnames for template in templates]
+
+    def logits(self, head: ClassificationHead, batch: torch.Tensor) -> torch.Tensor:
+        device = self.work.logit_scale.device
+        return self.scale * self.embeddings[batch.to(device)] @ _prompt_weights(self.work, self.texts, self.k).T
+
+    def finish(self, head: ClassificationHead) -> None:
+        with torch.no_grad():
+            head.weight.copy_(_prompt_weights(self.work, self.texts, self.k))
+
+
+def _make_trainable(work: DualEncoder, side: _Side, lora: LoraSettings | None):
+    """Unfreeze what the method trains in the tuned tower (full: the tower and its projection; LoRA: new
+    adapters, returned as peft's LoraModel to merge after training) and put the tower in train mode."""
+    if lora is None:
+        side.tower.requires_grad_(True)
+        getattr(work, f"{side.name}_proj").requires_grad_(True)
+        side.tower.train()
+        return None
+    adapter = _inject_lora(side.tower, lora.rank, lora.alpha, list(lora.targets), lora.dropout)
+    # Train mode, not eval: in eval, torch's fused TransformerEncoderLayer path reads the base weights
+    # directly and would skip the adapters. Batch norm stays in eval: its statistics are frozen weights too.
+    side.tower.train()
+    for module in side.tower.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            module.eval()
+    return adapter
 
 
 def _prompt_weights(model: DualEncoder, texts: list[str], k: int) -> torch.Tensor:
