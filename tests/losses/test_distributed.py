@@ -18,7 +18,7 @@ import torch.nn.functional as F
 
 from tests.torchrun import torchrun
 from transferlab.losses import clip_loss, siglip_loss
-from transferlab.losses.distributed import all_gather_with_grad, distributed_clip_loss, distributed_siglip_loss
+from transferlab.losses.distributed import distributed_clip_loss, distributed_siglip_loss
 
 WORKER_PATH = Path(__file__).with_name("distributed_worker.py")
 _spec = importlib.util.spec_from_file_location("distributed_worker", WORKER_PATH)
@@ -125,11 +125,6 @@ def test_world_size_one_siglip_equals_siglip_loss(local_loss, use_ids):
                                                                       positive_ids=ids), image, text, scale, bias)
     plain = value_and_grads(lambda i, t, s, b: siglip_loss(i, t, s, b, positive_ids=ids), image, text, scale, bias)
     assert_same(ours, plain)
-
-
-def test_world_size_one_gather_is_the_identity():
-    x = torch.randn(3, 4)
-    assert all_gather_with_grad(x) is x
 
 
 def test_label_smoothing_out_of_range_is_rejected():
