@@ -32,12 +32,18 @@ import torch.nn.functional as F
 from torch import nn
 
 
+def check_label_smoothing(label_smoothing: float) -> float:
+    """`label_smoothing` itself if it lies in [0, 1] (the weight ε of the uniform targets), else ValueError."""
+    if not 0.0 <= label_smoothing <= 1.0:
+        raise ValueError(f"label_smoothing must lie in [0, 1], got {label_smoothing}")
+    return label_smoothing
+
+
 def clip_loss(image_emb: torch.Tensor, text_emb: torch.Tensor, logit_scale: torch.Tensor | float,
               logit_bias: torch.Tensor | float | None = None,
               positive_ids: torch.Tensor | None = None, label_smoothing: float = 0.0) -> torch.Tensor:
     """Symmetric InfoNCE of normalised embeddings [n, d] with the exponentiated scale."""
-    if not 0.0 <= label_smoothing <= 1.0:
-        raise ValueError(f"label_smoothing must lie in [0, 1], got {label_smoothing}")
+    check_label_smoothing(label_smoothing)
     logits = logit_scale * image_emb @ text_emb.T
     if logit_bias is not None:
         logits = logits + logit_bias
@@ -62,9 +68,7 @@ class ClipLoss(nn.Module):
 
     def __init__(self, label_smoothing: float = 0.0) -> None:
         super().__init__()
-        if not 0.0 <= label_smoothing <= 1.0:
-            raise ValueError(f"label_smoothing must lie in [0, 1], got {label_smoothing}")
-        self.label_smoothing = label_smoothing
+        self.label_smoothing = check_label_smoothing(label_smoothing)
 
     def forward(self, image_emb: torch.Tensor, text_emb: torch.Tensor, logit_scale: torch.Tensor | float,
                 positive_ids: torch.Tensor | None = None) -> torch.Tensor:

@@ -48,7 +48,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 
 from transferlab.distributed.gather import all_gather_no_grad, all_gather_with_grad, rank_and_size
-from transferlab.losses.clip import clip_loss
+from transferlab.losses.clip import check_label_smoothing, clip_loss
 from transferlab.losses.siglip import siglip_loss
 
 
@@ -75,8 +75,7 @@ def distributed_clip_loss(image_emb: torch.Tensor, text_emb: torch.Tensor, logit
     `clip_loss` of the concatenated batch. In both modes the DDP-averaged gradients equal its gradients.
     `logit_bias` shifts every logit alike and cannot change the loss; it is accepted as `clip_loss` accepts it.
     """
-    if not 0.0 <= label_smoothing <= 1.0:
-        raise ValueError(f"label_smoothing must lie in [0, 1], got {label_smoothing}")
+    check_label_smoothing(label_smoothing)
     all_images = all_gather_with_grad(image_emb, group)
     all_texts = all_gather_with_grad(text_emb, group)
     if not local_loss:
