@@ -35,10 +35,24 @@ initialised) the gather is the identity and each function equals its single-proc
 Every rank must call the loss and its backward the same number of times in the same order: both the
 forward gather and the backward all-reduce are collectives.
 
-Example (inside a DDP training step):
-    >>> img, txt = F.normalize(model.encode_image(x), dim=-1), F.normalize(model.encode_text(t), dim=-1)
-    >>> loss = distributed_clip_loss(img, txt, model.logit_scale.exp(), local_loss=True)
-    >>> loss.backward()  # DDP averages: the parameter gradients are those of the full global batch
+Example (one process, so each loss equals its single-process loss):
+
+    >>> import torch
+    >>> import torch.nn.functional as F
+    >>> from transferlab.losses import clip_loss, distributed_clip_loss, distributed_siglip_loss, siglip_loss
+    >>> images = torch.eye(4)
+    >>> texts = F.normalize(torch.eye(4) + 0.2, dim=-1)
+    >>> torch.allclose(distributed_clip_loss(images, texts, 10.0, local_loss=True), clip_loss(images, texts, 10.0))
+    True
+    >>> torch.allclose(distributed_siglip_loss(images, texts, 10.0, -10.0, local_loss=True),
+    ...                siglip_loss(images, texts, 10.0, -10.0))
+    True
+
+Inside a DDP training step under torchrun (not run as a doctest: it needs several processes)::
+
+    img, txt = F.normalize(model.encode_image(x), dim=-1), F.normalize(model.encode_text(t), dim=-1)
+    loss = distributed_clip_loss(img, txt, model.logit_scale.exp(), local_loss=True)
+    loss.backward()  # DDP averages: the parameter gradients are those of the full global batch
 """
 
 from __future__ import annotations
