@@ -20,12 +20,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from transferlab.losses.distributed import (
-    all_gather_no_grad,
-    all_gather_with_grad,
-    distributed_clip_loss,
-    distributed_siglip_loss,
-)
+from transferlab.distributed.gather import all_gather_no_grad, all_gather_with_grad
+from transferlab.losses.distributed import distributed_clip_loss, distributed_siglip_loss
 
 GLOBAL_BATCH = 8
 IDS = [0, 1, 0, 2, 1, 3, 3, 0]  # equal ids on both halves, so multi-positive targets cross ranks

@@ -118,7 +118,7 @@ def test_label_smoothing_zero_is_bit_identical_to_the_unsmoothed_loss():
     assert not torch.equal(clip_loss(image, text, 9.0, label_smoothing=0.2), clip_loss(image, text, 9.0))
 
 
-@pytest.mark.parametrize("epsilon", [-0.1, 1.5])
+@pytest.mark.parametrize("epsilon", [-0.1, 1.5, float("nan")])
 def test_label_smoothing_outside_unit_interval_is_refused(epsilon):
     image, text = embeddings(4, 3, seed=7)
     with pytest.raises(ValueError, match="label_smoothing"):

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 
 from tests.torchrun import torchrun
 from transferlab.losses import clip_loss, siglip_loss
-from transferlab.losses.distributed import all_gather_with_grad, distributed_clip_loss, distributed_siglip_loss
+from transferlab.losses.distributed import distributed_clip_loss, distributed_siglip_loss
 
 WORKER_PATH = Path(__file__).with_name("distributed_worker.py")
 _spec = importlib.util.spec_from_file_location("distributed_worker", WORKER_PATH)
@@ -127,12 +127,9 @@ def test_world_size_one_siglip_equals_siglip_loss(local_loss, use_ids):
     assert_same(ours, plain)
 
 
-def test_world_size_one_gather_is_the_identity():
-    x = torch.randn(3, 4)
-    assert all_gather_with_grad(x) is x
-
-
-def test_label_smoothing_out_of_range_is_rejected():
+@pytest.mark.parametrize("local_loss", [False, True])
+@pytest.mark.parametrize("epsilon", [-0.1, 1.5])
+def test_label_smoothing_out_of_range_is_rejected(local_loss, epsilon):
     image, text = embeddings(4, 3, seed=2)
-    with pytest.raises(ValueError, match="label_smoothing"):
-        distributed_clip_loss(image, text, 5.0, local_loss=True, label_smoothing=1.5)
+    with pytest.raises(ValueError, match=r"label_smoothing must lie in \[0, 1\]"):
+        distributed_clip_loss(image, text, 5.0, local_loss=local_loss, label_smoothing=epsilon)

@@ -6,7 +6,7 @@ a function plus an `nn.Module` wrapper.
 
 from transferlab.losses.clip import ClipLoss, clip_loss
 from transferlab.losses.dcl import DCLLoss, dcl_loss
-from transferlab.losses.distributed import all_gather_with_grad, distributed_clip_loss, distributed_siglip_loss
+from transferlab.losses.distributed import distributed_clip_loss, distributed_siglip_loss
 from transferlab.losses.look import NO_NEIGHBOUR_LOSS, LookLoss, look_loss
 from transferlab.losses.siglip import SIGLIP_INIT_BIAS, SIGLIP_INIT_SCALE, SigLipLoss, siglip_init, siglip_loss
 from transferlab.losses.supcon import NTXentLoss, SupConLoss, ntxent_loss, supcon_loss
@@ -21,7 +21,6 @@ __all__ = [
     "NTXentLoss",
     "SigLipLoss",
     "SupConLoss",
-    "all_gather_with_grad",
     "clip_loss",
     "dcl_loss",
     "distributed_clip_loss",

@@ -20,9 +20,30 @@ loss; it is accepted only so that the CLIP and SigLIP losses share a call signat
 Inputs: image_emb, text_emb [n, d] normalised; logit_scale a scalar tensor or float (already
 exponentiated); positive_ids [n] integer ids or None. Returns a scalar.
 
-Example:
-    >>> loss = clip_loss(F.normalize(img, dim=-1), F.normalize(txt, dim=-1), model.logit_scale.exp(),
-    ...                  positive_ids=labels, label_smoothing=0.1)
+Example (four pairs; each caption lies nearest its own image):
+
+    >>> import torch
+    >>> import torch.nn.functional as F
+    >>> from transferlab.losses import ClipLoss, clip_loss
+    >>> images = torch.eye(4)
+    >>> texts = F.normalize(torch.eye(4) + 0.2, dim=-1)
+    >>> round(clip_loss(images, texts, 10.0).item(), 4)
+    0.001
+    >>> round(clip_loss(images, texts.roll(1, dims=0), 10.0).item(), 4)  # captions shuffled
+    8.0074
+    >>> labels = torch.tensor([0, 0, 1, 2])  # pairs 0 and 1 are one class: caption 1 also matches image 0
+    >>> loss = clip_loss(images, texts, 10.0, positive_ids=labels, label_smoothing=0.1)
+    >>> round(loss.item(), 4)
+    2.4029
+    >>> torch.equal(ClipLoss(label_smoothing=0.1)(images, texts, 10.0, labels), loss)  # the module form
+    True
+    >>> clip_loss(images, texts, 10.0, label_smoothing=1.5)
+    Traceback (most recent call last):
+    ...
+    ValueError: label_smoothing must lie in [0, 1], got 1.5
+
+In training, `images` and `texts` are the towers' normalised outputs and the scale is the model's
+`logit_scale.exp()`.
 """
 
 from __future__ import annotations
@@ -32,12 +53,18 @@ import torch.nn.functional as F
 from torch import nn
 
 
+def check_label_smoothing(label_smoothing: float) -> float:
+    """`label_smoothing` itself if it lies in [0, 1] (the weight ε of the uniform targets), else ValueError."""
+    if not 0.0 <= label_smoothing <= 1.0:
+        raise ValueError(f"label_smoothing must lie in [0, 1], got {label_smoothing}")
+    return label_smoothing
+
+
 def clip_loss(image_emb: torch.Tensor, text_emb: torch.Tensor, logit_scale: torch.Tensor | float,
               logit_bias: torch.Tensor | float | None = None,
               positive_ids: torch.Tensor | None = None, label_smoothing: float = 0.0) -> torch.Tensor:
     """Symmetric InfoNCE of normalised embeddings [n, d] with the exponentiated scale."""
-    if not 0.0 <= label_smoothing <= 1.0:
-        raise ValueError(f"label_smoothing must lie in [0, 1], got {label_smoothing}")
+    check_label_smoothing(label_smoothing)
     logits = logit_scale * image_emb @ text_emb.T
     if logit_bias is not None:
         logits = logits + logit_bias
@@ -62,9 +89,7 @@ class ClipLoss(nn.Module):
 
     def __init__(self, label_smoothing: float = 0.0) -> None:
         super().__init__()
-        if not 0.0 <= label_smoothing <= 1.0:
-            raise ValueError(f"label_smoothing must lie in [0, 1], got {label_smoothing}")
-        self.label_smoothing = label_smoothing
+        self.label_smoothing = check_label_smoothing(label_smoothing)
 
     def forward(self, image_emb: torch.Tensor, text_emb: torch.Tensor, logit_scale: torch.Tensor | float,
                 positive_ids: torch.Tensor | None = None) -> torch.Tensor:

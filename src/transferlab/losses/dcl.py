@@ -15,8 +15,20 @@ equal) has an empty denominator and is left out of the mean; a batch with no suc
 
 Unlike InfoNCE the loss is not bounded below by 0: it is −(positive logit) + (log-sum of negatives).
 
-Example:
-    >>> loss = dcl_loss(F.normalize(img, dim=-1), F.normalize(txt, dim=-1), model.logit_scale.exp())
+Example (four pairs; each caption lies nearest its own image):
+
+    >>> import torch
+    >>> import torch.nn.functional as F
+    >>> from transferlab.losses import clip_loss, dcl_loss
+    >>> images = torch.eye(4)
+    >>> texts = F.normalize(torch.eye(4) + 0.2, dim=-1)
+    >>> round(dcl_loss(images, texts, 10.0).item(), 4)
+    -6.9078
+    >>> round(clip_loss(images, texts, 10.0).item(), 4)  # InfoNCE of the same batch, bounded below by 0
+    0.001
+
+In training, `images` and `texts` are the towers' normalised outputs and the scale is the model's
+`logit_scale.exp()`.
 """
 
 from __future__ import annotations

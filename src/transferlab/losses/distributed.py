@@ -1,9 +1,9 @@
 """The CLIP and SigLIP losses of the global batch under torch.distributed (gloo on CPU, NCCL on GPU).
 
 W ranks each hold B pairs (the same B on every rank: pad or drop the last batch), N = W·B pairs in all;
-rank r holds the rows r·B … (r+1)·B − 1 of the global batch. `all_gather_with_grad` concatenates the
-ranks' embeddings in rank order, and its backward hands each rank the gradient of its own rows summed over
-the losses of all ranks:
+rank r holds the rows r·B … (r+1)·B − 1 of the global batch. `all_gather_with_grad`
+(transferlab.distributed.gather) concatenates the ranks' embeddings in rank order, and its backward hands
+each rank the gradient of its own rows summed over the losses of all ranks:
 
     forward:  X = [x_0; x_1; …; x_{W−1}]                       [N, d] on every rank
     backward: ∂/∂x_r = Σ_q (∂L_q/∂X)[rows of r]                 (all-reduce sum, then slice)
@@ -35,10 +35,24 @@ initialised) the gather is the identity and each function equals its single-proc
 Every rank must call the loss and its backward the same number of times in the same order: both the
 forward gather and the backward all-reduce are collectives.
 
-Example (inside a DDP training step):
-    >>> img, txt = F.normalize(model.encode_image(x), dim=-1), F.normalize(model.encode_text(t), dim=-1)
-    >>> loss = distributed_clip_loss(img, txt, model.logit_scale.exp(), local_loss=True)
-    >>> loss.backward()  # DDP averages: the parameter gradients are those of the full global batch
+Example (one process, so each loss equals its single-process loss):
+
+    >>> import torch
+    >>> import torch.nn.functional as F
+    >>> from transferlab.losses import clip_loss, distributed_clip_loss, distributed_siglip_loss, siglip_loss
+    >>> images = torch.eye(4)
+    >>> texts = F.normalize(torch.eye(4) + 0.2, dim=-1)
+    >>> torch.allclose(distributed_clip_loss(images, texts, 10.0, local_loss=True), clip_loss(images, texts, 10.0))
+    True
+    >>> torch.allclose(distributed_siglip_loss(images, texts, 10.0, -10.0, local_loss=True),
+    ...                siglip_loss(images, texts, 10.0, -10.0))
+    True
+
+Inside a DDP training step under torchrun (not run as a doctest: it needs several processes)::
+
+    img, txt = F.normalize(model.encode_image(x), dim=-1), F.normalize(model.encode_text(t), dim=-1)
+    loss = distributed_clip_loss(img, txt, model.logit_scale.exp(), local_loss=True)
+    loss.backward()  # DDP averages: the parameter gradients are those of the full global batch
 """
 
 from __future__ import annotations
@@ -47,60 +61,15 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
-from transferlab.losses.clip import clip_loss
+from transferlab.distributed.gather import all_gather_no_grad, all_gather_with_grad, rank_and_size
+from transferlab.losses.clip import check_label_smoothing, clip_loss
 from transferlab.losses.siglip import siglip_loss
-
-
-def _distributed(group: dist.ProcessGroup | None) -> bool:
-    return dist.is_available() and dist.is_initialized() and dist.get_world_size(group) > 1
-
-
-def _rank_and_size(group: dist.ProcessGroup | None) -> tuple[int, int]:
-    if not _distributed(group):
-        return 0, 1
-    return dist.get_rank(group), dist.get_world_size(group)
-
-
-class _AllGatherWithGrad(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x: torch.Tensor, group: dist.ProcessGroup | None) -> torch.Tensor:
-        ctx.group = group
-        ctx.rank, world_size = _rank_and_size(group)
-        ctx.rows = x.shape[0]
-        parts = [torch.empty_like(x) for _ in range(world_size)]
-        dist.all_gather(parts, x.contiguous(), group=group)
-        return torch.cat(parts, dim=0)
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
-        # Each rank's grad is ∂L_q/∂X of its own loss; their sum is ∂(Σ_q L_q)/∂X, of which we keep our rows.
-        grad = grad.contiguous().clone()
-        dist.all_reduce(grad, op=dist.ReduceOp.SUM, group=ctx.group)
-        return grad[ctx.rank * ctx.rows:(ctx.rank + 1) * ctx.rows], None
-
-
-def all_gather_with_grad(x: torch.Tensor, group: dist.ProcessGroup | None = None) -> torch.Tensor:
-    """Every rank's `x` [B, ...] concatenated in rank order along dim 0 ([W·B, ...]); B must be equal on all
-    ranks. The backward returns to each rank the gradient of its own rows summed over all ranks' losses.
-    The identity when torch.distributed is not initialised or the group has one rank."""
-    if not _distributed(group):
-        return x
-    return _AllGatherWithGrad.apply(x, group)
-
-
-def all_gather_no_grad(x: torch.Tensor, group: dist.ProcessGroup | None = None) -> torch.Tensor:
-    """Every rank's `x` [B, ...] concatenated in rank order along dim 0, outside autograd (for ids, labels)."""
-    if not _distributed(group):
-        return x
-    parts = [torch.empty_like(x) for _ in range(dist.get_world_size(group))]
-    dist.all_gather(parts, x.contiguous(), group=group)
-    return torch.cat(parts, dim=0)
 
 
 def _local_matches(rows: int, positive_ids: torch.Tensor | None, group: dist.ProcessGroup | None,
                    device: torch.device) -> torch.Tensor:
     """[B, N] boolean: local row i matches global column j (the diagonal offset by rank·B, or equal ids)."""
-    rank, world_size = _rank_and_size(group)
+    rank, world_size = rank_and_size(group)
     if positive_ids is None:
         local_ids = torch.arange(rank * rows, (rank + 1) * rows, device=device)
         global_ids = torch.arange(world_size * rows, device=device)
@@ -120,8 +89,7 @@ def distributed_clip_loss(image_emb: torch.Tensor, text_emb: torch.Tensor, logit
     `clip_loss` of the concatenated batch. In both modes the DDP-averaged gradients equal its gradients.
     `logit_bias` shifts every logit alike and cannot change the loss; it is accepted as `clip_loss` accepts it.
     """
-    if not 0.0 <= label_smoothing <= 1.0:
-        raise ValueError(f"label_smoothing must lie in [0, 1], got {label_smoothing}")
+    check_label_smoothing(label_smoothing)
     all_images = all_gather_with_grad(image_emb, group)
     all_texts = all_gather_with_grad(text_emb, group)
     if not local_loss:

@@ -19,9 +19,22 @@ loss of samples with a tiny p_i. With fewer than k candidates, all of them are u
 
 Gradients flow through the anchors e_i only; the candidates are detached, as a memory bank's entries are.
 
-Example:
-    >>> look = LookLoss(bank_size=4096, embed_dim=128, k=50, temperature=0.07)
-    >>> loss = look(F.normalize(head(images), dim=-1), labels, sample_ids)  # then enqueues the batch
+Example (six samples in two tight groups on the unit circle, k = 2):
+
+    >>> import torch
+    >>> from transferlab.losses import NO_NEIGHBOUR_LOSS, LookLoss
+    >>> look = LookLoss(bank_size=16, embed_dim=2, k=2, temperature=0.1)
+    >>> angles = torch.tensor([0.0, 0.2, 0.4, 1.5, 1.7, 1.9])
+    >>> embeddings = torch.stack([angles.cos(), angles.sin()], dim=1)
+    >>> labels = torch.tensor([0, 0, 1, 1, 1, 1])  # sample 2 sits in the first group: no neighbour agrees
+    >>> round(look(embeddings, labels, torch.arange(6)).item(), 4)  # sample 2 adds NO_NEIGHBOUR_LOSS / 6
+    3.2591
+    >>> round(NO_NEIGHBOUR_LOSS, 4)
+    18.4207
+    >>> int(look.count)  # in training mode the batch is enqueued after it is scored
+    6
+
+In training, the embeddings are the normalised outputs of a projection head and a bank holds thousands.
 """
 
 from __future__ import annotations

@@ -14,9 +14,22 @@ The bias is what makes the loss work: with n − 1 negatives per positive, an un
 first steps pushing every logit down. The paper starts at b = −10 and s = 10 (a learnable log-scale of
 log 10); `siglip_init` builds those two parameters.
 
-Example:
+Example (four pairs; each caption lies nearest its own image):
+
+    >>> import torch
+    >>> import torch.nn.functional as F
+    >>> from transferlab.losses import siglip_init, siglip_loss
     >>> log_scale, bias = siglip_init()
-    >>> loss = siglip_loss(F.normalize(img, dim=-1), F.normalize(txt, dim=-1), log_scale.exp(), bias)
+    >>> round(log_scale.exp().item(), 4), bias.item()
+    (10.0, -10.0)
+    >>> images = torch.eye(4)
+    >>> texts = F.normalize(torch.eye(4) + 0.2, dim=-1)
+    >>> round(siglip_loss(images, texts, log_scale.exp(), bias).item(), 4)
+    0.9091
+    >>> round(siglip_loss(images, texts, log_scale.exp(), 0.0).item(), 4)  # unbiased: the 12 negatives weigh
+    5.355
+
+In training, `images` and `texts` are the towers' normalised outputs and `log_scale`, `bias` are learnt.
 """
 
 from __future__ import annotations

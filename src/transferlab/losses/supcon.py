@@ -17,9 +17,22 @@ With instance ids (the views of one image share an id, every image its own), thi
 labels it is SupCon. `views=V` says the embeddings are V view blocks stacked view-major (row v·B + b is view
 v of sample b) and `positive_ids` [B] gives one id per sample.
 
-Example:
-    >>> loss = supcon_loss(F.normalize(torch.cat([head(aug1), head(aug2)]), dim=-1), labels, views=2)
-    >>> loss = ntxent_loss(F.normalize(head(aug1), dim=-1), F.normalize(head(aug2), dim=-1), temperature=0.5)
+Example (three samples, two views each; each sample's second view lies nearest its first):
+
+    >>> import torch
+    >>> import torch.nn.functional as F
+    >>> from transferlab.losses import ntxent_loss, supcon_loss
+    >>> view_a = torch.eye(3)
+    >>> view_b = F.normalize(torch.eye(3) + 0.2, dim=-1)
+    >>> round(ntxent_loss(view_a, view_b, temperature=0.5).item(), 4)
+    0.5962
+    >>> embeddings = torch.cat([view_a, view_b])  # view-major: row v·B + b is view v of sample b
+    >>> round(supcon_loss(embeddings, torch.arange(3), temperature=0.5, views=2).item(), 4)  # instance ids
+    0.5962
+    >>> round(supcon_loss(embeddings, torch.tensor([0, 0, 1]), temperature=0.5, views=2).item(), 4)  # classes
+    1.3133
+
+In training, the views are the projection head's normalised outputs for two augmentations of a batch.
 """
 
 from __future__ import annotations

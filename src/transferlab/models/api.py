@@ -71,8 +71,30 @@ class Model:
 def load_model(ref: str, device: str = "auto") -> Model:
     """The model `ref` names (see docs/evaluation.md, "Model references"), on `device` (auto, cpu, cuda, mps).
 
-    >>> model = load_model("openclip:ViT-B-32:laion2b_s34b_b79k")
-    >>> similarity = model.encode_image(["cat.jpg"]) @ model.encode_text(["a photo of a cat"]).T
+    A tiny open_clip configuration (`openclip:<config.json>` is a seeded random initialisation, so nothing
+    is downloaded) shows the calls; a pretrained reference such as "openclip:ViT-B-32:laion2b_s34b_b79k"
+    (fetched once into open_clip's cache) takes the same calls and gives meaningful similarities.
+
+    >>> import json, tempfile
+    >>> from pathlib import Path
+    >>> import torch
+    >>> from PIL import Image
+    >>> tiny = {"embed_dim": 16, "vision_cfg": {"image_size": 16, "layers": 1, "width": 64, "patch_size": 8},
+    ...         "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1}}
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...     config = Path(folder) / "tiny-clip.json"
+    ...     _ = config.write_text(json.dumps(tiny))
+    ...     model = load_model(f"openclip:{config}", device="cpu")
+    >>> model
+    Model('openclip:tiny-clip')
+    >>> images = model.encode_image([Image.new("RGB", (40, 30), "red"), Image.new("RGB", (30, 40), "blue")])
+    >>> texts = model.encode_text(["a red square", "a blue square", "a photo of a cat"])
+    >>> images.shape, texts.shape
+    (torch.Size([2, 16]), torch.Size([3, 16]))
+    >>> torch.allclose(images.norm(dim=1), torch.ones(2))  # L2-normalised: images @ texts.T are cosines
+    True
+    >>> (images @ texts.T).shape
+    torch.Size([2, 3])
     """
     from transferlab.models.references import load_model as load_reference
     from transferlab.runtime import resolve_device

@@ -39,14 +39,10 @@ from transferlab.config.catalog import (
     OBJECTIVES,
     TWO_VIEW_OBJECTIVES,
 )
+from transferlab.distributed.gather import all_gather_no_grad, all_gather_with_grad
 from transferlab.errors import UserError
 from transferlab.losses import dcl_loss, supcon_loss
-from transferlab.losses.distributed import (
-    all_gather_no_grad,
-    all_gather_with_grad,
-    distributed_clip_loss,
-    distributed_siglip_loss,
-)
+from transferlab.losses.distributed import distributed_clip_loss, distributed_siglip_loss
 from transferlab.losses.look import LookLoss
 from transferlab.models.dual_encoder import DualEncoder
 from transferlab.train.large_batch import EncodeRows, Inputs
