@@ -15,11 +15,9 @@ import torch
 import torch.nn.functional as F
 from sklearn.base import BaseEstimator, ClassifierMixin
 
-from transferlab.adapt.finetune import finetune
+from transferlab.adapt.finetune import EMBED_BATCH, finetune
 from transferlab.adapt.merging import interpolate
 from transferlab.models.encoder import zeroshot_weights
-
-EMBED_BATCH = 256
 
 
 class FineTuneClassifier(ClassifierMixin, BaseEstimator):
