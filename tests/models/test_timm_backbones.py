@@ -121,10 +121,10 @@ def test_a_suite_gives_the_model_the_pixels_of_timms_own_transform(resnet, tmp_p
                                       "splits": {"train": 0.5, "val": 0.0, "test": 0.5}}},
                   eval={"datasets": ["files"], "tasks": ["linear_probe"]})
     encoder = load_model(f"timm:resnet10t:{path}", CPU).encoder
-    embedded = embedded_dataset(encoder, suite, "files", None)
-    embedded = embedded.embed("test")
+    dataset = embedded_dataset(encoder, suite, "files", None)
+    embedded = dataset.embed("test")
     transform = create_transform(**resolve_data_config({}, model=model))
-    files = [embedded.splits["test"].images.sources[s] for s in embedded.splits["test"].images.source]
+    files = [dataset.splits["test"].images.sources[s] for s in dataset.splits["test"].images.source]
     with torch.no_grad():
         theirs = torch.stack([transform(Image.open(f).convert("RGB")) for f in files])
         pooled = F.normalize(model.forward_head(model.forward_features(theirs), pre_logits=True), dim=-1)

@@ -101,8 +101,8 @@ class _Task:
         if self.splits["train"].labels is None:
             raise UserError(f"Adaptation needs class labels, but dataset '{data}' has none. Pick a labelled "
                             f"dataset with --data (or give this one a label_column / label_key).")
-        self.view = self._view(encoder)
-        train_y = self.view.labelled("train", "adapt")[1]
+        self.embedded = self.embedded_by(encoder)
+        train_y = self.embedded.labelled("train", "adapt")[1]
         short = {int(c): int(n) for c, n in zip(*np.unique(train_y, return_counts=True), strict=True) if n < shots}
         if short:
             names = self.splits["train"].classnames
@@ -113,18 +113,18 @@ class _Task:
         val_y = self.splits["val"].labels
         self.val_chosen = sample_shots(val_y.numpy(), shots, seed) if val_y is not None and len(val_y) else None
 
-    def _view(self, encoder: Encoder) -> EmbeddedDataset:
+    def embedded_by(self, encoder: Encoder) -> EmbeddedDataset:
         return EmbeddedDataset(name=self.data, split="test", splits=self.splits, embed=lambda split: image_embeddings(
             encoder, self.splits[split], split, self.out / "features"), embed_captions=None,
             encode_text=encoder.encode_text, model=encoder.module)
 
     def features(self, split: str, embedded: EmbeddedDataset | None = None) -> tuple[np.ndarray, np.ndarray]:
-        x, y = (embedded or self.view).labelled(split, "adapt")
+        x, y = (embedded or self.embedded).labelled(split, "adapt")
         pick = {"train": self.chosen, "val": self.val_chosen}.get(split)
         return (x, y) if pick is None else (x[pick], y[pick])
 
     def score(self, predicted: np.ndarray) -> dict:
-        return classification_scores(predicted, self.view.labelled("test", "adapt")[1])
+        return classification_scores(predicted, self.embedded.labelled("test", "adapt")[1])
 
 
 def _suite_of(base: LoadedModel) -> Suite:
@@ -135,7 +135,7 @@ def _suite_of(base: LoadedModel) -> Suite:
 
 
 def _zeroshot(task: _Task, embedded: EmbeddedDataset | None = None) -> np.ndarray:
-    embedded = embedded or task.view
+    embedded = embedded or task.embedded
     weights = embedded.text_classifier(task.suite.eval.templates, "zero-shot")
     return (torch.as_tensor(embedded.labelled("test", "adapt")[0]) @ weights.T).argmax(1).numpy()
 
@@ -152,15 +152,15 @@ def _set_parameters(estimator, parameters: dict, method: str) -> None:
 
 def _feature_method(task: _Task, method: str, parameters: dict, out: Path) -> dict:
     spec = task.suite.eval
-    weights = task.view.text_classifier(spec.templates, method) if method in ZEROSHOT_START_METHODS else None
-    estimator = fewshot_estimator(method, spec, weights, task.splits["test"].classnames, task.view.model)()
+    weights = task.embedded.text_classifier(spec.templates, method) if method in ZEROSHOT_START_METHODS else None
+    estimator = fewshot_estimator(method, spec, weights, task.splits["test"].classnames, task.embedded.model)()
     _set_parameters(estimator, parameters, method)
     if task.val_chosen is not None and "val_x" in estimator.get_params():
         val_x, val_y = task.features("val")
         estimator.set_params(val_x=val_x, val_y=val_y)
     estimator.fit(*task.features("train"))
     _save_learned(estimator, out / "head.safetensors")
-    return task.score(estimator.predict(task.view.labelled("test", "adapt")[0]))
+    return task.score(estimator.predict(task.embedded.labelled("test", "adapt")[0]))
 
 
 def _save_learned(estimator, path: Path) -> None:
@@ -183,14 +183,14 @@ def _finetune(task: _Task, base: LoadedModel, method: str, parameters: dict, see
     train = task.splits["train"]
     shots = decode_all(train.images[torch.as_tensor(task.chosen)], model.spec.image_size, model.spec.channels,
                        strict=True)  # streamed data: only the few chosen images are decoded
-    templates = task.view.zeroshot_templates(task.suite.eval.templates)
+    templates = task.embedded.zeroshot_templates(task.suite.eval.templates)
     tuned = finetune(model, shots, train.labels[torch.as_tensor(task.chosen)],
                      classnames=train.classnames, templates=templates, method=method, seed=seed,
                      **parameters)
     path = _save_model(tuned.model, base, out, {"method": method, "parameters": parameters, "seed": seed})
     save_file({k: v.detach().cpu().contiguous() for k, v in tuned.head.state_dict().items()},
               str(out / "head.safetensors"))
-    embedded = task._view(from_dual_encoder(tuned.model, str(path)))
+    embedded = task.embedded_by(from_dual_encoder(tuned.model, str(path)))
     with torch.no_grad():
         logits = tuned.head(torch.as_tensor(embedded.labelled("test", "adapt")[0]))
     return {**task.score(logits.argmax(1).numpy()), "final_loss": tuned.losses[-1] if tuned.losses else None}
@@ -215,11 +215,12 @@ def _weight_method(task: _Task, base: LoadedModel, models: list[str], method: st
     model = copy.deepcopy(_dual_encoder(base, method))  # the loaded model keeps its weights (and cache key)
     model.load_saved_state_dict(merged)
     path = _save_model(model, base, out, {"method": method, "parameters": parameters, "models": models})
-    embedded = task._view(from_dual_encoder(model, str(path)))
+    embedded = task.embedded_by(from_dual_encoder(model, str(path)))
     head = Path(models[-1]) / "head.safetensors"
     if method == "wise_ft" and head.is_file():  # the head too: from the zero-shot weights to the fine-tuned ones
         tuned = load_file(str(head))
-        weight = (1 - alpha) * task.view.text_classifier(task.suite.eval.templates, method) + alpha * tuned["weight"]
+        zeroshot = task.embedded.text_classifier(task.suite.eval.templates, method)
+        weight = (1 - alpha) * zeroshot + alpha * tuned["weight"]
         save_file({"weight": weight.contiguous(), "scale": tuned["scale"]}, str(out / "head.safetensors"))
         features = F.normalize(torch.as_tensor(embedded.labelled("test", "adapt")[0]), dim=-1)
         return task.score((features @ weight.T).argmax(1).numpy())
