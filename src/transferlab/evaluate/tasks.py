@@ -1,9 +1,10 @@
 """The evaluation tasks of a suite, each reading a dataset's cached embeddings.
 
-Every task takes a `EmbeddedDataset` of one dataset (its splits and lazily computed, cached embeddings) and the
+Every task takes an `EmbeddedDataset` (one dataset's splits and lazily computed, cached embeddings) and the
 suite's options, and returns its metrics (accuracies as fractions) and, for classifiers, the predictions
 on the evaluation split (for the report's confusion matrices). The maths of each lives with its
-estimator: `zeroshot`, `linear_probe`, `knn`, `ncm`, `fewshot`, `retrieval`, `clustering`.
+estimator: `zeroshot`, `knn`, `ncm`, `fewshot`, `retrieval`, `clustering` here; the linear probe and the
+few-shot adaptation methods in adapt/.
 """
 
 from __future__ import annotations
