@@ -8,6 +8,10 @@ step. Because every random draw of a step is a function of (seed, step), a resum
 the steps an uninterrupted run would have taken. A step with a non-finite loss or gradient is skipped, and
 SIGTERM/SIGINT stop the run at a step boundary with a checkpoint (train/guards.py).
 
+`pretrain` is the loop itself, in a screenful: set up, then per step the batch, the learning rate, the
+optimizer step, the log line and the checkpoint. `Training` holds the run's parts (set up in that order in
+its constructor) and does each of those steps; the functions below it are their pieces.
+
 Under torchrun every rank runs this same function on its shard of each global batch (train/batches.py);
 the objective's loss sees the global batch (train/objectives.py), BatchNorm normalises over the global
 batch, and the ranks' gradients are averaged after the step's backward passes, so every rank takes the
@@ -18,7 +22,6 @@ in one small all-reduce; rank 0 alone writes the run directory (logs, data repor
 from __future__ import annotations
 
 import contextlib
-import functools
 import json
 import math
 import signal
@@ -49,7 +52,7 @@ from transferlab.train.feed import DataFeed
 from transferlab.train.guards import BadSteps, StopSignals
 from transferlab.train.large_batch import backward_step
 from transferlab.train.logging import MetricsLogger, flatten
-from transferlab.train.objectives import build_objective
+from transferlab.train.objectives import Batch, build_objective
 from transferlab.train.profiling import StepProfiler
 from transferlab.train.train_state import optimizer_state, restore_optimizer, restore_rng, rng_state
 
@@ -59,154 +62,222 @@ STREAM_REPORT = "training_stream"  # data_report.json's entry for samples skippe
 
 def pretrain(recipe: Recipe, run_dir: Path, resume: bool = False) -> DualEncoder:
     """Train `recipe` into `run_dir` and return the final model (EMA weights when EMA is on)."""
-    run_dir = Path(run_dir)
-    world = distributed.start()
-    if world.main:
-        run_dir.mkdir(parents=True, exist_ok=True)
+    training = Training(recipe, Path(run_dir), resume)
     spec = recipe.train
-    device = distributed.local_device(recipe.device)
-    seed_everything(recipe.seed)
-    autocast, scaler = _precision(spec.precision, device)
+    with StopSignals() as stop, training:
+        for step in training.progress:
+            batch = training.batch(step)
+            lr = training.set_lr(step)
+            training.step(step, batch, stop)
 
-    # ---- data: the training split (of every dataset of a mixture, combined), decoded once, with its deduplicated
-    # captions; a mixture draws each step's sources from its weights (data/mixture.py)
-    mixture = load_training_data(recipe)
-    data = mixture.data
-    if len(data) < spec.batch_size:
-        raise UserError(f"train.batch_size is {spec.batch_size} but the train split of '{data.name}' has only "
-                        f"{len(data)} samples. Lower train.batch_size or add data.")
-    if world.main:
-        _record_data_reports(run_dir, mixture.reports)
-    sampler = MixtureSampler.for_recipe(spec, recipe.seed, mixture) if spec.mixture else None
-    pairs = isinstance(data, TextPairData)
-    image_only = spec.objective in IMAGE_ONLY_OBJECTIVES
-    captions = None if image_only else CaptionTable([[t] for t in data.right] if pairs else data.captions)
-    queries = CaptionTable([[t] for t in data.left]) if pairs else None
-
-    # ---- model, objective, optimizer and EMA, restored from the latest checkpoint when resuming
-    model = build_model(recipe, device, world)
-    classes = None if pairs or data.classnames is None else len(data.classnames)
-    objective = build_objective(spec, recipe.model.embed_dim, classes).to(device)
-    trainable = torch.nn.ModuleDict({"model": model, "objective": objective})
-    groups = (parameter_groups(model, spec.weight_decay) if spec.layer_decay is None
-              else layer_decay_groups(model, spec.lr, spec.weight_decay, spec.layer_decay))
-    groups += [g for g in parameter_groups(objective, spec.weight_decay) if g["params"]]
-    optimizer = create_optimizer(spec.optimizer, groups, spec.lr, spec.betas, spec.eps)
-    ema = None if spec.ema_decay is None else ModelEMA(model, spec.ema_decay)
-    bad = BadSteps(spec.max_bad_steps)
-    start, stream_skipped = _resume(run_dir, model, objective, optimizer, ema, scaler, bad) if resume else (0, {})
-    distributed.broadcast_module(trainable)  # equal already (same seed or checkpoint); made certain
-    trainable.train()
-
-    text = _text_features(model, captions, queries, autocast)
-    probe = _rankme_probe(data, recipe, device) if spec.rankme_every else None
-    in_memory = None if pairs or data.streamed else data.images.to(device)
-    batches = BatchMaker(recipe, len(data), device, in_memory, data.labels, captions,
-                         _positive_ids(data, captions, spec.positives), objective.views, queries, world, sampler)
-    feed = DataFeed(data, recipe, batches, start, device, stream_skipped if world.main else None)
-    logger = (MetricsLogger(run_dir, recipe.logging, flatten(recipe.model_dump(mode="json")), start_step=start)
-              if world.main else None)
-    window_loss, window_steps, window_begin = torch.zeros((), device=device), 0, start  # steps applied, begun at
-    window_start = time.perf_counter()
-    window_sources = torch.zeros(len(mixture.names), dtype=torch.long)  # a mixture's rows per source since the log
-    progress = tqdm(range(start, spec.steps), initial=start, total=spec.steps, desc="pretrain", unit="step",
-                    dynamic_ncols=True, disable=not world.main)
-    parameters = [p for p in trainable.parameters() if p.requires_grad]
-    buffers = list(model.buffers())
-    save = functools.partial(_checkpoint, run_dir, model=model, objective=objective, optimizer=optimizer, ema=ema,
-                             scaler=scaler, recipe=recipe, bad=bad, world=world, feed=feed, reports=mixture.reports)
-    closing = contextlib.closing(logger) if logger else contextlib.nullcontext()
-    profiler = StepProfiler(run_dir, spec.profile_steps, world.main)
-    with StopSignals() as stop, closing, contextlib.closing(progress), profiler:
-        for step in progress:
-            profiler.phase("data")
-            loaded = feed.next()
-            profiler.phase("batch")
-            batch = batches(step, loaded)
-            if sampler is not None:
-                window_sources += sampler.counts(step)
-            lr = lr_at(step, spec.lr, spec.steps, spec.warmup_steps, spec.schedule, spec.cooldown_fraction)
-            for group in optimizer.param_groups:
-                group["lr"] = lr * group.get("lr_scale", 1.0)
-
-            # ---- one optimizer step on the objective's loss, chunked if asked, with exact gradients
-            profiler.phase("gradients")
-            optimizer.zero_grad(set_to_none=True)
-            kept = [buffer.clone() for buffer in buffers]  # batch-norm statistics, restored if the step is bad
-            embeddings: list[torch.Tensor] = []  # the step's embeddings, detached, for the objective's state
-            loss = step_gradients(model, objective, batch, text, spec, autocast, scaler, embeddings)
-            # the global batch's loss (with local_loss each rank has its rows'), and whether any rank was signalled
-            if world.size > 1:
-                total, stopping = distributed.sum_scalars([loss, stop.received is not None])
-                loss = torch.tensor(total / world.size, device=device)
-                stop.received = stop.received or (signal.SIGTERM if stopping else None)
-            profiler.phase("optimizer")
-            if scaler:
-                scaler.unscale_(optimizer)
-            norm = distributed.gradient_norm([p.grad for p in parameters if p.grad is not None])
-            # with fp16, overflowing gradients are the scaler's to skip (it then lowers the scale)
-            if bad.ok(step, loss, None if scaler else norm):
-                if spec.grad_clip is not None:
-                    distributed.clip_gradients(parameters, spec.grad_clip, norm)
-                if scaler:
-                    scaler.step(optimizer)
-                else:
-                    optimizer.step()
-                with torch.no_grad():  # as in CLIP: the temperature may not fall below 1 / max_logit_scale
-                    model.logit_scale.clamp_(0, math.log(recipe.model.max_logit_scale))
-                objective.after_step(embeddings, batch)
-                if ema is not None:
-                    ema.update(model)
-                window_loss += loss.detach()
-                window_steps += 1
-            else:
-                for buffer, before in zip(buffers, kept, strict=True):
-                    buffer.copy_(before)
-            if scaler:
-                scaler.update()
-
-            # ---- log and checkpoint (the only places that wait for the device, with the check above and, under
+            # ---- log and checkpoint (the only places that wait for the device, with the step's check and, under
             # torchrun, the ranks' agreement on the loss)
-            profiler.phase("log+checkpoint")
+            training.profiler.phase("log+checkpoint")
             done = step + 1
             if done % spec.log_every == 0 or done == spec.steps:
-                seconds = time.perf_counter() - window_start
-                values = {"epoch": batches.epoch_of(step),
-                          "loss": (window_loss / window_steps).item() if window_steps else None, "lr": lr,
-                          "logit_scale": model.logit_scale.exp().item(),
-                          "samples_per_s": (done - window_begin) * spec.batch_size / seconds,
-                          "skipped_steps": bad.total, **feed.window(seconds)}
-                if sampler is not None:  # the share of each source in the rows drawn since the last log line
-                    shares = window_sources / window_sources.sum()
-                    values.update({f"mix/{name}": share for name, share in zip(mixture.names, shares.tolist(),
-                                                                               strict=True)})
-                    window_sources.zero_()
-                if probe is not None and done % spec.rankme_every == 0:
-                    values["rankme"] = _probe_rankme(model, probe, autocast)
-                if logger:
-                    logger.log(done, values)
-                if window_steps:
-                    progress.set_postfix(loss=f"{values['loss']:.3f}", **({"data wait": f"{values['data_wait']:.0%}"}
-                                                                          if feed.streamed else {}))
-                window_loss.zero_()
-                window_start, window_steps, window_begin = time.perf_counter(), 0, done
-            saved = None
-            if done % spec.checkpoint_every == 0 or done == spec.steps:
-                saved = save(done)
-            if bad.exhausted:
-                raise bad.error(saved or save(done))
+                training.log(done, lr)
+            saved = training.save(done) if done % spec.checkpoint_every == 0 or done == spec.steps else None
+            if training.bad.exhausted:
+                raise training.bad.error(saved or training.save(done))
             if stop.received is not None:
-                raise Interrupted(stop.received, done, saved or save(done))
-            profiler.step()
-    uncompile([tower for tower, _ in model.towers()])
-    if ema is not None:
-        ema.apply_to(model)
-    if spec.fsdp and world.size > 1:  # evaluation embeds with the whole model on every rank
-        whole = distributed.full_tensors(model.state_dict())
-        model = DualEncoder(recipe.model).to(device)
-        model.load_state_dict(whole)
-    model.eval()
-    return model
+                raise Interrupted(stop.received, done, saved or training.save(done))
+            training.profiler.step()
+    return training.final_model()
+
+
+class Training:
+    """A pretraining run's parts, set up in order, and what the loop does with them at each step. Leaving it (a
+    context manager) closes the profiler, the progress bar and the metrics log."""
+
+    def __init__(self, recipe: Recipe, run_dir: Path, resume: bool) -> None:
+        self.recipe, self.run_dir, self.spec = recipe, run_dir, recipe.train
+        spec = self.spec
+        self.world = world = distributed.start()
+        if world.main:
+            run_dir.mkdir(parents=True, exist_ok=True)
+        self.device = device = distributed.local_device(recipe.device)
+        seed_everything(recipe.seed)
+        self.autocast, self.scaler = _precision(spec.precision, device)
+
+        # ---- data: the training split (of every dataset of a mixture, combined), decoded once, with its
+        # deduplicated captions; a mixture draws each step's sources from its weights (data/mixture.py)
+        self.mixture = mixture = load_training_data(recipe)
+        data = mixture.data
+        if len(data) < spec.batch_size:
+            raise UserError(f"train.batch_size is {spec.batch_size} but the train split of '{data.name}' has only "
+                            f"{len(data)} samples. Lower train.batch_size or add data.")
+        if world.main:
+            _record_data_reports(run_dir, mixture.reports)
+        self.sampler = MixtureSampler.for_recipe(spec, recipe.seed, mixture) if spec.mixture else None
+        pairs = isinstance(data, TextPairData)
+        image_only = spec.objective in IMAGE_ONLY_OBJECTIVES
+        captions = None if image_only else CaptionTable([[t] for t in data.right] if pairs else data.captions)
+        queries = CaptionTable([[t] for t in data.left]) if pairs else None
+
+        # ---- model, objective, optimizer and EMA, restored from the latest checkpoint when resuming
+        self.model = model = build_model(recipe, device, world)
+        classes = None if pairs or data.classnames is None else len(data.classnames)
+        self.objective = objective = build_objective(spec, recipe.model.embed_dim, classes).to(device)
+        trainable = torch.nn.ModuleDict({"model": model, "objective": objective})
+        groups = (parameter_groups(model, spec.weight_decay) if spec.layer_decay is None
+                  else layer_decay_groups(model, spec.lr, spec.weight_decay, spec.layer_decay))
+        groups += [g for g in parameter_groups(objective, spec.weight_decay) if g["params"]]
+        self.optimizer = create_optimizer(spec.optimizer, groups, spec.lr, spec.betas, spec.eps)
+        self.ema = None if spec.ema_decay is None else ModelEMA(model, spec.ema_decay)
+        self.bad = BadSteps(spec.max_bad_steps)
+        start, stream_skipped = (_resume(run_dir, model, objective, self.optimizer, self.ema, self.scaler, self.bad)
+                                 if resume else (0, {}))
+        distributed.broadcast_module(trainable)  # equal already (same seed or checkpoint); made certain
+        trainable.train()
+        self.parameters = [p for p in trainable.parameters() if p.requires_grad]
+        self.buffers = list(model.buffers())
+
+        # ---- what a step is made of: the text features, the batches and, for streamed data, the loader
+        self.text = _text_features(model, captions, queries, self.autocast)
+        self.probe = _rankme_probe(data, recipe, device) if spec.rankme_every else None
+        in_memory = None if pairs or data.streamed else data.images.to(device)
+        self.batches = BatchMaker(recipe, len(data), device, in_memory, data.labels, captions,
+                                  _positive_ids(data, captions, spec.positives), objective.views, queries, world,
+                                  self.sampler)
+        self.feed = DataFeed(data, recipe, self.batches, start, device, stream_skipped if world.main else None)
+
+        # ---- logs: metrics.jsonl (and TensorBoard, MLflow), the progress bar, the profile
+        self.logger = (MetricsLogger(run_dir, recipe.logging, flatten(recipe.model_dump(mode="json")),
+                                     start_step=start) if world.main else None)
+        self.window = _Window(start, device, len(mixture.names))
+        self.progress = tqdm(range(start, spec.steps), initial=start, total=spec.steps, desc="pretrain",
+                             unit="step", dynamic_ncols=True, disable=not world.main)
+        self.profiler = StepProfiler(run_dir, spec.profile_steps, world.main)
+
+    def __enter__(self) -> Training:
+        self._open = contextlib.ExitStack()
+        if self.logger:
+            self._open.enter_context(contextlib.closing(self.logger))
+        self._open.enter_context(contextlib.closing(self.progress))
+        self._open.enter_context(self.profiler)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._open.__exit__(*exc)
+
+    def batch(self, step: int) -> Batch:
+        """The step's batch, a pure function of the step number (and, streamed, of the images loaded for it)."""
+        self.profiler.phase("data")
+        loaded = self.feed.next()
+        self.profiler.phase("batch")
+        batch = self.batches(step, loaded)
+        if self.sampler is not None:
+            self.window.sources += self.sampler.counts(step)
+        return batch
+
+    def set_lr(self, step: int) -> float:
+        """The schedule's learning rate of `step`, set in each parameter group (scaled by its layer decay)."""
+        spec = self.spec
+        lr = lr_at(step, spec.lr, spec.steps, spec.warmup_steps, spec.schedule, spec.cooldown_fraction)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr * group.get("lr_scale", 1.0)
+        return lr
+
+    def step(self, step: int, batch: Batch, stop: StopSignals) -> None:
+        """One optimizer step on the objective's loss, chunked if asked, with exact gradients; not applied (its
+        batch-norm statistics restored) when the loss or the gradient norm is NaN or Inf."""
+        self.profiler.phase("gradients")
+        self.optimizer.zero_grad(set_to_none=True)
+        kept = [buffer.clone() for buffer in self.buffers]  # batch-norm statistics, restored if the step is bad
+        embeddings: list[torch.Tensor] = []  # the step's embeddings, detached, for the objective's state
+        loss = self._agreed(step_gradients(self.model, self.objective, batch, self.text, self.spec, self.autocast,
+                                           self.scaler, embeddings), stop)
+        self.profiler.phase("optimizer")
+        if self.scaler:
+            self.scaler.unscale_(self.optimizer)
+        norm = distributed.gradient_norm([p.grad for p in self.parameters if p.grad is not None])
+        # with fp16, overflowing gradients are the scaler's to skip (it then lowers the scale)
+        if self.bad.ok(step, loss, None if self.scaler else norm):
+            self._apply(norm, embeddings, batch)
+            self.window.add(loss)
+        else:
+            for buffer, before in zip(self.buffers, kept, strict=True):
+                buffer.copy_(before)
+        if self.scaler:
+            self.scaler.update()
+
+    def _agreed(self, loss: torch.Tensor, stop: StopSignals) -> torch.Tensor:
+        """The global batch's loss (with local_loss each rank has its rows'); a signal to any rank reaches all."""
+        if self.world.size == 1:
+            return loss
+        total, stopping = distributed.sum_scalars([loss, stop.received is not None])
+        stop.received = stop.received or (signal.SIGTERM if stopping else None)
+        return torch.tensor(total / self.world.size, device=self.device)
+
+    def _apply(self, norm: torch.Tensor, embeddings: list[torch.Tensor], batch: Batch) -> None:
+        """Clip the gradients, step the optimizer, then what follows a step: the temperature's bound, the
+        objective's state, the EMA."""
+        if self.spec.grad_clip is not None:
+            distributed.clip_gradients(self.parameters, self.spec.grad_clip, norm)
+        if self.scaler:
+            self.scaler.step(self.optimizer)
+        else:
+            self.optimizer.step()
+        with torch.no_grad():  # as in CLIP: the temperature may not fall below 1 / max_logit_scale
+            self.model.logit_scale.clamp_(0, math.log(self.recipe.model.max_logit_scale))
+        self.objective.after_step(embeddings, batch)
+        if self.ema is not None:
+            self.ema.update(self.model)
+
+    def log(self, done: int, lr: float) -> None:
+        """A line of metrics.jsonl (and the progress bar's loss) for the steps since the last line."""
+        spec, window = self.spec, self.window
+        seconds = time.perf_counter() - window.begin_time
+        values = {"epoch": self.batches.epoch_of(done - 1),
+                  "loss": (window.loss / window.steps).item() if window.steps else None, "lr": lr,
+                  "logit_scale": self.model.logit_scale.exp().item(),
+                  "samples_per_s": (done - window.begin_step) * spec.batch_size / seconds,
+                  "skipped_steps": self.bad.total, **self.feed.window(seconds)}
+        if self.sampler is not None:  # the share of each source in the rows drawn since the last log line
+            shares = window.sources / window.sources.sum()
+            values.update({f"mix/{name}": share for name, share in zip(self.mixture.names, shares.tolist(),
+                                                                       strict=True)})
+        if self.probe is not None and done % spec.rankme_every == 0:
+            values["rankme"] = _probe_rankme(self.model, self.probe, self.autocast)
+        if self.logger:
+            self.logger.log(done, values)
+        if window.steps:
+            self.progress.set_postfix(loss=f"{values['loss']:.3f}", **({"data wait": f"{values['data_wait']:.0%}"}
+                                                                       if self.feed.streamed else {}))
+        self.window = _Window(done, self.device, len(self.mixture.names))
+
+    def save(self, step: int) -> Path:
+        """Write checkpoints/step_<step> (rank 0; the others help gather and wait) and return its path."""
+        return _checkpoint(self.run_dir, step, model=self.model, objective=self.objective, optimizer=self.optimizer,
+                           ema=self.ema, scaler=self.scaler, recipe=self.recipe, bad=self.bad, world=self.world,
+                           feed=self.feed, reports=self.mixture.reports)
+
+    def final_model(self) -> DualEncoder:
+        """The trained model for evaluation: uncompiled, with the EMA weights when EMA is on, whole on every rank."""
+        model = self.model
+        uncompile([tower for tower, _ in model.towers()])
+        if self.ema is not None:
+            self.ema.apply_to(model)
+        if self.spec.fsdp and self.world.size > 1:  # evaluation embeds with the whole model on every rank
+            whole = distributed.full_tensors(model.state_dict())
+            model = DualEncoder(self.recipe.model).to(self.device)
+            model.load_state_dict(whole)
+        model.eval()
+        return model
+
+
+class _Window:
+    """What a log line covers: the steps applied since the previous line and their summed loss (on the device),
+    the step and time it began at, and a mixture's rows per source."""
+
+    def __init__(self, begin_step: int, device: torch.device, sources: int) -> None:
+        self.loss, self.steps, self.begin_step = torch.zeros((), device=device), 0, begin_step
+        self.begin_time = time.perf_counter()
+        self.sources = torch.zeros(sources, dtype=torch.long)
+
+    def add(self, loss: torch.Tensor) -> None:
+        self.loss += loss.detach()
+        self.steps += 1
 
 
 def build_model(recipe: Recipe, device: torch.device, world: distributed.World,
