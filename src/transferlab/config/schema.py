@@ -569,7 +569,8 @@ class Recipe(Strict):
                              f"{'has an image tower' if pairs else 'has none'}: text pairs train a text-text model "
                              f"(model.image: null, optional model.query), images an image tower")
         if pairs and self.train.objective not in IMAGE_TEXT_OBJECTIVES:
-            raise ValueError(f"text pairs train with {', '.join(IMAGE_TEXT_OBJECTIVES)}, not '{self.train.objective}'")
+            *others, last = IMAGE_TEXT_OBJECTIVES
+            raise ValueError(f"text pairs train with {', '.join(others)} or {last}, not '{self.train.objective}'")
         image_only = self.train.objective in IMAGE_ONLY_OBJECTIVES
         if not image_only and self.model.text is None:
             raise ValueError(f"train.objective '{self.train.objective}' pairs images with captions, so it needs "
