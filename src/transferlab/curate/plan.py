@@ -28,7 +28,6 @@ from transferlab.curate.reasons import CODE, KEPT
 from transferlab.curate.settings import Settings
 from transferlab.errors import UserError
 
-EMBEDDED = ("image_embeddings", "caption_embeddings", "scores")  # one row per pair the count stage kept
 NEAR = (("image_embeddings", "near-duplicate image"), ("caption_embeddings", "near-duplicate caption"))
 
 
@@ -44,8 +43,8 @@ def plan(shards: list[Path], out: Path, settings: Settings) -> Path:
     fingerprint = settings.fingerprint
     statuses, hashes, scores, models, dims = [], [], [], {}, {}
     for shard in shards:
-        arrays, info = workfiles.load(workfiles.path(out, "count", shard), fingerprint, "count",
-                                      ("status", "content_hash", *EMBEDDED))
+        file = workfiles.path(out, "count", shard)
+        arrays, info = workfiles.load(file, fingerprint, "count", ("status", "content_hash", "scores"))
         check_unchanged(shard, info)
         for name, print_ in info["models"].items():
             if models.setdefault(name, print_) != print_:
@@ -55,10 +54,10 @@ def plan(shards: list[Path], out: Path, settings: Settings) -> Path:
         hashes.append(arrays["content_hash"][arrays["status"] == KEPT])
         if "scores" in arrays and len(arrays["scores"]):
             scores.append(arrays["scores"])
-        for name, _ in NEAR:  # read here only to learn which exist; the search reads them again, shard by shard
-            if name in arrays and len(arrays[name]):
-                dims[name] = arrays[name].shape[1]
-        del arrays
+        # the embeddings (one row per pair the count stage kept) are read by the search, shard by shard
+        for name, shape in workfiles.shapes(file, tuple(name for name, _ in NEAR)).items():
+            if shape[0]:
+                dims[name] = shape[1]
     status = np.concatenate(statuses)
     candidate = np.flatnonzero(status == KEPT)  # the pairs with embeddings, in pool order
     alive = np.ones(len(candidate), dtype=bool)

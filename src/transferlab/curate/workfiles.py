@@ -62,6 +62,21 @@ def load(file: Path, fingerprint: str, kind: str,
     return arrays, info
 
 
+def shapes(file: Path, names: tuple[str, ...]) -> dict[str, tuple[int, ...]]:
+    """The shapes of the arrays of `names` that a work file (already read with `load`) holds, from their
+    headers: no array data is read."""
+    found = {}
+    with zipfile.ZipFile(file) as archive:
+        stored = set(archive.namelist())
+        for name in names:
+            if f"{name}.npy" in stored:
+                with archive.open(f"{name}.npy") as member:
+                    major, _ = np.lib.format.read_magic(member)
+                    read = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
+                    found[name] = read(member)[0]
+    return found
+
+
 def is_current(file: Path, fingerprint: str, **expected) -> bool:
     """Whether `file` exists, was written with these settings and has the `expected` info values: then the
     stage that wrote it need not run again."""
