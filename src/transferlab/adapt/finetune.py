@@ -50,6 +50,7 @@ fine-tuning works on a copy.
 
 from __future__ import annotations
 
+import abc
 import copy
 import math
 import warnings
@@ -233,7 +234,7 @@ def _finetune(work: DualEncoder, tower: str, images: torch.Tensor, labels: torch
     return FineTuned(work, head, config, losses)
 
 
-class _Side:
+class _Side(abc.ABC):
     """What tuning one tower means, chosen once per fit: `tower` is what trains (all of it, or its adapters),
     `logits` the classifier's output for a batch of row indices, `finish` what the returned head holds."""
 
@@ -241,11 +242,13 @@ class _Side:
     trains_head: bool  # whether the head's W is a trained parameter
     tower: nn.Module
 
+    @abc.abstractmethod
     def logits(self, head: ClassificationHead, batch: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
+        """The classifier's logits for the images of rows `batch`."""
 
+    @abc.abstractmethod
     def finish(self, head: ClassificationHead) -> None:
-        """Called after training, the model in eval mode."""
+        """Set what the returned head holds; called after training, the model in eval mode."""
 
 
 class _ImageSide(_Side):
@@ -261,6 +264,9 @@ class _ImageSide(_Side):
     def logits(self, head: ClassificationHead, batch: torch.Tensor) -> torch.Tensor:
         device = self.work.logit_scale.device
         return head(self.work.encode_image(self.work.preprocess(self.images[batch].to(device))))
+
+    def finish(self, head: ClassificationHead) -> None:
+        """The head already holds the trained W."""
 
 
 class _TextSide(_Side):
