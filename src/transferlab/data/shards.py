@@ -97,7 +97,11 @@ def iter_samples(paths: list[Path | str], bad: BadSamples | None = None, keep: C
 
 def _shard_samples(path: Path | str, bad: BadSamples, keep: Callable[[str], bool] | None,
                    text: Collection[str], locate: Collection[str]) -> Iterator[dict[str, bytes | str]]:
-    if not is_url(path) and _uncompressed(Path(path)):
+    try:
+        laid_out = not is_url(path) and not _starts_compressed(path)
+    except OSError:
+        laid_out = False  # the streaming reader reports it
+    if laid_out:
         yield from _laid_out_samples(Path(path), bad, keep, text, locate)
         return
     sample: dict[str, bytes | str] | None = None
@@ -147,13 +151,10 @@ def _shard_samples(path: Path | str, bad: BadSamples, keep: Callable[[str], bool
             yield sample
 
 
-def _uncompressed(path: Path) -> bool:
-    try:
-        with open(path, "rb") as file:
-            head = file.read(6)
-    except OSError:
-        return False  # the streaming reader reports it
-    return not is_compressed(head)
+def _starts_compressed(shard: Path | str) -> bool:
+    """Whether a shard (local or URL) begins with a compressed file's magic."""
+    with (open_url(str(shard)) if is_url(shard) else open(local_path(shard), "rb")) as file:
+        return is_compressed(file.read(6))
 
 
 def _laid_out_samples(path: Path, bad: BadSamples, keep: Callable[[str], bool] | None, text: Collection[str],
@@ -307,9 +308,7 @@ class Located:
 
 
 def _refuse_compressed(shard: str) -> None:
-    with (open_url(shard) if is_url(shard) else open(local_path(shard), "rb")) as file:
-        head = file.read(6)
-    if is_compressed(head):
+    if _starts_compressed(shard):
         raise UserError(f"{shard} is compressed, and a streamed sample is read from its shard by byte offset, "
                         f"which a compressed file cannot give. Decompress the shards (gunzip), or set the "
                         f"dataset's `stream: false` to decode it whole into memory.")
