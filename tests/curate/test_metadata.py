@@ -7,6 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from transferlab.curate import metadata as metadata_module
 from transferlab.curate.metadata import PUNCTUATION, Matcher, normalise, read_metadata
 from transferlab.errors import UserError
 
@@ -116,6 +117,7 @@ def test_unusable_metadata_files(tmp_path, content, message):
 def test_a_missing_matcher_package_is_a_clear_error(tmp_path, monkeypatch):
     metadata = read_metadata(metadata_file(tmp_path, "cat\n"))
     monkeypatch.setitem(sys.modules, "ahocorasick", None)  # as if it were not installed
+    monkeypatch.setattr(metadata_module, "_native", None)  # and the C matcher not built
     with pytest.raises(UserError, match="pip install pyahocorasick"):
         Matcher(metadata)
 

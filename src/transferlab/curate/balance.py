@@ -33,13 +33,13 @@ def mix64(x: np.ndarray) -> np.ndarray:
 
 def key_hash(shard_name: str, key: str) -> int:
     """64 bits naming a sample: its shard's file name and its key."""
-    return int(key_hashes(shard_name, [key])[0])
+    return int(key_hashes(shard_name, [key.encode("utf-8", "surrogateescape")])[0])
 
 
-def key_hashes(shard_name: str, keys: list[str]) -> np.ndarray:
-    """`key_hash` of each key of one shard, as uint64."""
+def key_hashes(shard_name: str, keys: list[bytes]) -> np.ndarray:
+    """`key_hash` of each key of one shard (as the tar stores it, UTF-8), as uint64."""
     prefix, blake2b = shard_name.encode("utf-8") + b"\x00", hashlib.blake2b
-    digests = b"".join([blake2b(prefix + key.encode("utf-8"), digest_size=8).digest() for key in keys])
+    digests = b"".join([blake2b(prefix + key, digest_size=8).digest() for key in keys])
     return np.frombuffer(digests, dtype="<u8").astype(np.uint64)
 
 

@@ -19,6 +19,7 @@ import hashlib
 import itertools
 from functools import lru_cache
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -40,6 +41,12 @@ from transferlab.data.tar_layout import (
 )
 
 IMAGES = frozenset(IMAGE_EXTS)
+IMAGE_EXT_BYTES = tuple(sorted(ext.encode() for ext in IMAGES))
+
+try:
+    from transferlab.curate import _native
+except ImportError:  # not built: the pure-Python reader, same results
+    _native = None
 FORMAT = 2  # of the count file: 2 added the samples' byte ranges and header digest; older files are counted again
 
 
@@ -64,12 +71,75 @@ def member_bytes(data: bytes, member: Member | None) -> bytes | None:
     return None if member is None else bytes(data[member.offset:member.offset + member.size])
 
 
+def _data(data: bytes, where: list[int]) -> bytes:
+    """The bytes at an (offset, size) pair of `Samples`; none for offset -1."""
+    offset, size = where
+    return b"" if offset < 0 else bytes(data[offset:offset + size])
+
+
 def image_member(members: dict[str, Member]) -> Member | None:
     """The sample's first image member, None when it has none."""
     for ext, member in members.items():
         if ext.lower() in IMAGES:
             return member
     return None
+
+
+class Samples(NamedTuple):
+    """A shard's samples in stored order: key, the byte ranges holding their members (sample i's are
+    spans[span_ptr[i]:span_ptr[i + 1]]), and where the caption's and the first image's data lie (offset,
+    size; -1 for none); `layout` holds what the tar reader skipped."""
+
+    keys: list[bytes]
+    spans: np.ndarray
+    span_ptr: np.ndarray
+    captions: np.ndarray
+    images: np.ndarray
+    layout: Layout
+
+
+def read_samples(data: bytes, caption_key: str) -> Samples:
+    """The samples of a shard's bytes: in C for a plain tar where the extension is built, else through
+    `tar_layout` (long names, pax records, damage and the rest)."""
+    if _native is not None and len(data):
+        found = _native.plain_samples(data, caption_key.encode(), IMAGE_EXT_BYTES)
+        if found is not None:
+            keys, table = found
+            table = np.frombuffer(table, dtype=np.int64).reshape(-1, 6)
+            return Samples(keys, table[:, :2], np.arange(len(keys) + 1), table[:, 2:4], table[:, 4:], Layout())
+    layout = read_layout(data)
+    keys, spans, span_ptr, where = [], [], [0], []
+    for key, members in group_samples(layout):
+        keys.append(key.encode("utf-8", "surrogateescape"))
+        spans.extend(_blocks(members))
+        span_ptr.append(len(spans))
+        where.append(_where(members.get(caption_key)) + _where(image_member(members)))
+    where = np.array(where, dtype=np.int64).reshape(-1, 4)
+    return Samples(keys, np.array(spans, dtype=np.int64).reshape(-1, 2), np.array(span_ptr, dtype=np.int64),
+                   where[:, :2], where[:, 2:], layout)
+
+
+def _where(member: Member | None) -> tuple[int, int]:
+    return (-1, -1) if member is None else (member.offset, member.size)
+
+
+def read_captions(data: bytes, where: np.ndarray) -> tuple[list[str], list[str | None]]:
+    """`read_caption` of each sample's caption member (`Samples.captions`): the whole shard's captions
+    decoded as one text and split, unless one of them is not UTF-8 or holds a NUL (then one by one)."""
+    raw = [data[offset:offset + size] if offset >= 0 else None for offset, size in where.tolist()]
+    present = [piece for piece in raw if piece is not None]
+    try:
+        texts = b"\0".join(present).decode("utf-8").split("\0")
+    except UnicodeDecodeError:
+        texts = None
+    if texts is None or len(texts) != len(present):
+        return tuple(map(list, zip(*map(read_caption, raw), strict=True))) if raw else ([], [])
+    captions, reasons, decoded = [], [], iter(texts)
+    for piece in raw:
+        caption = next(decoded).strip()[:MAX_CAPTION_CHARS] if piece is not None else ""
+        captions.append(caption)
+        reasons.append(None if caption else "missing caption" if piece is None else "empty caption")
+    return captions, reasons
 
 
 def count_shard(shard: Path, out: Path, settings: Settings) -> Path:
@@ -83,43 +153,41 @@ def count_shard(shard: Path, out: Path, settings: Settings) -> Path:
         from transferlab.curate.embed import PairEmbedder  # models load only when asked: workers start faster
 
         embedder = PairEmbedder(settings)
-    keys, status, spans, span_ptr, captions, images, passed = [], [], [], [0], [], [], []
     case_sensitive = settings.entries is not None and settings.entries.case_sensitive
-    digest, unreadable, texts, hashes = "", None, None, np.zeros(0, dtype=np.uint64)
+    digest, unreadable, texts = "", None, None
     try:
         with shard_bytes(shard) as data:
-            layout = read_layout(data)
-            for key, members in group_samples(layout):
-                keys.append(key)
-                spans.extend(_blocks(members))
-                span_ptr.append(len(spans))
-                caption, reason = read_caption(member_bytes(data, members.get(settings.caption_key)))
-                reason = reason or settings.filters.reason(caption)
-                image = image_member(members) if settings.dedup or embedder is not None else None
-                if reason is None and embedder is not None:
-                    reason = embedder.add(member_bytes(data, image) or b"", caption)
-                if reason is None:
-                    passed.append(len(status))
-                    captions.append(caption)
-                    images.append(image)
-                status.append(KEPT if reason is None else CODE[reason])
+            found = read_samples(data, settings.caption_key)
+            captions, reasons = read_captions(data, found.captions)
+            passing = [i for i, reason in enumerate(reasons) if reason is None]
+            for i, reason in zip(passing, settings.filters.reasons([captions[i] for i in passing]), strict=True):
+                reasons[i] = reason
+            images = found.images.tolist()
+            if embedder is not None:
+                for i, reason in enumerate(reasons):
+                    if reason is None:
+                        reasons[i] = embedder.add(_data(data, images[i]), captions[i])
+            passed = [i for i, reason in enumerate(reasons) if reason is None]
+            captions = [captions[i] for i in passed]
+            status = np.array([KEPT if reason is None else CODE[reason] for reason in reasons], dtype=np.uint8)
             texts = normalise_joined(captions, case_sensitive) if captions else None
             hashes = np.zeros(len(status), dtype=np.uint64)
             if settings.dedup and captions:  # on the caption folded to lower case, whatever the matching does
                 folded = (texts if not case_sensitive and texts is not None else normalise_joined(captions))
                 folded = folded.split("\0") if folded is not None else [normalise(c) for c in captions]
-                hashes[passed] = [content_hash(text, member_bytes(data, image) or b"")
-                                  for text, image in zip(folded, images, strict=True)]
-            digest = headers_digest(data, np.array([spans[p][0] for p in span_ptr[:-1]], dtype=np.int64))
+                hashes[passed] = [content_hash(text, _data(data, images[i]))
+                                  for text, i in zip(folded, passed, strict=True)]
+            digest = headers_digest(data, found.spans[found.span_ptr[:-1], 0])
     except UnreadableShard as err:  # raised before reading began: the shard holds no sample for us
-        layout, unreadable = Layout(), err.reason
-    keys = key_hashes(shard.name, keys)
+        found = Samples([], np.zeros((0, 2), dtype=np.int64), np.zeros(1, dtype=np.int64), None, None, Layout())
+        unreadable, status, hashes, captions = err.reason, np.zeros(0, dtype=np.uint8), np.zeros(0, np.uint64), []
+    layout = found.layout
     match_ptr, match_ids = np.zeros(len(status) + 1, dtype=np.int64), np.zeros(0, dtype=np.int32)
-    if matcher is not None and captions:  # all captions of the shard in one scan of the automaton
+    if matcher is not None and captions:  # all captions of the shard in one scan
         if texts is None:  # a caption holds a NUL: one scan each
-            found = [matcher(caption) for caption in captions]
-            ptr = np.cumsum([0] + [len(f) for f in found])
-            match_ids = np.fromiter(itertools.chain.from_iterable(found), dtype=np.int32)
+            found_ids = [matcher(caption) for caption in captions]
+            ptr = np.cumsum([0] + [len(f) for f in found_ids])
+            match_ids = np.fromiter(itertools.chain.from_iterable(found_ids), dtype=np.int32)
         else:
             ptr, match_ids = matcher.batch(texts)
         per_row = np.zeros(len(status), dtype=np.int64)
@@ -130,11 +198,9 @@ def count_shard(shard: Path, out: Path, settings: Settings) -> Path:
     models = {} if embedder is None else {e.name: e.fingerprint for e in embedder.encoders}
     info = {"shard": shard.name, "shard_bytes": size, "skipped": skipped, "models": models, "headers": digest,
             "format": FORMAT}
-    return workfiles.save(file, settings.fingerprint, info, key_hash=keys,
-                          content_hash=hashes, status=np.array(status, dtype=np.uint8),
-                          match_ptr=match_ptr, match_ids=match_ids,
-                          span_ptr=np.array(span_ptr, dtype=np.int64),
-                          spans=np.array(spans, dtype=np.int64).reshape(-1, 2),
+    return workfiles.save(file, settings.fingerprint, info, key_hash=key_hashes(shard.name, found.keys),
+                          content_hash=hashes, status=status, match_ptr=match_ptr, match_ids=match_ids,
+                          span_ptr=found.span_ptr, spans=found.spans,
                           **(embedder.arrays() if embedder is not None else {}))
 
 

@@ -58,6 +58,14 @@ class CaptionFilter:
             return "non-printable characters"
         return None
 
+    def reasons(self, captions: list[str]) -> list[str | None]:
+        """`reason` of each caption. With only the non-printable rule on (the default), one check of all
+        the captions joined by spaces settles the common case of none failing it."""
+        if not self.bounded and not self.min_letter_fraction and \
+                (self.allow_nonprintable or not has_nonprintable(" ".join(captions))):
+            return [None] * len(captions)
+        return [self.reason(caption) for caption in captions]
+
     def _length_reason(self, caption: str) -> str | None:
         words, chars = len(caption.split()), len(caption)
         if words < self.min_words or chars < self.min_chars:

@@ -6,7 +6,10 @@ normalised alike — lower-cased (unless case-sensitive), punctuation spaced out
 whitespace collapsed — and padded with a space, so " cat " is a substring of " a cat . " but not of
 " concatenate ". All entries are matched in one scan of the caption with an Aho-Corasick automaton
 (pyahocorasick), whose cost grows with the caption's length and the matches found, not with the number
-of entries: a loop testing each entry would do 100,000 substring searches per caption.
+of entries: a loop testing each entry would do 100,000 substring searches per caption. Where the optional
+C extension `_native` is built, a token matcher does the same faster (a hash of each entry's token
+prefixes, extended token by token from each token of the caption, each match confirmed byte for byte), and
+ASCII captions are normalised in C; both give exactly what the Python code does.
 
 Hyphens, slashes and other inner punctuation stay inside their token ("t-shirt" is one token, and "cat"
 does not match "cat-like").
@@ -22,6 +25,11 @@ import numpy as np
 
 from transferlab.errors import UserError
 
+try:
+    from transferlab.curate import _native
+except ImportError:  # not built (no C compiler at install): the pure-Python paths, same results
+    _native = None
+
 PUNCTUATION = ",.;:!?\"'`()[]{}<>"  # each becomes a token of its own
 SPACED = str.maketrans({mark: f" {mark} " for mark in PUNCTUATION})
 
@@ -36,9 +44,23 @@ def normalise_joined(captions: list[str], case_sensitive: bool = False) -> str |
     """`normalise` of every caption, joined by NUL characters, computed on the joined text at once (one
     lower-casing, one translation, one whitespace collapse for a whole shard): splitting the result at NUL
     gives each caption's `normalise`. None when a caption holds a NUL itself (then normalise each)."""
-    joined = " \0 ".join(captions)
+    joined = "\0".join(captions)
     if joined.count("\0") != len(captions) - 1:
         return None
+    if _native is None:
+        return _normalise_joined(captions, case_sensitive)
+    text, flagged = _native.normalise_ascii(joined.encode("utf-8", "surrogatepass"), not case_sensitive)
+    text = text.decode("ascii")
+    if flagged:  # the captions with non-ASCII characters: Unicode's cases and spaces, in Python
+        parts, unicode = text.split("\0"), _normalise_joined([captions[i] for i in flagged], case_sensitive)
+        for index, normalised in zip(flagged, unicode.split("\0"), strict=True):
+            parts[index] = normalised
+        text = "\0".join(parts)
+    return text
+
+
+def _normalise_joined(captions: list[str], case_sensitive: bool) -> str:
+    joined = " \0 ".join(captions)
     joined = joined if case_sensitive else joined.lower()
     for mark in PUNCTUATION:  # on a long text, a replace per mark is 5x faster than translate
         joined = joined.replace(mark, f" {mark} ")
@@ -100,28 +122,28 @@ def read_metadata(path: str | Path, case_sensitive: bool = False) -> Metadata:
 
 
 class Matcher:
-    """The ids of the entries that occur in a caption, found with one Aho-Corasick automaton."""
+    """The ids of the entries that occur in a caption: the C token matcher where it is built, else one
+    Aho-Corasick automaton."""
 
     def __init__(self, metadata: Metadata) -> None:
-        try:
-            import ahocorasick
-        except ImportError:
-            raise UserError("Matching metadata entries needs the pyahocorasick package: pip install pyahocorasick "
-                            "(or leave --metadata out to curate without balancing).") from None
         self.case_sensitive, self.size = metadata.case_sensitive, len(metadata.normalised)
-        self.automaton = ahocorasick.Automaton(ahocorasick.STORE_INTS)
-        for entry_id, key in enumerate(metadata.normalised):
-            self.automaton.add_word(key, entry_id)
-        self.automaton.make_automaton()
+        self.tokens = None if _native is None else _native.build_matcher(metadata.normalised)
+        self.automaton = _automaton(metadata.normalised) if self.tokens is None else None
 
     def __call__(self, caption: str) -> list[int]:
         """The ids of the entries in `caption`, each once, ascending."""
-        return sorted({entry_id for _, entry_id in self.automaton.iter(normalise(caption, self.case_sensitive))})
+        text = normalise(caption, self.case_sensitive)
+        if self.tokens is not None:
+            return self.batch(text)[1].tolist()
+        return sorted({entry_id for _, entry_id in self.automaton.iter(text)})
 
     def batch(self, joined: str) -> tuple[np.ndarray, np.ndarray]:
-        """The same for many normalised captions joined by NUL characters (`normalise_joined`), in one scan
-        of the automaton: caption i matched the entries ids[ptr[i]:ptr[i + 1]]. No normalised entry holds a
-        NUL, so no match spans two captions; each match's end position tells its caption."""
+        """The same for many normalised captions joined by NUL characters (`normalise_joined`), in one scan:
+        caption i matched the entries ids[ptr[i]:ptr[i + 1]]. No normalised entry holds a NUL, so no match
+        spans two captions; in the automaton's scan, each match's end position tells its caption."""
+        if self.tokens is not None:
+            ptr, ids = _native.match(self.tokens, joined)
+            return np.frombuffer(ptr, dtype=np.int64), np.frombuffer(ids, dtype=np.int32)
         texts = joined.split("\0")
         lengths = np.fromiter(map(len, texts), dtype=np.int64, count=len(texts)) + 1
         starts = np.cumsum(lengths) - lengths
@@ -131,3 +153,16 @@ class Matcher:
         pairs = np.unique(rows * self.size + found[:, 1])  # each (caption, entry) once, in caption then entry order
         rows, ids = np.divmod(pairs, self.size)
         return np.searchsorted(rows, np.arange(len(texts) + 1)), ids.astype(np.int32)
+
+
+def _automaton(normalised: list[str]):  # noqa: ANN202 -- pyahocorasick's type, imported here
+    try:
+        import ahocorasick
+    except ImportError:
+        raise UserError("Matching metadata entries needs the pyahocorasick package: pip install pyahocorasick "
+                        "(or leave --metadata out to curate without balancing).") from None
+    automaton = ahocorasick.Automaton(ahocorasick.STORE_INTS)
+    for entry_id, key in enumerate(normalised):
+        automaton.add_word(key, entry_id)
+    automaton.make_automaton()
+    return automaton

@@ -1,0 +1,506 @@
+/* The count stage's per-sample work in C: an optional extension, built when a compiler is at hand.
+
+Every function here has a pure-Python twin that gives the same result (tests/curate/test_native.py checks
+each pair on the same input); the Python side falls back to the twin when this module is missing or when
+a function returns None ("not the plain case, ask the careful reader").
+
+    plain_samples(data, caption_ext, image_exts)  tar_layout.read_layout + group_samples, for a plain tar
+    normalise_ascii(joined, lower)                metadata.normalise of each ASCII caption
+    build_matcher(entries) / match(matcher, text) metadata.Matcher: entries found at token boundaries
+*/
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define BLOCK 512
+
+/* ---------- growable buffers ---------- */
+
+typedef struct {
+    char *data;
+    Py_ssize_t size, capacity;
+} Buffer;
+
+static int reserve(Buffer *b, Py_ssize_t extra) {
+    if (b->size + extra <= b->capacity)
+        return 0;
+    Py_ssize_t capacity = b->capacity ? b->capacity : 4096;
+    while (capacity < b->size + extra)
+        capacity *= 2;
+    char *grown = PyMem_Realloc(b->data, capacity);
+    if (grown == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    b->data = grown;
+    b->capacity = capacity;
+    return 0;
+}
+
+static int append(Buffer *b, const void *bytes, Py_ssize_t n) {
+    if (reserve(b, n) < 0)
+        return -1;
+    memcpy(b->data + b->size, bytes, n);
+    b->size += n;
+    return 0;
+}
+
+static PyObject *to_bytes(Buffer *b) {
+    PyObject *out = PyBytes_FromStringAndSize(b->data ? b->data : "", b->size);
+    PyMem_Free(b->data);
+    b->data = NULL;
+    return out;
+}
+
+/* ---------- plain_samples ---------- */
+
+/* tar_layout._octal for one field: digits after leading spaces or zeros; -1 for GNU's base-256 form */
+static int64_t octal(const unsigned char *field, int width) {
+    if (field[0] & 0x80)
+        return -1;
+    int64_t value = 0;
+    for (int i = 0; i < width; i++) {
+        unsigned char c = field[i];
+        int digit = c >= '0' && c <= '7';
+        if (digit)
+            value = value * 8 + (c - '0');
+        if (!(digit || (c == ' ' && value == 0)))
+            break;
+    }
+    return value;
+}
+
+/* tarfile's check: the stored checksum equals the header's bytes summed, unsigned or signed, with the
+   checksum field counted as spaces */
+static int checksum_ok(const unsigned char *h) {
+    if (h[148] & 0x80)
+        return 0;
+    int64_t unsigned_sum = 8 * 32, signed_sum = 8 * 32;
+    for (int i = 0; i < BLOCK; i++) {
+        if (i >= 148 && i < 156)
+            continue;
+        unsigned_sum += h[i];
+        signed_sum += (signed char)h[i];
+    }
+    int64_t stored = octal(h + 148, 8);
+    return stored == unsigned_sum || stored == signed_sum;
+}
+
+static int all_zero(const unsigned char *h) {
+    for (int i = 0; i < BLOCK; i++)
+        if (h[i])
+            return 0;
+    return 1;
+}
+
+typedef struct {
+    int64_t start, end, caption_offset, caption_size, image_offset, image_size;
+} Sample;
+
+/* Whether `ext` (ASCII, `n` bytes), lower-cased, is one of `image_exts` (lower-case bytes objects). */
+static int is_image(const char *ext, Py_ssize_t n, PyObject *image_exts) {
+    char lowered[101];
+    if (n > 100)
+        return 0;
+    for (Py_ssize_t i = 0; i < n; i++)
+        lowered[i] = (ext[i] >= 'A' && ext[i] <= 'Z') ? ext[i] + 32 : ext[i];
+    Py_ssize_t count = PyTuple_GET_SIZE(image_exts);
+    for (Py_ssize_t i = 0; i < count; i++) {
+        PyObject *item = PyTuple_GET_ITEM(image_exts, i);
+        if (PyBytes_GET_SIZE(item) == n && memcmp(PyBytes_AS_STRING(item), lowered, n) == 0)
+            return 1;
+    }
+    return 0;
+}
+
+/* The samples of a plain tar: regular members only, names of ASCII bytes in one header (no long names, pax
+   records, prefix field, folders), each 'key.ext' with a key, extensions not repeated within a sample, right
+   checksums, end-of-archive blocks present. Returns (keys, table) with table int64 rows (start, end,
+   caption offset, caption size, image offset, image size; -1 for a missing member), or None for any other
+   tar: the Python reader decides those. */
+static PyObject *plain_samples(PyObject *self, PyObject *args) {
+    Py_buffer view;
+    const char *caption_ext;
+    Py_ssize_t caption_len;
+    PyObject *image_exts;
+    if (!PyArg_ParseTuple(args, "y*y#O!", &view, &caption_ext, &caption_len, &PyTuple_Type, &image_exts))
+        return NULL;
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(image_exts); i++)
+        if (!PyBytes_Check(PyTuple_GET_ITEM(image_exts, i))) {
+            PyBuffer_Release(&view);
+            PyErr_SetString(PyExc_TypeError, "image_exts must hold bytes");
+            return NULL;
+        }
+    const unsigned char *data = view.buf;
+    Py_ssize_t blocks = view.len / BLOCK, position = 0;
+    Buffer table = {0};
+    PyObject *keys = PyList_New(0), *result = NULL;
+    int plain = 0;  /* set once the end-of-archive block is reached with every header plain */
+    const char *key = NULL;  /* the open sample's key (points into data) */
+    Py_ssize_t key_len = 0;
+    char exts[64][101];  /* the open sample's extensions, to refuse a repeated one */
+    Py_ssize_t ext_lens[64];
+    int ext_count = 0;
+    Sample sample;
+    if (keys == NULL)
+        goto done;
+    while (position < blocks) {
+        const unsigned char *h = data + position * BLOCK;
+        if (all_zero(h)) {
+            plain = 1;
+            break;
+        }
+        int64_t size = octal(h + 124, 12);
+        unsigned char kind = h[156];
+        if (size < 0 || !(kind == '0' || kind == 0 || kind == '7') || h[345] || !checksum_ok(h))
+            break;
+        int64_t end = (position + 1 + (size + BLOCK - 1) / BLOCK) * BLOCK;
+        if (end > view.len)
+            break;
+        Py_ssize_t n = strnlen((const char *)h, 100), base = 0, dot = -1;
+        int bad = n == 0 || h[0] == '/' || h[n - 1] == '/';
+        for (Py_ssize_t i = n; i < 100 && !bad; i++)
+            bad = h[i] != 0;  /* bytes after the name's NUL: the readers differ on those, ask the careful one */
+        for (Py_ssize_t i = 0; i < n && !bad; i++) {
+            bad = h[i] >= 0x80 || (h[i] == '.' && i + 1 < n && h[i + 1] == '.');
+            if (h[i] == '/')
+                base = i + 1, dot = -1;
+            else if (h[i] == '.' && dot < 0)
+                dot = i;
+        }
+        if (bad || dot <= base || (n - dot - 1 >= 2 && h[dot + 1] == '_' && h[dot + 2] == '_'))
+            break;
+        const char *ext = (const char *)h + dot + 1;
+        Py_ssize_t ext_len = n - dot - 1;
+        if (key == NULL || key_len != dot || memcmp(key, h, dot) != 0) {  /* a new sample */
+            if (key != NULL && append(&table, &sample, sizeof sample) < 0)
+                break;
+            key = (const char *)h;
+            key_len = dot;
+            ext_count = 0;
+            sample = (Sample){position * BLOCK, end, -1, -1, -1, -1};
+        }
+        int repeated = ext_count == 64;
+        for (int i = 0; i < ext_count && !repeated; i++)
+            repeated = ext_lens[i] == ext_len && memcmp(exts[i], ext, ext_len) == 0;
+        if (repeated)
+            break;
+        memcpy(exts[ext_count], ext, ext_len);
+        ext_lens[ext_count++] = ext_len;
+        sample.end = end;
+        if (sample.caption_offset < 0 && ext_len == caption_len && memcmp(ext, caption_ext, ext_len) == 0)
+            sample.caption_offset = (position + 1) * BLOCK, sample.caption_size = size;
+        if (sample.image_offset < 0 && is_image(ext, ext_len, image_exts))
+            sample.image_offset = (position + 1) * BLOCK, sample.image_size = size;
+        position = end / BLOCK;
+    }
+    if (PyErr_Occurred())
+        goto done;
+    if (!plain) {
+        result = Py_NewRef(Py_None);
+        goto done;
+    }
+    if (key != NULL && append(&table, &sample, sizeof sample) < 0)
+        goto done;
+    /* the keys, from the table's start offsets: each sample's first header holds its key */
+    Py_ssize_t count = table.size / (Py_ssize_t)sizeof(Sample);
+    for (Py_ssize_t i = 0; i < count; i++) {
+        const char *name = (const char *)data + ((Sample *)table.data)[i].start;
+        Py_ssize_t n = strnlen(name, 100), dot = -1;
+        for (Py_ssize_t j = 0; j < n; j++) {  /* the first dot after the last slash, as above */
+            if (name[j] == '/')
+                dot = -1;
+            else if (name[j] == '.' && dot < 0)
+                dot = j;
+        }
+        PyObject *item = PyBytes_FromStringAndSize(name, dot);
+        if (item == NULL || PyList_Append(keys, item) < 0) {
+            Py_XDECREF(item);
+            goto done;
+        }
+        Py_DECREF(item);
+    }
+    result = Py_BuildValue("(ON)", keys, to_bytes(&table));
+done:
+    PyMem_Free(table.data);
+    Py_XDECREF(keys);
+    PyBuffer_Release(&view);
+    return result;
+}
+
+/* ---------- normalise_ascii ---------- */
+
+static const char PUNCTUATION[] = ",.;:!?\"'`()[]{}<>";
+
+static int is_space(unsigned char c) { return c == ' ' || (c >= 9 && c <= 13) || (c >= 28 && c <= 31); }
+
+/* metadata.normalise of each caption of `joined` (captions separated by NUL): ' a cat . ', joined by NUL.
+   A caption holding a non-ASCII byte is left empty and its index returned in the list: str.lower and
+   str.split know Unicode's cases and spaces, which this does not. Returns (bytes, list). */
+static PyObject *normalise_ascii(PyObject *self, PyObject *args) {
+    Py_buffer view;
+    int lower;
+    if (!PyArg_ParseTuple(args, "y*p", &view, &lower))
+        return NULL;
+    const unsigned char *text = view.buf;
+    Buffer out = {0};
+    PyObject *flagged = PyList_New(0), *result = NULL;
+    Py_ssize_t start = 0, index = 0;
+    if (flagged == NULL || reserve(&out, 2 * view.len + 2) < 0)  /* each byte grows to at most " p" */
+        goto done;
+    while (start <= view.len) {
+        const unsigned char *end = memchr(text + start, 0, view.len - start);
+        Py_ssize_t stop = end ? end - text : view.len, mark = out.size;
+        if (reserve(&out, 2 * (stop - start) + 4) < 0)
+            goto done;
+        char *w = out.data + out.size;
+        int ascii = 1, gap = 1;  /* gap: the last byte written is a space */
+        *w++ = ' ';
+        for (Py_ssize_t i = start; i < stop && ascii; i++) {
+            unsigned char c = text[i];
+            if (c >= 0x80) {
+                ascii = 0;
+            } else if (is_space(c)) {
+                if (!gap)
+                    *w++ = ' ', gap = 1;
+            } else if (strchr(PUNCTUATION, c) != NULL && c) {
+                if (!gap)
+                    *w++ = ' ';
+                *w++ = (char)c, *w++ = ' ', gap = 1;
+            } else {
+                *w++ = (char)(lower && c >= 'A' && c <= 'Z' ? c + 32 : c), gap = 0;
+            }
+        }
+        if (w == out.data + mark + 1)
+            *w++ = ' ';  /* no token: '  ', as ' ' + '' + ' ' */
+        else if (!gap)
+            *w++ = ' ';
+        if (ascii) {
+            out.size = w - out.data;
+        } else {
+            out.size = mark;
+            PyObject *number = PyLong_FromSsize_t(index);
+            if (number == NULL || PyList_Append(flagged, number) < 0) {
+                Py_XDECREF(number);
+                goto done;
+            }
+            Py_DECREF(number);
+        }
+        if (end == NULL)
+            break;
+        out.data[out.size++] = 0;
+        start = stop + 1;
+        index++;
+    }
+    result = Py_BuildValue("(NO)", to_bytes(&out), flagged);
+done:
+    PyMem_Free(out.data);
+    Py_XDECREF(flagged);
+    PyBuffer_Release(&view);
+    return result;
+}
+
+/* ---------- the token matcher ---------- */
+
+/* A normalised entry ' t1 t2 ... tk ' occurs in a normalised caption ' c1 c2 ... cn ' exactly when its
+   tokens are a run of the caption's tokens (both single-spaced, tokens free of spaces). The table holds a
+   hash of every entry's token prefixes ' t1 ... tj ' (FNV-1a over the bytes): a scan starting at each
+   token of the caption extends token by token while the prefix so far is one of some entry's, and a full
+   entry found by hash is confirmed byte for byte, so a hash collision can cost time but never a match. */
+
+typedef struct {
+    uint64_t hash;
+    int32_t entry;      /* the entry whose whole text this is, or -1 */
+    uint8_t continues;  /* some longer entry starts with this prefix */
+    uint8_t used;
+} Slot;
+
+typedef struct {
+    Slot *slots;
+    uint64_t mask;
+    char *text;          /* the entries, back to back */
+    int64_t *offsets;    /* entry i is text[offsets[i]:offsets[i + 1]] */
+    Py_ssize_t entries;
+} Matcher;
+
+#define FNV_OFFSET 0xcbf29ce484222325ULL
+#define FNV_PRIME 0x100000001b3ULL
+
+static uint64_t spread(uint64_t x) {
+    x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
+    return x ^ (x >> 31);
+}
+
+static void insert(Matcher *m, uint64_t hash, int32_t entry) {
+    uint64_t i = spread(hash) & m->mask;
+    for (; m->slots[i].used; i = (i + 1) & m->mask) {
+        Slot *s = &m->slots[i];
+        if (s->hash != hash)
+            continue;
+        if (entry < 0) {  /* a prefix: one slot of this hash saying so is enough */
+            s->continues = 1;
+            return;
+        }
+        if (s->entry < 0) {
+            s->entry = entry;
+            return;
+        }
+    }
+    m->slots[i] = (Slot){hash, entry, entry < 0, 1};
+}
+
+static void free_matcher(PyObject *capsule) {
+    Matcher *m = PyCapsule_GetPointer(capsule, "transferlab.matcher");
+    if (m == NULL)
+        return;
+    PyMem_Free(m->slots);
+    PyMem_Free(m->text);
+    PyMem_Free(m->offsets);
+    PyMem_Free(m);
+}
+
+/* A matcher of the normalised entries (a list of str), or None when one is not single-spaced tokens between
+   a leading and a trailing space, or holds a NUL (the Aho-Corasick matcher takes those). */
+static PyObject *build_matcher(PyObject *self, PyObject *args) {
+    PyObject *list;
+    if (!PyArg_ParseTuple(args, "O!", &PyList_Type, &list))
+        return NULL;
+    Py_ssize_t count = PyList_GET_SIZE(list), total = 0, prefixes = 0;
+    for (Py_ssize_t i = 0; i < count; i++) {
+        Py_ssize_t n;
+        PyObject *item = PyList_GET_ITEM(list, i);
+        const char *s = PyUnicode_Check(item) ? PyUnicode_AsUTF8AndSize(item, &n) : NULL;
+        if (s == NULL) {
+            if (!PyErr_Occurred())
+                PyErr_SetString(PyExc_TypeError, "entries must be str");
+            return NULL;
+        }
+        if (n < 3 || s[0] != ' ' || s[1] == ' ' || s[n - 1] != ' ' || memchr(s, 0, n) != NULL)
+            Py_RETURN_NONE;
+        for (Py_ssize_t j = 1; j < n; j++)
+            if (s[j] == ' ') {
+                if (s[j - 1] == ' ')
+                    Py_RETURN_NONE;
+                prefixes++;
+            }
+        total += n;
+    }
+    Matcher *m = PyMem_Calloc(1, sizeof(Matcher));
+    if (m == NULL)
+        return PyErr_NoMemory();
+    uint64_t size = 16;
+    while (size < 2 * (uint64_t)prefixes + 16)
+        size *= 2;
+    m->mask = size - 1;
+    m->entries = count;
+    m->slots = PyMem_Calloc(size, sizeof(Slot));
+    m->text = PyMem_Malloc(total + 1);
+    m->offsets = PyMem_Malloc((count + 1) * sizeof(int64_t));
+    if (m->slots == NULL || m->text == NULL || m->offsets == NULL) {
+        PyMem_Free(m->slots), PyMem_Free(m->text), PyMem_Free(m->offsets), PyMem_Free(m);
+        return PyErr_NoMemory();
+    }
+    int64_t at = 0;
+    for (Py_ssize_t i = 0; i < count; i++) {
+        Py_ssize_t n;
+        const char *s = PyUnicode_AsUTF8AndSize(PyList_GET_ITEM(list, i), &n);
+        m->offsets[i] = at;
+        memcpy(m->text + at, s, n);
+        at += n;
+        uint64_t hash = FNV_OFFSET;
+        for (Py_ssize_t j = 0; j < n; j++) {
+            hash = (hash ^ (unsigned char)s[j]) * FNV_PRIME;
+            if (s[j] == ' ' && j > 0)
+                insert(m, hash, j == n - 1 ? (int32_t)i : -1);
+        }
+    }
+    m->offsets[count] = at;
+    PyObject *capsule = PyCapsule_New(m, "transferlab.matcher", free_matcher);
+    if (capsule == NULL) {
+        PyMem_Free(m->slots), PyMem_Free(m->text), PyMem_Free(m->offsets), PyMem_Free(m);
+    }
+    return capsule;
+}
+
+static int compare_ids(const void *a, const void *b) {
+    int32_t x = *(const int32_t *)a, y = *(const int32_t *)b;
+    return (x > y) - (x < y);
+}
+
+/* The entries found in each caption of `text` (normalised captions joined by NUL, a str): (ptr, ids) as
+   bytes of int64 and int32, caption i matched ids[ptr[i]:ptr[i + 1]], each once, ascending. */
+static PyObject *match(PyObject *self, PyObject *args) {
+    PyObject *capsule, *joined;
+    if (!PyArg_ParseTuple(args, "OU", &capsule, &joined))
+        return NULL;
+    Matcher *m = PyCapsule_GetPointer(capsule, "transferlab.matcher");
+    Py_ssize_t len;
+    const char *text = PyUnicode_AsUTF8AndSize(joined, &len);
+    if (m == NULL || text == NULL)
+        return NULL;
+    Buffer ptr = {0}, ids = {0};
+    int64_t zero = 0;
+    int failed = append(&ptr, &zero, sizeof zero) < 0;
+    Py_ssize_t caption_start = 0;
+    for (Py_ssize_t i = 0; i <= len && !failed; i++) {
+        if (i < len && text[i] != 0)
+            continue;
+        Py_ssize_t first = ids.size;
+        for (Py_ssize_t s = caption_start; s + 1 < i && !failed; s++) {  /* a scan from each space */
+            if (text[s] != ' ')
+                continue;
+            uint64_t hash = FNV_OFFSET;
+            hash = (hash ^ (unsigned char)' ') * FNV_PRIME;
+            for (Py_ssize_t e = s + 1; e < i; e++) {
+                hash = (hash ^ (unsigned char)text[e]) * FNV_PRIME;
+                if (text[e] != ' ')
+                    continue;
+                int continues = 0;  /* text[s..e] is ' t1 ... tj ' */
+                for (uint64_t k = spread(hash) & m->mask; m->slots[k].used; k = (k + 1) & m->mask) {
+                    Slot *slot = &m->slots[k];
+                    if (slot->hash != hash)
+                        continue;
+                    continues |= slot->continues;
+                    if (slot->entry >= 0) {
+                        int64_t at = m->offsets[slot->entry], n = m->offsets[slot->entry + 1] - at;
+                        if (n == e - s + 1 && memcmp(m->text + at, text + s, n) == 0 &&
+                            append(&ids, &slot->entry, sizeof(int32_t)) < 0)
+                            failed = 1;
+                    }
+                }
+                if (!continues)
+                    break;
+            }
+        }
+        int32_t *found = (int32_t *)(ids.data + first);
+        Py_ssize_t n = (ids.size - first) / (Py_ssize_t)sizeof(int32_t), kept = 0;
+        qsort(found, n, sizeof(int32_t), compare_ids);
+        for (Py_ssize_t j = 0; j < n; j++)
+            if (j == 0 || found[j] != found[kept - 1])
+                found[kept++] = found[j];
+        ids.size = first + kept * (Py_ssize_t)sizeof(int32_t);
+        int64_t end = ids.size / (Py_ssize_t)sizeof(int32_t);
+        failed = failed || append(&ptr, &end, sizeof end) < 0;
+        caption_start = i + 1;
+    }
+    if (failed) {
+        PyMem_Free(ptr.data), PyMem_Free(ids.data);
+        return PyErr_NoMemory();
+    }
+    return Py_BuildValue("(NN)", to_bytes(&ptr), to_bytes(&ids));
+}
+
+static PyMethodDef methods[] = {
+    {"plain_samples", plain_samples, METH_VARARGS, "The samples of a plain tar, or None (see the C source)."},
+    {"normalise_ascii", normalise_ascii, METH_VARARGS, "metadata.normalise of each ASCII caption."},
+    {"build_matcher", build_matcher, METH_VARARGS, "A token matcher of normalised entries, or None."},
+    {"match", match, METH_VARARGS, "The entries found in each caption of a NUL-joined normalised text."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_native", NULL, -1, methods, NULL, NULL, NULL, NULL};
+
+PyMODINIT_FUNC PyInit__native(void) { return PyModule_Create(&module); }

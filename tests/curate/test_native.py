@@ -1,0 +1,178 @@
+"""The C kernels of the count stage (curate/_native.c) against their pure-Python twins: the tar reader, the
+caption normaliser and the entry matcher must give the same results on the same input, and the count
+files of a pool must be the same with and without the extension."""
+
+from __future__ import annotations
+
+import io
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tests.curate.pools import write_shard
+from transferlab.curate import count as count_module
+from transferlab.curate import metadata as metadata_module
+from transferlab.curate.count import count_shard, read_samples
+from transferlab.curate.filters import CaptionFilter
+from transferlab.curate.metadata import Matcher, normalise, normalise_joined, read_metadata
+from transferlab.curate.settings import Settings
+
+native = pytest.importorskip("transferlab.curate._native", reason="the C extension is not built here")
+
+
+def tar_bytes(members: list[tuple[str, bytes]], format: int = tarfile.PAX_FORMAT, kind: dict | None = None) -> bytes:
+    """A tar of (name, data) members; `kind` maps a name to a tarfile member type (DIRTYPE, SYMTYPE)."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w", format=format) as tar:
+        for name, data in members:
+            info = tarfile.TarInfo(name)
+            info.type = (kind or {}).get(name, tarfile.REGTYPE)
+            info.size = len(data) if info.type == tarfile.REGTYPE else 0
+            tar.addfile(info, io.BytesIO(data) if info.type == tarfile.REGTYPE else None)
+    return buffer.getvalue()
+
+
+PLAIN = [("a/s1.txt", b"a cat"), ("a/s1.jpg", b"\xff\xd8jpeg"), ("a/s1.json", b"{}"), ("s2.JPG", b"img"),
+         ("s2.txt", b"  dog  "), ("s3.json", b"{}"), ("s4.en.txt", b"other caption"), ("s4.txt", b""),
+         ("s5.", b"empty extension"), ("s5.txt", "ΟΔΟΣ".encode())]
+
+
+def corrupted(data: bytes) -> bytes:
+    broken = bytearray(data)
+    broken[512 * 2 + 10] ^= 1  # a name byte of the second member's header: its checksum fails
+    return bytes(broken)
+
+
+FALLBACKS = {  # tars the C reader leaves to the Python one, each for one reason
+    "long name (GNU)": tar_bytes([("k" * 120 + ".txt", b"x"), ("s.txt", b"y")], tarfile.GNU_FORMAT),
+    "pax record": tar_bytes([("ké.txt", b"x"), ("s.txt", b"y")]),
+    "ustar prefix field": tar_bytes([("d" * 90 + "/" + "e" * 20 + ".txt", b"x")], tarfile.USTAR_FORMAT),
+    "folder member": tar_bytes([("dir", b""), ("s.txt", b"y")], kind={"dir": tarfile.DIRTYPE}),
+    "symlink": tar_bytes([("l.txt", b""), ("s.txt", b"y")], kind={"l.txt": tarfile.SYMTYPE}),
+    "dot-dot name": tar_bytes([("../s.txt", b"x"), ("t.txt", b"y")]),
+    "absolute name": tar_bytes([("/s.txt", b"x"), ("t.txt", b"y")]),
+    "repeated extension": tar_bytes([("s.txt", b"x"), ("s.txt", b"y"), ("t.txt", b"z")]),
+    "no extension": tar_bytes([("README", b"x"), ("t.txt", b"y")]),
+    "hidden extension": tar_bytes([("s.__key__", b"x"), ("s.txt", b"y")]),
+    "no end-of-archive blocks": tar_bytes(PLAIN)[:512 * 19],  # the members, nothing after them
+    "damaged header": corrupted(tar_bytes(PLAIN)),
+}
+
+
+def both_readers(data: bytes, monkeypatch) -> tuple:
+    fast = read_samples(data, "txt")
+    with monkeypatch.context() as patch:
+        patch.setattr(count_module, "_native", None)
+        slow = read_samples(data, "txt")
+    return fast, slow
+
+
+def assert_same_samples(fast, slow) -> None:
+    assert fast.keys == slow.keys
+    for name in ("spans", "span_ptr", "captions", "images"):
+        np.testing.assert_array_equal(getattr(fast, name), getattr(slow, name), err_msg=name)
+    assert (fast.layout.skipped, fast.layout.corrupt) == (slow.layout.skipped, slow.layout.corrupt)
+
+
+def test_a_plain_tar_is_read_in_c_as_the_python_reader_reads_it(monkeypatch):
+    data = tar_bytes(PLAIN)
+    assert native.plain_samples(data, b"txt", count_module.IMAGE_EXT_BYTES) is not None
+    fast, slow = both_readers(data, monkeypatch)
+    assert_same_samples(fast, slow)
+    assert fast.keys == [b"a/s1", b"s2", b"s3", b"s4", b"s5"]
+    assert fast.images[:2, 1].tolist() == [6, 3] and fast.images[2:, 0].tolist() == [-1, -1, -1]  # .JPG is an image
+    assert fast.captions[2].tolist() == [-1, -1] and fast.captions[3, 1] == 0  # s4.en.txt is not the caption
+
+
+@pytest.mark.parametrize("case", sorted(FALLBACKS))
+def test_any_other_tar_is_left_to_the_python_reader(case, monkeypatch):
+    data = FALLBACKS[case]
+    assert native.plain_samples(data, b"txt", count_module.IMAGE_EXT_BYTES) is None
+    assert_same_samples(*both_readers(data, monkeypatch))
+
+
+def test_an_archive_of_end_blocks_alone_has_no_samples(monkeypatch):
+    fast, slow = both_readers(bytes(1024), monkeypatch)
+    assert fast.keys == [] and len(fast.spans) == 0
+    assert_same_samples(fast, slow)
+
+
+TEXT = st.text(st.sampled_from(list("aAbZ.,;!?'()<> \t\n\x0b\x1c\x1f\x7féÉßİΣ\u00a0\u3000\u2028-/")), max_size=12)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(TEXT.filter(str.strip), min_size=1, max_size=6), st.booleans())
+def test_normalising_in_c_equals_normalise(captions, case_sensitive):
+    expected = [normalise(caption, case_sensitive) for caption in captions]
+    assert normalise_joined(captions, case_sensitive).split("\0") == expected
+
+
+TOKENS = ["a", "b", "ab", "ba", ".", "é", "É", "ß", "aa"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.lists(st.sampled_from(TOKENS), min_size=1, max_size=3).map(" ".join), min_size=1, max_size=12),
+       st.lists(st.lists(st.sampled_from(TOKENS + [",", "x"]), min_size=1, max_size=10).map(" ".join), min_size=1,
+                max_size=8))
+def test_the_c_matcher_finds_what_aho_corasick_and_a_substring_scan_find(tmp_path_factory, entries, captions):
+    path = tmp_path_factory.mktemp("entries") / "entries.txt"
+    path.write_text("\n".join(entries) + "\n")
+    metadata = read_metadata(path)
+    fast = Matcher(metadata)
+    assert fast.tokens is not None
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(metadata_module, "_native", None)
+        slow = Matcher(metadata)
+    joined = normalise_joined(captions)
+    naive = [[i for i, entry in enumerate(metadata.normalised) if entry in normalise(c)] for c in captions]
+    for matcher in (fast, slow):
+        ptr, ids = matcher.batch(joined)
+        assert [ids[ptr[i]:ptr[i + 1]].tolist() for i in range(len(captions))] == naive
+        assert [matcher(c) for c in captions] == naive
+
+
+def test_entries_the_token_matcher_cannot_take_go_to_aho_corasick():
+    assert native.build_matcher([" a ", " b\0c "]) is None
+    assert native.build_matcher([" a  b "]) is None
+    assert native.build_matcher([" a ", " b c "]) is not None
+
+
+def test_count_files_are_the_same_with_and_without_the_extension(tmp_path, monkeypatch):
+    pool = tmp_path / "pool"
+    captions = ["A cat on a mat.", "ΟΔΟΣ with a dog", "  ", "cat\0dog", "t-shirt (cat)!", "İstanbul cat"]
+    samples = [{"__key__": f"k{i}", "txt": c, "jpg": f"img{i % 3}".encode()} for i, c in enumerate(captions)]
+    samples.append({"__key__": "bad", "txt": b"\xff\xfe"})
+    samples.append({"__key__": "nocaption", "jpg": b"img"})
+    shards = [write_shard(pool / "plain.tar", samples),
+              write_shard(pool / "long.tar", [{"__key__": "k" * 150, "txt": "a cat"}, *samples[:3]])]
+    (pool / "entries.txt").write_text("cat\ndog\nistanbul\nt-shirt\na dog\n")
+    # the NUL caption passes the filters, so the matcher also scans captions one by one
+    settings_ = Settings(metadata=pool / "entries.txt", cap=2, filters=CaptionFilter(allow_nonprintable=True))
+    for out, patched in ((tmp_path / "fast", False), (tmp_path / "slow", True)):
+        with monkeypatch.context() as patch:
+            if patched:
+                patch.setattr(count_module, "_native", None)
+                patch.setattr(metadata_module, "_native", None)
+                count_module.matcher_for.cache_clear()
+            for shard in shards:
+                count_shard(shard, out, settings_)
+        count_module.matcher_for.cache_clear()
+    for shard in shards:
+        name = f"{shard.name}.count.npz"
+        with np.load(tmp_path / "fast" / "work" / name) as fast, np.load(tmp_path / "slow" / "work" / name) as slow:
+            assert fast.files == slow.files
+            for key in fast.files:
+                np.testing.assert_array_equal(fast[key], slow[key], err_msg=f"{name}: {key}")
+    with np.load(tmp_path / "fast" / "work" / "plain.tar.count.npz") as counted:
+        assert counted["status"].tolist().count(0) == 5  # the blank, undecodable and missing captions are out
+        # cat | a dog, dog | t-shirt, cat | cat ('İstanbul' lower-cased is 'i̇stanbul', not 'istanbul')
+        assert counted["match_ids"].tolist() == [0, 1, 4, 0, 3, 0]
+
+
+def test_the_extension_is_what_this_process_uses(tmp_path):
+    assert count_module._native is native and metadata_module._native is native
+    assert Path(native.__file__).suffix in (".so", ".pyd")
