@@ -4,4 +4,4 @@ no C compiler is at hand the build skips it and curation runs its pure-Python tw
 from setuptools import Extension, setup
 
 setup(ext_modules=[Extension("transferlab.curate._native", ["src/transferlab/curate/_native.c"],
-                             extra_compile_args=["-O2"], optional=True)])
+                             extra_compile_args=["-O3"], optional=True)])

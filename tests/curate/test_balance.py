@@ -8,7 +8,7 @@ from scipy.stats import binom
 
 from tests.curate.pools import caption_pool, kept_keys
 from transferlab.curate import Settings, curate
-from transferlab.curate.balance import balanced_keep, key_hash, probabilities, uniforms
+from transferlab.curate.balance import balanced_keep, key_hash, key_hashes, probabilities, uniforms
 
 CAP = 100
 COUNTS = [1, 5, 20, 50, 99, 100, 101, 200, 400, 1000, 2500, 0]  # pairs per entry e00, e01, ...
@@ -99,6 +99,20 @@ def test_keep_rule_against_a_loop_over_pairs_and_entries():
         draws = [uniforms(keys[i:i + 1], np.array([e]), 9)[0] for e in entries]
         assert kept[i] == any(u < min(1.0, 50 / counts[e]) for u, e in zip(draws, entries, strict=True))
     assert probabilities(np.array([0, 10, 100, 1000]), 100).tolist() == [1.0, 1.0, 1.0, 0.1]
+
+
+def test_key_hashes_are_fnv1a_of_shard_name_nul_and_key_then_splitmix():
+    def reference(shard: str, key: bytes) -> int:  # byte by byte, on Python integers
+        h = 0xCBF29CE484222325
+        for byte in shard.encode() + b"\0" + key:
+            h = (h ^ byte) * 0x100000001B3 % 2**64
+        for shift, factor in ((30, 0xBF58476D1CE4E5B9), (27, 0x94D049BB133111EB)):
+            h = (h ^ (h >> shift)) * factor % 2**64
+        return h ^ (h >> 31)
+
+    keys = [b"a", b"s0000001", b"dir/x", "ké".encode(), b"k" * 150, b"a\0b"]  # lengths differ within one array
+    assert key_hashes("shard-01.tar", np.array(keys)).tolist() == [reference("shard-01.tar", k) for k in keys]
+    assert key_hash("shard-01.tar", "ké") == reference("shard-01.tar", "ké".encode())
 
 
 @pytest.mark.parametrize("p", [0.01, 0.3, 0.77])

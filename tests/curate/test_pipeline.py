@@ -175,6 +175,7 @@ def test_count_files_of_an_older_format_are_counted_again_and_refused_by_sample(
     import numpy as np
 
     from transferlab.curate import workfiles
+    from transferlab.curate.count import FORMAT
 
     shards = caption_pool(tmp_path / "pool", [f"a cat number {i}" for i in range(20)], shards=2)
     metadata = tmp_path / "entries.txt"
@@ -192,7 +193,7 @@ def test_count_files_of_an_older_format_are_counted_again_and_refused_by_sample(
         curate(shards, tmp_path / "out", settings, stage="sample")
     curate(shards, tmp_path / "out", settings, stage="count")  # counts that shard again
     _, info = workfiles.load(file, settings.fingerprint, "count")
-    assert info["format"] == 2
+    assert info["format"] == FORMAT
     record = curate(shards, tmp_path / "out", settings)
     assert record["pairs"] == 20
 

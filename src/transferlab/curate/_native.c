@@ -78,11 +78,13 @@ static int checksum_ok(const unsigned char *h) {
     if (h[148] & 0x80)
         return 0;
     int64_t unsigned_sum = 8 * 32, signed_sum = 8 * 32;
-    for (int i = 0; i < BLOCK; i++) {
-        if (i >= 148 && i < 156)
-            continue;
+    for (int i = 0; i < BLOCK; i++) {  /* the whole block (a loop the compiler vectorises), then the field out */
         unsigned_sum += h[i];
         signed_sum += (signed char)h[i];
+    }
+    for (int i = 148; i < 156; i++) {
+        unsigned_sum -= h[i];
+        signed_sum -= (signed char)h[i];
     }
     int64_t stored = octal(h + 148, 8);
     return stored == unsigned_sum || stored == signed_sum;
@@ -96,7 +98,7 @@ static int all_zero(const unsigned char *h) {
 }
 
 typedef struct {
-    int64_t start, end, caption_offset, caption_size, image_offset, image_size;
+    int64_t start, end, key_length, caption_offset, caption_size, image_offset, image_size;
 } Sample;
 
 /* Whether `ext` (ASCII, `n` bytes), lower-cased, is one of `image_exts` (lower-case bytes objects). */
@@ -117,9 +119,10 @@ static int is_image(const char *ext, Py_ssize_t n, PyObject *image_exts) {
 
 /* The samples of a plain tar: regular members only, names of ASCII bytes in one header (no long names, pax
    records, prefix field, folders), each 'key.ext' with a key, extensions not repeated within a sample, right
-   checksums, end-of-archive blocks present. Returns (keys, table) with table int64 rows (start, end,
-   caption offset, caption size, image offset, image size; -1 for a missing member), or None for any other
-   tar: the Python reader decides those. */
+   checksums, end-of-archive blocks present. Returns the samples as bytes of int64 rows (start, end, key
+   length, caption offset, caption size, image offset, image size; -1 for a missing member; the key is the
+   first key-length bytes of the header at start), or None for any other tar: the Python reader decides
+   those. */
 static PyObject *plain_samples(PyObject *self, PyObject *args) {
     Py_buffer view;
     const char *caption_ext;
@@ -136,7 +139,7 @@ static PyObject *plain_samples(PyObject *self, PyObject *args) {
     const unsigned char *data = view.buf;
     Py_ssize_t blocks = view.len / BLOCK, position = 0;
     Buffer table = {0};
-    PyObject *keys = PyList_New(0), *result = NULL;
+    PyObject *result = NULL;
     int plain = 0;  /* set once the end-of-archive block is reached with every header plain */
     const char *key = NULL;  /* the open sample's key (points into data) */
     Py_ssize_t key_len = 0;
@@ -144,8 +147,6 @@ static PyObject *plain_samples(PyObject *self, PyObject *args) {
     Py_ssize_t ext_lens[64];
     int ext_count = 0;
     Sample sample;
-    if (keys == NULL)
-        goto done;
     while (position < blocks) {
         const unsigned char *h = data + position * BLOCK;
         if (all_zero(h)) {
@@ -180,7 +181,7 @@ static PyObject *plain_samples(PyObject *self, PyObject *args) {
             key = (const char *)h;
             key_len = dot;
             ext_count = 0;
-            sample = (Sample){position * BLOCK, end, -1, -1, -1, -1};
+            sample = (Sample){position * BLOCK, end, dot, -1, -1, -1, -1};
         }
         int repeated = ext_count == 64;
         for (int i = 0; i < ext_count && !repeated; i++)
@@ -204,28 +205,9 @@ static PyObject *plain_samples(PyObject *self, PyObject *args) {
     }
     if (key != NULL && append(&table, &sample, sizeof sample) < 0)
         goto done;
-    /* the keys, from the table's start offsets: each sample's first header holds its key */
-    Py_ssize_t count = table.size / (Py_ssize_t)sizeof(Sample);
-    for (Py_ssize_t i = 0; i < count; i++) {
-        const char *name = (const char *)data + ((Sample *)table.data)[i].start;
-        Py_ssize_t n = strnlen(name, 100), dot = -1;
-        for (Py_ssize_t j = 0; j < n; j++) {  /* the first dot after the last slash, as above */
-            if (name[j] == '/')
-                dot = -1;
-            else if (name[j] == '.' && dot < 0)
-                dot = j;
-        }
-        PyObject *item = PyBytes_FromStringAndSize(name, dot);
-        if (item == NULL || PyList_Append(keys, item) < 0) {
-            Py_XDECREF(item);
-            goto done;
-        }
-        Py_DECREF(item);
-    }
-    result = Py_BuildValue("(ON)", keys, to_bytes(&table));
+    result = to_bytes(&table);
 done:
     PyMem_Free(table.data);
-    Py_XDECREF(keys);
     PyBuffer_Release(&view);
     return result;
 }

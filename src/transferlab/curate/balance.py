@@ -13,11 +13,10 @@ decides it, in whatever order, and a shard can be sampled on any machine.
 
 from __future__ import annotations
 
-import hashlib
-
 import numpy as np
 
 MASK64 = (1 << 64) - 1
+FNV_OFFSET, FNV_PRIME = 0xCBF29CE484222325, 0x100000001B3
 GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 MIX1, MIX2 = np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB)
 TO_UNIT = 2.0 ** -53
@@ -33,14 +32,24 @@ def mix64(x: np.ndarray) -> np.ndarray:
 
 def key_hash(shard_name: str, key: str) -> int:
     """64 bits naming a sample: its shard's file name and its key."""
-    return int(key_hashes(shard_name, [key.encode("utf-8", "surrogateescape")])[0])
+    return int(key_hashes(shard_name, np.array([key.encode("utf-8", "surrogateescape")]))[0])
 
 
-def key_hashes(shard_name: str, keys: list[bytes]) -> np.ndarray:
-    """`key_hash` of each key of one shard (as the tar stores it, UTF-8), as uint64."""
-    prefix, blake2b = shard_name.encode("utf-8") + b"\x00", hashlib.blake2b
-    digests = b"".join([blake2b(prefix + key, digest_size=8).digest() for key in keys])
-    return np.frombuffer(digests, dtype="<u8").astype(np.uint64)
+def key_hashes(shard_name: str, keys: np.ndarray) -> np.ndarray:
+    """`key_hash` of each key of one shard (a numpy bytes array, the keys as the tar stores them), as uint64:
+    FNV-1a over the shard name, a NUL and the key, then `mix64`; all keys at once, a byte position at a time."""
+    state = FNV_OFFSET
+    for byte in shard_name.encode("utf-8", "surrogateescape") + b"\x00":
+        state = (state ^ byte) * FNV_PRIME & MASK64
+    width = keys.dtype.itemsize
+    codes = keys.view(np.uint8).reshape(len(keys), width)
+    lengths = width - np.argmax(codes[:, ::-1] != 0, axis=1) if width else np.zeros(len(keys), dtype=np.int64)
+    lengths[~codes.any(axis=1)] = 0
+    hashes = np.full(len(keys), state, dtype=np.uint64)
+    for position in range(int(lengths.max(initial=0))):
+        stepped = (hashes ^ codes[:, position]) * np.uint64(FNV_PRIME)
+        hashes = np.where(lengths > position, stepped, hashes)
+    return mix64(hashes)
 
 
 def uniforms(key_hashes: np.ndarray, entry_ids: np.ndarray, seed: int) -> np.ndarray:

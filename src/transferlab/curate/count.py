@@ -9,8 +9,11 @@ arrays, never the pool. A shard already counted with the same options (and uncha
 read again, so a failed job array can simply be re-run. It also records the byte ranges of each sample's
 members, so the sample stage copies kept samples without parsing the shard again.
 
-The shard is read with `data.tar_layout` (its headers parsed in place, no torch imported), and a caption
-is normalised once, for both the matcher and the content hash.
+A plain tar (regular members named key.ext in single headers, as webdataset writers make them) is read
+by the C extension `_native` where it is built, in one pass over its headers; any other tar, and every
+tar where the extension is not built, by `data.tar_layout` (headers parsed in place, no torch imported).
+Captions are decoded, checked and normalised for a whole shard at once, and a caption is normalised once,
+for both the matcher and the content hash.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import hashlib
 import itertools
 from functools import lru_cache
 from pathlib import Path
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 
@@ -40,14 +43,17 @@ from transferlab.data.tar_layout import (
     shard_bytes,
 )
 
-IMAGES = frozenset(IMAGE_EXTS)
-IMAGE_EXT_BYTES = tuple(sorted(ext.encode() for ext in IMAGES))
+if TYPE_CHECKING:
+    from transferlab.curate.embed import PairEmbedder
 
 try:
     from transferlab.curate import _native
 except ImportError:  # not built: the pure-Python reader, same results
     _native = None
-FORMAT = 2  # of the count file: 2 added the samples' byte ranges and header digest; older files are counted again
+
+IMAGES = frozenset(IMAGE_EXTS)
+IMAGE_EXT_BYTES = tuple(sorted(ext.encode() for ext in IMAGES))
+FORMAT = 3  # of the count file (2: the samples' byte ranges and header digest; 3: FNV key hashes); older: recounted
 
 
 @lru_cache(maxsize=1)
@@ -86,11 +92,11 @@ def image_member(members: dict[str, Member]) -> Member | None:
 
 
 class Samples(NamedTuple):
-    """A shard's samples in stored order: key, the byte ranges holding their members (sample i's are
-    spans[span_ptr[i]:span_ptr[i + 1]]), and where the caption's and the first image's data lie (offset,
-    size; -1 for none); `layout` holds what the tar reader skipped."""
+    """A shard's samples in stored order: key (UTF-8, a numpy bytes array), the byte ranges holding their
+    members (sample i's are spans[span_ptr[i]:span_ptr[i + 1]]), and where the caption's and the first
+    image's data lie (offset, size; -1 for none); `layout` holds what the tar reader skipped."""
 
-    keys: list[bytes]
+    keys: np.ndarray
     spans: np.ndarray
     span_ptr: np.ndarray
     captions: np.ndarray
@@ -102,11 +108,13 @@ def read_samples(data: bytes, caption_key: str) -> Samples:
     """The samples of a shard's bytes: in C for a plain tar where the extension is built, else through
     `tar_layout` (long names, pax records, damage and the rest)."""
     if _native is not None and len(data):
-        found = _native.plain_samples(data, caption_key.encode(), IMAGE_EXT_BYTES)
-        if found is not None:
-            keys, table = found
-            table = np.frombuffer(table, dtype=np.int64).reshape(-1, 6)
-            return Samples(keys, table[:, :2], np.arange(len(keys) + 1), table[:, 2:4], table[:, 4:], Layout())
+        table = _native.plain_samples(data, caption_key.encode(), IMAGE_EXT_BYTES)
+        if table is not None:
+            table = np.frombuffer(table, dtype=np.int64).reshape(-1, 7)
+            names = header_blocks(data, table[:, 0], 100)  # a key is the start of its sample's first name
+            names[np.arange(100) >= table[:, 2:3]] = 0
+            return Samples(names.view("S100").ravel(), table[:, :2], np.arange(len(table) + 1), table[:, 3:5],
+                           table[:, 5:], Layout())
     layout = read_layout(data)
     keys, spans, span_ptr, where = [], [], [0], []
     for key, members in group_samples(layout):
@@ -115,7 +123,8 @@ def read_samples(data: bytes, caption_key: str) -> Samples:
         span_ptr.append(len(spans))
         where.append(_where(members.get(caption_key)) + _where(image_member(members)))
     where = np.array(where, dtype=np.int64).reshape(-1, 4)
-    return Samples(keys, np.array(spans, dtype=np.int64).reshape(-1, 2), np.array(span_ptr, dtype=np.int64),
+    return Samples(np.array(keys, dtype=bytes), np.array(spans, dtype=np.int64).reshape(-1, 2),
+                   np.array(span_ptr, dtype=np.int64),
                    where[:, :2], where[:, 2:], layout)
 
 
@@ -123,23 +132,47 @@ def _where(member: Member | None) -> tuple[int, int]:
     return (-1, -1) if member is None else (member.offset, member.size)
 
 
-def read_captions(data: bytes, where: np.ndarray) -> tuple[list[str], list[str | None]]:
-    """`read_caption` of each sample's caption member (`Samples.captions`): the whole shard's captions
-    decoded as one text and split, unless one of them is not UTF-8 or holds a NUL (then one by one)."""
-    raw = [data[offset:offset + size] if offset >= 0 else None for offset, size in where.tolist()]
-    present = [piece for piece in raw if piece is not None]
+def read_captions(data: bytes, where: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """`read_caption` of each sample's caption member (`Samples.captions`), as an object array of captions
+    ("" for none) and the status codes (KEPT, or why there is none). The shard's captions are decoded as
+    one text and split, unless one of them is not UTF-8 or holds a NUL (then one by one)."""
+    captions = np.full(len(where), "", dtype=object)
+    status = np.full(len(where), CODE["missing caption"], dtype=np.uint8)
+    present = np.flatnonzero(where[:, 0] >= 0)
+    starts = where[present, 0]
+    raw = [data[start:end] for start, end in zip(starts.tolist(), (starts + where[present, 1]).tolist(), strict=True)]
     try:
-        texts = b"\0".join(present).decode("utf-8").split("\0")
+        texts = b"\0".join(raw).decode("utf-8").split("\0")
     except UnicodeDecodeError:
         texts = None
-    if texts is None or len(texts) != len(present):
-        return tuple(map(list, zip(*map(read_caption, raw), strict=True))) if raw else ([], [])
-    captions, reasons, decoded = [], [], iter(texts)
-    for piece in raw:
-        caption = next(decoded).strip()[:MAX_CAPTION_CHARS] if piece is not None else ""
-        captions.append(caption)
-        reasons.append(None if caption else "missing caption" if piece is None else "empty caption")
-    return captions, reasons
+    if texts is None or len(texts) != len(raw):
+        found = [read_caption(piece) for piece in raw]
+        texts, codes = [text for text, _ in found], [KEPT if why is None else CODE[why] for _, why in found]
+    else:
+        texts = [text.strip() for text in texts]
+        if max(map(len, texts), default=0) > MAX_CAPTION_CHARS:
+            texts = [text[:MAX_CAPTION_CHARS] for text in texts]
+        codes = np.where(np.fromiter(map(len, texts), dtype=np.int64, count=len(texts)) > 0, KEPT,
+                         CODE["empty caption"])
+    if len(present):
+        captions[present], status[present] = texts, codes
+    return captions, status
+
+
+def fates(data: bytes, found: Samples, settings: Settings,
+          embedder: PairEmbedder | None) -> tuple[np.ndarray, np.ndarray]:
+    """Each sample's status after the per-pair steps (caption, caption filter, model), and the captions of
+    those still in."""
+    captions, status = read_captions(data, found.captions)
+    passing = np.flatnonzero(status == KEPT)
+    reasons = settings.filters.reasons(captions[passing].tolist())
+    if any(reasons):
+        status[passing] = [KEPT if why is None else CODE[why] for why in reasons]
+    if embedder is not None:
+        for i in np.flatnonzero(status == KEPT).tolist():
+            why = embedder.add(_data(data, found.images[i].tolist()), captions[i])
+            status[i] = KEPT if why is None else CODE[why]
+    return status, captions[status == KEPT]
 
 
 def count_shard(shard: Path, out: Path, settings: Settings) -> Path:
@@ -154,33 +187,26 @@ def count_shard(shard: Path, out: Path, settings: Settings) -> Path:
 
         embedder = PairEmbedder(settings)
     case_sensitive = settings.entries is not None and settings.entries.case_sensitive
-    digest, unreadable, texts = "", None, None
+    digest, unreadable, texts, captions = "", None, None, []
+    found = Samples(np.zeros(0, dtype="S1"), np.zeros((0, 2), dtype=np.int64), np.zeros(1, dtype=np.int64),
+                    np.zeros((0, 2), dtype=np.int64), np.zeros((0, 2), dtype=np.int64), Layout())
+    status, hashes = np.zeros(0, dtype=np.uint8), np.zeros(0, dtype=np.uint64)
     try:
         with shard_bytes(shard) as data:
             found = read_samples(data, settings.caption_key)
-            captions, reasons = read_captions(data, found.captions)
-            passing = [i for i, reason in enumerate(reasons) if reason is None]
-            for i, reason in zip(passing, settings.filters.reasons([captions[i] for i in passing]), strict=True):
-                reasons[i] = reason
-            images = found.images.tolist()
-            if embedder is not None:
-                for i, reason in enumerate(reasons):
-                    if reason is None:
-                        reasons[i] = embedder.add(_data(data, images[i]), captions[i])
-            passed = [i for i, reason in enumerate(reasons) if reason is None]
-            captions = [captions[i] for i in passed]
-            status = np.array([KEPT if reason is None else CODE[reason] for reason in reasons], dtype=np.uint8)
+            status, captions = fates(data, found, settings, embedder)
+            captions = captions.tolist()
+            passed = np.flatnonzero(status == KEPT)
             texts = normalise_joined(captions, case_sensitive) if captions else None
             hashes = np.zeros(len(status), dtype=np.uint64)
             if settings.dedup and captions:  # on the caption folded to lower case, whatever the matching does
                 folded = (texts if not case_sensitive and texts is not None else normalise_joined(captions))
                 folded = folded.split("\0") if folded is not None else [normalise(c) for c in captions]
-                hashes[passed] = [content_hash(text, _data(data, images[i]))
-                                  for text, i in zip(folded, passed, strict=True)]
+                hashes[passed] = [content_hash(text, _data(data, where))
+                                  for text, where in zip(folded, found.images[passed].tolist(), strict=True)]
             digest = headers_digest(data, found.spans[found.span_ptr[:-1], 0])
     except UnreadableShard as err:  # raised before reading began: the shard holds no sample for us
-        found = Samples([], np.zeros((0, 2), dtype=np.int64), np.zeros(1, dtype=np.int64), None, None, Layout())
-        unreadable, status, hashes, captions = err.reason, np.zeros(0, dtype=np.uint8), np.zeros(0, np.uint64), []
+        unreadable = err.reason
     layout = found.layout
     match_ptr, match_ids = np.zeros(len(status) + 1, dtype=np.int64), np.zeros(0, dtype=np.int32)
     if matcher is not None and captions:  # all captions of the shard in one scan
