@@ -4,6 +4,7 @@ import gzip
 import hashlib
 import json
 import re
+from xml.etree import ElementTree
 
 import pytest
 from typer.testing import CliRunner
@@ -144,7 +145,11 @@ def test_report_has_plots_and_escaped_examples(tmp_path):
     (tmp_path / "entries.txt").write_text("cat\ndog\n")
     record = curate(tmp_path / "pool", tmp_path / "out", Settings(metadata=tmp_path / "entries.txt", cap=20))
     page = (tmp_path / "out" / "report.html").read_text()
-    assert len(re.findall(r'<img src="data:image/png;base64,[A-Za-z0-9+/=]{1000,}"', page)) == 2
+    figures = re.findall(r"<figure>(.*?)</figure>", page, flags=re.S)
+    charts = [re.findall(r"<svg .*?</svg>", figure, flags=re.S) for figure in figures]
+    assert [len(c) for c in charts] == [2, 1]  # the counts panels, then the removed pairs
+    drawn = [ElementTree.fromstring(chart).findall(".//*[@class]") for figure in charts for chart in figure]
+    assert [sum(e.get("class") in ("line", "points", "bar") for e in d) for d in drawn] == [2, 2, 4]
     assert "Entry counts" in page and "What each step removed" in page
     assert "&lt;script&gt;alert(1)&lt;/script&gt; no entry" in page and "<script>" not in page
     for reason in ("no metadata match", "not sampled", "exact duplicate"):

@@ -4,7 +4,8 @@ balancing, the pairs each step removed and why, and examples of removed pairs.
 The counts plot is the picture of MetaCLIP's balancing: entries sorted by how many pairs match them, on
 log-log axes, before and after; the head is cut down to about the cap t and the tail keeps every pair. A
 second panel shows each entry's count after against before, with the expected min(c, t). Plots are inline
-PNGs (as in the evaluation report) and every string from the data is HTML-escaped.
+SVG drawn by `svg.py` (no matplotlib: importing it and laying out the axes cost more than a second per
+report), and every string from the data is HTML-escaped.
 """
 
 from __future__ import annotations
@@ -13,51 +14,48 @@ import html
 from pathlib import Path
 
 import numpy as np
-from matplotlib.figure import Figure
 
+from transferlab.curate import svg
 from transferlab.curate.reasons import STEP_OF, STEPS
+from transferlab.evaluate.style import CSS
 from transferlab.fileio import atomic_write
 
-MAX_SCATTER = 20_000  # entries drawn in the before/after scatter: beyond this the PNG only gets heavier
-STEP_COLORS = dict(zip(STEPS, ("C0", "C1", "C2", "C3", "C4", "C5", "C6"), strict=True))
+STEP_COLORS = dict(zip(STEPS, svg.TAB10[: len(STEPS)], strict=True))  # matplotlib's "C0", "C1", ... by step
+KEPT_COLOR = svg.GREY
+PAGE_CSS = CSS + """
+.charts { display: flex; flex-wrap: wrap; gap: .5em 1.5em; }
+figure svg { max-width: 100%; height: auto; }
+"""
 
 
-def counts_figure(before: np.ndarray, after: np.ndarray, cap: int) -> Figure:
-    fig = Figure(figsize=(11, 4), layout="constrained")
-    left, right = fig.subplots(1, 2)
-    for counts, label, style in ((before, "before balancing", "-"), (after, "after", "--")):
+def counts_figure(before: np.ndarray, after: np.ndarray, cap: int) -> str:
+    """Two SVG panels: the entries sorted by count before and after balancing, with the cap t, and each
+    entry's count after against before, with min(c, t). Entries that match no pair are left out."""
+    lines = []
+    for counts, label, color, style in ((before, "before balancing", svg.TAB10[0], "solid"),
+                                        (after, "after", svg.TAB10[1], "dashed")):
         ranked = np.sort(counts[counts > 0])[::-1]
-        left.plot(np.arange(1, len(ranked) + 1), ranked, style, label=f"{label} ({len(ranked):,} entries)")
-    left.axhline(cap, color="grey", lw=0.8, ls=":", label=f"cap t = {cap:,}")
-    left.set(xscale="log", yscale="log", xlabel="entry rank", ylabel="pairs matching the entry",
-             title="entry counts, sorted")
-    left.legend(fontsize=8)
-    shown = np.flatnonzero((before > 0) & (after > 0))
-    if len(shown) > MAX_SCATTER:
-        shown = shown[np.linspace(0, len(shown) - 1, MAX_SCATTER).astype(int)]
-    right.scatter(before[shown], after[shown], s=4 if len(shown) > 1000 else 12, alpha=0.5, lw=0)
-    if len(shown):
-        line = np.geomspace(1, max(before.max(), 1), 200)
-        right.plot(line, np.minimum(line, cap), color="C3", lw=1, label="min(c, t)")
-        right.legend(fontsize=8)
-    right.set(xscale="log", yscale="log", xlabel="pairs before (c)", ylabel="pairs after",
-              title="each entry, after vs before")
-    return fig
+        lines.append(svg.Line(f"{label} ({len(ranked):,} entries)", np.arange(1, len(ranked) + 1), ranked, color,
+                              style))
+    left = svg.loglog_lines(lines, title="entry counts, sorted", xlabel="entry rank",
+                            ylabel="pairs matching the entry", reference=(cap, f"cap t = {cap:,}"))
+    shown = (before > 0) & (after > 0)
+    expected = None
+    if shown.any():
+        top = max(int(before.max()), 1)
+        c = np.unique(np.clip([1, cap, top], 1, top))  # min(c, t) is straight on log axes but for its bend at t
+        expected = svg.Line("min(c, t)", c, np.minimum(c, cap), svg.TAB10[3], width=1)
+    right = svg.loglog_scatter(before[shown], after[shown], title="each entry, after vs before",
+                               xlabel="pairs before (c)", ylabel="pairs after", line=expected)
+    return f'<div class="charts">{left}{right}</div>'
 
 
-def removed_figure(removed: dict[str, int], kept: int) -> Figure:
-    labels, values = [*removed, "kept"], [*removed.values(), kept]
-    fig = Figure(figsize=(8, 0.4 * len(labels) + 1.2), layout="constrained")
-    ax = fig.add_subplot()
-    colors = [STEP_COLORS[STEP_OF[reason]] for reason in removed] + ["0.5"]
-    bars = ax.barh(range(len(labels)), values, color=colors)
-    ax.bar_label(bars, labels=[f"{v:,}" for v in values], padding=3, fontsize=8)
-    ax.set_yticks(range(len(labels)), [f"{STEP_OF.get(r, '')}: {r}" if r != "kept" else r for r in labels],
-                  fontsize=9)
-    ax.invert_yaxis()
-    ax.set(xlabel="pairs", title="pairs removed, by step and reason")
-    ax.margins(x=0.15)
-    return fig
+def removed_figure(removed: dict[str, int], kept: int) -> str:
+    """An SVG bar chart of the pairs removed per reason, coloured by step, and the pairs kept."""
+    labels = [*(f"{STEP_OF[reason]}: {reason}" for reason in removed), "kept"]
+    colors = [*(STEP_COLORS[STEP_OF[reason]] for reason in removed), KEPT_COLOR]
+    return svg.hbars(labels, [*removed.values(), kept], colors, title="pairs removed, by step and reason",
+                     xlabel="pairs")
 
 
 def _examples(examples: dict[str, list[dict]]) -> str:
@@ -78,10 +76,6 @@ def _examples(examples: dict[str, list[dict]]) -> str:
 
 def write_page(path: Path, record: dict, before: np.ndarray, after: np.ndarray, cap: int | None,
                examples: dict[str, list[dict]]) -> Path:
-    # here, not at the top: the evaluation report pulls in scikit-learn, which shard workers never need
-    from transferlab.evaluate.plots import inline_png
-    from transferlab.evaluate.report import CSS
-
     esc = html.escape
     summary = [("pairs read", record["pairs"]), ("pairs kept", record["kept"]),
                *[(f"removed: {step}", n) for step, n in record["removed_by_step"].items()],
@@ -99,14 +93,13 @@ def write_page(path: Path, record: dict, before: np.ndarray, after: np.ndarray, 
         body.append(f"<p>Corrupt or truncated shards, read up to the damage: "
                     f"{esc(', '.join(record['corrupt_shards']))}</p>")
     if cap is not None and before.any():
-        tag, _ = inline_png(counts_figure(before, after, cap), "entry counts before and after balancing")
-        body += ["<h2>Entry counts</h2>", f"<figure>{tag}<figcaption>An entry above t after balancing owes the "
-                 f"excess to pairs kept by another entry they also match. Entries that match no pair are left out "
-                 f"of the log axes: {int((before == 0).sum()):,} before, {int((after == 0).sum()):,} after."
-                 f"</figcaption></figure>"]
-    tag, _ = inline_png(removed_figure(record["removed"], record["kept"]), "pairs removed per step and reason")
-    body += ["<h2>What each step removed</h2>", f"<figure>{tag}</figure>", "<h2>Examples of removed pairs</h2>",
-             _examples(examples)]
+        body += ["<h2>Entry counts</h2>", f"<figure>{counts_figure(before, after, cap)}<figcaption>An entry "
+                 f"above t after balancing owes the excess to pairs kept by another entry they also match. Entries "
+                 f"that match no pair are left out of the log axes: {int((before == 0).sum()):,} before, "
+                 f"{int((after == 0).sum()):,} after.</figcaption></figure>"]
+    body += ["<h2>What each step removed</h2>", f"<figure>{removed_figure(record['removed'], record['kept'])}</figure>",
+             "<h2>Examples of removed pairs</h2>", _examples(examples)]
     document = (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>curation report — '
-                f"transferlab</title><style>{CSS}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n")
+                f"transferlab</title><style>{PAGE_CSS}</style></head><body>\n" + "\n".join(body)
+                + "\n</body></html>\n")
     return atomic_write(path, document)

@@ -18,6 +18,7 @@ from pathlib import Path
 from matplotlib.figure import Figure
 
 from transferlab.evaluate import plots
+from transferlab.evaluate.style import CSS
 from transferlab.fileio import atomic_write
 
 # "<method>@<k>shot" is a few-shot mean accuracy and "<method>@<k>shot_ci95" its 95% CI half-width.
@@ -30,27 +31,6 @@ EMBEDDING_METHODS = ("pca", "tsne")
 COLUMN_PX = 590
 
 Item = tuple[str, str, bool]  # <img> tag, caption, whether the figure needs a row of its own
-
-CSS = """
-body { font: 15px/1.45 system-ui, -apple-system, "Segoe UI", sans-serif; color: #222;
-       max-width: 1200px; margin: 2em auto; padding: 0 1em; }
-h1, h2 { word-break: break-word; }
-h1 { margin-bottom: .2em; }
-.meta { color: #666; margin-top: 0; }
-section.model { border-top: 3px solid #d5dbe3; margin-top: 2.5em; }
-.scroll { overflow-x: auto; }
-table { border-collapse: collapse; margin: 1em 0; }
-th, td { border: 1px solid #ddd; padding: .35em .7em; }
-th { background: #f4f6f8; }
-td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
-tbody tr:nth-child(even) { background: #fafbfc; }
-tr.group td { border-top: 2px solid #c4ccd6; }
-.grid { display: grid; grid-template-columns: repeat(auto-fill, minmax(460px, 1fr)); gap: 1.5em; }
-.grid figure.wide { grid-column: 1 / -1; }
-figure { margin: 0 0 1em; }
-img { max-width: 100%; height: auto; }
-figcaption { color: #555; font-size: 90%; }
-"""
 
 
 def is_fraction(task: str, metric: str) -> bool:
