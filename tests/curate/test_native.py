@@ -176,3 +176,14 @@ def test_count_files_are_the_same_with_and_without_the_extension(tmp_path, monke
 def test_the_extension_is_what_this_process_uses(tmp_path):
     assert count_module._native is native and metadata_module._native is native
     assert Path(native.__file__).suffix in (".so", ".pyd")
+
+
+def test_a_metadata_file_reads_the_same_with_and_without_the_extension(tmp_path, monkeypatch):
+    path = tmp_path / "entries.txt"
+    path.write_text("Cat\n\n  cat \nİstanbul\n\u3000\nt-shirt (red)\nnul\0entry\nDog.\ndog .\n", encoding="utf-8")
+    fast = read_metadata(path)
+    monkeypatch.setattr(metadata_module, "_native", None)
+    slow = read_metadata(path)
+    assert (fast.entries, fast.normalised, fast.blank_lines, fast.duplicates) == \
+        (slow.entries, slow.normalised, slow.blank_lines, slow.duplicates)
+    assert fast.blank_lines == 2 and [line for line, _, _ in fast.duplicates] == [3, 9]

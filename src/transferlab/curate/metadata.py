@@ -104,12 +104,16 @@ def read_metadata(path: str | Path, case_sensitive: bool = False) -> Metadata:
         raise UserError(f"{path} line {line} is not valid UTF-8. Re-save the metadata file as UTF-8.") from None
     metadata = Metadata(path, case_sensitive, [], [])
     first_line: dict[str, int] = {}
-    for number, line in enumerate(text.splitlines(), 1):
-        entry = line.strip()
-        key = normalise(entry, case_sensitive)
-        if not key.strip():
+    lines = [line.strip() for line in text.splitlines()]
+    present = [entry for entry in lines if entry]  # a stripped line that is not blank normalises to a token or more
+    joined = normalise_joined(present, case_sensitive) if present else ""
+    keys = iter(joined.split("\0") if joined is not None else [normalise(entry, case_sensitive) for entry in present])
+    for number, entry in enumerate(lines, 1):
+        if not entry:
             metadata.blank_lines += 1
-        elif key in first_line:
+            continue
+        key = next(keys)
+        if key in first_line:
             metadata.duplicates.append((number, first_line[key], entry))
         else:
             first_line[key] = number
