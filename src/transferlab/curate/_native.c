@@ -77,7 +77,8 @@ static int64_t octal(const unsigned char *field, int width) {
 static int checksum_ok(const unsigned char *h) {
     if (h[148] & 0x80)
         return 0;
-    int64_t unsigned_sum = 8 * 32, signed_sum = 8 * 32;
+    uint32_t unsigned_sum = 8 * 32;  /* 512 bytes of at most 255 each: 32 bits hold the sums */
+    int32_t signed_sum = 8 * 32;
     for (int i = 0; i < BLOCK; i++) {  /* the whole block (a loop the compiler vectorises), then the field out */
         unsigned_sum += h[i];
         signed_sum += (signed char)h[i];
@@ -87,14 +88,16 @@ static int checksum_ok(const unsigned char *h) {
         signed_sum -= (signed char)h[i];
     }
     int64_t stored = octal(h + 148, 8);
-    return stored == unsigned_sum || stored == signed_sum;
+    return stored == (int64_t)unsigned_sum || stored == (int64_t)signed_sum;
 }
 
 static int all_zero(const unsigned char *h) {
+    if (h[0])  /* a header starts with its name */
+        return 0;
+    unsigned char any = 0;
     for (int i = 0; i < BLOCK; i++)
-        if (h[i])
-            return 0;
-    return 1;
+        any |= h[i];
+    return !any;
 }
 
 typedef struct {
@@ -162,8 +165,10 @@ static PyObject *plain_samples(PyObject *self, PyObject *args) {
             break;
         Py_ssize_t n = strnlen((const char *)h, 100), base = 0, dot = -1;
         int bad = n == 0 || h[0] == '/' || h[n - 1] == '/';
-        for (Py_ssize_t i = n; i < 100 && !bad; i++)
-            bad = h[i] != 0;  /* bytes after the name's NUL: the readers differ on those, ask the careful one */
+        unsigned char after = 0;  /* bytes after the name's NUL: the readers differ on those, ask the careful one */
+        for (Py_ssize_t i = n; i < 100; i++)
+            after |= h[i];
+        bad = bad || after;
         for (Py_ssize_t i = 0; i < n && !bad; i++) {
             bad = h[i] >= 0x80 || (h[i] == '.' && i + 1 < n && h[i + 1] == '.');
             if (h[i] == '/')
@@ -290,21 +295,23 @@ done:
    tokens are a run of the caption's tokens (both single-spaced, tokens free of spaces). The table holds a
    hash of every entry's token prefixes ' t1 ... tj ' (FNV-1a over the bytes): a scan starting at each
    token of the caption extends token by token while the prefix so far is one of some entry's, and a full
-   entry found by hash is confirmed byte for byte, so a hash collision can cost time but never a match. */
+   entry found by hash is confirmed byte for byte, so a hash collision can cost time but never a match.
+   A bit per 2^20 hash values (128 KiB, kept in the core's cache) answers most lookups of tokens that start
+   no entry before the table (MiBs, in memory) is read. */
 
 typedef struct {
-    uint64_t hash;
-    int32_t entry;      /* the entry whose whole text this is, or -1 */
-    uint8_t continues;  /* some longer entry starts with this prefix */
-    uint8_t used;
+    uint32_t tag;    /* more bits of the prefix's hash than the slot's position gives */
+    uint32_t value;  /* (entry + 1) << 1 for an entry's whole text, | 1 when a longer entry starts with it; 0: free */
 } Slot;
+
+#define FILTER_BITS 20
 
 typedef struct {
     Slot *slots;
     uint64_t mask;
+    uint64_t *filter;    /* 2^FILTER_BITS bits */
     char *text;          /* the entries, back to back */
     int64_t *offsets;    /* entry i is text[offsets[i]:offsets[i + 1]] */
-    Py_ssize_t entries;
 } Matcher;
 
 #define FNV_OFFSET 0xcbf29ce484222325ULL
@@ -316,22 +323,25 @@ static uint64_t spread(uint64_t x) {
     return x ^ (x >> 31);
 }
 
+/* Record a prefix (entry < 0) or an entry's whole text under its hash. */
 static void insert(Matcher *m, uint64_t hash, int32_t entry) {
-    uint64_t i = spread(hash) & m->mask;
-    for (; m->slots[i].used; i = (i + 1) & m->mask) {
+    uint64_t mixed = spread(hash), i = mixed & m->mask;
+    uint32_t tag = (uint32_t)(mixed >> 32), bit = (uint32_t)(mixed >> (64 - FILTER_BITS));
+    m->filter[bit >> 6] |= 1ULL << (bit & 63);
+    for (; m->slots[i].value; i = (i + 1) & m->mask) {
         Slot *s = &m->slots[i];
-        if (s->hash != hash)
+        if (s->tag != tag)
             continue;
-        if (entry < 0) {  /* a prefix: one slot of this hash saying so is enough */
-            s->continues = 1;
+        if (entry < 0) {  /* a prefix: one slot of this tag saying so is enough */
+            s->value |= 1;
             return;
         }
-        if (s->entry < 0) {
-            s->entry = entry;
+        if (s->value >> 1 == 0) {
+            s->value |= (uint32_t)(entry + 1) << 1;
             return;
         }
     }
-    m->slots[i] = (Slot){hash, entry, entry < 0, 1};
+    m->slots[i] = (Slot){tag, entry < 0 ? 1 : (uint32_t)(entry + 1) << 1};
 }
 
 static void free_matcher(PyObject *capsule) {
@@ -339,9 +349,15 @@ static void free_matcher(PyObject *capsule) {
     if (m == NULL)
         return;
     PyMem_Free(m->slots);
+    PyMem_Free(m->filter);
     PyMem_Free(m->text);
     PyMem_Free(m->offsets);
     PyMem_Free(m);
+}
+
+static void *drop_matcher(Matcher *m) {
+    PyMem_Free(m->slots), PyMem_Free(m->filter), PyMem_Free(m->text), PyMem_Free(m->offsets), PyMem_Free(m);
+    return NULL;
 }
 
 /* A matcher of the normalised entries (a list of str), or None when one is not single-spaced tokens between
@@ -351,6 +367,8 @@ static PyObject *build_matcher(PyObject *self, PyObject *args) {
     if (!PyArg_ParseTuple(args, "O!", &PyList_Type, &list))
         return NULL;
     Py_ssize_t count = PyList_GET_SIZE(list), total = 0, prefixes = 0;
+    if (count >= INT32_MAX / 2)
+        Py_RETURN_NONE;
     for (Py_ssize_t i = 0; i < count; i++) {
         Py_ssize_t n;
         PyObject *item = PyList_GET_ITEM(list, i);
@@ -377,14 +395,12 @@ static PyObject *build_matcher(PyObject *self, PyObject *args) {
     while (size < 2 * (uint64_t)prefixes + 16)
         size *= 2;
     m->mask = size - 1;
-    m->entries = count;
     m->slots = PyMem_Calloc(size, sizeof(Slot));
+    m->filter = PyMem_Calloc((1 << FILTER_BITS) / 64, sizeof(uint64_t));
     m->text = PyMem_Malloc(total + 1);
     m->offsets = PyMem_Malloc((count + 1) * sizeof(int64_t));
-    if (m->slots == NULL || m->text == NULL || m->offsets == NULL) {
-        PyMem_Free(m->slots), PyMem_Free(m->text), PyMem_Free(m->offsets), PyMem_Free(m);
-        return PyErr_NoMemory();
-    }
+    if (m->slots == NULL || m->filter == NULL || m->text == NULL || m->offsets == NULL)
+        return drop_matcher(m), PyErr_NoMemory();
     int64_t at = 0;
     for (Py_ssize_t i = 0; i < count; i++) {
         Py_ssize_t n;
@@ -401,15 +417,47 @@ static PyObject *build_matcher(PyObject *self, PyObject *args) {
     }
     m->offsets[count] = at;
     PyObject *capsule = PyCapsule_New(m, "transferlab.matcher", free_matcher);
-    if (capsule == NULL) {
-        PyMem_Free(m->slots), PyMem_Free(m->text), PyMem_Free(m->offsets), PyMem_Free(m);
-    }
-    return capsule;
+    return capsule == NULL ? drop_matcher(m) : capsule;
 }
 
-static int compare_ids(const void *a, const void *b) {
-    int32_t x = *(const int32_t *)a, y = *(const int32_t *)b;
-    return (x > y) - (x < y);
+/* Look text[start..end] (' t1 ... tj ', `hash` its FNV-1a) up: add the entry it is to `ids`; return
+   whether a longer entry may start with it (-1 when out of memory). */
+static int look_up(Matcher *m, uint64_t hash, const char *text, Py_ssize_t start, Py_ssize_t end, Buffer *ids) {
+    uint64_t mixed = spread(hash);
+    uint32_t bit = (uint32_t)(mixed >> (64 - FILTER_BITS)), tag = (uint32_t)(mixed >> 32);
+    if (!(m->filter[bit >> 6] >> (bit & 63) & 1))
+        return 0;
+    int continues = 0;
+    for (uint64_t k = mixed & m->mask; m->slots[k].value; k = (k + 1) & m->mask) {
+        Slot *slot = &m->slots[k];
+        if (slot->tag != tag)
+            continue;
+        continues |= slot->value & 1;
+        int32_t entry = (int32_t)(slot->value >> 1) - 1;
+        if (entry >= 0) {
+            int64_t at = m->offsets[entry], n = m->offsets[entry + 1] - at;
+            if (n == end - start + 1 && memcmp(m->text + at, text + start, n) == 0 &&
+                append(ids, &entry, sizeof entry) < 0)
+                return -1;
+        }
+    }
+    return continues;
+}
+
+/* Sort a caption's few entry ids and drop repeats; returns how many are left. */
+static Py_ssize_t sort_unique(int32_t *ids, Py_ssize_t n) {
+    for (Py_ssize_t i = 1; i < n; i++) {  /* insertion sort: a caption matches a handful */
+        int32_t value = ids[i];
+        Py_ssize_t j = i;
+        for (; j > 0 && ids[j - 1] > value; j--)
+            ids[j] = ids[j - 1];
+        ids[j] = value;
+    }
+    Py_ssize_t kept = 0;
+    for (Py_ssize_t i = 0; i < n; i++)
+        if (kept == 0 || ids[i] != ids[kept - 1])
+            ids[kept++] = ids[i];
+    return kept;
 }
 
 /* The entries found in each caption of `text` (normalised captions joined by NUL, a str): (ptr, ids) as
@@ -426,51 +474,32 @@ static PyObject *match(PyObject *self, PyObject *args) {
     Buffer ptr = {0}, ids = {0};
     int64_t zero = 0;
     int failed = append(&ptr, &zero, sizeof zero) < 0;
-    Py_ssize_t caption_start = 0;
-    for (Py_ssize_t i = 0; i <= len && !failed; i++) {
-        if (i < len && text[i] != 0)
-            continue;
-        Py_ssize_t first = ids.size;
-        for (Py_ssize_t s = caption_start; s + 1 < i && !failed; s++) {  /* a scan from each space */
+    for (Py_ssize_t start = 0; start <= len && !failed;) {  /* a caption: text[start:stop] */
+        const char *nul = memchr(text + start, 0, len - start);
+        Py_ssize_t stop = nul ? nul - text : len, first = ids.size;
+        for (Py_ssize_t s = start; s + 1 < stop && !failed; s++) {  /* a scan from each space */
             if (text[s] != ' ')
                 continue;
-            uint64_t hash = FNV_OFFSET;
-            hash = (hash ^ (unsigned char)' ') * FNV_PRIME;
-            for (Py_ssize_t e = s + 1; e < i; e++) {
+            uint64_t hash = (FNV_OFFSET ^ (unsigned char)' ') * FNV_PRIME;
+            for (Py_ssize_t e = s + 1; e < stop; e++) {
                 hash = (hash ^ (unsigned char)text[e]) * FNV_PRIME;
                 if (text[e] != ' ')
                     continue;
-                int continues = 0;  /* text[s..e] is ' t1 ... tj ' */
-                for (uint64_t k = spread(hash) & m->mask; m->slots[k].used; k = (k + 1) & m->mask) {
-                    Slot *slot = &m->slots[k];
-                    if (slot->hash != hash)
-                        continue;
-                    continues |= slot->continues;
-                    if (slot->entry >= 0) {
-                        int64_t at = m->offsets[slot->entry], n = m->offsets[slot->entry + 1] - at;
-                        if (n == e - s + 1 && memcmp(m->text + at, text + s, n) == 0 &&
-                            append(&ids, &slot->entry, sizeof(int32_t)) < 0)
-                            failed = 1;
-                    }
-                }
-                if (!continues)
+                int continues = look_up(m, hash, text, s, e, &ids);
+                failed = continues < 0;
+                if (continues <= 0)
                     break;
             }
         }
-        int32_t *found = (int32_t *)(ids.data + first);
-        Py_ssize_t n = (ids.size - first) / (Py_ssize_t)sizeof(int32_t), kept = 0;
-        qsort(found, n, sizeof(int32_t), compare_ids);
-        for (Py_ssize_t j = 0; j < n; j++)
-            if (j == 0 || found[j] != found[kept - 1])
-                found[kept++] = found[j];
-        ids.size = first + kept * (Py_ssize_t)sizeof(int32_t);
+        Py_ssize_t n = sort_unique((int32_t *)(ids.data + first), (ids.size - first) / (Py_ssize_t)sizeof(int32_t));
+        ids.size = first + n * (Py_ssize_t)sizeof(int32_t);
         int64_t end = ids.size / (Py_ssize_t)sizeof(int32_t);
         failed = failed || append(&ptr, &end, sizeof end) < 0;
-        caption_start = i + 1;
+        start = stop + 1;
     }
     if (failed) {
         PyMem_Free(ptr.data), PyMem_Free(ids.data);
-        return PyErr_NoMemory();
+        return NULL;  /* append set MemoryError */
     }
     return Py_BuildValue("(NN)", to_bytes(&ptr), to_bytes(&ids));
 }
