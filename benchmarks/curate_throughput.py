@@ -1,13 +1,14 @@
 """Curation throughput: MetaCLIP balancing of a synthetic pool of a million captions against 100,000
-metadata entries, against MetaCLIP's own matcher on the same captions, and the speed-up of the Aho-Corasick
-matcher over a per-entry substring scan.
+metadata entries, against MetaCLIP's own matcher on the same captions, and the speed-up of transferlab's
+matcher (the C token matcher where the extension is built, else Aho-Corasick) over a per-entry substring scan.
 
 The pool is written to a temporary folder (deleted at the end) as caption-only webdataset shards. The
 metadata holds pseudo-words (90% single words, 10% two-word phrases); each caption mentions 2-4 of them
 drawn with Zipf-like frequencies (p ∝ rank^-1.1), so entry counts have a long head and a long tail, among
-filler words that match nothing, and 3% of captions mention no entry. The whole curation runs stage by
-stage with the default options (exact dedup on, no model steps) and `--workers` processes, each stage
-timed. Peak memory is the high-water resident set size (VmHWM in /proc; Linux) of this process and of its
+filler words that match nothing, and 3% of captions mention no entry. The whole curation runs as a user
+runs it (`stage="all"`: one pool of `--workers` processes serves every stage), `--repeats` times into fresh
+output folders, and once more stage by stage for the time of each stage (each stage then starts its own
+workers). Peak memory is the high-water resident set size (VmHWM in /proc; Linux) of this process and of its
 largest worker, polled while they run, beside that of a fresh process that only imported the worker's
 modules (torch's import alone is most of it). getrusage's ru_maxrss is not used: a child started by fork and
 exec inherits its parent's high-water mark.
@@ -15,9 +16,10 @@ exec inherits its parent's high-water mark.
 The reference is MetaCLIP's `metaclip/metaclip1/substr_matching_ahocorasick.py` (facebookresearch/MetaCLIP),
 imported from a checkout given with --metaclip (never copied here): one process runs its `substr_matching`
 over every caption of the pool, already in memory (reading them is not timed), lower-cased as transferlab's
-default matching is, and counts the entries it returns. Its captions/s is set against transferlab's whole
-curation (read shards, normalise, match, count, plan, sample, write, report) with --workers processes and
-the comparison's `--no-dedup`; the per-entry counts of both must be identical.
+default matching is, and counts the entries it returns, `--repeats` times, alternating with transferlab's
+runs so both see the same machine. Its captions/s is set against transferlab's whole curation (read shards,
+normalise, match, count, plan, sample, write, report) with --workers processes and the comparison's
+`--no-dedup`, median against median (the ranges are printed too); the per-entry counts must be identical.
 
 The matcher comparison runs in the same process on a random subsample of captions: the naive scan tests
 every entry as a padded substring of the normalised caption (MetaCLIP's original loop); both matchers
@@ -120,10 +122,11 @@ def compare_matchers(metadata: Path, captions: list[str]) -> dict:
         fast = [matcher(caption) for caption in captions]
     fast_time = (time.perf_counter() - start) / (repeats * len(captions))
     if fast != naive:
-        raise AssertionError("the Aho-Corasick matcher and the naive scan disagree")
+        raise AssertionError("the matcher and the naive scan disagree")
     return {"subsample_captions": len(captions), "naive_ms_per_caption": round(1e3 * naive_time, 3),
-            "aho_corasick_us_per_caption": round(1e6 * fast_time, 2), "speedup": round(naive_time / fast_time),
-            "automaton_build_s": round(build, 2),
+            "matcher": "C token matcher" if matcher.tokens is not None else "Aho-Corasick",
+            "matcher_us_per_caption": round(1e6 * fast_time, 2), "speedup": round(naive_time / fast_time),
+            "matcher_build_s": round(build, 2),
             "mean_entries_per_caption": round(float(np.mean([len(m) for m in naive])), 2)}
 
 
@@ -204,6 +207,19 @@ def import_baseline_mib() -> float:
     return int(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout) / 1024
 
 
+def timed_curation(pool: Path, out: Path, settings: Settings, workers: int) -> tuple[float, dict]:
+    """One whole curation into a fresh `out` (removed after): its seconds and record."""
+    start = time.perf_counter()
+    record = curate(str(pool), out, settings, workers, "all")
+    seconds = time.perf_counter() - start
+    shutil.rmtree(out)
+    return seconds, record
+
+
+def spread(values: list[float]) -> dict:
+    return {"median": round(float(np.median(values)), 2), "min": round(min(values), 2), "max": round(max(values), 2)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--captions", type=int, default=1_000_000)
@@ -211,6 +227,7 @@ def main() -> None:
     parser.add_argument("--shards", type=int, default=100)
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--cap", type=int, default=500, help="MetaCLIP's t")
+    parser.add_argument("--repeats", type=int, default=3, help="whole curations and reference runs, alternated")
     parser.add_argument("--naive-subsample", type=int, default=200)
     parser.add_argument("--tmp", type=Path, default=None, help="where the pool is written (default: the system's)")
     parser.add_argument("--metaclip", type=Path, default=None, help="a checkout of facebookresearch/MetaCLIP: "
@@ -222,40 +239,52 @@ def main() -> None:
     folder = Path(tempfile.mkdtemp(prefix="curate-bench-", dir=args.tmp))
     try:
         start = time.perf_counter()
-        (folder / "pool").mkdir()
-        metadata, subsample = write_pool(folder / "pool", args.captions, args.shards, args.entries, rng)
+        pool = folder / "pool"
+        pool.mkdir()
+        metadata, subsample = write_pool(pool, args.captions, args.shards, args.entries, rng)
         generated = time.perf_counter() - start
-        pool_bytes = sum(p.stat().st_size for p in (folder / "pool").glob("*.tar"))
+        pool_bytes = sum(p.stat().st_size for p in pool.glob("*.tar"))
         print(f"pool: {args.captions:,} captions, {pool_bytes / 2**20:.0f} MiB in {generated:.0f} s", file=sys.stderr)
         settings = Settings(metadata=metadata, cap=args.cap, dedup=args.dedup)
-        seconds, workers_peak = {}, ChildPeak()
+        stages, workers_peak = {}, ChildPeak()
         workers_peak.start()
         for stage in ("count", "plan", "sample", "report"):
             start = time.perf_counter()
-            record = curate(str(folder / "pool"), folder / "out", settings, args.workers, stage)
-            seconds[stage] = round(time.perf_counter() - start, 1)
-            print(f"{stage}: {seconds[stage]} s", file=sys.stderr, flush=True)
+            record = curate(str(pool), folder / "out", settings, args.workers, stage)
+            stages[stage] = round(time.perf_counter() - start, 2)
+            print(f"{stage}: {stages[stage]} s", file=sys.stderr, flush=True)
         workers_peak.running = False
-        total = sum(seconds.values())
+        mine = our_counts(folder / "out")
+        captions = pool_captions(pool) if args.metaclip is not None else []
+        totals, references = [], []
+        for repeat in range(args.repeats):
+            seconds, _ = timed_curation(pool, folder / f"out-{repeat}", settings, args.workers)
+            totals.append(seconds)
+            if args.metaclip is not None:
+                counts, reference_seconds = reference_counts(args.metaclip, metadata, captions)
+                references.append(reference_seconds)
+            print(f"run {repeat + 1}: curation {seconds:.2f} s, reference "
+                  f"{references[-1] if references else float('nan'):.2f} s", file=sys.stderr, flush=True)
         chosen = [subsample[i] for i in rng.choice(len(subsample), size=args.naive_subsample, replace=False)]
         matchers = compare_matchers(metadata, chosen)
         reference = None
-        if args.metaclip is not None:
-            counts, reference_seconds = reference_counts(args.metaclip, metadata, pool_captions(folder / "pool"))
-            mine = our_counts(folder / "out")
+        if references:
             differ = [e for e in set(counts) | set(mine) if counts.get(e, 0) != mine.get(e, 0)]
-            reference = {"seconds": round(reference_seconds, 1),
-                         "captions_per_s": round(args.captions / reference_seconds),
-                         "transferlab_over_reference": round(reference_seconds / total, 2),
+            reference = {"seconds": spread(references),
+                         "captions_per_s": round(args.captions / float(np.median(references))),
+                         "transferlab_over_reference": round(float(np.median(references) / np.median(totals)), 2),
+                         "transferlab_over_reference_per_run": [round(r / t, 2) for r, t in zip(references, totals,
+                                                                                                 strict=True)],
                          "entries_compared": len(counts), "entries_with_different_counts": len(differ)}
             print(f"reference: {reference}", file=sys.stderr)
         print(json.dumps({
             "benchmark": "curate_throughput", "captions": args.captions, "entries": args.entries,
             "shards": args.shards, "workers": args.workers, "cpus": os.cpu_count(), "cap": args.cap,
+            "native_kernels": native_kernels(),
             "load_average_before": round(load_before, 2), "load_average_after": round(os.getloadavg()[0], 2),
-            "pool_mib": round(pool_bytes / 2**20), "seconds": {**seconds, "total": round(total, 1)},
-            "captions_per_s": round(args.captions / total),
-            "count_captions_per_s": round(args.captions / seconds["count"]),
+            "pool_mib": round(pool_bytes / 2**20), "seconds": {"all_stages": spread(totals), "by_stage": stages},
+            "captions_per_s": round(args.captions / float(np.median(totals))),
+            "count_captions_per_s": round(args.captions / stages["count"]),
             "kept": record["kept"], "removed": record["removed"],
             "entries_over_cap": record["metadata"]["entries_over_cap"],
             "entries_matched": record["metadata"]["entries_matched_before"],
@@ -264,6 +293,13 @@ def main() -> None:
             "matcher": matchers, "metaclip_reference": reference}))
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def native_kernels() -> bool:
+    """Whether curation's C extension is built here (else its pure-Python twins ran)."""
+    from transferlab.curate import count  # noqa: PLC0415
+
+    return count._native is not None
 
 
 if __name__ == "__main__":
