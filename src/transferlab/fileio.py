@@ -24,25 +24,29 @@ def temp_path(path: Path) -> Path:
     return path.with_name(f".{path.name}.tmp-{os.getpid()}")
 
 
-def commit(tmp: Path, path: Path) -> Path:
-    """fsync a fully written temporary file and rename it over `path`."""
-    with open(tmp, "rb+") as handle:
-        os.fsync(handle.fileno())
+def commit(tmp: Path, path: Path, durable: bool = True) -> Path:
+    """Rename a fully written temporary file over `path`. Durable: fsync the file first and its folder after,
+    so the new content also survives a power cut; without, a process killed at any point still leaves the
+    old or the new file whole, and the OS writes it back in its own time."""
+    if durable:
+        with open(tmp, "rb+") as handle:
+            os.fsync(handle.fileno())
     os.replace(tmp, path)
-    fsync_dir(path.parent)
+    if durable:
+        fsync_dir(path.parent)
     return path
 
 
 @contextmanager
-def atomic_open(path: str | Path) -> Iterator[BinaryIO]:
+def atomic_open(path: str | Path, durable: bool = True) -> Iterator[BinaryIO]:
     """A binary file to write `path` through: renamed into place when the block ends without error,
-    removed otherwise, so `path` keeps its old content on any failure."""
+    removed otherwise, so `path` keeps its old content on any failure (`commit` says what durable adds)."""
     path = Path(path)
     tmp = temp_path(path)
     try:
         with open(tmp, "wb") as handle:
             yield handle
-        commit(tmp, path)
+        commit(tmp, path, durable)
     finally:
         tmp.unlink(missing_ok=True)
 

@@ -113,6 +113,22 @@ def test_a_finished_curation_is_not_redone(tmp_path):
     assert {name: again[name] for name in counted} == {name: stamps[name] for name in counted}
 
 
+def test_a_curated_shard_cut_short_is_written_again_and_only_work_files_are_fsynced(tmp_path, monkeypatch):
+    import os
+
+    caption_pool(tmp_path / "pool", [f"caption {i}" for i in range(20)], shards=2)
+    synced = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: synced.append(os.readlink(f"/proc/self/fd/{fd}")) or real_fsync(fd))
+    curate(tmp_path / "pool", tmp_path / "out")
+    assert not [path for path in synced if ".tar.tmp-" in path]  # the curated shards: written back by the OS
+    assert len([path for path in synced if ".sample.npz.tmp-" in path]) == 2  # their records: durable first
+    whole = (tmp_path / "out" / "shard-0000.tar").read_bytes()
+    (tmp_path / "out" / "shard-0000.tar").write_bytes(whole[:1024])  # as a power cut may leave it
+    curate(tmp_path / "pool", tmp_path / "out")
+    assert (tmp_path / "out" / "shard-0000.tar").read_bytes() == whole
+
+
 def test_shards_are_sampled_again_when_the_plan_changes(tmp_path):
     (tmp_path / "entries.txt").write_text("cat\n")
     caption_pool(tmp_path / "pool", [f"a cat, {i}" for i in range(40)], shards=2)

@@ -10,6 +10,11 @@ reader skipped, and the first few removed pairs per reason (caption, matched ent
 
 The count stage's digest of the samples' headers is checked first, so a shard edited between the stages
 (samples added, removed, renamed or reordered) is an error, not a silent misalignment.
+
+A curated shard is renamed into place whole (a job killed at any point leaves none or all of it), after
+its record; it is not fsynced (the work files are): the OS writes the bulk data back while the next shard
+is read, as webdataset's writers let it. The record holds the shard's size, and a rerun writes again a
+shard whose size differs from it, as one cut short by a power cut would.
 """
 
 from __future__ import annotations
@@ -67,8 +72,8 @@ def sample_shard(shard: Path, out: Path, settings: Settings) -> Path:
                         f"overwrites data. Choose another --out, or move the file away.")
     counts, plan_info = workfiles.load(workfiles.path(out, "plan"), fingerprint, "plan", ("counts",))
     if target.exists() and workfiles.is_current(file, fingerprint, shard_bytes=shard.stat().st_size,
-                                                plan=plan_info["id"]):
-        return file
+                                                plan=plan_info["id"], output_bytes=target.stat().st_size):
+        return file  # (a curated shard cut short by a power cut has another size: it is written again)
     counted, info = workfiles.load(workfiles.path(out, "count", shard), fingerprint, "count",
                                    ("key_hash", "match_ptr", "match_ids", "span_ptr", "spans"))
     check_unchanged(shard, info)
@@ -92,14 +97,16 @@ def sample_shard(shard: Path, out: Path, settings: Settings) -> Path:
                 for row in np.flatnonzero(status == code)[:settings.examples].tolist()]
         record = {"shard": shard.name, "shard_bytes": info["shard_bytes"], "plan": plan_info["id"],
                   "output": target.name, "skipped": info["skipped"], "examples": examples}
-        with atomic_open(target) as handle:
-            starts, ends = (part.tolist() for part in kept_ranges(spans, span_ptr, status == KEPT))
-            written = 0
+        starts, ends = kept_ranges(spans, span_ptr, status == KEPT)
+        written = int((ends - starts).sum())
+        trailer = bytes(2 * BLOCK + (-(written + 2 * BLOCK)) % RECORD)  # end of archive, record padding
+        record["output_bytes"] = written + len(trailer)
+        with atomic_open(target, durable=False) as handle:  # bulk data: the OS writes it back, no fsync per shard
+            starts, ends = starts.tolist(), ends.tolist()
             for first in range(0, len(starts), 4096):
-                chunk = [data[a:b] for a, b in zip(starts[first:first + 4096], ends[first:first + 4096], strict=True)]
-                handle.write(b"".join(chunk))
-                written += sum(map(len, chunk))
-            handle.write(bytes(2 * BLOCK + (-(written + 2 * BLOCK)) % RECORD))  # end of archive, record padding
+                handle.write(b"".join([data[a:b] for a, b in zip(starts[first:first + 4096], ends[first:first + 4096],
+                                                                  strict=True)]))
+            handle.write(trailer)
             workfiles.save(file, fingerprint, record, status=status)  # before the shard: a shard implies its record
     return file
 
