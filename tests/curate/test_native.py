@@ -187,3 +187,14 @@ def test_a_metadata_file_reads_the_same_with_and_without_the_extension(tmp_path,
     assert (fast.entries, fast.normalised, fast.blank_lines, fast.duplicates) == \
         (slow.entries, slow.normalised, slow.blank_lines, slow.duplicates)
     assert fast.blank_lines == 2 and [line for line, _, _ in fast.duplicates] == [3, 9]
+
+
+def test_gather_takes_the_bytes_header_blocks_takes():
+    from transferlab.data.tar_layout import header_blocks
+
+    data = tar_bytes(PLAIN)
+    offsets = np.array([0, 1024, 3072, 512 * 7], dtype=np.int64)
+    assert native.gather(data, offsets.tobytes(), 136) == header_blocks(data, offsets, 136).tobytes()
+    assert native.gather(data, b"", 136) == b""
+    with pytest.raises(IndexError, match="out of the data"):
+        native.gather(data, np.array([len(data) - 100], dtype=np.int64).tobytes(), 136)

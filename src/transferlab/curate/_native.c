@@ -5,6 +5,7 @@ each pair on the same input); the Python side falls back to the twin when this m
 a function returns None ("not the plain case, ask the careful reader").
 
     plain_samples(data, caption_ext, image_exts)  tar_layout.read_layout + group_samples, for a plain tar
+    gather(data, offsets, width)                  tar_layout.header_blocks(...).tobytes()
     normalise_ascii(joined, lower)                metadata.normalise of each ASCII caption
     build_matcher(entries) / match(matcher, text) metadata.Matcher: entries found at token boundaries
 */
@@ -215,6 +216,34 @@ done:
     PyMem_Free(table.data);
     PyBuffer_Release(&view);
     return result;
+}
+
+/* ---------- gather ---------- */
+
+/* The `width` bytes at each of `offsets` (bytes of int64, each at most len(data) - width), back to back:
+   tar_layout.header_blocks(data, offsets, width).tobytes() without numpy's row-by-row indexing. */
+static PyObject *gather(PyObject *self, PyObject *args) {
+    Py_buffer view, where;
+    Py_ssize_t width;
+    if (!PyArg_ParseTuple(args, "y*y*n", &view, &where, &width))
+        return NULL;
+    Py_ssize_t count = where.len / (Py_ssize_t)sizeof(int64_t);
+    const int64_t *offsets = where.buf;
+    PyObject *out = width < 0 ? NULL : PyBytes_FromStringAndSize(NULL, count * width);
+    for (Py_ssize_t i = 0; out != NULL && i < count; i++) {
+        if (offsets[i] < 0 || offsets[i] > view.len - width) {
+            Py_CLEAR(out);
+            PyErr_Format(PyExc_IndexError, "offset %lld is out of the data's %zd bytes", (long long)offsets[i],
+                         view.len);
+            break;
+        }
+        memcpy(PyBytes_AS_STRING(out) + i * width, (const char *)view.buf + offsets[i], width);
+    }
+    if (width < 0)
+        PyErr_SetString(PyExc_ValueError, "width must not be negative");
+    PyBuffer_Release(&view);
+    PyBuffer_Release(&where);
+    return out;
 }
 
 /* ---------- normalise_ascii ---------- */
@@ -506,6 +535,7 @@ static PyObject *match(PyObject *self, PyObject *args) {
 
 static PyMethodDef methods[] = {
     {"plain_samples", plain_samples, METH_VARARGS, "The samples of a plain tar, or None (see the C source)."},
+    {"gather", gather, METH_VARARGS, "The width bytes at each offset, back to back."},
     {"normalise_ascii", normalise_ascii, METH_VARARGS, "metadata.normalise of each ASCII caption."},
     {"build_matcher", build_matcher, METH_VARARGS, "A token matcher of normalised entries, or None."},
     {"match", match, METH_VARARGS, "The entries found in each caption of a NUL-joined normalised text."},

@@ -73,10 +73,6 @@ def read_caption(raw: bytes | None) -> tuple[str, str | None]:
     return (caption, None) if caption else ("", "empty caption")
 
 
-def member_bytes(data: bytes, member: Member | None) -> bytes | None:
-    return None if member is None else bytes(data[member.offset:member.offset + member.size])
-
-
 def _data(data: bytes, where: list[int]) -> bytes:
     """The bytes at an (offset, size) pair of `Samples`; none for offset -1."""
     offset, size = where
@@ -235,8 +231,10 @@ def headers_digest(data: bytes, starts: np.ndarray) -> str:
     stage checks the shard against it before copying byte ranges."""
     if not len(starts):
         return ""
-    blocks = header_blocks(data, starts, 136)  # name, mode, owner, size
-    return hashlib.blake2b(blocks.tobytes(), digest_size=16).hexdigest()
+    starts = np.asarray(starts, dtype=np.int64)  # name, mode, owner and size: the first 136 bytes
+    fields = _native.gather(data, starts.tobytes(), 136) if _native is not None else \
+        header_blocks(data, starts, 136).tobytes()
+    return hashlib.blake2b(fields, digest_size=16).hexdigest()
 
 
 def _blocks(members: dict[str, Member]) -> list[tuple[int, int]]:

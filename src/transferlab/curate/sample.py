@@ -29,11 +29,11 @@ import numpy as np
 from transferlab.curate import workfiles
 from transferlab.curate.balance import balanced_keep
 from transferlab.curate.count import FORMAT as COUNT_FORMAT
-from transferlab.curate.count import headers_digest, image_member, member_bytes, read_caption
+from transferlab.curate.count import headers_digest, read_caption, read_samples
 from transferlab.curate.plan import check_unchanged
 from transferlab.curate.reasons import CODE, KEPT, reason_of
 from transferlab.curate.settings import Settings
-from transferlab.data.tar_layout import BLOCK, group_samples, read_layout, shard_bytes
+from transferlab.data.tar_layout import BLOCK, shard_bytes
 from transferlab.errors import UserError
 from transferlab.fileio import atomic_open
 
@@ -126,10 +126,14 @@ def kept_ranges(spans: np.ndarray, span_ptr: np.ndarray, kept: np.ndarray) -> tu
 
 def _example(data: bytes, spans: np.ndarray, shard: Path, settings: Settings, entry_ids: np.ndarray) -> dict:
     """A removed pair as the report shows it, read from its members' byte ranges."""
-    piece = b"".join(bytes(data[start:end]) for start, end in spans.tolist())
-    (key, members), = group_samples(read_layout(piece)) or [("?", {})]
-    caption, problem = read_caption(member_bytes(piece, members.get(settings.caption_key)))
-    thumbnail, image = None, member_bytes(piece, image_member(members))
+    piece = b"".join(bytes(data[start:end]) for start, end in spans.tolist()) + bytes(2 * BLOCK)  # a tar of it
+    found = read_samples(piece, settings.caption_key)
+    key, caption, problem, image, thumbnail = "?", "", "missing caption", None, None
+    if len(found.keys):
+        key = found.keys[0].decode("utf-8", "surrogateescape")
+        (caption_at, caption_size), (image_at, image_size) = found.captions[0].tolist(), found.images[0].tolist()
+        caption, problem = read_caption(piece[caption_at:caption_at + caption_size] if caption_at >= 0 else None)
+        image = piece[image_at:image_at + image_size] if image_at >= 0 else None
     if image:
         from transferlab.data.images import BadImage, decode_image, encode_png  # torch: only for thumbnails
 
