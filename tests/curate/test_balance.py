@@ -66,12 +66,16 @@ def tars(out):
     return {path.name: hashlib.sha256(path.read_bytes()).hexdigest() for path in sorted(out.glob("*.tar"))}
 
 
-def test_same_seed_same_result_for_any_number_of_workers(tmp_path):
+def test_same_seed_same_result_for_any_number_of_workers(tmp_path, monkeypatch):
+    from transferlab.curate import pipeline
+
     pool, metadata = known_pool(tmp_path)
     settings = Settings(metadata=metadata, cap=CAP, seed=3)
     curate(pool, tmp_path / "one", settings, workers=1)
-    curate(pool, tmp_path / "two", settings, workers=2)
-    assert tars(tmp_path / "one") == tars(tmp_path / "two")
+    for method in ("fork", "spawn"):  # workers forked (Linux, no torch loaded) or spawned
+        monkeypatch.setattr(pipeline, "start_method", lambda method=method: method)
+        curate(pool, tmp_path / method, settings, workers=2)
+        assert tars(tmp_path / "one") == tars(tmp_path / method)
     curate(pool, tmp_path / "other-seed", Settings(metadata=metadata, cap=CAP, seed=4))
     assert kept_keys(tmp_path / "other-seed") != kept_keys(tmp_path / "one")
     # the tail is kept whatever the seed; only the head's draws change
