@@ -198,3 +198,20 @@ def test_gather_takes_the_bytes_header_blocks_takes():
     assert native.gather(data, b"", 136) == b""
     with pytest.raises(IndexError, match="out of the data"):
         native.gather(data, np.array([len(data) - 100], dtype=np.int64).tobytes(), 136)
+
+
+@pytest.mark.parametrize("extra", [[], [b"\xff\xfe"], [b"cat\0dog"]])  # all in C; not UTF-8; a NUL: in Python
+def test_captions_read_in_c_equal_the_python_reading(extra, monkeypatch):
+    from transferlab.data.limits import MAX_CAPTION_CHARS
+
+    texts = [b"  a cat  ", "\u3000cat\u3000".encode(), "ΟΔΟΣ".encode(), b"x" * (MAX_CAPTION_CHARS + 50),
+             "é".encode() * MAX_CAPTION_CHARS, b" \t\n", b"\x1ccat\x1f", "\u00a0".encode(), b"", b"dog", *extra]
+    members = [(f"s{i:02d}.txt", text) for i, text in enumerate(texts)] + [("s99.jpg", b"no caption")]
+    data = tar_bytes(members)
+    found = read_samples(data, "txt")
+    fast = count_module.read_captions(data, found.captions)
+    monkeypatch.setattr(count_module, "_native", None)
+    slow = count_module.read_captions(data, found.captions)
+    assert fast[0].tolist() == slow[0].tolist() and fast[1].tolist() == slow[1].tolist()
+    assert fast[0][:4].tolist() == ["a cat", "cat", "ΟΔΟΣ", "x" * MAX_CAPTION_CHARS]
+    assert len(fast[0][4]) == MAX_CAPTION_CHARS and fast[0][7] == ""

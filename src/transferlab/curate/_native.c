@@ -6,6 +6,7 @@ a function returns None ("not the plain case, ask the careful reader").
 
     plain_samples(data, caption_ext, image_exts)  tar_layout.read_layout + group_samples, for a plain tar
     gather(data, offsets, width)                  tar_layout.header_blocks(...).tobytes()
+    captions(data, where, limit)                  count.read_captions' joined captions, stripped
     normalise_ascii(joined, lower)                metadata.normalise of each ASCII caption
     build_matcher(entries) / match(matcher, text) metadata.Matcher: entries found at token boundaries
 */
@@ -246,11 +247,68 @@ static PyObject *gather(PyObject *self, PyObject *args) {
     return out;
 }
 
+/* ---------- captions ---------- */
+
+static int is_space(unsigned char c) { return c == ' ' || (c >= 9 && c <= 13) || (c >= 28 && c <= 31); }
+
+/* The captions at `where` (bytes of int64 pairs: offset, size; offset -1: the sample has none, and is left
+   out), stripped of ASCII whitespace and joined by NUL: count.read_captions' bytes before decoding. Returns
+   (bytes, list): the list holds the indices (among the captions present) that Python must finish, those
+   that may start or end with a Unicode space (a non-ASCII byte at either end) or may be too long (more
+   than `limit` bytes); None when a caption holds a NUL (it could not be split again). */
+static PyObject *captions(PyObject *self, PyObject *args) {
+    Py_buffer view, where;
+    Py_ssize_t limit;
+    if (!PyArg_ParseTuple(args, "y*y*n", &view, &where, &limit))
+        return NULL;
+    const int64_t *pairs = where.buf;
+    Py_ssize_t count = where.len / (Py_ssize_t)(2 * sizeof(int64_t)), index = 0;
+    Buffer out = {0};
+    PyObject *flagged = PyList_New(0), *result = NULL;
+    if (flagged == NULL)
+        goto done;
+    for (Py_ssize_t i = 0; i < count; i++) {
+        int64_t offset = pairs[2 * i], size = pairs[2 * i + 1];
+        if (offset < 0)
+            continue;
+        if (size < 0 || offset > view.len - size) {
+            PyErr_Format(PyExc_IndexError, "caption %zd lies outside the data", i);
+            goto done;
+        }
+        const unsigned char *text = (const unsigned char *)view.buf + offset;
+        if (memchr(text, 0, size) != NULL) {
+            result = Py_NewRef(Py_None);
+            goto done;
+        }
+        while (size > 0 && is_space(text[0]))
+            text++, size--;
+        while (size > 0 && is_space(text[size - 1]))
+            size--;
+        if (size > 0 && (text[0] >= 0x80 || text[size - 1] >= 0x80 || size > limit)) {
+            PyObject *number = PyLong_FromSsize_t(index);
+            if (number == NULL || PyList_Append(flagged, number) < 0) {
+                Py_XDECREF(number);
+                goto done;
+            }
+            Py_DECREF(number);
+        }
+        static const char nul = 0;
+        if ((index > 0 && append(&out, &nul, 1) < 0) || append(&out, text, size) < 0)
+            goto done;
+        index++;
+    }
+    result = Py_BuildValue("(NO)", to_bytes(&out), flagged);
+done:
+    PyMem_Free(out.data);
+    Py_XDECREF(flagged);
+    PyBuffer_Release(&view);
+    PyBuffer_Release(&where);
+    return result;
+}
+
 /* ---------- normalise_ascii ---------- */
 
 static const char PUNCTUATION[] = ",.;:!?\"'`()[]{}<>";
-
-static int is_space(unsigned char c) { return c == ' ' || (c >= 9 && c <= 13) || (c >= 28 && c <= 31); }
 
 /* metadata.normalise of each caption of `joined` (captions separated by NUL): ' a cat . ', joined by NUL.
    A caption holding a non-ASCII byte is left empty and its index returned in the list: str.lower and
@@ -536,6 +594,7 @@ static PyObject *match(PyObject *self, PyObject *args) {
 static PyMethodDef methods[] = {
     {"plain_samples", plain_samples, METH_VARARGS, "The samples of a plain tar, or None (see the C source)."},
     {"gather", gather, METH_VARARGS, "The width bytes at each offset, back to back."},
+    {"captions", captions, METH_VARARGS, "The captions at (offset, size) pairs, stripped and joined by NUL."},
     {"normalise_ascii", normalise_ascii, METH_VARARGS, "metadata.normalise of each ASCII caption."},
     {"build_matcher", build_matcher, METH_VARARGS, "A token matcher of normalised entries, or None."},
     {"match", match, METH_VARARGS, "The entries found in each caption of a NUL-joined normalised text."},

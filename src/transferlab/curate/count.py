@@ -135,24 +135,41 @@ def read_captions(data: bytes, where: np.ndarray) -> tuple[np.ndarray, np.ndarra
     captions = np.full(len(where), "", dtype=object)
     status = np.full(len(where), CODE["missing caption"], dtype=np.uint8)
     present = np.flatnonzero(where[:, 0] >= 0)
-    starts = where[present, 0]
-    raw = [data[start:end] for start, end in zip(starts.tolist(), (starts + where[present, 1]).tolist(), strict=True)]
-    try:
-        texts = b"\0".join(raw).decode("utf-8").split("\0")
-    except UnicodeDecodeError:
-        texts = None
-    if texts is None or len(texts) != len(raw):
-        found = [read_caption(piece) for piece in raw]
+    texts = _joined_captions(data, where, present)
+    if texts is None:
+        found = [read_caption(bytes(data[start:start + size])) for start, size in where[present].tolist()]
         texts, codes = [text for text, _ in found], [KEPT if why is None else CODE[why] for _, why in found]
     else:
-        texts = [text.strip() for text in texts]
-        if max(map(len, texts), default=0) > MAX_CAPTION_CHARS:
-            texts = [text[:MAX_CAPTION_CHARS] for text in texts]
         codes = np.where(np.fromiter(map(len, texts), dtype=np.int64, count=len(texts)) > 0, KEPT,
                          CODE["empty caption"])
     if len(present):
         captions[present], status[present] = texts, codes
     return captions, status
+
+
+def _joined_captions(data: bytes, where: np.ndarray, present: np.ndarray) -> list[str] | None:
+    """The present captions stripped and cut to MAX_CAPTION_CHARS, decoded as one text (in C where built:
+    only the captions that may start or end with a Unicode space, or be too long, are finished here); None
+    when one is not UTF-8 or holds a NUL."""
+    if _native is not None:
+        found = _native.captions(data, where.tobytes(), MAX_CAPTION_CHARS)
+        if found is None:
+            return None
+        joined, unfinished = found
+    else:
+        starts = where[present, 0]
+        pieces = [data[start:end] for start, end in zip(starts.tolist(), (starts + where[present, 1]).tolist(),
+                                                        strict=True)]
+        if any(b"\0" in piece for piece in pieces):
+            return None
+        joined, unfinished = b"\0".join(pieces), range(len(pieces))
+    try:
+        texts = joined.decode("utf-8").split("\0") if len(present) else []
+    except UnicodeDecodeError:
+        return None
+    for i in unfinished:
+        texts[i] = texts[i].strip()[:MAX_CAPTION_CHARS]
+    return texts
 
 
 def fates(data: bytes, found: Samples, settings: Settings,
