@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import itertools
 import re
 from pathlib import Path
 
@@ -42,6 +43,7 @@ EXAMPLE_CHARS = 300
 EXAMPLE_ENTRIES = 8
 COMPRESSED = re.compile(r"(\.tar)?\.(gz|tgz|bz2|xz)$|\.tar$")
 RECORD = 20 * BLOCK  # a tar file's length is a multiple of this (tarfile and GNU tar pad to it)
+WRITE = 1 << 18  # bytes per write of a curated shard (measured: 256 KiB writes 1.4-2x faster than 3 MiB ones)
 
 
 def output_name(shard: Path) -> str:
@@ -102,10 +104,12 @@ def sample_shard(shard: Path, out: Path, settings: Settings) -> Path:
         trailer = bytes(2 * BLOCK + (-(written + 2 * BLOCK)) % RECORD)  # end of archive, record padding
         record["output_bytes"] = written + len(trailer)
         with atomic_open(target, durable=False) as handle:  # bulk data: the OS writes it back, no fsync per shard
+            # runs of ranges of about WRITE bytes: each joined run is still in the CPU's cache when copied out
+            cuts = np.searchsorted(np.cumsum(ends - starts), np.arange(WRITE, written, WRITE), side="right")
+            bounds = [0, *np.unique(cuts).tolist(), len(starts)]
             starts, ends = starts.tolist(), ends.tolist()
-            for first in range(0, len(starts), 4096):
-                handle.write(b"".join([data[a:b] for a, b in zip(starts[first:first + 4096], ends[first:first + 4096],
-                                                                  strict=True)]))
+            for first, last in itertools.pairwise(bounds):
+                handle.write(b"".join([data[a:b] for a, b in zip(starts[first:last], ends[first:last], strict=True)]))
             handle.write(trailer)
             workfiles.save(file, fingerprint, record, status=status)  # before the shard: a shard implies its record
     return file
