@@ -130,3 +130,15 @@ def test_draws_are_uniform(p):
     both = (uniforms(keys, np.zeros(len(keys)), 2) < p) & (uniforms(keys, np.ones(len(keys)), 2) < p)
     low, high = binom.interval(0.999, len(keys), p * p)
     assert low <= int(both.sum()) <= high
+
+
+def test_entry_counts_leave_out_the_pairs_dedup_removed(tmp_path):
+    captions = [f"a cat {i}" for i in range(12)] + [f"a dog {i}" for i in range(6)] + ["a cat and a dog"] * 3
+    captions += ["a cat 3", "a dog 1", "a cat 3"]  # exact duplicates of earlier pairs, in other shards
+    (tmp_path / "entries.txt").write_text("cat\ndog\nbird\n")
+    caption_pool(tmp_path / "pool", captions, shards=3)
+    record = curate(tmp_path / "pool", tmp_path / "out", Settings(metadata=tmp_path / "entries.txt", cap=1000))
+    unique = list(dict.fromkeys(captions))
+    expected = [sum(f" {word} " in f" {c} " for c in unique) for word in ("cat", "dog", "bird")]
+    assert read_counts(tmp_path / "out")[0] == expected == [13, 7, 0]
+    assert record["removed"]["exact duplicate"] == 5

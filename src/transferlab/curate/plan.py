@@ -1,9 +1,10 @@
 """Stage 2, `plan`, once over the pool: the decisions that need every shard, then the entry counts.
 
 Reading the count files of all shards in pool order, it removes exact duplicates (first occurrence kept),
-near-duplicate images and captions, and the pairs below the score filter's quantile, in that order; then
+near-duplicate images and captions, and the pairs below the score filter's quantile, in that order; and
 it sums, over the pairs still in, the metadata entries they match: the counts c_e the balancing samples
-with. It writes `work/plan.npz` (the counts and the shard list) and one `work/<shard>.plan.npz` per shard
+with (summed as the count files are read, then corrected by reading again the shards those steps removed
+pairs from). It writes `work/plan.npz` (the counts and the shard list) and one `work/<shard>.plan.npz` per shard
 (each pair's fate so far).
 
 Its memory is a byte per pair, plus 8 bytes per pair for exact dedup and 4 for the score filter, plus
@@ -42,22 +43,25 @@ def plan(shards: list[Path], out: Path, settings: Settings) -> Path:
     """Decide the pool-wide steps and count entries; return the path of plan.npz."""
     fingerprint = settings.fingerprint
     statuses, hashes, scores, models, dims = [], [], [], {}, {}
+    counts = EntryCounts(settings)
     for shard in shards:
         file = workfiles.path(out, "count", shard)
-        arrays, info = workfiles.load(file, fingerprint, "count", ("status", "content_hash", "scores"))
+        arrays, info = workfiles.load(file, fingerprint, "count",
+                                      ("status", "content_hash", "scores", "match_ptr", "match_ids"))
         check_unchanged(shard, info)
         for name, print_ in info["models"].items():
             if models.setdefault(name, print_) != print_:
                 raise UserError(f"Shards were counted with different weights of model {name}; {shard} differs from "
                                 f"the shards before it. Count every shard with the same model.")
         statuses.append(arrays["status"].copy())
+        counts.add(arrays, arrays["status"] == KEPT)
         hashes.append(arrays["content_hash"][arrays["status"] == KEPT])
         if "scores" in arrays and len(arrays["scores"]):
             scores.append(arrays["scores"])
-        # the embeddings (one row per pair the count stage kept) are read by the search, shard by shard
-        for name, shape in workfiles.shapes(file, tuple(name for name, _ in NEAR)).items():
-            if shape[0]:
-                dims[name] = shape[1]
+        if settings.near_dup_model:  # the embeddings, one row per pair kept, are read by the search shard by shard
+            for name, shape in workfiles.shapes(file, tuple(name for name, _ in NEAR)).items():
+                if shape[0]:
+                    dims[name] = shape[1]
     status = np.concatenate(statuses)
     candidate = np.flatnonzero(status == KEPT)  # the pairs with embeddings, in pool order
     alive = np.ones(len(candidate), dtype=bool)
@@ -84,7 +88,7 @@ def plan(shards: list[Path], out: Path, settings: Settings) -> Path:
         low = np.zeros(len(alive), dtype=bool)
         low[survivors] = ~top_fraction(np.concatenate(scores)[survivors], settings.score_keep)
         remove(low, "low score")
-    return _write(shards, out, settings, status, [len(s) for s in statuses])
+    return _write(shards, out, settings, status, statuses, counts)
 
 
 class ShardEmbeddings:
@@ -113,21 +117,41 @@ class ShardEmbeddings:
             yield rows[alive]
 
 
-def _write(shards: list[Path], out: Path, settings: Settings, status: np.ndarray, sizes: list[int]) -> Path:
-    """Each shard's fate so far, and the entry counts over the pairs still in."""
-    entries = settings.entries
-    counts = np.zeros(0 if entries is None else len(entries.entries), dtype=np.int64)
-    names, start = [shard.name for shard in shards], 0
-    for shard, size in zip(shards, sizes, strict=True):
-        mine = status[start:start + size]
-        start += size
-        if entries is not None:
-            arrays, _ = workfiles.load(workfiles.path(out, "count", shard), settings.fingerprint, "count",
+class EntryCounts:
+    """The entry counts c_e, summed shard by shard over the pairs still in. Counted as each count file is
+    first read, over the pairs the count stage kept; the pool-wide steps only remove pairs, so a shard they
+    removed pairs of is read again and those pairs' matches taken away (`remove`)."""
+
+    def __init__(self, settings: Settings) -> None:
+        entries = settings.entries
+        self.counts = np.zeros(0 if entries is None else len(entries.entries), dtype=np.int64)
+        self.on = entries is not None
+
+    def add(self, arrays: dict[str, np.ndarray], rows: np.ndarray, sign: int = 1) -> None:
+        """Count (sign 1) or take away (-1) the matches of the pairs of one count file where `rows` is True."""
+        if self.on:
+            matched = np.repeat(rows, np.diff(arrays["match_ptr"]))
+            self.counts += sign * np.bincount(arrays["match_ids"][matched], minlength=len(self.counts))
+
+    def remove(self, out: Path, shard: Path, fingerprint: str, counted: np.ndarray, planned: np.ndarray) -> None:
+        """Take away the matches of the pairs of `shard` that the pool-wide steps removed."""
+        removed = (counted == KEPT) & (planned != KEPT)
+        if self.on and removed.any():
+            arrays, _ = workfiles.load(workfiles.path(out, "count", shard), fingerprint, "count",
                                        ("match_ptr", "match_ids"))
-            rows = np.repeat(mine, np.diff(arrays["match_ptr"]))
-            counts += np.bincount(arrays["match_ids"][rows == KEPT], minlength=len(counts))
+            self.add(arrays, removed, sign=-1)
+
+
+def _write(shards: list[Path], out: Path, settings: Settings, status: np.ndarray, counted: list[np.ndarray],
+           counts: EntryCounts) -> Path:
+    """Each shard's fate so far, and the entry counts over the pairs still in."""
+    names, start = [shard.name for shard in shards], 0
+    for shard, before in zip(shards, counted, strict=True):
+        mine = status[start:start + len(before)]
+        start += len(before)
+        counts.remove(out, shard, settings.fingerprint, before, mine)
         workfiles.save(workfiles.path(out, "plan", shard), settings.fingerprint, {"shard": shard.name}, status=mine)
     # the plan's identity: a shard sampled under another plan (the pool grew, say) is sampled again
-    digest = hashlib.sha256(json.dumps(names).encode() + status.tobytes() + counts.tobytes())
+    digest = hashlib.sha256(json.dumps(names).encode() + status.tobytes() + counts.counts.tobytes())
     info = {"shards": names, "pairs": int(len(status)), "id": digest.hexdigest()[:16]}
-    return workfiles.save(workfiles.path(out, "plan"), settings.fingerprint, info, counts=counts)
+    return workfiles.save(workfiles.path(out, "plan"), settings.fingerprint, info, counts=counts.counts)
