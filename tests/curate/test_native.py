@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from tests.curate.pools import write_shard
 from transferlab.curate import count as count_module
 from transferlab.curate import metadata as metadata_module
+from transferlab.curate.balance import key_hashes
 from transferlab.curate.count import count_shard, read_samples
 from transferlab.curate.filters import CaptionFilter
 from transferlab.curate.metadata import Matcher, normalise, normalise_joined, read_metadata
@@ -64,26 +65,27 @@ FALLBACKS = {  # tars the C reader leaves to the Python one, each for one reason
 
 
 def both_readers(data: bytes, monkeypatch) -> tuple:
-    fast = read_samples(data, "txt")
+    fast = read_samples(data, "txt", "shard-7.tar")
     with monkeypatch.context() as patch:
         patch.setattr(count_module, "_native", None)
-        slow = read_samples(data, "txt")
+        slow = read_samples(data, "txt", "shard-7.tar")
     return fast, slow
 
 
 def assert_same_samples(fast, slow) -> None:
-    assert fast.keys.tolist() == slow.keys.tolist()
-    for name in ("spans", "span_ptr", "captions", "images"):
+    assert fast.keys().tolist() == slow.keys().tolist()
+    for name in ("key_hashes", "spans", "span_ptr", "captions", "images"):
         np.testing.assert_array_equal(getattr(fast, name), getattr(slow, name), err_msg=name)
     assert (fast.layout.skipped, fast.layout.corrupt) == (slow.layout.skipped, slow.layout.corrupt)
 
 
 def test_a_plain_tar_is_read_in_c_as_the_python_reader_reads_it(monkeypatch):
     data = tar_bytes(PLAIN)
-    assert native.plain_samples(data, b"txt", count_module.IMAGE_EXT_BYTES) is not None
+    assert native.plain_samples(data, b"txt", count_module.IMAGE_EXT_BYTES, 0) is not None
     fast, slow = both_readers(data, monkeypatch)
     assert_same_samples(fast, slow)
-    assert fast.keys.tolist() == [b"a/s1", b"s2", b"s3", b"s4", b"s5"]
+    assert fast.keys().tolist() == [b"a/s1", b"s2", b"s3", b"s4", b"s5"]
+    assert fast.key_hashes.tolist() == key_hashes("shard-7.tar", fast.keys()).tolist()
     assert fast.images[:2, 1].tolist() == [6, 3] and fast.images[2:, 0].tolist() == [-1, -1, -1]  # .JPG is an image
     assert fast.captions[2].tolist() == [-1, -1] and fast.captions[3, 1] == 0  # s4.en.txt is not the caption
 
@@ -91,13 +93,13 @@ def test_a_plain_tar_is_read_in_c_as_the_python_reader_reads_it(monkeypatch):
 @pytest.mark.parametrize("case", sorted(FALLBACKS))
 def test_any_other_tar_is_left_to_the_python_reader(case, monkeypatch):
     data = FALLBACKS[case]
-    assert native.plain_samples(data, b"txt", count_module.IMAGE_EXT_BYTES) is None
+    assert native.plain_samples(data, b"txt", count_module.IMAGE_EXT_BYTES, 0) is None
     assert_same_samples(*both_readers(data, monkeypatch))
 
 
 def test_an_archive_of_end_blocks_alone_has_no_samples(monkeypatch):
     fast, slow = both_readers(bytes(1024), monkeypatch)
-    assert len(fast.keys) == 0 and len(fast.spans) == 0
+    assert len(fast.keys()) == 0 and len(fast.key_hashes) == 0 and len(fast.spans) == 0
     assert_same_samples(fast, slow)
 
 
@@ -208,7 +210,7 @@ def test_captions_read_in_c_equal_the_python_reading(extra, monkeypatch):
              "é".encode() * MAX_CAPTION_CHARS, b" \t\n", b"\x1ccat\x1f", "\u00a0".encode(), b"", b"dog", *extra]
     members = [(f"s{i:02d}.txt", text) for i, text in enumerate(texts)] + [("s99.jpg", b"no caption")]
     data = tar_bytes(members)
-    found = read_samples(data, "txt")
+    found = read_samples(data, "txt", "shard.tar")
     fast = count_module.read_captions(data, found.captions)
     monkeypatch.setattr(count_module, "_native", None)
     slow = count_module.read_captions(data, found.captions)

@@ -4,7 +4,8 @@ Every function here has a pure-Python twin that gives the same result (tests/cur
 each pair on the same input); the Python side falls back to the twin when this module is missing or when
 a function returns None ("not the plain case, ask the careful reader").
 
-    plain_samples(data, caption_ext, image_exts)  tar_layout.read_layout + group_samples, for a plain tar
+    plain_samples(data, caption_ext, image_exts, key_state)
+                                                  tar_layout.read_layout + group_samples, for a plain tar
     gather(data, offsets, width)                  tar_layout.header_blocks(...).tobytes()
     captions(data, where, limit)                  count.read_captions' joined captions, stripped
     normalise_ascii(joined, lower)                metadata.normalise of each ASCII caption
@@ -103,8 +104,20 @@ static int all_zero(const unsigned char *h) {
 }
 
 typedef struct {
-    int64_t start, end, key_length, caption_offset, caption_size, image_offset, image_size;
+    int64_t start, end, key_length;
+    uint64_t key_hash;
+    int64_t caption_offset, caption_size, image_offset, image_size;
 } Sample;
+
+#define FNV_OFFSET 0xcbf29ce484222325ULL
+#define FNV_PRIME 0x100000001b3ULL
+
+/* SplitMix64's finaliser (balance.mix64) */
+static uint64_t spread(uint64_t x) {
+    x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
+    return x ^ (x >> 31);
+}
 
 /* Whether `ext` (ASCII, `n` bytes), lower-cased, is one of `image_exts` (lower-case bytes objects). */
 static int is_image(const char *ext, Py_ssize_t n, PyObject *image_exts) {
@@ -124,16 +137,18 @@ static int is_image(const char *ext, Py_ssize_t n, PyObject *image_exts) {
 
 /* The samples of a plain tar: regular members only, names of ASCII bytes in one header (no long names, pax
    records, prefix field, folders), each 'key.ext' with a key, extensions not repeated within a sample, right
-   checksums, end-of-archive blocks present. Returns the samples as bytes of int64 rows (start, end, key
-   length, caption offset, caption size, image offset, image size; -1 for a missing member; the key is the
-   first key-length bytes of the header at start), or None for any other tar: the Python reader decides
-   those. */
+   checksums, end-of-archive blocks present. Returns the samples as bytes of 64-bit rows (start, end, key
+   length, key hash, caption offset, caption size, image offset, image size; -1 for a missing member; the
+   key is the first key-length bytes of the header at start, its hash balance.key_hashes' FNV-1a continued
+   from `key_state` then mixed), or None for any other tar: the Python reader decides those. */
 static PyObject *plain_samples(PyObject *self, PyObject *args) {
     Py_buffer view;
     const char *caption_ext;
     Py_ssize_t caption_len;
     PyObject *image_exts;
-    if (!PyArg_ParseTuple(args, "y*y#O!", &view, &caption_ext, &caption_len, &PyTuple_Type, &image_exts))
+    unsigned long long key_state;
+    if (!PyArg_ParseTuple(args, "y*y#O!K", &view, &caption_ext, &caption_len, &PyTuple_Type, &image_exts,
+                          &key_state))
         return NULL;
     for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(image_exts); i++)
         if (!PyBytes_Check(PyTuple_GET_ITEM(image_exts, i))) {
@@ -188,7 +203,10 @@ static PyObject *plain_samples(PyObject *self, PyObject *args) {
             key = (const char *)h;
             key_len = dot;
             ext_count = 0;
-            sample = (Sample){position * BLOCK, end, dot, -1, -1, -1, -1};
+            uint64_t hash = key_state;
+            for (Py_ssize_t i = 0; i < dot; i++)
+                hash = (hash ^ h[i]) * FNV_PRIME;
+            sample = (Sample){position * BLOCK, end, dot, spread(hash), -1, -1, -1, -1};
         }
         int repeated = ext_count == 64;
         for (int i = 0; i < ext_count && !repeated; i++)
@@ -400,15 +418,6 @@ typedef struct {
     char *text;          /* the entries, back to back */
     int64_t *offsets;    /* entry i is text[offsets[i]:offsets[i + 1]] */
 } Matcher;
-
-#define FNV_OFFSET 0xcbf29ce484222325ULL
-#define FNV_PRIME 0x100000001b3ULL
-
-static uint64_t spread(uint64_t x) {
-    x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
-    x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
-    return x ^ (x >> 31);
-}
 
 /* Record a prefix (entry < 0) or an entry's whole text under its hash. */
 static void insert(Matcher *m, uint64_t hash, int32_t entry) {

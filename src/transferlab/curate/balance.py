@@ -35,12 +35,18 @@ def key_hash(shard_name: str, key: str) -> int:
     return int(key_hashes(shard_name, np.array([key.encode("utf-8", "surrogateescape")]))[0])
 
 
-def key_hashes(shard_name: str, keys: np.ndarray) -> np.ndarray:
-    """`key_hash` of each key of one shard (a numpy bytes array, the keys as the tar stores them), as uint64:
-    FNV-1a over the shard name, a NUL and the key, then `mix64`; all keys at once, a byte position at a time."""
+def key_state(shard_name: str) -> int:
+    """FNV-1a's state after the shard name and a NUL: where every key of the shard continues from."""
     state = FNV_OFFSET
     for byte in shard_name.encode("utf-8", "surrogateescape") + b"\x00":
         state = (state ^ byte) * FNV_PRIME & MASK64
+    return state
+
+
+def key_hashes(shard_name: str, keys: np.ndarray) -> np.ndarray:
+    """`key_hash` of each key of one shard (a numpy bytes array, the keys as the tar stores them), as uint64:
+    FNV-1a over the shard name, a NUL and the key, then `mix64`; all keys at once, a byte position at a time."""
+    state = key_state(shard_name)
     width = keys.dtype.itemsize
     codes = keys.view(np.uint8).reshape(len(keys), width)
     lengths = width - np.argmax(codes[:, ::-1] != 0, axis=1) if width else np.zeros(len(keys), dtype=np.int64)

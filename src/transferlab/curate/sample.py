@@ -131,10 +131,10 @@ def kept_ranges(spans: np.ndarray, span_ptr: np.ndarray, kept: np.ndarray) -> tu
 def _example(data: bytes, spans: np.ndarray, shard: Path, settings: Settings, entry_ids: np.ndarray) -> dict:
     """A removed pair as the report shows it, read from its members' byte ranges."""
     piece = b"".join(bytes(data[start:end]) for start, end in spans.tolist()) + bytes(2 * BLOCK)  # a tar of it
-    found = read_samples(piece, settings.caption_key)
+    found = read_samples(piece, settings.caption_key, shard.name)
     key, caption, problem, image, thumbnail = "?", "", "missing caption", None, None
-    if len(found.keys):
-        key = found.keys[0].decode("utf-8", "surrogateescape")
+    if len(found.key_hashes):
+        key = found.keys()[0].decode("utf-8", "surrogateescape")
         (caption_at, caption_size), (image_at, image_size) = found.captions[0].tolist(), found.images[0].tolist()
         caption, problem = read_caption(piece[caption_at:caption_at + caption_size] if caption_at >= 0 else None)
         image = piece[image_at:image_at + image_size] if image_at >= 0 else None
