@@ -69,9 +69,9 @@ def report(shards: list[Path], out: Path, settings: Settings) -> dict:
     out = Path(out)
     atomic_write(out / "curation.json", json.dumps(record, indent=1, ensure_ascii=False) + "\n")
     if entries is not None:
-        rows = "".join(f"{entry.replace(chr(9), ' ')}\t{b}\t{a}\n"
-                       for entry, b, a in zip(entries.entries, before.tolist(), after.tolist(), strict=True))
-        atomic_write(out / "entry_counts.tsv", "entry\tbefore\tafter\n" + rows)
+        names = "\n".join(entries.entries).replace("\t", " ").split("\n")  # an entry is one line, tabs spaced
+        rows = map("\t".join, zip(names, map(str, before.tolist()), map(str, after.tolist()), strict=True))
+        atomic_write(out / "entry_counts.tsv", "entry\tbefore\tafter\n" + "\n".join(rows) + "\n")
     page.write_page(out / "report.html", record, before, after, settings.cap if entries is not None else None,
                     {reason: examples[reason] for reason in REASONS if reason in examples})
     return record
