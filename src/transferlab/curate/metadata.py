@@ -103,11 +103,25 @@ def read_metadata(path: str | Path, case_sensitive: bool = False) -> Metadata:
         line = raw[:err.start].count(b"\n") + 1
         raise UserError(f"{path} line {line} is not valid UTF-8. Re-save the metadata file as UTF-8.") from None
     metadata = Metadata(path, case_sensitive, [], [])
-    first_line: dict[str, int] = {}
     lines = [line.strip() for line in text.splitlines()]
     present = [entry for entry in lines if entry]  # a stripped line that is not blank normalises to a token or more
-    joined = normalise_joined(present, case_sensitive) if present else ""
-    keys = iter(joined.split("\0") if joined is not None else [normalise(entry, case_sensitive) for entry in present])
+    joined = normalise_joined(present, case_sensitive) if present else None
+    normalised = joined.split("\0") if joined is not None else [normalise(entry, case_sensitive) for entry in present]
+    if len(set(normalised)) == len(normalised):  # the common case: no entry repeats another
+        metadata.entries, metadata.normalised, metadata.blank_lines = present, normalised, len(lines) - len(present)
+    else:
+        _skip_repeats(metadata, lines, normalised)
+    if not metadata.entries:
+        raise UserError(f"Metadata file {path} holds no entries ({metadata.blank_lines} blank lines). Put one entry "
+                        f"per line, or leave --metadata out to curate without balancing.")
+    return metadata
+
+
+def _skip_repeats(metadata: Metadata, lines: list[str], normalised: list[str]) -> None:
+    """Fill `metadata` line by line (stripped lines; `normalised`: those not blank, normalised), skipping and
+    recording blank lines and entries that normalise to one seen before."""
+    first_line: dict[str, int] = {}
+    keys = iter(normalised)
     for number, entry in enumerate(lines, 1):
         if not entry:
             metadata.blank_lines += 1
@@ -119,10 +133,6 @@ def read_metadata(path: str | Path, case_sensitive: bool = False) -> Metadata:
             first_line[key] = number
             metadata.entries.append(entry)
             metadata.normalised.append(key)
-    if not metadata.entries:
-        raise UserError(f"Metadata file {path} holds no entries ({metadata.blank_lines} blank lines). Put one entry "
-                        f"per line, or leave --metadata out to curate without balancing.")
-    return metadata
 
 
 class Matcher:
