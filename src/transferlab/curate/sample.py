@@ -23,6 +23,7 @@ import base64
 import contextlib
 import itertools
 import re
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -72,7 +73,7 @@ def sample_shard(shard: Path, out: Path, settings: Settings) -> Path:
     if target.exists() and not file.exists():
         raise UserError(f"{target} already exists and was not written by this curation; transferlab never "
                         f"overwrites data. Choose another --out, or move the file away.")
-    counts, plan_info = workfiles.load(workfiles.path(out, "plan"), fingerprint, "plan", ("counts",))
+    counts, plan_info = _pool_plan(workfiles.path(out, "plan"), fingerprint)
     if target.exists() and workfiles.is_current(file, fingerprint, shard_bytes=shard.stat().st_size,
                                                 plan=plan_info["id"], output_bytes=target.stat().st_size):
         return file  # (a curated shard cut short by a power cut has another size: it is written again)
@@ -113,6 +114,18 @@ def sample_shard(shard: Path, out: Path, settings: Settings) -> Path:
             handle.write(trailer)
             workfiles.save(file, fingerprint, record, status=status)  # before the shard: a shard implies its record
     return file
+
+
+def _pool_plan(file: Path, fingerprint: str) -> tuple[dict[str, np.ndarray], dict]:
+    """plan.npz's entry counts and info, read once per process while the file stays the same (a worker
+    samples many shards with one plan)."""
+    stat = file.stat() if file.is_file() else None
+    return _read_pool_plan(file, fingerprint, stat and (stat.st_mtime_ns, stat.st_size, stat.st_ino))
+
+
+@lru_cache(maxsize=1)
+def _read_pool_plan(file: Path, fingerprint: str, _version: tuple | None) -> tuple[dict[str, np.ndarray], dict]:
+    return workfiles.load(file, fingerprint, "plan", ("counts",))
 
 
 def kept_ranges(spans: np.ndarray, span_ptr: np.ndarray, kept: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
