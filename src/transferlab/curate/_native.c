@@ -558,6 +558,33 @@ static Py_ssize_t sort_unique(int32_t *ids, Py_ssize_t n) {
 
 /* The entries found in each caption of `text` (normalised captions joined by NUL, a str): (ptr, ids) as
    bytes of int64 and int32, caption i matched ids[ptr[i]:ptr[i + 1]], each once, ascending. */
+/* From the prefix text[s..e] (its first token, `hash` its FNV-1a), look up it and each longer run of tokens
+   while some entry starts with it; the entries found go to `ids`. -1 when out of memory. */
+static int extend(Matcher *m, const char *text, Py_ssize_t s, Py_ssize_t e, Py_ssize_t stop, uint64_t hash,
+                  Buffer *ids) {
+    for (;;) {
+        int continues = look_up(m, hash, text, s, e, ids);
+        if (continues <= 0)
+            return continues;
+        do {  /* the next token, up to and with its closing space */
+            if (++e >= stop)
+                return 0;
+            hash = (hash ^ (unsigned char)text[e]) * FNV_PRIME;
+        } while (text[e] != ' ');
+    }
+}
+
+#define AHEAD 32  /* first tokens hashed, and their table slots fetched, before any is looked up */
+#if defined(__GNUC__) || defined(__clang__)
+#define PREFETCH(address) __builtin_prefetch(address)
+#else
+#define PREFETCH(address) ((void)(address))
+#endif
+
+/* The entries found in each caption of `text` (normalised captions joined by NUL, a str): (ptr, ids) as
+   bytes of int64 and int32, caption i matched ids[ptr[i]:ptr[i + 1]], each once, ascending. The scans
+   start from AHEAD tokens at a time, whose slots are requested from memory together: most lookups of a
+   token that starts an entry miss the caches, and the misses then overlap instead of queueing. */
 static PyObject *match(PyObject *self, PyObject *args) {
     PyObject *capsule, *joined;
     if (!PyArg_ParseTuple(args, "OU", &capsule, &joined))
@@ -570,22 +597,37 @@ static PyObject *match(PyObject *self, PyObject *args) {
     Buffer ptr = {0}, ids = {0};
     int64_t zero = 0;
     int failed = append(&ptr, &zero, sizeof zero) < 0;
+    Py_ssize_t starts[AHEAD], ends[AHEAD];
+    uint64_t hashes[AHEAD];
     for (Py_ssize_t start = 0; start <= len && !failed;) {  /* a caption: text[start:stop] */
         const char *nul = memchr(text + start, 0, len - start);
-        Py_ssize_t stop = nul ? nul - text : len, first = ids.size;
-        for (Py_ssize_t s = start; s + 1 < stop && !failed; s++) {  /* a scan from each space */
-            if (text[s] != ' ')
-                continue;
-            uint64_t hash = (FNV_OFFSET ^ (unsigned char)' ') * FNV_PRIME;
-            for (Py_ssize_t e = s + 1; e < stop; e++) {
-                hash = (hash ^ (unsigned char)text[e]) * FNV_PRIME;
-                if (text[e] != ' ')
-                    continue;
-                int continues = look_up(m, hash, text, s, e, &ids);
-                failed = continues < 0;
-                if (continues <= 0)
-                    break;
+        Py_ssize_t stop = nul ? nul - text : len, first = ids.size, s = start;
+        while (s < stop && text[s] != ' ')
+            s++;
+        while (s + 1 < stop && !failed) {  /* text[s] is a space: the first tokens from here */
+            int n = 0;
+            while (n < AHEAD && s + 1 < stop) {
+                uint64_t hash = (FNV_OFFSET ^ (unsigned char)' ') * FNV_PRIME;
+                Py_ssize_t e = s + 1;
+                for (; e < stop; e++) {
+                    hash = (hash ^ (unsigned char)text[e]) * FNV_PRIME;
+                    if (text[e] == ' ')
+                        break;
+                }
+                if (e == stop)
+                    break;  /* no closing space: no token */
+                uint64_t mixed = spread(hash);
+                uint32_t bit = (uint32_t)(mixed >> (64 - FILTER_BITS));
+                if (m->filter[bit >> 6] >> (bit & 63) & 1) {
+                    PREFETCH(&m->slots[mixed & m->mask]);
+                    starts[n] = s, ends[n] = e, hashes[n++] = hash;
+                }
+                s = e;
             }
+            for (int i = 0; i < n && !failed; i++)
+                failed = extend(m, text, starts[i], ends[i], stop, hashes[i], &ids) < 0;
+            if (n < AHEAD)
+                break;
         }
         Py_ssize_t n = sort_unique((int32_t *)(ids.data + first), (ids.size - first) / (Py_ssize_t)sizeof(int32_t));
         ids.size = first + n * (Py_ssize_t)sizeof(int32_t);
