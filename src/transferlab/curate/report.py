@@ -51,10 +51,10 @@ def report(shards: list[Path], out: Path, settings: Settings) -> dict:
         per_shard.append({"shard": shard.name, "output": info["output"], "pairs": int(len(status)),
                           "kept": int(codes[KEPT])})
         if entries is not None:
-            counted, _ = workfiles.load(workfiles.path(out, "count", shard), fingerprint, "count",
-                                        ("match_ptr", "match_ids"))
-            rows = np.repeat(status, np.diff(counted["match_ptr"]))
-            after += np.bincount(counted["match_ids"][rows == KEPT], minlength=len(after))
+            if "entry_ids" not in sampled:
+                raise UserError(f"{workfiles.path(out, 'sample', shard)} was written by an older transferlab. Delete "
+                                f"it and run --stage sample on {shard.name} again.")
+            after[sampled["entry_ids"]] += sampled["entry_counts"]
     record = {
         "created": datetime.now().isoformat(timespec="seconds"), "pool": names, "out": str(out),
         "settings": settings.describe(), "fingerprint": fingerprint,

@@ -5,8 +5,8 @@ With the pool's entry counts from the plan, each pair still in is kept or droppe
 `<out>/<shard name>.tar` as the very byte ranges that hold their members in the pool (headers, data,
 padding: every member byte for byte, its tar metadata too), which the count stage recorded, so the shard
 is not parsed again; the same input and options give the same bytes. The shard's fates, what the tar
-reader skipped, and the first few removed pairs per reason (caption, matched entries, a thumbnail) go to
-`work/<shard>.sample.npz` for the report.
+reader skipped, the first few removed pairs per reason (caption, matched entries, a thumbnail) and how many
+kept pairs match each entry go to `work/<shard>.sample.npz` for the report.
 
 The count stage's digest of the samples' headers is checked first, so a shard edited between the stages
 (samples added, removed, renamed or reordered) is an error, not a silent misalignment.
@@ -112,7 +112,10 @@ def sample_shard(shard: Path, out: Path, settings: Settings) -> Path:
             for first, last in itertools.pairwise(bounds):
                 handle.write(b"".join([data[a:b] for a, b in zip(starts[first:last], ends[first:last], strict=True)]))
             handle.write(trailer)
-            workfiles.save(file, fingerprint, record, status=status)  # before the shard: a shard implies its record
+            kept = np.repeat(status == KEPT, np.diff(counted["match_ptr"]))  # the entries kept pairs match, counted
+            entry_ids, entry_counts = np.unique(counted["match_ids"][kept], return_counts=True)
+            workfiles.save(file, fingerprint, record, status=status, entry_ids=entry_ids.astype(np.int32),
+                           entry_counts=entry_counts)  # before the shard: a shard implies its record
     return file
 
 

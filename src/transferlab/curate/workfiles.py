@@ -4,7 +4,8 @@
                                 (and embeddings or scores when a model step is on)
     plan.npz            plan:   the entry counts over the pool and the shard list
     <shard>.plan.npz    plan:   per sample its fate after the pool-wide steps (dedup, score filter)
-    <shard>.sample.npz  sample: per sample its final fate, the shard's skips and examples of removals
+    <shard>.sample.npz  sample: per sample its final fate, the shard's skips, examples of removals and
+                                how many of its kept pairs match each entry
 
 Shards are named by file name, so the work files of a pool spread over machines meet in one directory.
 Each file is numpy arrays plus a JSON `info` string, read without unpickling, written atomically (a file
