@@ -5,7 +5,8 @@
     sample  per shard, in parallel    MetaCLIP draws with the counts; the curated shard is written
     report  once                      curation.json, entry_counts.tsv, report.html
 
-`stage="all"` runs them in order on one machine with `workers` processes. Each stage can also run alone,
+`stage="all"` runs them in order on one machine with `workers` processes; the plan and the report read
+each shard's work file here as soon as a worker has written it, while the workers go on with the rest. Each stage can also run alone,
 and `count` and `sample` on any subset of the shards, so a job runner can spread the shards over many
 machines sharing `out` (docs/curation.md has the recipe). The stages talk only through the files in
 `<out>/work/`; each is a no-op on shards it already finished with the same options. The pool is only read.
@@ -24,7 +25,8 @@ from pathlib import Path
 from tqdm import tqdm
 
 from transferlab.curate.count import count_shard
-from transferlab.curate.plan import plan
+from transferlab.curate.plan import Planner, plan
+from transferlab.curate.report import Reporter, report
 from transferlab.curate.sample import output_name, sample_shard
 from transferlab.curate.settings import Settings
 from transferlab.curate.workfiles import WORK
@@ -48,18 +50,21 @@ def curate(pool: str | Path | list[Path], out: str | Path, settings: Settings | 
     _check_paths(shards, out)
     settings.fingerprint  # noqa: B018 -- read the metadata once here, not in every worker (and fail early)
     with _processes(workers if stage in ("all", "count", "sample") else 1, len(shards), settings) as run:
-        if stage in ("all", "count"):
+        if stage == "all":  # the plan reads each count file as soon as it is written, while the workers go on
+            planner = Planner(out, settings)
+            run(count_shard, shards, out, "count", then=planner.read)
+            planner.finish(shards)
+        elif stage == "count":
             run(count_shard, shards, out, "count")
-        if stage in ("all", "plan"):
+        elif stage == "plan":
             plan(shards, out, settings)
         if stage in ("all", "sample"):
-            run(sample_shard, shards, out, "sample")
+            reporter = Reporter(shards, out, settings) if stage == "all" else None
+            run(sample_shard, shards, out, "sample", then=reporter and reporter.read)
             carry_dataset_files(shards, out)
-    if stage in ("all", "report"):
-        from transferlab.curate.report import report  # matplotlib: the main process only
-
-        return report(shards, out, settings)
-    return None
+            if reporter is not None:
+                return reporter.finish()
+    return report(shards, out, settings) if stage == "report" else None
 
 
 def carry_dataset_files(shards: list[Path], out: Path) -> list[Path]:
@@ -132,11 +137,17 @@ def _processes(workers: int, shards: int, settings: Settings) -> Iterator[Callab
         pool = multiprocessing.get_context(start_method()).Pool(min(workers, shards), initializer=_start_worker,
                                                                 initargs=(settings,))
 
-    def run(stage: Callable, paths: list[Path], out: Path, desc: str) -> list:
+    def run(stage: Callable, paths: list[Path], out: Path, desc: str, then: Callable | None = None) -> list:
+        """`stage` on every shard; `then(shard)` here on each finished one, in order, while the rest run."""
         bar = partial(tqdm, total=len(paths), desc=desc, unit=" shards", leave=False, delay=2)
-        if pool is None:
-            return [stage(shard, out, settings) for shard in bar(paths)]
-        return list(bar(pool.imap(partial(_in_worker, stage, out), paths)))
+        results = map(partial(stage, out=out, settings=settings), paths) if pool is None else \
+            pool.imap(partial(_in_worker, stage, out), paths)
+        done = []
+        for shard, result in zip(paths, bar(results), strict=True):
+            done.append(result)
+            if then is not None:
+                then(shard)
+        return done
 
     try:
         yield run

@@ -41,54 +41,71 @@ def check_unchanged(shard: Path, info: dict) -> None:
 
 def plan(shards: list[Path], out: Path, settings: Settings) -> Path:
     """Decide the pool-wide steps and count entries; return the path of plan.npz."""
-    fingerprint = settings.fingerprint
-    statuses, hashes, scores, models, dims = [], [], [], {}, {}
-    counts = EntryCounts(settings)
+    planner = Planner(out, settings)
     for shard in shards:
-        file = workfiles.path(out, "count", shard)
-        arrays, info = workfiles.load(file, fingerprint, "count",
+        planner.read(shard)
+    return planner.finish(shards)
+
+
+class Planner:
+    """The plan in two steps: `read` each shard's count file, in pool order (as the count stage finishes
+    them, when one process runs both), then `finish`: the pool-wide steps, the counts, the files."""
+
+    def __init__(self, out: Path, settings: Settings) -> None:
+        self.out, self.settings = Path(out), settings
+        self.statuses, self.hashes, self.scores, self.models, self.dims = [], [], [], {}, {}
+        self.counts = EntryCounts(settings)
+
+    def read(self, shard: Path) -> None:
+        file = workfiles.path(self.out, "count", shard)
+        arrays, info = workfiles.load(file, self.settings.fingerprint, "count",
                                       ("status", "content_hash", "scores", "match_ptr", "match_ids"))
         check_unchanged(shard, info)
         for name, print_ in info["models"].items():
-            if models.setdefault(name, print_) != print_:
+            if self.models.setdefault(name, print_) != print_:
                 raise UserError(f"Shards were counted with different weights of model {name}; {shard} differs from "
                                 f"the shards before it. Count every shard with the same model.")
-        statuses.append(arrays["status"].copy())
-        counts.add(arrays, arrays["status"] == KEPT)
-        hashes.append(arrays["content_hash"][arrays["status"] == KEPT])
+        self.statuses.append(arrays["status"].copy())
+        self.counts.add(arrays, arrays["status"] == KEPT)
+        self.hashes.append(arrays["content_hash"][arrays["status"] == KEPT])
         if "scores" in arrays and len(arrays["scores"]):
-            scores.append(arrays["scores"])
-        if settings.near_dup_model:  # the embeddings, one row per pair kept, are read by the search shard by shard
+            self.scores.append(arrays["scores"])
+        if self.settings.near_dup_model:  # the embeddings, a row per pair kept, are read by the search shard by shard
             for name, shape in workfiles.shapes(file, tuple(name for name, _ in NEAR)).items():
                 if shape[0]:
-                    dims[name] = shape[1]
-    status = np.concatenate(statuses)
-    candidate = np.flatnonzero(status == KEPT)  # the pairs with embeddings, in pool order
-    alive = np.ones(len(candidate), dtype=bool)
+                    self.dims[name] = shape[1]
 
-    def remove(mask: np.ndarray, reason: str) -> None:
-        status[candidate[alive & mask]] = CODE[reason]
-        alive[mask] = False
+    def finish(self, shards: list[Path]) -> Path:
+        """Decide the pool-wide steps over the shards read (`shards`, in the order read) and write the plan."""
+        settings, statuses = self.settings, self.statuses
+        status = np.concatenate(statuses) if statuses else np.zeros(0, dtype=np.uint8)
+        candidate = np.flatnonzero(status == KEPT)  # the pairs with embeddings, in pool order
+        alive = np.ones(len(candidate), dtype=bool)
 
-    if settings.dedup and len(candidate):
-        remove(~first_occurrences(np.concatenate(hashes)), "exact duplicate")
-    if settings.near_dup_model:
-        found = {}
-        kept_per_shard = [int((s == KEPT).sum()) for s in statuses]
-        for name, reason in NEAR:
-            if name in dims:
-                rows = ShardEmbeddings(shards, out, settings.fingerprint, name, dims[name], alive, kept_per_shard)
-                mask = np.zeros(len(alive), dtype=bool)
-                mask[np.flatnonzero(alive)] = near_duplicates(rows, settings.near_dup_threshold)
-                found[reason] = mask
-        for reason, mask in found.items():  # both searched on the same pairs; an image duplicate counts first
-            remove(mask, reason)
-    if settings.score_model and alive.any():
-        survivors = np.flatnonzero(alive)
-        low = np.zeros(len(alive), dtype=bool)
-        low[survivors] = ~top_fraction(np.concatenate(scores)[survivors], settings.score_keep)
-        remove(low, "low score")
-    return _write(shards, out, settings, status, statuses, counts)
+        def remove(mask: np.ndarray, reason: str) -> None:
+            status[candidate[alive & mask]] = CODE[reason]
+            alive[mask] = False
+
+        if settings.dedup and len(candidate):
+            remove(~first_occurrences(np.concatenate(self.hashes)), "exact duplicate")
+        if settings.near_dup_model:
+            found = {}
+            kept_per_shard = [int((s == KEPT).sum()) for s in statuses]
+            for name, reason in NEAR:
+                if name in self.dims:
+                    rows = ShardEmbeddings(shards, self.out, settings.fingerprint, name, self.dims[name], alive,
+                                           kept_per_shard)
+                    mask = np.zeros(len(alive), dtype=bool)
+                    mask[np.flatnonzero(alive)] = near_duplicates(rows, settings.near_dup_threshold)
+                    found[reason] = mask
+            for reason, mask in found.items():  # both searched on the same pairs; an image duplicate counts first
+                remove(mask, reason)
+        if settings.score_model and alive.any():
+            survivors = np.flatnonzero(alive)
+            low = np.zeros(len(alive), dtype=bool)
+            low[survivors] = ~top_fraction(np.concatenate(self.scores)[survivors], settings.score_keep)
+            remove(low, "low score")
+        return _write(shards, self.out, settings, status, statuses, self.counts)
 
 
 class ShardEmbeddings:
