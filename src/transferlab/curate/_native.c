@@ -407,6 +407,7 @@ done:
 typedef struct {
     uint32_t tag;    /* more bits of the prefix's hash than the slot's position gives */
     uint32_t value;  /* (entry + 1) << 1 for an entry's whole text, | 1 when a longer entry starts with it; 0: free */
+    uint32_t at, length;  /* where the entry's text lies (beside the slot: one fetch from memory, not two) */
 } Slot;
 
 #define FILTER_BITS 20
@@ -416,11 +417,10 @@ typedef struct {
     uint64_t mask;
     uint64_t *filter;    /* 2^FILTER_BITS bits */
     char *text;          /* the entries, back to back */
-    int64_t *offsets;    /* entry i is text[offsets[i]:offsets[i + 1]] */
 } Matcher;
 
-/* Record a prefix (entry < 0) or an entry's whole text under its hash. */
-static void insert(Matcher *m, uint64_t hash, int32_t entry) {
+/* Record a prefix (entry < 0) or an entry's whole text (text[at:at + length]) under its hash. */
+static void insert(Matcher *m, uint64_t hash, int32_t entry, uint32_t at, uint32_t length) {
     uint64_t mixed = spread(hash), i = mixed & m->mask;
     uint32_t tag = (uint32_t)(mixed >> 32), bit = (uint32_t)(mixed >> (64 - FILTER_BITS));
     m->filter[bit >> 6] |= 1ULL << (bit & 63);
@@ -434,10 +434,11 @@ static void insert(Matcher *m, uint64_t hash, int32_t entry) {
         }
         if (s->value >> 1 == 0) {
             s->value |= (uint32_t)(entry + 1) << 1;
+            s->at = at, s->length = length;
             return;
         }
     }
-    m->slots[i] = (Slot){tag, entry < 0 ? 1 : (uint32_t)(entry + 1) << 1};
+    m->slots[i] = (Slot){tag, entry < 0 ? 1 : (uint32_t)(entry + 1) << 1, at, length};
 }
 
 static void free_matcher(PyObject *capsule) {
@@ -447,12 +448,11 @@ static void free_matcher(PyObject *capsule) {
     PyMem_Free(m->slots);
     PyMem_Free(m->filter);
     PyMem_Free(m->text);
-    PyMem_Free(m->offsets);
     PyMem_Free(m);
 }
 
 static void *drop_matcher(Matcher *m) {
-    PyMem_Free(m->slots), PyMem_Free(m->filter), PyMem_Free(m->text), PyMem_Free(m->offsets), PyMem_Free(m);
+    PyMem_Free(m->slots), PyMem_Free(m->filter), PyMem_Free(m->text), PyMem_Free(m);
     return NULL;
 }
 
@@ -484,6 +484,8 @@ static PyObject *build_matcher(PyObject *self, PyObject *args) {
             }
         total += n;
     }
+    if (total >= UINT32_MAX)
+        Py_RETURN_NONE;
     Matcher *m = PyMem_Calloc(1, sizeof(Matcher));
     if (m == NULL)
         return PyErr_NoMemory();
@@ -494,24 +496,21 @@ static PyObject *build_matcher(PyObject *self, PyObject *args) {
     m->slots = PyMem_Calloc(size, sizeof(Slot));
     m->filter = PyMem_Calloc((1 << FILTER_BITS) / 64, sizeof(uint64_t));
     m->text = PyMem_Malloc(total + 1);
-    m->offsets = PyMem_Malloc((count + 1) * sizeof(int64_t));
-    if (m->slots == NULL || m->filter == NULL || m->text == NULL || m->offsets == NULL)
+    if (m->slots == NULL || m->filter == NULL || m->text == NULL)
         return drop_matcher(m), PyErr_NoMemory();
     int64_t at = 0;
     for (Py_ssize_t i = 0; i < count; i++) {
         Py_ssize_t n;
         const char *s = PyUnicode_AsUTF8AndSize(PyList_GET_ITEM(list, i), &n);
-        m->offsets[i] = at;
         memcpy(m->text + at, s, n);
-        at += n;
         uint64_t hash = FNV_OFFSET;
         for (Py_ssize_t j = 0; j < n; j++) {
             hash = (hash ^ (unsigned char)s[j]) * FNV_PRIME;
             if (s[j] == ' ' && j > 0)
-                insert(m, hash, j == n - 1 ? (int32_t)i : -1);
+                insert(m, hash, j == n - 1 ? (int32_t)i : -1, (uint32_t)at, (uint32_t)n);
         }
+        at += n;
     }
-    m->offsets[count] = at;
     PyObject *capsule = PyCapsule_New(m, "transferlab.matcher", free_matcher);
     return capsule == NULL ? drop_matcher(m) : capsule;
 }
@@ -531,8 +530,8 @@ static int look_up(Matcher *m, uint64_t hash, const char *text, Py_ssize_t start
         continues |= slot->value & 1;
         int32_t entry = (int32_t)(slot->value >> 1) - 1;
         if (entry >= 0) {
-            int64_t at = m->offsets[entry], n = m->offsets[entry + 1] - at;
-            if (n == end - start + 1 && memcmp(m->text + at, text + start, n) == 0 &&
+            int64_t n = slot->length;
+            if (n == end - start + 1 && memcmp(m->text + slot->at, text + start, n) == 0 &&
                 append(ids, &entry, sizeof entry) < 0)
                 return -1;
         }
