@@ -9,9 +9,10 @@ filler words that match nothing, and 3% of captions mention no entry. The whole 
 runs it (`stage="all"`: one pool of `--workers` processes serves every stage), `--repeats` times into fresh
 output folders, and once more stage by stage for the time of each stage (each stage then starts its own
 workers). Peak memory is the high-water resident set size (VmHWM in /proc; Linux) of this process and of its
-largest worker, polled while they run, beside that of a fresh process that only imported the worker's
-modules (torch's import alone is most of it). getrusage's ru_maxrss is not used: a child started by fork and
-exec inherits its parent's high-water mark.
+largest worker, polled while they run (a forked worker counts the pages it shares with this process once it
+touches them, so its peak private memory, RssAnon, is given too), beside that of a fresh process that only
+imported the worker's modules. getrusage's ru_maxrss is not used: a forked child inherits its parent's
+high-water mark.
 
 The reference is MetaCLIP's `metaclip/metaclip1/substr_matching_ahocorasick.py` (facebookresearch/MetaCLIP),
 imported from a checkout given with --metaclip (never copied here): one process runs its `substr_matching`
@@ -47,7 +48,7 @@ from pathlib import Path
 import numpy as np
 
 from transferlab.curate import Matcher, Settings, normalise, read_metadata
-from transferlab.curate.pipeline import curate
+from transferlab.curate.pipeline import curate, start_method
 
 CONSONANTS, VOWELS = "bdfgklmnprstvz", "aeiou"
 FILLERS = ("a photo of the with and in on at near this is an image showing some two three small large old new "
@@ -130,29 +131,35 @@ def compare_matchers(metadata: Path, captions: list[str]) -> dict:
             "mean_entries_per_caption": round(float(np.mean([len(m) for m in naive])), 2)}
 
 
-def high_water_mib(pid: int | str = "self") -> float:
-    """The peak resident memory of a process so far, in MiB (0 once it has exited)."""
+def high_water_mib() -> float:
+    """This process's peak resident memory so far, in MiB."""
+    return status_mib("self", "VmHWM")
+
+
+def status_mib(pid: int | str, field: str) -> float:
+    """A memory field of /proc/<pid>/status (VmHWM: peak resident; RssAnon: resident private memory), in MiB
+    (0 once the process has exited)."""
     try:
         with open(f"/proc/{pid}/status") as status:
-            return next(int(line.split()[1]) / 1024 for line in status if line.startswith("VmHWM:"))
+            return next(int(line.split()[1]) / 1024 for line in status if line.startswith(f"{field}:"))
     except (OSError, StopIteration):
         return 0.0
 
 
 class ChildPeak(threading.Thread):
-    """Polls the peak memory of this process's children (the shard workers) while they run."""
+    """Polls the memory of this process's children (the shard workers) while they run: the peak resident set
+    (VmHWM; a forked worker counts the pages it shares with this process once it touches them) and the peak
+    of its private memory (RssAnon)."""
 
     def __init__(self) -> None:
         super().__init__(daemon=True)
-        self.peak, self.running = 0.0, True
+        self.peak, self.private, self.running = 0.0, 0.0, True
 
     def children(self) -> list[str]:
-        """The spawned worker processes (a child between fork and exec still shows its parent's memory)."""
         found = []
         for stat in Path("/proc").glob("[0-9]*/stat"):
             try:
-                if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == os.getpid() and \
-                        b"spawn_main" in (stat.parent / "cmdline").read_bytes():
+                if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == os.getpid():
                     found.append(stat.parent.name)
             except (OSError, IndexError, ValueError):
                 continue
@@ -160,8 +167,10 @@ class ChildPeak(threading.Thread):
 
     def run(self) -> None:
         while self.running:
-            self.peak = max([self.peak, *map(high_water_mib, self.children())])
-            time.sleep(0.2)
+            children = self.children()
+            self.peak = max([self.peak, *(status_mib(pid, "VmHWM") for pid in children)])
+            self.private = max([self.private, *(status_mib(pid, "RssAnon") for pid in children)])
+            time.sleep(0.1)
 
 
 def pool_captions(folder: Path) -> list[str]:
@@ -288,7 +297,9 @@ def main() -> None:
             "kept": record["kept"], "removed": record["removed"],
             "entries_over_cap": record["metadata"]["entries_over_cap"],
             "entries_matched": record["metadata"]["entries_matched_before"],
+            "worker_start": start_method(),
             "peak_rss_mib": {"main_process": round(high_water_mib()), "largest_worker": round(workers_peak.peak),
+                             "largest_worker_private": round(workers_peak.private),
                              "after_imports_only": round(import_baseline_mib())},
             "matcher": matchers, "metaclip_reference": reference}))
     finally:

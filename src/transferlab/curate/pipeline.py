@@ -6,10 +6,11 @@
     report  once                      curation.json, entry_counts.tsv, report.html
 
 `stage="all"` runs them in order on one machine with `workers` processes; the plan and the report read
-each shard's work file here as soon as a worker has written it, while the workers go on with the rest. Each stage can also run alone,
-and `count` and `sample` on any subset of the shards, so a job runner can spread the shards over many
-machines sharing `out` (docs/curation.md has the recipe). The stages talk only through the files in
-`<out>/work/`; each is a no-op on shards it already finished with the same options. The pool is only read.
+each shard's work file here as soon as a worker has written it, while the workers go on with the rest.
+Each stage can also run alone, and `count` and `sample` on any subset of the shards, so a job runner can
+spread the shards over many machines sharing `out` (docs/curation.md has the recipe). The stages talk only
+through the files in `<out>/work/`; each is a no-op on shards it already finished with the same options.
+The pool is only read.
 """
 
 from __future__ import annotations
