@@ -1,5 +1,6 @@
 """Exact and near deduplication against brute-force references."""
 
+import hashlib
 import sys
 
 import numpy as np
@@ -19,6 +20,8 @@ def test_content_hash_normalises_the_caption_not_the_image():
     assert pair("a cat.", b"img") != pair("a cat.", b"img2")
     assert pair("a cat.", b"") != pair("a cats.", b"")
     assert pair("ab", b"c") != pair("a", b"bc")  # caption and image do not run together
+    # BLAKE2b-64 of the normalised caption, a NUL and the image, read little-endian
+    assert pair("a cat", b"img") == int.from_bytes(hashlib.blake2b(b" a cat \x00img", digest_size=8).digest(), "little")
 
 
 def test_first_occurrences_against_a_loop():

@@ -30,7 +30,7 @@ import numpy as np
 
 from transferlab.curate import workfiles
 from transferlab.curate.balance import key_hashes, key_state
-from transferlab.curate.dedup import content_hash
+from transferlab.curate.dedup import content_hashes
 from transferlab.curate.metadata import Matcher, normalise, normalise_joined
 from transferlab.curate.reasons import CODE, KEPT
 from transferlab.curate.settings import Settings
@@ -225,8 +225,10 @@ def count_shard(shard: Path, out: Path, settings: Settings) -> Path:
             if settings.dedup and captions:  # on the caption folded to lower case, whatever the matching does
                 folded = (texts if not case_sensitive and texts is not None else normalise_joined(captions))
                 folded = folded.split("\0") if folded is not None else [normalise(c) for c in captions]
-                hashes[passed] = [content_hash(text, _data(data, where))
-                                  for text, where in zip(folded, found.images[passed].tolist(), strict=True)]
+                images = found.images[passed]
+                pictures = [_data(data, where) for where in images.tolist()] if (images[:, 0] >= 0).any() else \
+                    [b""] * len(folded)  # a caption-only shard: no image bytes to read
+                hashes[passed] = content_hashes(folded, pictures)
             digest = headers_digest(data, found.spans[found.span_ptr[:-1], 0])
     except UnreadableShard as err:  # raised before reading began: the shard holds no sample for us
         unreadable = err.reason
