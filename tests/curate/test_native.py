@@ -217,3 +217,14 @@ def test_captions_read_in_c_equal_the_python_reading(extra, monkeypatch):
     assert fast[0].tolist() == slow[0].tolist() and fast[1].tolist() == slow[1].tolist()
     assert fast[0][:4].tolist() == ["a cat", "cat", "ΟΔΟΣ", "x" * MAX_CAPTION_CHARS]
     assert len(fast[0][4]) == MAX_CAPTION_CHARS and fast[0][7] == ""
+
+
+def test_the_pure_python_switch_turns_the_kernels_off():
+    import os
+    import subprocess
+    import sys
+
+    code = "from transferlab.curate import count, metadata; print(count._native is None, metadata._native is None)"
+    switched = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                              env={**os.environ, "TRANSFERLAB_PURE_PYTHON": "1"})
+    assert switched.stdout.split() == ["True", "True"]

@@ -32,6 +32,7 @@ from transferlab.curate import workfiles
 from transferlab.curate.balance import key_hashes, key_state
 from transferlab.curate.dedup import content_hashes
 from transferlab.curate.metadata import Matcher, normalise, normalise_joined
+from transferlab.curate.native import kernels as _native
 from transferlab.curate.reasons import CODE, KEPT
 from transferlab.curate.settings import Settings
 from transferlab.data.limits import IMAGE_EXTS, MAX_CAPTION_CHARS
@@ -48,10 +49,6 @@ from transferlab.data.tar_layout import (
 if TYPE_CHECKING:
     from transferlab.curate.embed import PairEmbedder
 
-try:
-    from transferlab.curate import _native
-except ImportError:  # not built: the pure-Python reader, same results
-    _native = None
 
 IMAGES = frozenset(IMAGE_EXTS)
 IMAGE_EXT_BYTES = tuple(sorted(ext.encode() for ext in IMAGES))

@@ -23,12 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
+from transferlab.curate.native import kernels as _native
 from transferlab.errors import UserError
-
-try:
-    from transferlab.curate import _native
-except ImportError:  # not built (no C compiler at install): the pure-Python paths, same results
-    _native = None
 
 PUNCTUATION = ",.;:!?\"'`()[]{}<>"  # each becomes a token of its own
 SPACED = str.maketrans({mark: f" {mark} " for mark in PUNCTUATION})
