@@ -101,6 +101,13 @@ class Samples:
     layout: Layout
     keys: Callable[[], np.ndarray]
 
+    @classmethod
+    def none(cls) -> Samples:
+        """No sample (a shard that could not be read)."""
+        pairs = np.zeros((0, 2), dtype=np.int64)
+        return cls(np.zeros(0, dtype=np.uint64), pairs, np.zeros(1, dtype=np.int64), pairs, pairs, Layout(),
+                   lambda: np.zeros(0, dtype="S1"))
+
 
 def read_samples(data: bytes, caption_key: str, shard_name: str) -> Samples:
     """The samples of a shard's bytes: in C for a plain tar where the extension is built, else through
@@ -200,47 +207,30 @@ def count_shard(shard: Path, out: Path, settings: Settings) -> Path:
     file, size = workfiles.path(out, "count", shard), shard.stat().st_size
     if workfiles.is_current(file, settings.fingerprint, shard_bytes=size, format=FORMAT):
         return file
-    matcher, embedder = matcher_for(settings), None
+    embedder = None
     if settings.near_dup_model or settings.score_model:
         from transferlab.curate.embed import PairEmbedder  # models load only when asked: workers start faster
 
         embedder = PairEmbedder(settings)
     case_sensitive = settings.entries is not None and settings.entries.case_sensitive
     digest, unreadable, texts, captions = "", None, None, []
-    found = Samples(np.zeros(0, dtype=np.uint64), np.zeros((0, 2), dtype=np.int64), np.zeros(1, dtype=np.int64),
-                    np.zeros((0, 2), dtype=np.int64), np.zeros((0, 2), dtype=np.int64), Layout(),
-                    lambda: np.zeros(0, dtype="S1"))
-    status, hashes = np.zeros(0, dtype=np.uint8), np.zeros(0, dtype=np.uint64)
+    found, status, hashes = Samples.none(), np.zeros(0, dtype=np.uint8), np.zeros(0, dtype=np.uint64)
     try:
         with shard_bytes(shard) as data:
             found = read_samples(data, settings.caption_key, shard.name)
             status, captions = fates(data, found, settings, embedder)
             captions = captions.tolist()
-            passed = np.flatnonzero(status == KEPT)
             texts = normalise_joined(captions, case_sensitive) if captions else None
             hashes = np.zeros(len(status), dtype=np.uint64)
             if settings.dedup and captions:  # on the caption folded to lower case, whatever the matching does
                 folded = (texts if not case_sensitive and texts is not None else normalise_joined(captions))
                 folded = folded.split("\0") if folded is not None else [normalise(c) for c in captions]
-                images = found.images[passed]
-                pictures = [_data(data, where) for where in images.tolist()] if (images[:, 0] >= 0).any() else \
-                    [b""] * len(folded)  # a caption-only shard: no image bytes to read
-                hashes[passed] = content_hashes(folded, pictures)
+                hashes[status == KEPT] = _content_hashes(data, found.images[status == KEPT], folded)
             digest = headers_digest(data, found.spans[found.span_ptr[:-1], 0])
     except UnreadableShard as err:  # raised before reading began: the shard holds no sample for us
         unreadable = err.reason
+    match_ptr, match_ids = _matches(matcher_for(settings), captions, texts, status)
     layout = found.layout
-    match_ptr, match_ids = np.zeros(len(status) + 1, dtype=np.int64), np.zeros(0, dtype=np.int32)
-    if matcher is not None and captions:  # all captions of the shard in one scan
-        if texts is None:  # a caption holds a NUL: one scan each
-            found_ids = [matcher(caption) for caption in captions]
-            ptr = np.cumsum([0] + [len(f) for f in found_ids])
-            match_ids = np.fromiter(itertools.chain.from_iterable(found_ids), dtype=np.int32)
-        else:
-            ptr, match_ids = matcher.batch(texts)
-        per_row = np.zeros(len(status), dtype=np.int64)
-        per_row[passed] = np.diff(ptr)
-        match_ptr[1:] = np.cumsum(per_row)
     skipped = dict(layout.skipped) | ({"corrupt shard": 1} if layout.corrupt else {}) | \
         ({unreadable: 1} if unreadable else {})
     models = {} if embedder is None else {e.name: e.fingerprint for e in embedder.encoders}
@@ -250,6 +240,33 @@ def count_shard(shard: Path, out: Path, settings: Settings) -> Path:
                           content_hash=hashes, status=status, match_ptr=match_ptr, match_ids=match_ids,
                           span_ptr=found.span_ptr, spans=found.spans,
                           **(embedder.arrays() if embedder is not None else {}))
+
+
+def _content_hashes(data: bytes, images: np.ndarray, folded: list[str]) -> np.ndarray:
+    """The exact-dedup hashes of the pairs still in: their folded captions and their images' bytes."""
+    pictures = [_data(data, where) for where in images.tolist()] if (images[:, 0] >= 0).any() else \
+        [b""] * len(folded)  # a caption-only shard: no image bytes to read
+    return content_hashes(folded, pictures)
+
+
+def _matches(matcher: Matcher | None, captions: list[str], texts: str | None,
+             status: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The entries each pair still in matches (pair i: ids[ptr[i]:ptr[i + 1]]; none for the pairs out):
+    all captions of the shard in one scan (`texts`, their normalised join), or one scan each when a caption
+    holds a NUL (`texts` None)."""
+    match_ptr, match_ids = np.zeros(len(status) + 1, dtype=np.int64), np.zeros(0, dtype=np.int32)
+    if matcher is None or not captions:
+        return match_ptr, match_ids
+    if texts is None:
+        found = [matcher(caption) for caption in captions]
+        ptr = np.cumsum([0] + [len(ids) for ids in found])
+        match_ids = np.fromiter(itertools.chain.from_iterable(found), dtype=np.int32)
+    else:
+        ptr, match_ids = matcher.batch(texts)
+    per_row = np.zeros(len(status), dtype=np.int64)
+    per_row[status == KEPT] = np.diff(ptr)
+    match_ptr[1:] = np.cumsum(per_row)
+    return match_ptr, match_ids
 
 
 def headers_digest(data: bytes, starts: np.ndarray) -> str:
