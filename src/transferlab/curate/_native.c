@@ -267,6 +267,14 @@ static PyObject *gather(PyObject *self, PyObject *args) {
 
 /* ---------- captions ---------- */
 
+/* Append `index` to the list of the captions Python must finish; -1 with an exception set on failure. */
+static int append_index(PyObject *list, Py_ssize_t index) {
+    PyObject *number = PyLong_FromSsize_t(index);
+    int failed = number == NULL || PyList_Append(list, number) < 0;
+    Py_XDECREF(number);
+    return failed ? -1 : 0;
+}
+
 static int is_space(unsigned char c) { return c == ' ' || (c >= 9 && c <= 13) || (c >= 28 && c <= 31); }
 
 /* The captions at `where` (bytes of int64 pairs: offset, size; offset -1: the sample has none, and is left
@@ -302,14 +310,9 @@ static PyObject *captions(PyObject *self, PyObject *args) {
             text++, size--;
         while (size > 0 && is_space(text[size - 1]))
             size--;
-        if (size > 0 && (text[0] >= 0x80 || text[size - 1] >= 0x80 || size > limit)) {
-            PyObject *number = PyLong_FromSsize_t(index);
-            if (number == NULL || PyList_Append(flagged, number) < 0) {
-                Py_XDECREF(number);
-                goto done;
-            }
-            Py_DECREF(number);
-        }
+        if (size > 0 && (text[0] >= 0x80 || text[size - 1] >= 0x80 || size > limit) &&
+            append_index(flagged, index) < 0)
+            goto done;
         static const char nul = 0;
         if ((index > 0 && append(&out, &nul, 1) < 0) || append(&out, text, size) < 0)
             goto done;
@@ -340,12 +343,12 @@ static PyObject *normalise_ascii(PyObject *self, PyObject *args) {
     Buffer out = {0};
     PyObject *flagged = PyList_New(0), *result = NULL;
     Py_ssize_t start = 0, index = 0;
-    if (flagged == NULL || reserve(&out, 2 * view.len + 2) < 0)  /* each byte grows to at most " p" */
+    if (flagged == NULL)
         goto done;
     while (start <= view.len) {
         const unsigned char *end = memchr(text + start, 0, view.len - start);
         Py_ssize_t stop = end ? end - text : view.len, mark = out.size;
-        if (reserve(&out, 2 * (stop - start) + 4) < 0)
+        if (reserve(&out, 2 * (stop - start) + 4) < 0)  /* a byte grows to at most " p"; the padding and NUL */
             goto done;
         char *w = out.data + out.size;
         int ascii = 1, gap = 1;  /* gap: the last byte written is a space */
@@ -357,7 +360,7 @@ static PyObject *normalise_ascii(PyObject *self, PyObject *args) {
             } else if (is_space(c)) {
                 if (!gap)
                     *w++ = ' ', gap = 1;
-            } else if (strchr(PUNCTUATION, c) != NULL && c) {
+            } else if (strchr(PUNCTUATION, c) != NULL) {  /* c is never NUL here: NUL ends a caption */
                 if (!gap)
                     *w++ = ' ';
                 *w++ = (char)c, *w++ = ' ', gap = 1;
@@ -373,12 +376,8 @@ static PyObject *normalise_ascii(PyObject *self, PyObject *args) {
             out.size = w - out.data;
         } else {
             out.size = mark;
-            PyObject *number = PyLong_FromSsize_t(index);
-            if (number == NULL || PyList_Append(flagged, number) < 0) {
-                Py_XDECREF(number);
+            if (append_index(flagged, index) < 0)
                 goto done;
-            }
-            Py_DECREF(number);
         }
         if (end == NULL)
             break;
