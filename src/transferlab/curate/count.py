@@ -72,7 +72,7 @@ def read_caption(raw: bytes | None) -> tuple[str, str | None]:
     return (caption, None) if caption else ("", "empty caption")
 
 
-def _data(data: bytes, where: list[int]) -> bytes:
+def data_at(data: bytes, where: list[int]) -> bytes:
     """The bytes at an (offset, size) pair of `Samples`; none for offset -1."""
     offset, size = where
     return b"" if offset < 0 else bytes(data[offset:offset + size])
@@ -150,7 +150,7 @@ def read_captions(data: bytes, where: np.ndarray) -> tuple[np.ndarray, np.ndarra
     present = np.flatnonzero(where[:, 0] >= 0)
     texts = _joined_captions(data, where, present)
     if texts is None:
-        found = [read_caption(bytes(data[start:start + size])) for start, size in where[present].tolist()]
+        found = [read_caption(data[start:start + size]) for start, size in where[present].tolist()]
         texts, codes = [text for text, _ in found], [KEPT if why is None else CODE[why] for _, why in found]
     else:
         codes = np.where(np.fromiter(map(len, texts), dtype=np.int64, count=len(texts)) > 0, KEPT,
@@ -170,12 +170,11 @@ def _joined_captions(data: bytes, where: np.ndarray, present: np.ndarray) -> lis
             return None
         joined, unfinished = found
     else:
-        starts = where[present, 0]
-        pieces = [data[start:end] for start, end in zip(starts.tolist(), (starts + where[present, 1]).tolist(),
-                                                        strict=True)]
-        if any(b"\0" in piece for piece in pieces):
+        starts, ends = where[present, 0].tolist(), where[present].sum(axis=1).tolist()
+        joined = b"\0".join([data[start:end] for start, end in zip(starts, ends, strict=True)])
+        if joined.count(b"\0") != max(len(present) - 1, 0):  # a caption holds a NUL
             return None
-        joined, unfinished = b"\0".join(pieces), range(len(pieces))
+        unfinished = range(len(present))
     try:
         texts = joined.decode("utf-8").split("\0") if len(present) else []
     except UnicodeDecodeError:
@@ -196,7 +195,7 @@ def fates(data: bytes, found: Samples, settings: Settings,
         status[passing] = [KEPT if why is None else CODE[why] for why in reasons]
     if embedder is not None:
         for i in np.flatnonzero(status == KEPT).tolist():
-            why = embedder.add(_data(data, found.images[i].tolist()), captions[i])
+            why = embedder.add(data_at(data, found.images[i].tolist()), captions[i])
             status[i] = KEPT if why is None else CODE[why]
     return status, captions[status == KEPT]
 
@@ -225,7 +224,8 @@ def count_shard(shard: Path, out: Path, settings: Settings) -> Path:
             if settings.dedup and captions:  # on the caption folded to lower case, whatever the matching does
                 folded = (texts if not case_sensitive and texts is not None else normalise_joined(captions))
                 folded = folded.split("\0") if folded is not None else [normalise(c) for c in captions]
-                hashes[status == KEPT] = _content_hashes(data, found.images[status == KEPT], folded)
+                kept = status == KEPT
+                hashes[kept] = _content_hashes(data, found.images[kept], folded)
             digest = headers_digest(data, found.spans[found.span_ptr[:-1], 0])
     except UnreadableShard as err:  # raised before reading began: the shard holds no sample for us
         unreadable = err.reason
@@ -244,7 +244,7 @@ def count_shard(shard: Path, out: Path, settings: Settings) -> Path:
 
 def _content_hashes(data: bytes, images: np.ndarray, folded: list[str]) -> np.ndarray:
     """The exact-dedup hashes of the pairs still in: their folded captions and their images' bytes."""
-    pictures = [_data(data, where) for where in images.tolist()] if (images[:, 0] >= 0).any() else \
+    pictures = [data_at(data, where) for where in images.tolist()] if (images[:, 0] >= 0).any() else \
         [b""] * len(folded)  # a caption-only shard: no image bytes to read
     return content_hashes(folded, pictures)
 

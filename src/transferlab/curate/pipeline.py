@@ -138,17 +138,14 @@ def _processes(workers: int, shards: int, settings: Settings) -> Iterator[Callab
         pool = multiprocessing.get_context(start_method()).Pool(min(workers, shards), initializer=_start_worker,
                                                                 initargs=(settings,))
 
-    def run(stage: Callable, paths: list[Path], out: Path, desc: str, then: Callable | None = None) -> list:
+    def run(stage: Callable, paths: list[Path], out: Path, desc: str, then: Callable | None = None) -> None:
         """`stage` on every shard; `then(shard)` here on each finished one, in order, while the rest run."""
         bar = partial(tqdm, total=len(paths), desc=desc, unit=" shards", leave=False, delay=2)
-        results = map(partial(stage, out=out, settings=settings), paths) if pool is None else \
+        finished = map(partial(stage, out=out, settings=settings), paths) if pool is None else \
             pool.imap(partial(_in_worker, stage, out), paths)
-        done = []
-        for shard, result in zip(paths, bar(results), strict=True):
-            done.append(result)
+        for shard, _ in zip(paths, bar(finished), strict=True):
             if then is not None:
                 then(shard)
-        return done
 
     try:
         yield run

@@ -66,8 +66,9 @@ class Planner:
                 raise UserError(f"Shards were counted with different weights of model {name}; {shard} differs from "
                                 f"the shards before it. Count every shard with the same model.")
         self.statuses.append(arrays["status"].copy())
-        self.counts.add(arrays, arrays["status"] == KEPT)
-        self.hashes.append(arrays["content_hash"][arrays["status"] == KEPT])
+        kept = arrays["status"] == KEPT
+        self.counts.add(arrays, kept)
+        self.hashes.append(arrays["content_hash"][kept])
         if "scores" in arrays and len(arrays["scores"]):
             self.scores.append(arrays["scores"])
         if self.settings.near_dup_model:  # the embeddings, a row per pair kept, are read by the search shard by shard

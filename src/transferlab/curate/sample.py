@@ -31,7 +31,7 @@ import numpy as np
 from transferlab.curate import workfiles
 from transferlab.curate.balance import balanced_keep
 from transferlab.curate.count import FORMAT as COUNT_FORMAT
-from transferlab.curate.count import headers_digest, read_caption, read_samples
+from transferlab.curate.count import data_at, headers_digest, read_caption, read_samples
 from transferlab.curate.plan import check_unchanged
 from transferlab.curate.reasons import CODE, KEPT, reason_of
 from transferlab.curate.settings import Settings
@@ -100,7 +100,8 @@ def sample_shard(shard: Path, out: Path, settings: Settings) -> Path:
                 for row in np.flatnonzero(status == code)[:settings.examples].tolist()]
         record = {"shard": shard.name, "shard_bytes": info["shard_bytes"], "plan": plan_info["id"],
                   "output": target.name, "skipped": info["skipped"], "examples": examples}
-        starts, ends = kept_ranges(spans, span_ptr, status == KEPT)
+        kept = status == KEPT
+        starts, ends = kept_ranges(spans, span_ptr, kept)
         written = int((ends - starts).sum())
         trailer = bytes(2 * BLOCK + (-(written + 2 * BLOCK)) % RECORD)  # end of archive, record padding
         record["output_bytes"] = written + len(trailer)
@@ -112,8 +113,8 @@ def sample_shard(shard: Path, out: Path, settings: Settings) -> Path:
             for first, last in itertools.pairwise(bounds):
                 handle.write(b"".join([data[a:b] for a, b in zip(starts[first:last], ends[first:last], strict=True)]))
             handle.write(trailer)
-            kept = np.repeat(status == KEPT, np.diff(counted["match_ptr"]))  # the entries kept pairs match, counted
-            entry_ids, entry_counts = np.unique(counted["match_ids"][kept], return_counts=True)
+            matched = np.repeat(kept, np.diff(counted["match_ptr"]))  # the entries kept pairs match, counted
+            entry_ids, entry_counts = np.unique(counted["match_ids"][matched], return_counts=True)
             workfiles.save(file, fingerprint, record, status=status, entry_ids=entry_ids.astype(np.int32),
                            entry_counts=entry_counts)  # before the shard: a shard implies its record
     return file
@@ -151,9 +152,9 @@ def _example(data: bytes, spans: np.ndarray, shard: Path, settings: Settings, en
     key, caption, problem, image, thumbnail = "?", "", "missing caption", None, None
     if len(found.key_hashes):
         key = found.keys()[0].decode("utf-8", "surrogateescape")
-        (caption_at, caption_size), (image_at, image_size) = found.captions[0].tolist(), found.images[0].tolist()
+        caption_at, caption_size = found.captions[0].tolist()
         caption, problem = read_caption(piece[caption_at:caption_at + caption_size] if caption_at >= 0 else None)
-        image = piece[image_at:image_at + image_size] if image_at >= 0 else None
+        image = data_at(piece, found.images[0].tolist())
     if image:
         from transferlab.data.images import BadImage, decode_image, encode_png  # torch: only for thumbnails
 
