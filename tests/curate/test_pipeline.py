@@ -219,6 +219,25 @@ def test_count_files_of_an_older_format_are_counted_again_and_refused_by_sample(
     assert record["pairs"] == 20
 
 
+def test_a_sample_file_of_an_older_format_is_refused_by_the_report(tmp_path):
+    import numpy as np
+
+    from transferlab.curate import workfiles
+
+    shards = caption_pool(tmp_path / "pool", [f"a cat number {i}" for i in range(20)], shards=2)
+    (tmp_path / "entries.txt").write_text("cat\n")
+    settings = Settings(metadata=tmp_path / "entries.txt", cap=5)
+    curate(shards, tmp_path / "out", settings)
+    file = workfiles.path(tmp_path / "out", "sample", shards[1])
+    with np.load(file) as stored:  # as an older transferlab wrote it: no per-entry counts of the kept pairs
+        arrays = {name: stored[name] for name in stored.files if name not in ("fingerprint", "info", "entry_ids",
+                                                                              "entry_counts")}
+        info = json.loads(str(stored["info"]))
+    workfiles.save(file, settings.fingerprint, info, **arrays)
+    with pytest.raises(UserError, match=f"{re.escape(str(file))} was written by an older transferlab.*--stage sample"):
+        curate(shards, tmp_path / "out", settings, stage="report")
+
+
 def test_a_shard_that_cannot_be_decompressed_is_counted_and_the_rest_curated(tmp_path):
     shards = caption_pool(tmp_path / "pool", [f"a cat number {i}" for i in range(12)], shards=2)
     broken = tmp_path / "pool" / "shard-0002.tar.gz"
