@@ -44,15 +44,16 @@ def seed_everything(seed: int) -> None:
 
 def derived_generator(seed: int, purpose: str, counter: int) -> torch.Generator:
     """A CPU generator whose stream depends only on (seed, purpose, counter)."""
-    return torch.Generator().manual_seed(_derived_seed(seed, purpose, counter))
+    return torch.Generator().manual_seed(derived_seed(seed, purpose, counter))
 
 
 def derived_random(seed: int, purpose: str, *counters: int) -> random.Random:
     """A Python generator whose stream depends only on (seed, purpose, counters): for per-sample draws in loader
     workers, where a torch generator per sample would cost more than the draw."""
-    return random.Random(_derived_seed(seed, purpose, *counters))
+    return random.Random(derived_seed(seed, purpose, *counters))
 
 
-def _derived_seed(seed: int, purpose: str, *counters: int) -> int:
+def derived_seed(seed: int, purpose: str, *counters: int) -> int:
+    """A 63-bit integer that depends only on (seed, purpose, counters): what the derived generators start from."""
     text = ":".join(str(part) for part in (seed, purpose, *counters))
     return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "little") & (2**63 - 1)

@@ -17,8 +17,9 @@ compared. Text-pair sources combine the same way; the recipe refuses a mix of te
 Sampling (`MixtureSampler`). Each row of a step's global batch draws its source from the step's weights,
 then each source's rows take distinct samples of that source (a fresh random subset every step: with
 replacement across steps, none within a step unless a source has fewer samples than rows drawn from it, as
-a repeated image would be its own negative under `positives: pair`). Every draw comes from
-`derived_generator(seed, "mixture", step)`, so a step is a pure function of its number: a resumed run
+a repeated image would be its own negative under `positives: pair`), the first elements of a keyed
+permutation of the source (data/permutation.py: no draw costs memory or time in the source's size). Every
+draw comes from (seed, step), so a step is a pure function of its number: a resumed run
 repeats it exactly, and the global batch is the same for any number of processes (BatchMaker shards it).
 """
 
@@ -34,6 +35,7 @@ from transferlab.config import Recipe, TrainSpec
 from transferlab.data.dataset import DataReport, ImageTextData
 from transferlab.data.lazy import LazyImages
 from transferlab.data.pairs import TextPairData
+from transferlab.data.permutation import first_of
 from transferlab.data.sources import load_splits
 from transferlab.errors import UserError
 from transferlab.runtime import derived_generator
@@ -129,7 +131,8 @@ class MixtureSampler:
 
     def sources(self, step: int) -> torch.Tensor:
         """The source of each row of the step's global batch."""
-        return self._sources(step, derived_generator(self.seed, "mixture", step))
+        generator = derived_generator(self.seed, "mixture", step)
+        return torch.multinomial(self.weights_at(step), self.batch_size, replacement=True, generator=generator)
 
     def counts(self, step: int) -> torch.Tensor:
         """Rows of the step's global batch drawn from each source."""
@@ -137,15 +140,11 @@ class MixtureSampler:
 
     def draw(self, step: int) -> torch.Tensor:
         """Positions in the combined set of the rows of the step's global batch."""
-        generator = derived_generator(self.seed, "mixture", step)
-        sources = self._sources(step, generator)
+        sources = self.sources(step)
         index = torch.empty(self.batch_size, dtype=torch.long)
         for source, (offset, size) in enumerate(zip(self.offsets, self.sizes, strict=True)):
             rows = (sources == source).nonzero().squeeze(1)
             if len(rows):  # whole permutations, as many as the rows need: no repeat before every sample is used
-                picks = torch.cat([torch.randperm(size, generator=generator) for _ in range(-(-len(rows) // size))])
-                index[rows] = offset + picks[:len(rows)]
+                index[rows] = offset + torch.from_numpy(first_of(size, len(rows), self.seed, "mixture-rows", step,
+                                                                 source))
         return index
-
-    def _sources(self, step: int, generator: torch.Generator) -> torch.Tensor:
-        return torch.multinomial(self.weights_at(step), self.batch_size, replacement=True, generator=generator)

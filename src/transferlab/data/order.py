@@ -1,8 +1,9 @@
 """Which samples make the global batch of a training step: a pure function of (seed, step).
 
 - `epochs` (the default): each pass over the training set visits every sample once, in an order drawn
-  from (seed, epoch); the last partial batch of a pass is dropped. The in-memory default, and what makes a
-  number of steps mean a number of passes.
+  from (seed, epoch) — a keyed permutation read at the step's positions only (data/permutation.py), so no
+  process ever holds a whole pass's order; the last partial batch of a pass is dropped. The in-memory
+  default, and what makes a number of steps mean a number of passes.
 - `resampled`: each step draws its batch afresh from (seed, step) — distinct samples within a step, with
   replacement across steps — open_clip's `--dataset-resampled`, for pools where a pass is never finished.
 - a mixture (data/mixture.py) draws each step's sources and then samples of each source.
@@ -16,6 +17,7 @@ from __future__ import annotations
 import torch
 
 from transferlab.data.mixture import MixtureSampler
+from transferlab.data.permutation import Permutation
 from transferlab.runtime import derived_generator
 
 
@@ -26,7 +28,6 @@ class StepRows:
                  mixture: MixtureSampler | None = None) -> None:
         self.size, self.batch_size, self.seed, self.sampling, self.mixture = size, batch_size, seed, sampling, mixture
         self.steps_per_epoch = size // batch_size
-        self._order, self._epoch = None, -1
 
     def epoch_of(self, step: int) -> int:
         """The pass over the training set that `step` belongs to (samples seen / set size, rounded down)."""
@@ -38,10 +39,8 @@ class StepRows:
         if self.sampling == "resampled":
             return self._resampled(step)
         epoch, position = divmod(step, self.steps_per_epoch)
-        if epoch != self._epoch:
-            self._order = torch.randperm(self.size, generator=derived_generator(self.seed, "order", epoch))
-            self._epoch = epoch
-        return self._order[position * self.batch_size:(position + 1) * self.batch_size]
+        order = Permutation.derived(self.size, self.seed, "order", epoch)
+        return torch.from_numpy(order.take(position * self.batch_size, (position + 1) * self.batch_size))
 
     def _resampled(self, step: int) -> torch.Tensor:
         """batch_size distinct samples: from a random permutation when the set is small, else drawn with
@@ -53,6 +52,3 @@ class StepRows:
         while len(rows) < self.batch_size:
             rows.update(dict.fromkeys(torch.randint(self.size, (self.batch_size,), generator=generator).tolist()))
         return torch.tensor(list(rows)[:self.batch_size], dtype=torch.long)
-
-    def __getstate__(self) -> dict:  # workers compute their own epoch orders
-        return {**self.__dict__, "_order": None, "_epoch": -1}

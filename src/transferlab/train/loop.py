@@ -40,12 +40,13 @@ from transferlab.data.dataset import ImageTextData
 from transferlab.data.loader import decode_all
 from transferlab.data.mixture import MixtureSampler, load_training_data
 from transferlab.data.pairs import TextPairData
+from transferlab.data.permutation import first_of
 from transferlab.errors import Interrupted, UserError
 from transferlab.fileio import atomic_write
 from transferlab.models.dual_encoder import DualEncoder
 from transferlab.optim import ModelEMA, create_optimizer, layer_decay_groups, lr_at, parameter_groups
 from transferlab.predict.transferability import rankme
-from transferlab.runtime import derived_generator, seed_everything
+from transferlab.runtime import seed_everything
 from transferlab.train.batches import BatchMaker
 from transferlab.train.compilation import compile_towers, uncompile
 from transferlab.train.feed import DataFeed
@@ -328,7 +329,7 @@ def _rankme_probe(data, recipe: Recipe, device: torch.device) -> torch.Tensor:
         raise UserError("train.rankme_every logs the RankMe of image embeddings, but this model has no image tower. "
                         "Set train.rankme_every to null.")
     count = min(recipe.train.rankme_samples, len(data))
-    chosen = torch.randperm(len(data), generator=derived_generator(recipe.seed, "rankme-probe", 0))[:count]
+    chosen = torch.from_numpy(first_of(len(data), count, recipe.seed, "rankme-probe"))
     if data.streamed:
         return decode_all(data.images[chosen], recipe.model.image_size, recipe.model.channels).to(device)
     return data.images[chosen].to(device)
