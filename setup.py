@@ -1,7 +1,14 @@
-"""The one compiled part: curation's count kernels (src/transferlab/curate/_native.c). It is optional: where
-no C compiler is at hand the build skips it and curation runs its pure-Python twins, with the same results."""
+"""The compiled parts, both optional: the tar shard kernels (src/transferlab/data/_tar.c: streaming's index and
+curation's count stage) and curation's caption kernels (src/transferlab/curate/_native.c). Where no C compiler
+is at hand the build skips them and their pure-Python twins run, with the same results."""
 
 from setuptools import Extension, setup
 
-setup(ext_modules=[Extension("transferlab.curate._native", ["src/transferlab/curate/_native.c"],
-                             extra_compile_args=["-O3"], optional=True)])
+COMMON = ["src/transferlab/kernels_common.h"]
+
+setup(ext_modules=[
+    Extension("transferlab.data._tar", ["src/transferlab/data/_tar.c"], depends=COMMON, extra_compile_args=["-O3"],
+              optional=True),
+    Extension("transferlab.curate._native", ["src/transferlab/curate/_native.c"], depends=COMMON,
+              extra_compile_args=["-O3"], optional=True),
+])

@@ -1,6 +1,6 @@
-"""The C kernels of the count stage (curate/_native.c) against their pure-Python twins: the tar reader, the
-caption normaliser and the entry matcher must give the same results on the same input, and the count
-files of a pool must be the same with and without the extension."""
+"""The C kernels of the count stage (data/_tar.c's tar reader, curate/_native.c's caption normaliser and entry
+matcher) against their pure-Python twins: they must give the same results on the same input, and the count
+files of a pool must be the same with and without the extensions."""
 
 from __future__ import annotations
 
@@ -22,9 +22,11 @@ from transferlab.curate.filters import CaptionFilter
 from transferlab.curate.metadata import Matcher, normalise, normalise_joined, read_metadata
 from transferlab.curate.native import kernels as native
 from transferlab.curate.settings import Settings
+from transferlab.data import tar_kernels
 
-if native is None:
-    pytest.skip("the C extension is not built here, or TRANSFERLAB_PURE_PYTHON=1 turns it off", allow_module_level=True)
+tar = tar_kernels.kernels
+if native is None or tar is None:
+    pytest.skip("the C extensions are not built here, or TRANSFERLAB_PURE_PYTHON=1 turns it off", allow_module_level=True)
 
 
 def tar_bytes(members: list[tuple[str, bytes]], format: int = tarfile.PAX_FORMAT, kind: dict | None = None) -> bytes:
@@ -69,7 +71,7 @@ FALLBACKS = {  # tars the C reader leaves to the Python one, each for one reason
 def both_readers(data: bytes, monkeypatch) -> tuple:
     fast = read_samples(data, "txt", "shard-7.tar")
     with monkeypatch.context() as patch:
-        patch.setattr(count_module, "_native", None)
+        patch.setattr(tar_kernels, "kernels", None)
         slow = read_samples(data, "txt", "shard-7.tar")
     return fast, slow
 
@@ -83,7 +85,7 @@ def assert_same_samples(fast, slow) -> None:
 
 def test_a_plain_tar_is_read_in_c_as_the_python_reader_reads_it(monkeypatch):
     data = tar_bytes(PLAIN)
-    assert native.plain_samples(data, b"txt", count_module.IMAGE_EXT_BYTES, 0) is not None
+    assert tar.plain_samples(data, (b"txt",), count_module.IMAGE_EXT_BYTES, 0) is not None
     fast, slow = both_readers(data, monkeypatch)
     assert_same_samples(fast, slow)
     assert fast.keys().tolist() == [b"a/s1", b"s2", b"s3", b"s4", b"s5"]
@@ -95,7 +97,7 @@ def test_a_plain_tar_is_read_in_c_as_the_python_reader_reads_it(monkeypatch):
 @pytest.mark.parametrize("case", sorted(FALLBACKS))
 def test_any_other_tar_is_left_to_the_python_reader(case, monkeypatch):
     data = FALLBACKS[case]
-    assert native.plain_samples(data, b"txt", count_module.IMAGE_EXT_BYTES, 0) is None
+    assert tar.plain_samples(data, (b"txt",), count_module.IMAGE_EXT_BYTES, 0) is None
     assert_same_samples(*both_readers(data, monkeypatch))
 
 
@@ -159,7 +161,7 @@ def test_count_files_are_the_same_with_and_without_the_extension(tmp_path, monke
     for out, patched in ((tmp_path / "fast", False), (tmp_path / "slow", True)):
         with monkeypatch.context() as patch:
             if patched:
-                patch.setattr(count_module, "_native", None)
+                patch.setattr(tar_kernels, "kernels", None)
                 patch.setattr(metadata_module, "_native", None)
                 count_module.matcher_for.cache_clear()
             for shard in shards:
@@ -178,8 +180,8 @@ def test_count_files_are_the_same_with_and_without_the_extension(tmp_path, monke
 
 
 def test_the_extension_is_what_this_process_uses(tmp_path):
-    assert count_module._native is native and metadata_module._native is native
-    assert Path(native.__file__).suffix in (".so", ".pyd")
+    assert tar_kernels.kernels is tar and metadata_module._native is native
+    assert Path(native.__file__).suffix in (".so", ".pyd") and Path(tar.__file__).suffix in (".so", ".pyd")
 
 
 def test_a_metadata_file_reads_the_same_with_and_without_the_extension(tmp_path, monkeypatch):
@@ -198,10 +200,10 @@ def test_gather_takes_the_bytes_header_blocks_takes():
 
     data = tar_bytes(PLAIN)
     offsets = np.array([0, 1024, 3072, 512 * 7], dtype=np.int64)
-    assert native.gather(data, offsets.tobytes(), 136) == header_blocks(data, offsets, 136).tobytes()
-    assert native.gather(data, b"", 136) == b""
+    assert tar.gather(data, offsets.tobytes(), 136) == header_blocks(data, offsets, 136).tobytes()
+    assert tar.gather(data, b"", 136) == b""
     with pytest.raises(IndexError, match="out of the data"):
-        native.gather(data, np.array([len(data) - 100], dtype=np.int64).tobytes(), 136)
+        tar.gather(data, np.array([len(data) - 100], dtype=np.int64).tobytes(), 136)
 
 
 @pytest.mark.parametrize("extra", [[], [b"\xff\xfe"], [b"cat\0dog"]])  # all in C; not UTF-8; a NUL: in Python
@@ -214,7 +216,7 @@ def test_captions_read_in_c_equal_the_python_reading(extra, monkeypatch):
     data = tar_bytes(members)
     found = read_samples(data, "txt", "shard.tar")
     fast = count_module.read_captions(data, found.captions)
-    monkeypatch.setattr(count_module, "_native", None)
+    monkeypatch.setattr(tar_kernels, "kernels", None)
     slow = count_module.read_captions(data, found.captions)
     assert fast[0].tolist() == slow[0].tolist() and fast[1].tolist() == slow[1].tolist()
     assert fast[0][:4].tolist() == ["a cat", "cat", "ΟΔΟΣ", "x" * MAX_CAPTION_CHARS]
@@ -226,7 +228,8 @@ def test_the_pure_python_switch_turns_the_kernels_off():
     import subprocess
     import sys
 
-    code = "from transferlab.curate import count, metadata; print(count._native is None, metadata._native is None)"
+    code = "from transferlab.curate import metadata; from transferlab.data import tar_kernels; " \
+           "print(tar_kernels.kernels is None, metadata._native is None)"
     switched = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                               env={**os.environ, "TRANSFERLAB_PURE_PYTHON": "1"})
     assert switched.stdout.split() == ["True", "True"]

@@ -10,8 +10,9 @@ read again, so a failed job array can simply be re-run. It also records the byte
 members, so the sample stage copies kept samples without parsing the shard again.
 
 A plain tar (regular members named key.ext in single headers, as webdataset writers make them) is read
-by the C extension `_native` where it is built, in one pass over its headers; any other tar, and every
-tar where the extension is not built, by `data.tar_layout` (headers parsed in place, no torch imported).
+by the C extension `data._tar` where it is built (data/tar_kernels.py), in one pass over its headers; any
+other tar, and every tar where the extension is not built, by `data.tar_layout` (headers parsed in place, no
+torch imported).
 Captions are decoded, checked and normalised for a whole shard at once, and a caption is normalised once,
 for both the matcher and the content hash.
 """
@@ -32,9 +33,9 @@ from transferlab.curate import workfiles
 from transferlab.curate.balance import key_hashes, key_state
 from transferlab.curate.dedup import content_hashes
 from transferlab.curate.metadata import Matcher, normalise, normalise_joined
-from transferlab.curate.native import kernels as _native
 from transferlab.curate.reasons import CODE, KEPT
 from transferlab.curate.settings import Settings
+from transferlab.data import tar_kernels
 from transferlab.data.limits import IMAGE_EXTS, MAX_CAPTION_CHARS
 from transferlab.data.tar_layout import (
     Layout,
@@ -112,18 +113,15 @@ class Samples:
 def read_samples(data: bytes, caption_key: str, shard_name: str) -> Samples:
     """The samples of a shard's bytes: in C for a plain tar where the extension is built, else through
     `tar_layout` (long names, pax records, damage and the rest)."""
-    if _native is not None and len(data):
-        table = _native.plain_samples(data, caption_key.encode(), IMAGE_EXT_BYTES, key_state(shard_name))
-        if table is not None:
-            table = np.frombuffer(table, dtype=np.int64).reshape(-1, 8)
+    table = tar_kernels.plain_samples(data, (caption_key.encode(),), IMAGE_EXT_BYTES, key_state(shard_name))
+    if table is not None:
+        def keys() -> np.ndarray:  # a key is the start of its sample's first name
+            names = header_blocks(data, table[:, 0], 100)
+            names[np.arange(100) >= table[:, 2:3]] = 0
+            return names.view("S100").ravel()
 
-            def keys() -> np.ndarray:  # a key is the start of its sample's first name
-                names = header_blocks(data, table[:, 0], 100)
-                names[np.arange(100) >= table[:, 2:3]] = 0
-                return names.view("S100").ravel()
-
-            return Samples(table[:, 3].view(np.uint64), table[:, :2], np.arange(len(table) + 1), table[:, 4:6],
-                           table[:, 6:], Layout(), keys)
+        return Samples(table[:, 3].view(np.uint64), table[:, :2], np.arange(len(table) + 1), table[:, 6:8],
+                       table[:, 4:6], Layout(), keys)
     layout = read_layout(data)
     names, spans, span_ptr, where = [], [], [0], []
     for key, members in group_samples(layout):
@@ -161,20 +159,13 @@ def read_captions(data: bytes, where: np.ndarray) -> tuple[np.ndarray, np.ndarra
 
 
 def _joined_captions(data: bytes, where: np.ndarray, present: np.ndarray) -> list[str] | None:
-    """The present captions stripped and cut to MAX_CAPTION_CHARS, decoded as one text (in C where built:
-    only the captions that may start or end with a Unicode space, or be too long, are finished here); None
-    when one is not UTF-8 or holds a NUL."""
-    if _native is not None:
-        found = _native.captions(data, where.tobytes(), MAX_CAPTION_CHARS)
-        if found is None:
-            return None
-        joined, unfinished = found
-    else:
-        starts, ends = where[present, 0].tolist(), where[present].sum(axis=1).tolist()
-        joined = b"\0".join([data[start:end] for start, end in zip(starts, ends, strict=True)])
-        if joined.count(b"\0") != max(len(present) - 1, 0):  # a caption holds a NUL
-            return None
-        unfinished = range(len(present))
+    """The present captions stripped and cut to MAX_CAPTION_CHARS, decoded as one text (stripped of ASCII
+    spaces and joined by `tar_kernels.joined_captions`: only the captions that may start or end with a Unicode
+    space, or be too long, are finished here); None when one is not UTF-8 or holds a NUL."""
+    found = tar_kernels.joined_captions(data, where, MAX_CAPTION_CHARS)
+    if found is None:
+        return None
+    joined, unfinished = found
     try:
         texts = joined.decode("utf-8").split("\0") if len(present) else []
     except UnicodeDecodeError:
@@ -275,8 +266,7 @@ def headers_digest(data: bytes, starts: np.ndarray) -> str:
     if not len(starts):
         return ""
     starts = np.asarray(starts, dtype=np.int64)  # name, mode, owner and size: the first 136 bytes
-    fields = _native.gather(data, starts.tobytes(), 136) if _native is not None else \
-        header_blocks(data, starts, 136).tobytes()
+    fields = tar_kernels.gather(data, starts, 136)
     return hashlib.sha256(fields).hexdigest()[:32]  # SHA-256: twice as fast as BLAKE2b here (SHA extensions)
 
 
