@@ -26,7 +26,8 @@ from transferlab.data import tar_kernels
 
 tar = tar_kernels.kernels
 if native is None or tar is None:
-    pytest.skip("the C extensions are not built here, or TRANSFERLAB_PURE_PYTHON=1 turns it off", allow_module_level=True)
+    pytest.skip("the C extensions are not built here, or TRANSFERLAB_PURE_PYTHON=1 turns them off",
+                allow_module_level=True)
 
 
 def tar_bytes(members: list[tuple[str, bytes]], format: int = tarfile.PAX_FORMAT, kind: dict | None = None) -> bytes:

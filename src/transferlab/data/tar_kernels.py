@@ -31,7 +31,8 @@ def plain_samples(data, text_exts: tuple[bytes, ...], image_exts: tuple[bytes, .
     if kernels is None or not len(data):
         return None
     table = kernels.plain_samples(data, text_exts, image_exts, key_state)
-    return None if table is None else np.frombuffer(table, dtype=np.int64).reshape(-1, FIXED_COLUMNS + 2 * len(text_exts))
+    width = FIXED_COLUMNS + 2 * len(text_exts)
+    return None if table is None else np.frombuffer(table, dtype=np.int64).reshape(-1, width)
 
 
 def joined_captions(data, where: np.ndarray, limit: int) -> tuple[bytes, list[int]] | None:
