@@ -27,7 +27,8 @@ from PIL import Image
 from transferlab.config import FolderSource, WebDatasetSource, load_recipe
 from transferlab.data.folder import read_folder
 from transferlab.data.limits import MAX_CAPTION_CHARS
-from transferlab.data.shards import iter_samples, read_webdataset
+from transferlab.data.shard_samples import iter_samples
+from transferlab.data.shards import read_webdataset
 from transferlab.data.sources import load_dataset
 from transferlab.errors import UserError
 from transferlab.train.loop import pretrain
@@ -268,9 +269,10 @@ def test_an_integer_label_too_long_for_int_is_a_class_name(tmp_path):
 
 
 def test_an_oversized_member_is_skipped_unread(tmp_path, monkeypatch):
-    from transferlab.data import shards
+    from transferlab.data import shard_samples, shard_scan
 
-    monkeypatch.setattr(shards, "MAX_MEMBER_BYTES", 100)
+    for module in (shard_samples, shard_scan):  # the careful reader's limit, and the one that sends shards to it
+        monkeypatch.setattr(module, "MAX_MEMBER_BYTES", 100)
     path = write_tar(tmp_path / "t.tar", [("a.png", noise(0, 28)), ("a.txt", b"big"), ("a.npy", b"0" * 10**6),
                                           ("b.png", noise(1, 2)), ("b.txt", b"small")])
     data = read_shards(str(path), bad_samples="skip")

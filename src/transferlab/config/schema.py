@@ -352,9 +352,13 @@ class TrainSpec(Strict):
     profile_steps: int | None = Field(default=None, gt=0, description="profile this many steps (after 3 warm-up "
                                       "steps) and write where the time goes to profile.txt (CLI: --profile)")
     rankme_samples: int = Field(default=1024, gt=1, description="images of the train split in the RankMe probe set")
-    sampling: Literal["epochs", "resampled"] = Field(
+    sampling: Literal["epochs", "resampled", "shards"] = Field(
         default="epochs", description="epochs: every sample once per pass, in a new order each pass; resampled: each "
-                                      "step draws its samples afresh (open_clip's --dataset-resampled)")
+                                      "step draws its samples afresh (open_clip's --dataset-resampled); shards: "
+                                      "whole webdataset shards read in sequence through a shuffle buffer, no index "
+                                      "(object stores, servers without range requests; docs/streaming.md)")
+    shuffle_buffer: int = Field(default=2000, gt=0, description="sampling shards: samples each loader worker mixes "
+                                                                "before giving one out")
     loader_workers: int | None = Field(default=None, ge=0, description="processes decoding streamed images; default: "
                                        "one per CPU core but one, at most 8 (0: decode in the training process)")
     prefetch: int = Field(default=2, gt=0, description="steps each loader worker decodes ahead")
@@ -394,6 +398,9 @@ class TrainSpec(Strict):
                 if not (weight > 0 and math.isfinite(weight)):
                     raise ValueError(f"{key} gives dataset '{name}' the weight {weight}; weights must be positive "
                                      f"finite numbers (leave a dataset out rather than weigh it 0)")
+        if self.sampling == "shards" and self.mixture:
+            raise ValueError(f"train.sampling 'shards' reads one pool's shards whole, but train.data mixes "
+                             f"{', '.join(self.sources)}; use train.sampling 'epochs' for a mixture")
         if self.late_data is not None and not self.mixture:
             raise ValueError(f"train.late_data reweighs a mixture, but train.data is the single dataset "
                              f"'{next(iter(self.sources))}'; make train.data a mapping of two or more datasets to "

@@ -1,8 +1,9 @@
-"""`ImageTextData`: image-text pairs decoded once and kept in memory as tensors.
+"""`ImageTextData`: image-text pairs, their images decoded once and kept in memory as tensors, or, streamed,
+located (`LazyImages`) and decoded batch by batch.
 
-Every source (bundled, folder + CSV/JSONL, webdataset shards) produces one of these, with images already
-at the model's resolution and channel count, so training and evaluation index tensors instead of decoding
-files every epoch.
+Every source (bundled, folder + CSV/JSONL, webdataset shards, published layouts) produces one of these, with
+images at the model's resolution and channel count, so training and evaluation index tensors (or a loader)
+instead of decoding files every epoch.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from transferlab.data.caption_column import CaptionColumn
 from transferlab.data.lazy import LazyImages
 
 log = logging.getLogger(__name__)
@@ -47,8 +49,9 @@ class ImageTextData:
 
     images:     uint8 tensor [N, C, H, W] at the model's input resolution, or, for a streamed dataset,
                 `LazyImages` (where each encoded image lies; decoded batch by batch).
-    captions:   one list of captions per image; empty lists only for labelled data without captions (a
-                published classification set without `templates`), which classification tasks do not need.
+    captions:   one list of captions per image (a list, or for a streamed pool a `CaptionColumn` read on
+                demand); empty lists only for labelled data without captions (a published classification set
+                without `templates`), which classification tasks do not need.
     labels:     int64 tensor [N] of class indices, or None for pure image-text pairs.
     classnames: the class names labels index into, or None.
     classnames_from: where the class names come from (a file, a `ClassLabel` feature, the label strings);
@@ -59,7 +62,7 @@ class ImageTextData:
 
     name: str
     images: torch.Tensor | LazyImages
-    captions: list[list[str]]
+    captions: list[list[str]] | CaptionColumn
     labels: torch.Tensor | None = None
     classnames: list[str] | None = None
     classnames_from: str | None = None
@@ -85,5 +88,7 @@ class ImageTextData:
     def subset(self, index: torch.Tensor) -> ImageTextData:
         """The samples at `index` (a 1-D tensor of positions), sharing nothing mutable with self."""
         index = torch.as_tensor(index, dtype=torch.long)
-        return dataclasses.replace(self, images=self.images[index], captions=[self.captions[i] for i in index.tolist()],
+        captions = self.captions.take(index.numpy()) if isinstance(self.captions, CaptionColumn) else \
+            [self.captions[i] for i in index.tolist()]
+        return dataclasses.replace(self, images=self.images[index], captions=captions,
                                    labels=None if self.labels is None else self.labels[index])

@@ -18,8 +18,23 @@ import torch
 
 from transferlab.data.images import BadImage, Crop, decode_image
 from transferlab.data.remote import RangeReader, stamp
+from transferlab.data.tar_layout import BLOCK, KEY_EXT
 
 WHOLE_FILE = -1  # a length that reads the whole file (folder sources: one image a file)
+
+
+def member_key(shard: str, offset: int) -> str | None:
+    """The webdataset key of the tar member whose data starts at `offset`, from its header (the 512 bytes
+    before): for messages, as the index keeps no keys. None when it cannot be read."""
+    reader = RangeReader()
+    try:
+        header = reader.read(shard, offset - BLOCK, BLOCK) if offset >= BLOCK else b""
+    except (OSError, ValueError):
+        return None
+    finally:
+        reader.close()
+    match = KEY_EXT.match(header[:100].split(b"\0", 1)[0].decode("utf-8", "replace"))
+    return match[1] if match else None
 
 
 @dataclass
@@ -62,8 +77,12 @@ class LazyImages:
                    np.zeros(count, dtype=np.int64), np.full(count, WHOLE_FILE, dtype=np.int64))
 
     def where(self, i: int) -> str:
+        """Image i for a message: its file, or its shard, sample key (when its tar header can be read) and byte."""
         source, offset = self.sources[self.source[i]], int(self.offset[i])
-        return source if self.length[i] == WHOLE_FILE else f"{source}, byte {offset}"
+        if self.length[i] == WHOLE_FILE:
+            return source
+        key = member_key(source, offset)
+        return f"{source}, sample '{key}'" if key else f"{source}, byte {offset}"
 
     def decode(self, i: int, size: int, channels: int, reader: RangeReader, crop: Crop | None = None,
                steps=None) -> torch.Tensor:

@@ -48,7 +48,8 @@ def default_workers() -> int:
 @dataclass
 class Loaded:
     """One step's decoded rows: uint8 images [b, C, S, S], the samples they are (after replacements), the
-    samples skipped by reason, and the seconds the worker spent reading and decoding."""
+    samples skipped by reason, and the seconds the worker spent reading and decoding. Read from whole shards
+    (data/shard_stream.py), the rows bring their captions and labels, and the reading slot's cursor after them."""
 
     step: int
     images: torch.Tensor
@@ -56,6 +57,9 @@ class Loaded:
     skipped: dict[str, int]
     seconds: float
     error: str | None = None
+    captions: list[list[str]] | None = None
+    labels: torch.Tensor | None = None
+    cursor: tuple[int, dict] | None = None
 
     def pin_memory(self) -> Loaded:  # DataLoader(pin_memory=True) calls this on the CUDA path
         self.images = self.images.pin_memory()
@@ -131,26 +135,34 @@ def stream_steps(dataset: StepImages, start: int, stop: int, workers: int, prefe
 def decode_all(images: LazyImages | torch.Tensor, size: int, channels: int, strict: bool = False,
                steps=None) -> torch.Tensor:
     """Every image of `images`, decoded here at its centre square (uint8 [N, C, size, size]) or by a model's own
-    resize-and-crop `steps`, on as many threads as there would be loader workers (PIL decodes without holding
-    the GIL). An image that cannot be decoded is left out, or, when `strict`, a UserError naming it. A tensor is
-    returned as it is."""
+    resize-and-crop `steps` (`decode_each`). An image that cannot be decoded is left out, or, when `strict`, a
+    UserError naming it. A tensor is returned as it is."""
     if isinstance(images, torch.Tensor):
         return images
+    decoded = []
+    for i, image in enumerate(decode_each(images, size, channels, steps)):
+        if not isinstance(image, BadImage):
+            decoded.append(image)
+        elif strict:
+            raise UserError(f"{images.where(i)}: the image cannot be decoded ({image}). Fix or remove it from the "
+                            f"dataset.")
+    return torch.stack(decoded) if decoded else torch.empty(0, channels, size, size, dtype=torch.uint8)
+
+
+def decode_each(images: LazyImages, size: int, channels: int, steps=None) -> list[torch.Tensor | BadImage]:
+    """Each image of `images` decoded (or the BadImage saying why it cannot be), on as many threads as there
+    would be loader workers (PIL decodes without holding the GIL)."""
     local = threading.local()
 
-    def decode(i: int) -> torch.Tensor | None:
+    def decode(i: int) -> torch.Tensor | BadImage:
         if not hasattr(local, "reader"):
             local.reader = RangeReader()
         try:
             return images.decode(i, size, channels, local.reader, steps=steps)
         except BadImage as err:
-            if strict:
-                raise UserError(f"{images.where(i)}: the image cannot be decoded ({err}). Fix or remove it from "
-                                f"the dataset.") from None
-            return None
+            return err
     with ThreadPoolExecutor(default_workers()) as pool:
-        decoded = [image for image in pool.map(decode, range(len(images))) if image is not None]
-    return torch.stack(decoded) if decoded else torch.empty(0, channels, size, size, dtype=torch.uint8)
+        return list(pool.map(decode, range(len(images))))
 
 
 def _keep(item: Loaded) -> Loaded:

@@ -31,11 +31,13 @@ from dataclasses import dataclass
 
 import torch
 
-from transferlab.config import Recipe, TrainSpec
+from transferlab.config import Recipe, TrainSpec, WebDatasetSource
+from transferlab.data.caption_column import CaptionColumn
 from transferlab.data.dataset import DataReport, ImageTextData
 from transferlab.data.lazy import LazyImages
 from transferlab.data.pairs import TextPairData
 from transferlab.data.permutation import first_of
+from transferlab.data.shard_stream import ShardPool, open_shard_pool
 from transferlab.data.sources import load_splits
 from transferlab.errors import UserError
 from transferlab.runtime import derived_generator
@@ -45,7 +47,7 @@ from transferlab.runtime import derived_generator
 class Mixture:
     """The combined training set; `names[source_ids[i]]` is the dataset sample i came from."""
 
-    data: ImageTextData | TextPairData
+    data: ImageTextData | TextPairData | ShardPool
     names: list[str]
     source_ids: torch.Tensor
     reports: dict[str, DataReport]
@@ -56,8 +58,17 @@ class Mixture:
 
 
 def load_training_data(recipe: Recipe) -> Mixture:
-    """The train split of `train.data` (of each of its datasets, combined), at the model's size and channels."""
+    """The train split of `train.data` (of each of its datasets, combined), at the model's size and channels; with
+    `train.sampling: shards`, the one pool read whole shards at a time (data/shard_stream.py)."""
     size, channels = recipe.model.image_size, recipe.model.channels
+    if recipe.train.sampling == "shards":
+        (name,) = recipe.train.sources
+        spec = recipe.datasets[name]
+        if not isinstance(spec, WebDatasetSource):
+            raise UserError(f"train.sampling 'shards' reads webdataset shards whole, but dataset '{name}' is a "
+                            f"'{spec.source}' source. Use train.sampling 'epochs', or write it as shards.")
+        pool = open_shard_pool(spec, name)
+        return Mixture(pool, [name], torch.zeros(0, dtype=torch.long), {name: pool.report})
     return combine({name: load_splits(name, recipe.datasets[name], size, channels)["train"]
                     for name in recipe.train.sources})
 
@@ -95,7 +106,7 @@ def combine(parts: dict[str, ImageTextData | TextPairData]) -> Mixture:
     images = LazyImages.cat([part.images for part in parts.values()]) if streamed else \
         torch.cat([part.images for part in parts.values()])
     data = ImageTextData(name=name, images=images,
-                         captions=[captions for part in parts.values() for captions in part.captions],
+                         captions=CaptionColumn.cat([part.captions for part in parts.values()]),
                          labels=labels, classnames=classnames, report=merged,
                          classnames_from=None if labels is None else "the mixed datasets' class names")
     return Mixture(data, names, source_ids, reports)

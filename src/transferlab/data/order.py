@@ -14,11 +14,15 @@ a resumed run, another number of processes, and each loader worker compute them 
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 
-from transferlab.data.mixture import MixtureSampler
 from transferlab.data.permutation import Permutation
 from transferlab.runtime import derived_generator
+
+if TYPE_CHECKING:  # a mixture's draws: data/mixture.py, which reads datasets (this module needs none of that)
+    from transferlab.data.mixture import MixtureSampler
 
 
 class StepRows:

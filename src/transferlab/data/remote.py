@@ -45,10 +45,14 @@ def _filesystem(url: str):
                         f"gcsfs for gs://, aiohttp for http(s)://).") from None
 
 
-def open_url(url: str):
-    """A binary file object for `url`, read sequentially (shard indexing) or by range."""
+def open_url(url: str, sequential: bool = False):
+    """A binary file object for `url`, read by range, or, `sequential`, front to back with one request: over
+    HTTP that asks the server for no range, which some cannot answer (`python -m http.server`: fsspec's
+    range-reading file fails there once a file is larger than its 5 MB blocks)."""
     try:
-        return _filesystem(url).open(url, "rb")
+        filesystem = _filesystem(url)
+        http = url.split("://", 1)[0].lower() in ("http", "https")
+        return filesystem.open(url, "rb", block_size=0) if sequential and http else filesystem.open(url, "rb")
     except (OSError, ValueError) as err:
         raise OSError(f"cannot open {url} ({type(err).__name__}: {err})") from err
 
@@ -74,7 +78,7 @@ def downloaded(url: str) -> str:
     if not path.is_file():
         path.parent.mkdir(parents=True, exist_ok=True)
         partial = path.with_name(f".{path.name}.{os.getpid()}.part")
-        with open_url(url) as source, open(partial, "wb") as target:
+        with open_url(url, sequential=True) as source, open(partial, "wb") as target:
             shutil.copyfileobj(source, target, 2**20)
         os.replace(partial, path)
     return str(path)

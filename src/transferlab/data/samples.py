@@ -32,14 +32,19 @@ def free_memory() -> int | None:
         return None
 
 
-def check_fits(count: int, channels: int, size: int, name: str, origin: str, streams: bool = False) -> None:
-    """Refuse, before decoding, a collection whose decoded images would not fit in free memory."""
-    need, free = count * channels * size * size, free_memory()
+def check_fits(count: int, channels: int, size: int, name: str, origin: str, streams: bool = False, copies: int = 1,
+               more: bool = False) -> None:
+    """Refuse, before decoding (or, `more`, while decoding a collection whose size is not known yet), a collection
+    whose decoded images would not fit in free memory, `copies` times over (2: decoded one by one, then stacked)."""
+    need, free = copies * count * channels * size * size, free_memory()
     if free is not None and need > 0.8 * free:
         fix = f"set `datasets.{name}.stream: true` to decode images batch by batch" if streams else \
             "lower model.image_size, or train on a subset of the data"
-        raise UserError(f"{origin}: the {count} images of dataset '{name}' need {need / 2**30:.1f} GiB once decoded "
-                        f"at {size}x{size}x{channels}, more than the {free / 2**30:.1f} GiB of free memory: {fix}.")
+        images = f"the first {count} images read of dataset '{name}' already need" if more else \
+            f"the {count} images of dataset '{name}' need"
+        twice = f" ({copies} copies while they are gathered)" if copies > 1 else ""
+        raise UserError(f"{origin}: {images} {need / 2**30:.1f} GiB once decoded at {size}x{size}x{channels}{twice}, "
+                        f"more than the {free / 2**30:.1f} GiB of free memory: {fix}.")
 
 
 @dataclass
@@ -100,14 +105,7 @@ def assemble(name: str, origin: str, samples: list[Sample], bad: BadSamples, tem
         named_by = known_from if known is not None else None if all(
             INTEGER.fullmatch(name) for name in classnames) else "the label values"
     if not samples:
-        skipped = bad.report.skipped
-        if skipped:
-            reasons = ", ".join(f"{count} {reason}" for reason, count in skipped.most_common())
-            total = skipped.total()
-            counted = f"{total} {bad.unit} was" if total == 1 else f"{total} {bad.unit}s were"
-            raise UserError(f"{origin}: no usable samples are left for dataset '{name}'; {counted} skipped "
-                            f"({reasons}). Fix those, or point `datasets.{name}` at the right data.")
-        raise UserError(f"{origin} holds no samples. Add some, or point `datasets.{name}` at the right data.")
+        raise no_samples(name, origin, bad.report, bad.unit)
     captions = [sample.captions for sample in samples]
     if templates and labels is not None:
         captions = template_captions(captions, labels, classnames, templates, name)
@@ -115,6 +113,27 @@ def assemble(name: str, origin: str, samples: list[Sample], bad: BadSamples, tem
     return ImageTextData(name=name, images=stack([sample.image for sample in samples]), captions=captions,
                          labels=None if labels is None else torch.tensor(labels, dtype=torch.long),
                          classnames=classnames, classnames_from=named_by, report=bad.report)
+
+
+def no_samples(name: str, origin: str, report: DataReport, unit: str = "sample") -> UserError:
+    """The error for a dataset of which nothing is left: what was skipped and why, or that it holds nothing."""
+    skipped = report.skipped
+    if skipped:
+        reasons = ", ".join(f"{count} {reason}" for reason, count in skipped.most_common())
+        total = skipped.total()
+        counted = f"{total} {unit} was" if total == 1 else f"{total} {unit}s were"
+        return UserError(f"{origin}: no usable samples are left for dataset '{name}'; {counted} skipped ({reasons}). "
+                         f"Fix those, or point `datasets.{name}` at the right data.")
+    return UserError(f"{origin} holds no samples. Add some, or point `datasets.{name}` at the right data.")
+
+
+def fill_template(template: str, classname: str, name: str) -> str:
+    """`template` with `classname` in place of '{}'; a UserError naming the dataset when it cannot be filled."""
+    try:
+        return template.format(classname)
+    except (IndexError, KeyError, ValueError) as err:
+        raise UserError(f"Template {template!r} in `datasets.{name}.templates` cannot be filled in ({err}). Use "
+                        f"'{{}}' for the class name and double any other braces: '{{{{' and '}}}}'.") from None
 
 
 def template_captions(captions: list[list[str]], labels: Sequence[int], classnames: list[str], templates: list[str],
@@ -127,17 +146,9 @@ def template_captions(captions: list[list[str]], labels: Sequence[int], classnam
         if not filled[i]:
             label = int(label)
             if label not in made:
-                made[label] = [_fill(template, classnames[label], name) for template in templates]
+                made[label] = [fill_template(template, classnames[label], name) for template in templates]
             filled[i] = made[label]
     return filled
-
-
-def _fill(template: str, classname: str, name: str) -> str:
-    try:
-        return template.format(classname)
-    except (IndexError, KeyError, ValueError) as err:
-        raise UserError(f"Template {template!r} in `datasets.{name}.templates` cannot be filled in ({err}). Use "
-                        f"'{{}}' for the class name and double any other braces: '{{{{' and '}}}}'.") from None
 
 
 def _index_labels(samples: list[Sample], bad: BadSamples, known: list[str] | None,

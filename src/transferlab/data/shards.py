@@ -1,29 +1,26 @@
-"""Read and write webdataset tar shards: members `<key>.<ext>`, consecutive members with one key forming
-one sample.
+"""webdataset tar shards as a dataset, and a dataset written as shards.
 
-Shards are how large image-text collections (LAION, DataComp, CC12M) are distributed, so reading them
-lets a recipe use such data directly; writing them lets a curated collection be handed to any
-webdataset-based trainer. Tar files are streamed member by member and never extracted: a member with an
-absolute path, a '..' component, or that is not a regular file (a symlink, a device) is skipped and
-counted as an "unsafe tar member", so a hostile shard cannot touch the file system. Members are read into
-memory only when a sample needs them, and only up to a size limit, so a hostile shard cannot exhaust it.
+Shards are how large image-text collections (LAION, DataComp, CC12M) are distributed, so reading them lets a
+recipe use such data directly; writing them lets a curated collection be handed to any webdataset-based
+trainer. Reading goes through the pool's index (data/pool_index.py: where each sample's image lies, its
+captions and label; built once per node and cached): a streamed dataset keeps the index and decodes images
+batch by batch, one held in memory decodes every image from it once. Compressed shards (which have no byte
+ranges) and a remote pool held in memory are read front to back instead, by the reader both share
+(data/shard_samples.py).
+
+`stream: auto` streams a remote pool, and a local one whose images, decoded at the model's size, would take
+more than STREAM_ABOVE_BYTES — decided from the index's sample count, before any image is decoded.
 """
 
 from __future__ import annotations
 
-import contextlib
-import functools
-import gzip
 import io
 import json
 import tarfile
-import zlib
 from collections import Counter
-from collections.abc import Callable, Collection, Iterator
-from pathlib import Path, PurePosixPath
-from typing import BinaryIO, NamedTuple
+from pathlib import Path
+from typing import BinaryIO
 
-import numpy as np
 import torch
 from braceexpand import braceexpand
 
@@ -31,47 +28,23 @@ from transferlab.config import WebDatasetSource
 from transferlab.config.schema import placeholder_template
 from transferlab.data.dataset import DataReport, ImageTextData
 from transferlab.data.images import BadImage, decode_image, encode_png
-from transferlab.data.lazy import LazyImages
-from transferlab.data.limits import CLASSNAMES, IMAGE_EXTS, MAX_IMAGE_BYTES, TEMPLATES
-from transferlab.data.remote import is_url, local_path, open_url, stamp
-from transferlab.data.samples import (
-    MAX_CAPTION_CHARS,
-    BadSamples,
-    Sample,
-    assemble,
-    check_fits,
-    clean_captions,
-    progress,
-)
-from transferlab.data.shard_index import cached_samples
+from transferlab.data.limits import CLASSNAMES, IMAGE_EXTS, STREAM_ABOVE_BYTES, TEMPLATES
+from transferlab.data.loader import decode_each
+from transferlab.data.pool_index import pool_index
+from transferlab.data.remote import is_url, local_path, open_url
+from transferlab.data.samples import BadSamples, assemble, check_fits, no_samples, progress
 from transferlab.data.shard_paths import expand_shards
-from transferlab.data.tar_layout import KEY_EXT, group_samples, is_compressed, read_layout, shard_bytes
+from transferlab.data.shard_samples import iter_samples, parse_sample, several_lines_note, starts_compressed
 from transferlab.errors import UserError
 from transferlab.fileio import atomic_open, atomic_write
 
-MAX_MEMBER_BYTES = MAX_IMAGE_BYTES  # a larger member is skipped unread
-MAX_TEXT_BYTES = 4 * MAX_CAPTION_CHARS  # text members are read this far: MAX_CAPTION_CHARS characters of UTF-8
 
-
-class ByteRange(NamedTuple):
-    """Where a member's bytes lie in its (uncompressed) shard: read them later with `RangeReader.read`."""
-
-    offset: int
-    size: int
-
-
-def expand_sources(pattern: str) -> list[Path | str]:
+def expand_sources(pattern: str) -> list[str]:
     """The shards `pattern` names: local files as `expand_shards` finds them, or URLs (a brace pattern is
     expanded; a URL's existence is checked when it is read)."""
     if not is_url(pattern):
-        return expand_shards(local_path(pattern))
+        return [str(path) for path in expand_shards(local_path(pattern))]
     return list(dict.fromkeys(braceexpand(pattern)))
-
-
-def stored_bytes(pattern: str) -> float:
-    """The bytes the shards `pattern` names take on disk (infinite for URLs: remote pools are streamed)."""
-    sources = expand_sources(pattern)
-    return float("inf") if any(is_url(s) for s in sources) else sum(Path(s).stat().st_size for s in sources)
 
 
 def _beside(source: Path | str, name: str) -> Path | str:
@@ -79,186 +52,91 @@ def _beside(source: Path | str, name: str) -> Path | str:
     return f"{str(source).rsplit('/', 1)[0]}/{name}" if is_url(source) else Path(source).parent / name
 
 
-def iter_samples(paths: list[Path | str], bad: BadSamples | None = None, keep: Callable[[str], bool] | None = None,
-                 text: Collection[str] = (), locate: Collection[str] = ()) -> Iterator[dict[str, bytes | str]]:
-    """Stream the samples of `paths`, one dict at a time: {"__key__": key, "__shard__": path, ext: bytes...}.
-
-    Only the extensions `keep` accepts are read (default: all); those in `text` are read up to
-    MAX_TEXT_BYTES, cut at a character boundary; those in `locate` (lower-cased) are not read but given as a
-    ByteRange. Unsafe members, other members larger than MAX_MEMBER_BYTES and a second member with the same
-    key and extension are skipped unread and counted in `bad.report`.
-    A corrupt or truncated shard raises a UserError naming it, or, when `bad` skips, ends that shard where
-    the damage starts and is counted.
-    """
-    bad = bad or BadSamples(None, "error", DataReport(), "sample")
-    for path in paths:
-        yield from _shard_samples(path if is_url(path) else Path(path), bad, keep, text, locate)
-
-
-def _shard_samples(path: Path | str, bad: BadSamples, keep: Callable[[str], bool] | None,
-                   text: Collection[str], locate: Collection[str]) -> Iterator[dict[str, bytes | str]]:
-    try:
-        laid_out = not is_url(path) and not _starts_compressed(path)
-    except OSError:
-        laid_out = False  # the streaming reader reports it
-    if laid_out:
-        yield from _laid_out_samples(Path(path), bad, keep, text, locate)
-        return
-    sample: dict[str, bytes | str] | None = None
-    with contextlib.ExitStack() as stack:  # a URL's file object is closed with the shard
-        try:
-            opened = _open_stream(stack.enter_context(open_url(str(path))) if is_url(path) else path)
-        except OSError as err:
-            if isinstance(err, gzip.BadGzipFile):
-                return _corrupt(bad, path, err)
-            return bad("unreachable shard", str(path), f"the shard cannot be opened ({err})",
-                       fix="Check the path or URL (and the network), or leave the shard out of `shards`")
-        except (tarfile.TarError, EOFError, zlib.error) as err:
-            return _corrupt(bad, path, err)
-        try:
-            with opened as tar:
-                for member in tar:
-                    if member.isdir():
-                        continue
-                    name = PurePosixPath(member.name)
-                    if not member.isfile() or name.is_absolute() or ".." in name.parts:
-                        bad.report.skip("unsafe tar member")
-                        continue
-                    match = KEY_EXT.match(member.name)
-                    if match is None or match[2].startswith("__"):  # no extension, or one like __key__ of ours
-                        continue
-                    key, ext = match.groups()
-                    if sample is not None and sample["__key__"] != key:
-                        yield sample
-                        sample = None
-                    if sample is None:
-                        sample = {"__key__": key, "__shard__": str(path)}
-                    if keep is not None and not keep(ext):
-                        continue
-                    if ext in sample:
-                        bad.report.skip("duplicate tar member")
-                    elif ext in text:
-                        sample[ext] = _text_head(tar.extractfile(member).read(MAX_TEXT_BYTES), member.size)
-                    elif member.size > MAX_MEMBER_BYTES:
-                        bad.report.skip("oversized tar member")
-                    elif ext.lower() in locate:
-                        sample[ext] = ByteRange(member.offset_data, member.size)
-                    else:
-                        sample[ext] = tar.extractfile(member).read()
-        except (tarfile.TarError, EOFError, OSError, zlib.error) as err:
-            return _corrupt(bad, path, err)  # the sample being read when the damage began is incomplete: drop it
-        if sample is not None:
-            yield sample
-
-
-def _starts_compressed(shard: Path | str) -> bool:
-    """Whether a shard (local or URL) begins with a compressed file's magic."""
-    with (open_url(str(shard)) if is_url(shard) else open(local_path(shard), "rb")) as file:
-        return is_compressed(file.read(6))
-
-
-def _laid_out_samples(path: Path, bad: BadSamples, keep: Callable[[str], bool] | None, text: Collection[str],
-                      locate: Collection[str]) -> Iterator[dict[str, bytes | str]]:
-    """`_shard_samples` for an uncompressed local shard, from its headers read in place (data/tar_layout.py):
-    the same samples, skips and errors, several times faster than tarfile's stream."""
-    wanted = keep or (lambda ext: True)
-    with shard_bytes(path) as data:
-        layout = read_layout(data)
-        samples = group_samples(layout, wanted)
-        for reason, count in layout.skipped.items():
-            bad.report.skipped[reason] += count
-        for key, members in samples:
-            sample: dict[str, bytes | str] = {"__key__": key, "__shard__": str(path)}
-            for ext, member in members.items():
-                if not wanted(ext):
-                    continue
-                if ext in text:
-                    sample[ext] = _text_head(data[member.offset:member.offset + min(member.size, MAX_TEXT_BYTES)],
-                                             member.size)
-                elif member.size > MAX_MEMBER_BYTES:
-                    bad.report.skip("oversized tar member")
-                elif ext.lower() in locate:
-                    sample[ext] = ByteRange(member.offset, member.size)
-                else:
-                    sample[ext] = data[member.offset:member.offset + member.size]
-            yield sample
-    if layout.corrupt:
-        _corrupt(bad, path, tarfile.ReadError(layout.corrupt))
-
-
-def _corrupt(bad: BadSamples, path: Path | str, err: Exception) -> None:
-    bad("corrupt shard", str(path), f"the shard is corrupt or truncated ({type(err).__name__}: {err}), so the "
-                                    f"samples from there on cannot be read",
-        fix="Re-create or re-download the shard, or leave it out of `shards`")
-
-
-def _open_stream(source: Path | BinaryIO) -> tarfile.TarFile:
-    """The tar (a path, or an open file) as a stream ("r|*": any compression), never seeked or extracted."""
-    try:
-        if isinstance(source, Path):
-            return tarfile.open(source, mode="r|*")
-        return tarfile.open(fileobj=source, mode="r|*")
-    except TypeError as err:  # CPython's tarfile: a gzip header cut short fails in ord(b"") with a TypeError
-        raise tarfile.ReadError(f"gzip header cut short ({err})") from None
-
-
-def _text_head(head: bytes, size: int) -> bytes:
-    """The first MAX_TEXT_BYTES of a text member of `size` bytes, without a character the cut split."""
-    if size > len(head):
-        try:
-            head.decode("utf-8")
-        except UnicodeDecodeError as err:
-            if err.end == len(head) and err.reason == "unexpected end of data":
-                return head[:err.start]
-    return head
-
-
-def read_webdataset(spec: WebDatasetSource, name: str, size: int, channels: int, stream: bool = False) -> ImageTextData:
-    """The samples of the shards `spec.shards` names: their images decoded into memory at [C, size, size], or,
-    with `stream`, located (`LazyImages`: shard and byte range) and decoded later, batch by batch."""
+def read_webdataset(spec: WebDatasetSource, name: str, size: int, channels: int,
+                    stream: bool | str = False) -> ImageTextData:
+    """The samples of the shards `spec.shards` names: with `stream`, located through the pool's index and decoded
+    later, batch by batch; else their images decoded into memory at [C, size, size]; "auto" decides (above)."""
     sources = expand_sources(spec.shards)
-    bad = BadSamples(name, spec.bad_samples, DataReport(), "sample")
-    known_from, known = _dataset_file(sources[0], CLASSNAMES, bad.report) if spec.label_key else (None, None)
-    labelled = spec.label_key is not None  # label-only samples are kept: classification needs no caption
-    text = {key for key in (spec.caption_key, spec.label_key) if key}
-    wanted = {*text, "json"}
-    def keep(ext: str) -> bool:
-        return ext in wanted or ext.lower() in IMAGE_EXTS
-    if stream:  # each shard's index is cached: a resumed or repeated run does not read the pool again
-        signature = f"{sorted(wanted)}\n{sorted(text)}\n{IMAGE_EXTS}"
-        samples_in = (sample for source in sources for sample in cached_samples(
-            source, signature, bad, functools.partial(iter_samples, [source], bad, keep, text, IMAGE_EXTS)))
+    report = DataReport()
+    known_from, known = dataset_file(sources[0], CLASSNAMES, report) if spec.label_key else (None, None)
+    remote = any(is_url(source) for source in sources)
+    if stream == "auto" and remote:
+        stream = True
+    if stream is not True and (remote or any(_compressed(source) for source in sources)):
+        data = _read_front_to_back(spec, name, size, channels, sources, report, known, known_from)
     else:
-        samples_in = iter_samples(sources, bad, keep, text)
-    located = Located(sources)
-
-    def image(member: bytes | ByteRange, shard: str) -> torch.Tensor | int:
-        return located.add(member, shard) if stream else decode_image(member, size, channels)
-    samples, lines = [], Counter()
-    for sample in progress(samples_in, Path(spec.shards).name):
-        parsed = _parse_sample(sample, spec, name, labelled, bad, image, lines)
-        if parsed is not None:
-            samples.append(parsed)
-            if not stream and len(samples) % 4096 == 0:  # the count is unknown until the last shard: check as it grows
-                check_fits(2 * len(samples), channels, size, name, spec.shards, streams=True)
-    if lines["several"]:
-        bad.report.note(f"dataset '{name}': {lines['several']} caption members (.{spec.caption_key}) hold several "
-                        f"lines; each line is read as one caption (CLIP_benchmark's layout). Set "
-                        f"`datasets.{name}.caption_lines: false` to keep each text whole.")
-    data = assemble(name, spec.shards, samples, bad, spec.templates, spec.label_key is not None, known,
-                    str(known_from), stack=located.images if stream else torch.stack)
+        data = pool_index(spec, name, sources, known, str(known_from or "")).dataset(name, spec, report)
+        if stream == "auto":
+            stream = len(data) * channels * size * size > STREAM_ABOVE_BYTES
+        if not stream:
+            data = _decoded(data, spec, name, size, channels)
     if data.labels is not None and data.classnames_from is None:
-        bad.report.note(f"dataset '{name}': no {CLASSNAMES} beside the shards or in their parent folder, so its "
-                        f"classes are named by their integer labels; zero-shot classification needs class names. Put "
-                        f"the names, one per line in label order, in {_beside(sources[0], CLASSNAMES)}.")
+        report.note(f"dataset '{name}': no {CLASSNAMES} beside the shards or in their parent folder, so its classes "
+                    f"are named by their integer labels; zero-shot classification needs class names. Put the "
+                    f"names, one per line in label order, in {_beside(sources[0], CLASSNAMES)}.")
     if data.labels is not None:
-        templates_from, written = _dataset_file(sources[0], TEMPLATES, bad.report)
+        templates_from, written = dataset_file(sources[0], TEMPLATES, report)
         if templates_from is not None:
             data.templates = [_template(line, templates_from) for line in written if line]
     return data
 
 
-def _dataset_file(shard: Path | str, file_name: str,
+def _compressed(source: str) -> bool:
+    try:
+        return starts_compressed(source)
+    except OSError:
+        return False  # unreadable: the index's reader counts it, or refuses it
+
+
+def _decoded(data: ImageTextData, spec: WebDatasetSource, name: str, size: int, channels: int) -> ImageTextData:
+    """A streamed dataset with every image decoded into memory; an image that cannot be decoded is counted and
+    left out (`bad_samples: skip`) or stops the reading, naming it."""
+    check_fits(len(data), channels, size, name, spec.shards, streams=True, copies=2)
+    decoded = decode_each(data.images, size, channels)
+    bad = BadSamples(name, spec.bad_samples, data.report, "sample")
+    kept = []
+    for i, image in enumerate(decoded):
+        if isinstance(image, BadImage):
+            bad(image.reason, data.images.where(i), f"the image cannot be decoded: {image}")
+        else:
+            kept.append(i)
+    data.report.kept = len(kept)
+    if not kept:
+        raise no_samples(name, spec.shards, data.report)
+    images = torch.stack([decoded[i] for i in kept]) if kept else torch.empty(0, channels, size, size,
+                                                                               dtype=torch.uint8)
+    whole = len(kept) == len(data)
+    part = data if whole else data.subset(torch.tensor(kept, dtype=torch.long))
+    return ImageTextData(name=name, images=images, captions=list(part.captions), labels=part.labels,
+                         classnames=part.classnames, classnames_from=part.classnames_from, report=data.report)
+
+
+def _read_front_to_back(spec: WebDatasetSource, name: str, size: int, channels: int, sources: list[str],
+                        report: DataReport, known: list[str] | None, known_from) -> ImageTextData:
+    """Every sample of the shards decoded into memory as the shards are read, front to back (compressed shards,
+    remote pools held in memory)."""
+    bad = BadSamples(name, spec.bad_samples, report, "sample")
+    labelled = spec.label_key is not None  # label-only samples are kept: classification needs no caption
+    text = {key for key in (spec.caption_key, spec.label_key) if key}
+    wanted = {*text, "json"}
+
+    def keep(ext: str) -> bool:
+        return ext in wanted or ext.lower() in IMAGE_EXTS
+
+    def image(member: bytes, shard: str) -> torch.Tensor:
+        return decode_image(member, size, channels)
+    samples, lines = [], Counter()
+    for sample in progress(iter_samples(sources, bad, keep, text), Path(spec.shards).name):
+        parsed = parse_sample(sample, spec, name, labelled, bad, image, lines)
+        if parsed is not None:
+            samples.append(parsed)
+            if len(samples) % 4096 == 0:  # the count is unknown until the last shard: check as it grows
+                check_fits(len(samples), channels, size, name, spec.shards, streams=True, copies=2, more=True)
+    several_lines_note(report, name, spec.caption_key, lines["several"])
+    return assemble(name, spec.shards, samples, bad, spec.templates, labelled, known, str(known_from))
+
+
+def dataset_file(shard: Path | str, file_name: str,
                   report: DataReport) -> tuple[Path | str, list[str]] | tuple[None, None]:
     """A dataset-level file (class names, templates) and its lines, read beside the shards or in their parent
     folder as in CLIP_benchmark's layout (`<dataset>/<split>/*.tar`, `<dataset>/classnames.txt`); (None,
@@ -281,89 +159,6 @@ def _template(line: str, origin: Path | str) -> str:
     except ValueError as err:
         raise UserError(f"{origin}: {err}. Fix that line, or delete the file to use the suite's eval.templates.") \
             from None
-
-
-class Located:
-    """Collects where the images of kept samples lie, in the order they are kept; `images` makes them a
-    LazyImages. A shard that is compressed cannot be read by byte range: that is refused."""
-
-    def __init__(self, sources: list[Path | str]) -> None:
-        self.sources = [str(source) for source in sources]
-        self.number = {source: i for i, source in enumerate(self.sources)}
-        self.rows: list[tuple[int, int, int]] = []
-        self.stamps: dict[int, str] = {}
-
-    def add(self, member: ByteRange, shard: str) -> int:
-        number = self.number[shard]
-        if number not in self.stamps:
-            self.stamps[number] = stamp(shard)
-            _refuse_compressed(shard)
-        self.rows.append((number, member.offset, member.size))
-        return len(self.rows) - 1
-
-    def images(self, positions: list[int]) -> LazyImages:
-        rows = np.array([self.rows[i] for i in positions], dtype=np.int64).reshape(-1, 3)
-        return LazyImages(list(self.sources), [self.stamps.get(i, "") for i in range(len(self.sources))],
-                          rows[:, 0].astype(np.int32), rows[:, 1], rows[:, 2])
-
-
-def _refuse_compressed(shard: str) -> None:
-    if _starts_compressed(shard):
-        raise UserError(f"{shard} is compressed, and a streamed sample is read from its shard by byte offset, "
-                        f"which a compressed file cannot give. Decompress the shards (gunzip), or set the "
-                        f"dataset's `stream: false` to decode it whole into memory.")
-
-
-def _parse_sample(sample: dict, spec: WebDatasetSource, name: str, labelled: bool, bad: BadSamples,
-                  image: Callable, lines: Counter) -> Sample | None:
-    where = f"{sample['__shard__']}, sample '{sample['__key__']}'"
-    ext = next((key for key in sample if key.lower() in IMAGE_EXTS), None)
-    if ext is None:
-        members = ", ".join(f".{key}" for key in sample if not key.startswith("__"))
-        return bad("no image", where, f"no image member (.{', .'.join(IMAGE_EXTS)}) among {members}")
-    captions = None
-    if "json" in sample:
-        try:
-            meta = json.loads(sample["json"])
-        except (ValueError, RecursionError) as err:
-            return bad("invalid json", where, f"the .json member is not valid JSON ({err})")
-        if isinstance(meta, dict) and "captions" in meta:
-            captions = clean_captions(meta["captions"])
-            if captions is None:
-                return bad("invalid caption", where, 'the .json member\'s "captions" is not a list of strings')
-    key = spec.caption_key
-    if captions is None:
-        try:
-            captions = _captions(sample[key].decode("utf-8"), spec.caption_lines, lines) if key in sample else []
-        except UnicodeDecodeError:
-            return bad("invalid caption", where, f"the .{key} member is not UTF-8 text; re-encode it as UTF-8")
-    if not captions and not labelled:
-        state = "empty" if key in sample else "missing"
-        return bad(f"{state} caption", where, f"the caption member .{key} is {state}, and the sample has no label "
-                                              f"(`datasets.{name}.label_key`) to classify it by")
-    label = None
-    if spec.label_key:
-        try:
-            label = sample.get(spec.label_key, b"").decode("utf-8").strip()
-        except UnicodeDecodeError:
-            return bad("invalid label", where, f"the .{spec.label_key} member is not UTF-8 text")
-        if not label:
-            return bad("missing label", where, f"the label member .{spec.label_key} is missing or empty")
-    try:
-        return Sample(image(sample[ext], sample["__shard__"]), captions, label, where)
-    except BadImage as err:
-        return bad(err.reason, where, f"the .{ext} member cannot be decoded: {err}")
-
-
-def _captions(text: str, by_line: bool | str, lines: Counter) -> list[str]:
-    """The captions of a text member: one per line (as CLIP_benchmark splits them, `str.splitlines`) or the
-    whole text; `lines` counts the members that `auto` split."""
-    if by_line is False:
-        return clean_captions(text)
-    parts = clean_captions(text.splitlines())
-    if len(parts) > 1 and by_line == "auto":
-        lines["several"] += 1
-    return parts
 
 
 def _read_lines(path: Path | str) -> list[str] | None:

@@ -22,14 +22,13 @@ from transferlab.config import (
     WebDatasetSource,
 )
 from transferlab.data.dataset import ImageTextData
+from transferlab.data.limits import STREAM_ABOVE_BYTES
 from transferlab.data.pairs import TextPairData, load_text_pairs
 from transferlab.data.splits import split_indices
 from transferlab.errors import UserError
 
 log = logging.getLogger(__name__)
 
-STREAM_ABOVE_BYTES = 2 * 2**30  # `stream: auto` streams a folder source whose decoded images would take more
-STREAM_ABOVE_STORED_BYTES = 2**30  # and shards taking more on disk (encoded images are smaller than decoded ones)
 
 
 def load_dataset(name: str, spec: DataSource, size: int, channels: int) -> ImageTextData | TextPairData:
@@ -52,10 +51,9 @@ def load_dataset(name: str, spec: DataSource, size: int, channels: int) -> Image
     if isinstance(spec, TextPairSource):
         return load_text_pairs(spec, name)
     if isinstance(spec, WebDatasetSource):
-        from transferlab.data.shards import read_webdataset, stored_bytes
+        from transferlab.data.shards import read_webdataset
 
-        stream = spec.stream if spec.stream != "auto" else stored_bytes(spec.shards) > STREAM_ABOVE_STORED_BYTES
-        return read_webdataset(spec, name, size, channels, stream)
+        return read_webdataset(spec, name, size, channels, spec.stream)
     raise TypeError(f"unknown data source {type(spec).__name__}")
 
 
@@ -64,7 +62,8 @@ def load_splits(name: str, spec: DataSource, size: int, channels: int) -> dict[s
     if isinstance(spec, PublishedSource):
         return published_roles(name, spec, read_published(name, spec, size, channels))
     data = load_dataset(name, spec, size, channels)
-    return {split: data.subset(index) for split, index in split_indices(len(data), spec.splits, data.labels).items()}
+    return {split: data if len(index) == len(data) else data.subset(index)  # all of it: no copy of a pool's index
+            for split, index in split_indices(len(data), spec.splits, data.labels).items()}
 
 
 def read_published(name: str, spec: PublishedSource, size: int, channels: int) -> dict[str, ImageTextData]:

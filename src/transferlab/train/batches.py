@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 
 from transferlab.config import Recipe
-from transferlab.data.captions import CaptionTable
+from transferlab.data.captions import CaptionTable, ColumnCaptionTable, StepCaptions
 from transferlab.data.crops import CropDraws
 from transferlab.data.loader import Loaded
 from transferlab.data.mixture import MixtureSampler
@@ -31,17 +31,21 @@ from transferlab.train.objectives import Batch
 
 
 class BatchMaker:
-    """`images` for an image model held in memory (None: streamed, or a text-text model, which has `queries`, its
-    left texts); `mixture` draws each step's samples when training on a mixture (None: `train.sampling`)."""
+    """`size` samples in the training set (None: read from whole shards, `train.sampling: shards`, where each step's
+    rows, captions and labels arrive with its images); `images` for an image model held in memory (None: streamed,
+    or a text-text model, which has `queries`, its left texts); `mixture` draws each step's samples when training
+    on a mixture (None: `train.sampling`)."""
 
-    def __init__(self, recipe: Recipe, size: int, device: torch.device, images: torch.Tensor | None,
-                 labels: torch.Tensor | None, captions: CaptionTable | None, positive_ids: torch.Tensor | None,
+    def __init__(self, recipe: Recipe, size: int | None, device: torch.device, images: torch.Tensor | None,
+                 labels: torch.Tensor | None, captions: CaptionTable | ColumnCaptionTable | StepCaptions | None,
                  views: int, queries: CaptionTable | None = None, world: World | None = None,
                  mixture: MixtureSampler | None = None) -> None:
         self.recipe, self.device, self.images, self.labels = recipe, device, images, labels
-        self.captions, self.positive_ids, self.views, self.queries = captions, positive_ids, views, queries
+        self.captions, self.views, self.queries = captions, views, queries
         self.batch_size = recipe.train.batch_size
-        self.order = StepRows(size, self.batch_size, recipe.seed, recipe.train.sampling, mixture)
+        self.order = None if size is None else StepRows(size, self.batch_size, recipe.seed, recipe.train.sampling,
+                                                        mixture)
+        self.epoch = 0  # of the latest step read from whole shards
         self.crops = CropDraws.for_spec(recipe.train.augment, recipe.seed)
         world = world or World()
         if self.batch_size % world.size:
@@ -54,12 +58,17 @@ class BatchMaker:
         self.shard = slice(world.rank * shard, (world.rank + 1) * shard)  # this rank's rows of each batch
 
     def epoch_of(self, step: int) -> int:
-        """The epoch of `step`; with a mixture, the passes over the combined set that many samples make."""
-        return self.order.epoch_of(step)
+        """The epoch of `step`; with a mixture, the passes over the combined set that many samples make; read from
+        whole shards, the epoch this rank's latest reader was in."""
+        return self.epoch if self.order is None else self.order.epoch_of(step)
 
     def __call__(self, step: int, loaded: Loaded | None = None) -> Batch:
         """The batch of `step`; for a streamed set, made of the images `loaded` for it."""
-        everyone = self.order(step)
+        if self.order is None:  # whole shards: the loaded rows are this rank's rows of the batch, with their texts
+            everyone = torch.arange(self.batch_size)
+            self._hold(loaded)
+        else:
+            everyone = self.order(step)
         if loaded is not None:  # the samples it used: replacements of unreadable ones included
             everyone = everyone.clone()
             everyone[self.shard] = loaded.index
@@ -92,15 +101,29 @@ class BatchMaker:
             caption_ids = self.captions.sample(index, generator)[self.shard]
             index = index[self.shard]
             row_image = torch.arange(len(index))
-            ids = None if self.positive_ids is None else self.positive_ids[index]
+            ids = self._positive_ids(index)
         else:  # every caption of every image is a row; an image's rows are all its positives (one process only)
-            counts = self.captions.counts[index]
-            row_image = torch.repeat_interleave(torch.arange(len(index)), counts)
-            starts = torch.cumsum(counts, 0) - counts
-            slot = torch.arange(len(row_image)) - starts[row_image]
-            caption_ids = self.captions.table[index[row_image], slot]
+            row_image, caption_ids = self.captions.all_rows(index)
             ids = row_image if self.labels is None or self.recipe.train.positives == "pair" \
                 else self.labels[index][row_image]
         batch.caption_ids = caption_ids.to(device)
         batch.row_image = row_image.to(device)
         batch.positive_ids = None if ids is None else ids.to(device)
+
+    def _positive_ids(self, index: torch.Tensor) -> torch.Tensor | None:
+        """Ids whose equality makes matches in the loss (None: only the pair): labels, or first captions' texts."""
+        mode = self.recipe.train.positives
+        if mode == "pair":
+            return None
+        if mode in ("label", "auto") and self.labels is not None:
+            return self.labels[index]
+        return self.captions.first_ids(index)
+
+    def _hold(self, loaded: Loaded) -> None:
+        """Take a step's rows read from whole shards: their captions and labels at their places in the batch."""
+        if self.captions is not None:
+            self.captions.hold(self.shard, self.batch_size, loaded.captions)
+        if loaded.labels is not None:
+            self.labels = torch.zeros(self.batch_size, dtype=torch.long)
+            self.labels[self.shard] = loaded.labels
+        self.epoch = loaded.cursor[1]["epoch"]

@@ -35,12 +35,12 @@ from tqdm import tqdm
 from transferlab import distributed
 from transferlab.checkpoints import read_newest_usable, save_checkpoint
 from transferlab.config import IMAGE_ONLY_OBJECTIVES, Recipe, dump_recipe
-from transferlab.data.captions import CaptionTable
-from transferlab.data.dataset import ImageTextData
+from transferlab.data.captions import CaptionTable, ColumnCaptionTable, StepCaptions, caption_table
 from transferlab.data.loader import decode_all
 from transferlab.data.mixture import MixtureSampler, load_training_data
 from transferlab.data.pairs import TextPairData
 from transferlab.data.permutation import first_of
+from transferlab.data.shard_stream import ShardPool
 from transferlab.errors import Interrupted, UserError
 from transferlab.fileio import atomic_write
 from transferlab.models.dual_encoder import DualEncoder
@@ -100,11 +100,13 @@ class Training:
         seed_everything(recipe.seed)
         self.autocast, self.scaler = _precision(spec.precision, device)
 
-        # ---- data: the training split (of every dataset of a mixture, combined), decoded once, with its
-        # deduplicated captions; a mixture draws each step's sources from its weights (data/mixture.py)
+        # ---- data: the training split (of every dataset of a mixture, combined), decoded once or indexed, with its
+        # deduplicated captions; a mixture draws each step's sources from its weights (data/mixture.py); read from
+        # whole shards (sampling: shards), a pool of which nothing is known until its shards stream
         self.mixture = mixture = load_training_data(recipe)
         data = mixture.data
-        if len(data) < spec.batch_size:
+        shards = isinstance(data, ShardPool)
+        if not shards and len(data) < spec.batch_size:
             raise UserError(f"train.batch_size is {spec.batch_size} but the train split of '{data.name}' has only "
                             f"{len(data)} samples. Lower train.batch_size or add data.")
         if world.main:
@@ -112,8 +114,10 @@ class Training:
         self.sampler = MixtureSampler.for_recipe(spec, recipe.seed, mixture) if spec.mixture else None
         pairs = isinstance(data, TextPairData)
         image_only = spec.objective in IMAGE_ONLY_OBJECTIVES
-        captions = None if image_only else CaptionTable([[t] for t in data.right] if pairs else data.captions)
+        captions = None if image_only else CaptionTable([[t] for t in data.right]) if pairs else \
+            StepCaptions() if shards else caption_table(data.captions)
         queries = CaptionTable([[t] for t in data.left]) if pairs else None
+        _check_positives(data, captions, spec.positives)
 
         # ---- model, objective, optimizer and EMA, restored from the latest checkpoint when resuming
         self.model = model = build_model(recipe, device, world)
@@ -126,8 +130,8 @@ class Training:
         self.optimizer = create_optimizer(spec.optimizer, groups, spec.lr, spec.betas, spec.eps)
         self.ema = None if spec.ema_decay is None else ModelEMA(model, spec.ema_decay)
         self.bad = BadSteps(spec.max_bad_steps)
-        start, stream_skipped = (_resume(run_dir, model, objective, self.optimizer, self.ema, self.scaler, self.bad)
-                                 if resume else (0, {}))
+        saved = _resume(run_dir, model, objective, self.optimizer, self.ema, self.scaler, self.bad) if resume else {}
+        start = saved.get("step", 0)
         distributed.broadcast_module(trainable)  # equal already (same seed or checkpoint); made certain
         trainable.train()
         self.parameters = [p for p in trainable.parameters() if p.requires_grad]
@@ -136,11 +140,12 @@ class Training:
         # ---- what a step is made of: the text features, the batches and, for streamed data, the loader
         self.text = _text_features(model, captions, queries, self.autocast)
         self.probe = _rankme_probe(data, recipe, device) if spec.rankme_every else None
-        in_memory = None if pairs or data.streamed else data.images.to(device)
-        self.batches = BatchMaker(recipe, len(data), device, in_memory, data.labels, captions,
-                                  _positive_ids(data, captions, spec.positives), objective.views, queries, world,
+        in_memory = None if pairs or shards or data.streamed else data.images.to(device)
+        self.batches = BatchMaker(recipe, None if shards else len(data), device, in_memory,
+                                  None if shards else data.labels, captions, objective.views, queries, world,
                                   self.sampler)
-        self.feed = DataFeed(data, recipe, self.batches, start, device, stream_skipped if world.main else None)
+        self.feed = DataFeed(data, recipe, self.batches, start, device, saved.get("stream_skipped", {}),
+                             saved.get("stream_cursors"))
 
         # ---- logs: metrics.jsonl (and TensorBoard, MLflow), the progress bar, the profile
         self.logger = (MetricsLogger(run_dir, recipe.logging, flatten(recipe.model_dump(mode="json")),
@@ -306,20 +311,22 @@ def step_gradients(model: DualEncoder, objective, batch, text, spec, autocast, s
     return loss
 
 
-def _text_features(model: DualEncoder, captions: CaptionTable | None, queries: CaptionTable | None, autocast):
+def _text_features(model: DualEncoder, captions: CaptionTable | ColumnCaptionTable | None,
+                   queries: CaptionTable | None, autocast):
     """ids -> text tower features. LiT: a wholly locked tower embeds each distinct text once, not every step (up to
     LOCKED_TEXT_CACHE distinct texts: a larger pool's captions are embedded as its batches need them)."""
     tables = {False: captions, True: queries}
     caches = {}
     for query, table in tables.items():
-        if table is not None and model.text_frozen(query) and len(table.texts) <= LOCKED_TEXT_CACHE:
+        texts = None if table is None or not model.text_frozen(query) else table.every_text()
+        if texts is not None and len(texts) <= LOCKED_TEXT_CACHE:
             with torch.no_grad(), autocast:
-                caches[query] = model.text_features(table.texts, query).float()
+                caches[query] = model.text_features(texts, query).float()
 
     def text(ids: torch.Tensor, query: bool = False) -> torch.Tensor:
         if query in caches:
             return caches[query][ids]
-        return model.text_features([tables[query].texts[i] for i in ids.tolist()], query)
+        return model.text_features(tables[query].texts_of(ids), query)
     return text
 
 
@@ -328,6 +335,10 @@ def _rankme_probe(data, recipe: Recipe, device: torch.device) -> torch.Tensor:
     if isinstance(data, TextPairData):
         raise UserError("train.rankme_every logs the RankMe of image embeddings, but this model has no image tower. "
                         "Set train.rankme_every to null.")
+    if isinstance(data, ShardPool):
+        raise UserError("train.rankme_every logs the RankMe of a fixed probe set of the train split, which reading "
+                        "whole shards (train.sampling: shards) never holds. Set train.rankme_every to null, or use "
+                        "train.sampling 'epochs'.")
     count = min(recipe.train.rankme_samples, len(data))
     chosen = torch.from_numpy(first_of(len(data), count, recipe.seed, "rankme-probe"))
     if data.streamed:
@@ -381,22 +392,17 @@ def _precision(precision: str, device: torch.device):
     return torch.autocast(device.type, dtype=dtype), scaler
 
 
-def _positive_ids(data: ImageTextData, captions: CaptionTable | None, mode: str) -> torch.Tensor | None:
-    """Which samples' captions count as matches of each other in the loss (None: only the pair)."""
-    if captions is None or mode == "pair":
-        return None
-    if mode in ("label", "auto") and data.labels is not None:
-        return data.labels
-    if mode == "label":
+def _check_positives(data, captions, mode: str) -> None:
+    """`positives: label` needs labels (the batches compute the ids: train/batches.py)."""
+    labelled = data.labelled if isinstance(data, ShardPool) else getattr(data, "labels", None) is not None
+    if captions is not None and mode == "label" and not labelled:
         raise UserError(f"train.positives is 'label' but dataset '{data.name}' has no labels. Use 'caption' "
                         f"(identical captions match), 'pair' or 'auto'.")
-    return captions.table[:, 0]  # samples whose first caption is the same text
 
 
-def _resume(run_dir: Path, model: DualEncoder, objective, optimizer, ema, scaler,
-            bad: BadSteps) -> tuple[int, dict[str, int]]:
-    """Restore the newest undamaged checkpoint (damaged ones are reported and passed over); its step, and the
-    streamed samples skipped until then."""
+def _resume(run_dir: Path, model: DualEncoder, objective, optimizer, ema, scaler, bad: BadSteps) -> dict:
+    """Restore the newest undamaged checkpoint (damaged ones are reported and passed over); its meta.json: the
+    step, the streamed samples skipped until then, and the readers' cursors when reading whole shards."""
     main = distributed.current().main
     _, meta, weights, state = read_newest_usable(run_dir, warn=lambda message: main and tqdm.write(message,
                                                                                                    file=sys.stderr))
@@ -411,7 +417,7 @@ def _resume(run_dir: Path, model: DualEncoder, objective, optimizer, ema, scaler
     if scaler is not None:
         scaler.load_state_dict(meta["grad_scaler"])
     restore_rng(state, meta["rng"])
-    return meta["step"], meta.get("stream_skipped", {})
+    return meta
 
 
 def _checkpoint(run_dir: Path, step: int, model: DualEncoder, objective, optimizer, ema, scaler,
@@ -424,6 +430,7 @@ def _checkpoint(run_dir: Path, step: int, model: DualEncoder, objective, optimiz
     state = {**optim_tensors, **rng_tensors, **{f"objective.{k}": v for k, v in objective.state_dict().items()}}
     weights = distributed.full_tensors(model.saved_state_dict())
     stream_skipped = feed.all_skipped() if feed.streamed else None
+    cursors = feed.all_cursors()
     if not world.main:
         distributed.barrier()
         return Path(run_dir) / "checkpoints" / f"step_{step}"
@@ -435,7 +442,8 @@ def _checkpoint(run_dir: Path, step: int, model: DualEncoder, objective, optimiz
     meta = {"model": recipe.model.model_dump(mode="json"), "optimizer_param_groups": param_groups,
             "rng": rng_json, "recipe": dump_recipe(recipe), "ema": ema is not None,
             "grad_scaler": None if scaler is None else scaler.state_dict(), "skipped_steps": bad.total,
-            "world_size": world.size, "stream_skipped": stream_skipped or {}}
+            "world_size": world.size, "stream_skipped": stream_skipped or {},
+            **({"stream_cursors": cursors} if cursors is not None else {})}
     if stream_skipped is not None:
         _record_data_reports(run_dir, reports, stream_skipped)
     path = save_checkpoint(run_dir, step, weights, state, meta, keep=recipe.train.keep_checkpoints)
