@@ -25,7 +25,7 @@ from transferlab.data.captions import CaptionTable
 from transferlab.data.sources import load_splits
 from transferlab.runtime import seed_everything
 from transferlab.train.batches import BatchMaker
-from transferlab.train.loop import _positive_ids, _text_features, build_model, step_gradients
+from transferlab.train.loop import _text_features, build_model, step_gradients
 from transferlab.train.objectives import build_objective
 
 STEP = 3
@@ -61,8 +61,8 @@ def gradients(case: str) -> tuple[float, dict[str, torch.Tensor], int]:
     model = build_model(recipe, torch.device("cpu"), world, dtype=torch.float64)
     objective = build_objective(spec, recipe.model.embed_dim, len(data.classnames)).double()
     captions = None if recipe.model.text is None else CaptionTable(data.captions)
-    batches = BatchMaker(recipe, len(data), torch.device("cpu"), data.images, data.labels, captions,
-                         _positive_ids(data, captions, spec.positives), objective.views, world=world)
+    batches = BatchMaker(recipe, len(data), torch.device("cpu"), data.images, data.labels, captions, objective.views,
+                         world=world)
     batch = batches(STEP)
     batch.views = [view.double() for view in batch.views]
     no_autocast = contextlib.nullcontext()

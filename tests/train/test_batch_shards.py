@@ -9,15 +9,13 @@ from transferlab.data.sources import load_splits
 from transferlab.distributed import World
 from transferlab.errors import UserError
 from transferlab.train.batches import BatchMaker
-from transferlab.train.loop import _positive_ids
 
 
 def makers(overrides: list[str], sizes: list[int], views: int = 1):
     recipe = load_recipe(None, ["train.data=digits", "train.batch_size=12", *overrides])
     data = load_splits("digits", recipe.datasets["digits"], recipe.model.image_size, recipe.model.channels)["train"]
     captions = CaptionTable(data.captions)
-    ids = _positive_ids(data, captions, recipe.train.positives)
-    return [[BatchMaker(recipe, len(data), torch.device("cpu"), data.images, data.labels, captions, ids, views,
+    return [[BatchMaker(recipe, len(data), torch.device("cpu"), data.images, data.labels, captions, views,
                         world=World(rank, size)) for rank in range(size)] for size in sizes]
 
 

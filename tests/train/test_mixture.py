@@ -11,12 +11,12 @@ from transferlab.data.captions import CaptionTable
 from transferlab.data.dataset import ImageTextData
 from transferlab.data.mixture import MixtureSampler, combine, late_start, load_training_data
 from transferlab.data.pairs import TextPairData
+from transferlab.data.permutation import Permutation
 from transferlab.data.sources import load_splits
 from transferlab.distributed import World
 from transferlab.errors import UserError
-from transferlab.runtime import derived_generator
 from transferlab.train.batches import BatchMaker
-from transferlab.train.loop import _positive_ids, pretrain
+from transferlab.train.loop import pretrain
 
 # two collections of sklearn digits (scans: another split seed), quick to load
 TWO_SOURCES = ["datasets.scans.source=digits", "datasets.scans.splits={train: 0.7, val: 0.1, test: 0.2, seed: 1}"]
@@ -34,8 +34,7 @@ def makers(recipe, sizes: list[int]) -> list[list[BatchMaker]]:
     data, spec = mixture.data, recipe.train
     sampler = MixtureSampler.for_recipe(spec, recipe.seed, mixture) if spec.mixture else None
     captions = CaptionTable(data.captions)
-    ids = _positive_ids(data, captions, spec.positives)
-    return [[BatchMaker(recipe, len(data), torch.device("cpu"), data.images, data.labels, captions, ids, 2,
+    return [[BatchMaker(recipe, len(data), torch.device("cpu"), data.images, data.labels, captions, 2,
                         world=World(rank, size), mixture=sampler) for rank in range(size)] for size in sizes]
 
 
@@ -118,16 +117,15 @@ def test_a_single_dataset_gives_the_batches_of_before(data):
     old_data = load_splits("digits", recipe.datasets["digits"], recipe.model.image_size,
                            recipe.model.channels)["train"]
     captions = CaptionTable(old_data.captions)
-    old = BatchMaker(recipe, len(old_data), torch.device("cpu"), old_data.images, old_data.labels, captions,
-                     _positive_ids(old_data, captions, recipe.train.positives), 2)
+    old = BatchMaker(recipe, len(old_data), torch.device("cpu"), old_data.images, old_data.labels, captions, 2)
     assert new.order.mixture is None
     steps_per_epoch = len(old_data) // 12
     for step in (0, 5, steps_per_epoch + 1):
         expected = fields(old(step))
         assert all(torch.equal(value, expected[key]) for key, value in fields(new(step)).items())
-        epoch, position = divmod(step, steps_per_epoch)  # the epoch's seeded order, as it always was
-        order = torch.randperm(len(old_data), generator=derived_generator(recipe.seed, "order", epoch))
-        assert torch.equal(expected["index"], order[position * 12:(position + 1) * 12])
+        epoch, position = divmod(step, steps_per_epoch)  # the epoch's seeded order
+        order = Permutation.derived(len(old_data), recipe.seed, "order", epoch)
+        assert expected["index"].tolist() == order.take(position * 12, (position + 1) * 12).tolist()
 
 
 # ---------------------------------------------------------------------------------------------- combining
@@ -142,8 +140,7 @@ def test_labels_are_offset_and_class_names_prefixed_so_sources_never_share_a_cla
     assert mixture.source_ids.tolist() == [0, 0, 0, 1, 1] and mixture.sizes == [3, 2]
     captions = CaptionTable(data.captions)
     # a "zero" of each source has the caption "c0", but by label (auto) they are not matches; by caption they are
-    assert _positive_ids(data, captions, "auto").tolist() == [0, 1, 2, 3, 4]
-    by_caption = _positive_ids(data, captions, "caption")
+    by_caption = captions.first_ids(torch.arange(5))
     assert by_caption[0] == by_caption[3] and by_caption[1] == by_caption[4] and by_caption[2] != by_caption[0]
 
 

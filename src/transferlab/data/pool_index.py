@@ -171,7 +171,7 @@ def _build(folder: Path, sources: list[str], versions: list[str], scan: ScanSpec
                                     f"the shard holds {len(columns) + sum(columns.skipped.values())}; the shard's "
                                     f"own count is used")
             bar.update(1)
-            bar.set_postfix(samples=writer.samples, refresh=False)
+            bar.set_postfix(samples=f"{writer.samples:,}", refresh=False)
     finally:
         bar.close()
     meta = writer.finish(sources, versions)
