@@ -21,6 +21,11 @@ JPEG image-caption pairs in `--shards` uncompressed tar shards, each image W x H
   `normalize(to_unit(images), mean, std)`, which turns the workers' uint8 pixels into the same normalised
   float batches (that work is on the consumer side here, on the workers' side for webdataset).
 
+`--sampling shards` gives the transferlab side `train.sampling: shards` instead (data/shard_stream.py: whole
+shards dealt to the workers, read front to back through a shuffle buffer of `--buffer` samples, no index), and
+`--http` serves the pool with `python -m http.server` on 127.0.0.1 (no range requests): both tools then read
+URLs, webdataset through its own `curl` pipe, transferlab through fsspec, one request per shard.
+
 Throughput is images/s over one pass (`--images` // batch steps for transferlab, every full batch of every
 worker for webdataset), timed from the first batch's arrival (the warm-up batch and worker start-up are
 left out). For each worker count the two tools alternate, `--repeats` times (which goes first alternates
@@ -31,20 +36,25 @@ worker) for that many steps and prints the top functions by own time (to stderr)
 and the same for the webdataset pipeline (num_workers=0) over as many batches.
 
     python benchmarks/stream_loader.py [--images 6000 --shards 12 --batch-size 64 --workers 1 2 --repeats 3]
+    python benchmarks/stream_loader.py --http --sampling shards
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import cProfile
 import io
 import json
 import os
 import pstats
 import shutil
+import socket
+import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 from statistics import median
 
@@ -58,6 +68,7 @@ from transferlab.data import transforms  # noqa: E402
 from transferlab.data.crops import CropDraws  # noqa: E402
 from transferlab.data.loader import StepImages, stream_steps  # noqa: E402
 from transferlab.data.order import StepRows  # noqa: E402
+from transferlab.data.shard_stream import ShardSteps, open_shard_pool, stream_shard_steps  # noqa: E402
 from transferlab.data.shards import read_webdataset  # noqa: E402
 
 OPENAI_MEAN, OPENAI_STD = [0.48145466, 0.4578275, 0.40821073], [0.26862954, 0.26130258, 0.27577711]
@@ -121,6 +132,39 @@ def run_transferlab(data, batch, workers, seed):
     return timed(batches())
 
 
+def run_transferlab_shards(pattern: str, images: int, batch: int, workers: int, seed: int, buffer: int):
+    pool = open_shard_pool(WebDatasetSource(source="webdataset", shards=pattern, splits={"train": 1}), "pool")
+    crops = CropDraws(seed, (0.9, 1.0), (3 / 4, 4 / 3), True)
+    dataset = ShardSteps(pool, 0, 1, workers, 0, images // batch, batch, SIZE, 3, crops, seed, buffer, 0, {})
+
+    def batches():
+        for loaded in stream_shard_steps(dataset, workers, 2, pin_memory=False):
+            yield transforms.normalize(transforms.to_unit(loaded.images), OPENAI_MEAN, OPENAI_STD)
+    return timed(batches())
+
+
+@contextlib.contextmanager
+def served(folder: Path):
+    """`folder` served by `python -m http.server` on 127.0.0.1 (answers no range requests); yields its URL."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = subprocess.Popen([sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1", "--directory",
+                               str(folder)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(200):
+            try:
+                urllib.request.urlopen(url, timeout=1).close()
+                break
+            except OSError:
+                time.sleep(0.05)
+        yield url
+    finally:
+        server.terminate()
+        server.wait()
+
+
 def profile_transferlab(data, batch: int, seed: int, steps: int) -> str:
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as in a DataLoader worker (an intra-op pool here would profile spin-waits)
@@ -171,53 +215,71 @@ def main() -> None:
     parser.add_argument("--profile", type=int, default=0, metavar="STEPS",
                         help="also cProfile StepImages.__getitem__ in-process over this many steps")
     parser.add_argument("--keep", type=Path, default=None, help="write the pool here and keep it")
+    parser.add_argument("--sampling", choices=["epochs", "shards"], default="epochs",
+                        help="transferlab's train.sampling: the index and a step's rows, or whole shards")
+    parser.add_argument("--buffer", type=int, default=2000, help="--sampling shards: the shuffle buffer")
+    parser.add_argument("--http", action="store_true", help="serve the pool with python -m http.server")
     args = parser.parse_args()
 
     load_before = os.getloadavg()[0]
     folder = args.keep or Path(tempfile.mkdtemp(prefix="tl-bench-loader-", dir="/tmp"))
     try:
         pool = write_pool(folder, args.images, args.shards, quality=args.quality, seed=args.seed)
-        started = time.perf_counter()
-        data = read_webdataset(WebDatasetSource(source="webdataset", shards=str(folder)), "pool", SIZE, 3,
-                               stream=True)
-        index_seconds = time.perf_counter() - started
-        print(f"pool: {pool['images']} images, {pool['image_bytes'] / 2**20:.0f} MiB of JPEG, {len(pool['shards'])} "
-              f"shards, written in {pool['seconds']:.1f}s; indexed in {index_seconds:.1f}s", file=sys.stderr)
-        results = {}
-        for workers in args.workers:
-            tl, wd, ratios = [], [], []
-            for repeat in range(args.repeats):
-                order = ("transferlab", "webdataset") if repeat % 2 == 0 else ("webdataset", "transferlab")
-                got = {}
-                for tool in order:
-                    if tool == "transferlab":
-                        got[tool] = run_transferlab(data, args.batch_size, workers, args.seed + repeat)
-                    else:
-                        got[tool] = run_webdataset(pool["shards"], args.batch_size, workers, args.wds_shuffle,
-                                                   args.seed + repeat)
-                    print(f"workers {workers} repeat {repeat} {tool}: {got[tool][0]:.1f} images/s "
-                          f"({got[tool][1]} images)", file=sys.stderr, flush=True)
-                tl.append(got["transferlab"][0])
-                wd.append(got["webdataset"][0])
-                ratios.append(tl[-1] / wd[-1])
-            results[f"workers_{workers}"] = {
-                "transferlab_images_per_s": round(median(tl), 1), "webdataset_images_per_s": round(median(wd), 1),
-                "transferlab_per_worker": round(median(tl) / workers, 1),
-                "webdataset_per_worker": round(median(wd) / workers, 1),
-                "ratio_median": round(median(ratios), 3), "ratios": [round(r, 3) for r in ratios],
-                "transferlab_runs": [round(v, 1) for v in tl], "webdataset_runs": [round(v, 1) for v in wd]}
-        if args.profile:
-            print(profile_transferlab(data, args.batch_size, args.seed, args.profile), file=sys.stderr)
-            print(profile_webdataset(pool["shards"], args.batch_size, args.seed, args.profile), file=sys.stderr)
-        print(json.dumps({"benchmark": "stream_loader", "images": pool["images"], "shards": len(pool["shards"]),
-                          "jpeg_mib": round(pool["image_bytes"] / 2**20, 1), "batch_size": args.batch_size,
-                          "repeats": args.repeats, "wds_shuffle": args.wds_shuffle,
-                          "index_seconds": round(index_seconds, 2), **results,
-                          "load_average_before": round(load_before, 2),
-                          "load_average_after": round(os.getloadavg()[0], 2)}))
+        with contextlib.ExitStack() as stack:
+            url = stack.enter_context(served(folder)) if args.http else None
+            shards = [f"{url}/{Path(shard).name}" for shard in pool["shards"]] if url else pool["shards"]
+            pattern = f"{url}/shard-{{000000..{len(shards) - 1:06d}}}.tar" if url else str(folder)
+            measure(args, pool, shards, pattern, load_before)
     finally:
         if args.keep is None:
             shutil.rmtree(folder, ignore_errors=True)
+
+
+def measure(args, pool: dict, shards: list[str], pattern: str, load_before: float) -> None:
+    """Both loaders alternated over the pool (as paths or URLs); the JSON line printed."""
+    data, index_seconds = None, 0.0
+    if args.sampling == "epochs":
+        started = time.perf_counter()
+        data = read_webdataset(WebDatasetSource(source="webdataset", shards=pattern), "pool", SIZE, 3, stream=True)
+        index_seconds = time.perf_counter() - started
+    print(f"pool: {pool['images']} images, {pool['image_bytes'] / 2**20:.0f} MiB of JPEG, {len(shards)} shards, "
+          f"written in {pool['seconds']:.1f}s; indexed in {index_seconds:.1f}s", file=sys.stderr)
+    results = {}
+    for workers in args.workers:
+        tl, wd, ratios = [], [], []
+        for repeat in range(args.repeats):
+            order = ("transferlab", "webdataset") if repeat % 2 == 0 else ("webdataset", "transferlab")
+            got = {}
+            for tool in order:
+                seed = args.seed + repeat
+                if tool == "webdataset":
+                    got[tool] = run_webdataset(shards, args.batch_size, workers, args.wds_shuffle, seed)
+                elif args.sampling == "shards":
+                    got[tool] = run_transferlab_shards(pattern, pool["images"], args.batch_size, workers, seed,
+                                                       args.buffer)
+                else:
+                    got[tool] = run_transferlab(data, args.batch_size, workers, seed)
+                print(f"workers {workers} repeat {repeat} {tool}: {got[tool][0]:.1f} images/s "
+                      f"({got[tool][1]} images)", file=sys.stderr, flush=True)
+            tl.append(got["transferlab"][0])
+            wd.append(got["webdataset"][0])
+            ratios.append(tl[-1] / wd[-1])
+        results[f"workers_{workers}"] = {
+            "transferlab_images_per_s": round(median(tl), 1), "webdataset_images_per_s": round(median(wd), 1),
+            "transferlab_per_worker": round(median(tl) / workers, 1),
+            "webdataset_per_worker": round(median(wd) / workers, 1),
+            "ratio_median": round(median(ratios), 3), "ratios": [round(r, 3) for r in ratios],
+            "transferlab_runs": [round(v, 1) for v in tl], "webdataset_runs": [round(v, 1) for v in wd]}
+    if args.profile and data is not None:
+        print(profile_transferlab(data, args.batch_size, args.seed, args.profile), file=sys.stderr)
+        print(profile_webdataset(shards, args.batch_size, args.seed, args.profile), file=sys.stderr)
+    print(json.dumps({"benchmark": "stream_loader", "images": pool["images"], "shards": len(shards),
+                      "jpeg_mib": round(pool["image_bytes"] / 2**20, 1), "batch_size": args.batch_size,
+                      "repeats": args.repeats, "wds_shuffle": args.wds_shuffle, "sampling": args.sampling,
+                      "http": args.http, "buffer": args.buffer if args.sampling == "shards" else None,
+                      "index_seconds": round(index_seconds, 2), **results,
+                      "load_average_before": round(load_before, 2),
+                      "load_average_after": round(os.getloadavg()[0], 2)}))
 
 
 if __name__ == "__main__":

@@ -217,3 +217,21 @@ def test_the_report_of_a_streamed_pool_counts_what_its_index_skipped(tmp_path):
     report = DataReport()
     data = pool_index(spec, "pool", [shard]).dataset("pool", spec, report)
     assert len(data) == 3 and dict(report.skipped) == {"empty caption": 1, "no image": 1} and report.kept == 3
+
+
+def test_stream_auto_decides_by_the_decoded_size_before_decoding_and_counts_what_it_names(tmp_path, monkeypatch):
+    from transferlab.data import samples, shards
+
+    folder = tmp_path / "pool"
+    for j in range(3):
+        write_tar(folder / f"{j}.tar", pairs(100 * j, 10))
+    spec = WebDatasetSource(source="webdataset", shards=str(folder))
+    assert not read_webdataset(spec, "pool", 8, 3, stream="auto").streamed  # 30 x 3 x 8 x 8 bytes: in memory
+    monkeypatch.setattr(shards, "STREAM_ABOVE_BYTES", 30 * 3 * 8 * 8 - 1)
+    decoded = []
+    monkeypatch.setattr(shards, "decode_each", lambda *a: decoded.append(1))
+    assert read_webdataset(spec, "pool", 8, 3, stream="auto").streamed and not decoded  # one byte more: streamed
+    monkeypatch.setattr(samples, "free_memory", lambda: 1000)
+    with pytest.raises(Exception, match=r"the 30 images of dataset 'pool' need 0.0 GiB once decoded at 8x8x3 "
+                                        r"\(2 copies while they are gathered\).*stream: true"):
+        read_webdataset(spec, "pool", 8, 3, stream=False)

@@ -42,3 +42,57 @@ def served(pool):
     finally:
         server.terminate()
         server.wait()
+
+
+class RangeHandler:
+    """The request handler of a server that answers range requests (`Range: bytes=a-b` -> 206), as object
+    stores and most web servers do; `python -m http.server` does not."""
+
+    @staticmethod
+    def make():
+        import http.server
+        import io
+        import os
+        import re
+
+        class Handler(http.server.SimpleHTTPRequestHandler):
+            def log_message(self, *args) -> None:
+                pass
+
+            def send_head(self):
+                wanted = re.fullmatch(r"bytes=(\d+)-(\d*)", self.headers.get("Range", ""))
+                if wanted is None:
+                    return super().send_head()
+                with open(self.translate_path(self.path), "rb") as file:
+                    size = os.fstat(file.fileno()).st_size
+                    start, end = int(wanted[1]), min(int(wanted[2] or size - 1), size - 1)
+                    file.seek(start)
+                    body = file.read(max(0, end - start + 1))
+                self.send_response(206)
+                self.send_header("Content-Range", f"bytes {start}-{end}/{size}")
+                self.send_header("Content-Length", str(len(body)))
+                self.send_header("Accept-Ranges", "bytes")
+                self.end_headers()
+                return io.BytesIO(body)
+        return Handler
+
+
+@pytest.fixture
+def serve_with_ranges():
+    """A function serving a folder from a thread of this process with range requests answered; yields its URL."""
+    import functools
+    import http.server
+    import threading
+
+    servers = []
+
+    def serve(folder) -> str:
+        handler = functools.partial(RangeHandler.make(), directory=str(folder))
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        servers.append(server)
+        return f"http://127.0.0.1:{server.server_address[1]}"
+    yield serve
+    for server in servers:
+        server.shutdown()
+        server.server_close()

@@ -130,3 +130,68 @@ def test_sigkills_then_resume_over_http_give_the_uninterrupted_weights(tiny_over
     subprocess.run([*command, "--out", str(cut), "--resume"], check=True, capture_output=True)
     assert_same(load_file(str(latest_checkpoint(tmp_path / "whole") / "model.safetensors")),
                 load_file(str(latest_checkpoint(cut) / "model.safetensors")))
+
+
+@pytest.mark.slow
+def test_64mb_shards_served_with_and_without_ranges_train_to_the_weights_from_disk(tiny_overrides, tmp_path,
+                                                                                    serve_with_ranges):
+    """Shards of 64 MB (past fsspec's 5 MB read-ahead block, where `python -m http.server`'s missing range support
+    shows), from disk, from `python -m http.server` (no ranges) and from a server that answers ranges: each mode
+    trains to the same weights from all three."""
+    folder = tmp_path / "big"
+    folder.mkdir()
+    padding = bytes(2**20)  # a member no reader asks for: 64 of them make a 64 MB shard
+    for number in range(2):
+        with tarfile.open(folder / f"s{number}.tar", "w") as tar:
+            for i in range(number * 64, number * 64 + 64):
+                image = encode_png(torch.full((1, 8, 8), i, dtype=torch.uint8))
+                for ext, data in (("png", image), ("txt", f"digit {i % 10}".encode()), ("bin", padding)):
+                    info = tarfile.TarInfo(f"{i:06d}.{ext}")
+                    info.size = len(data)
+                    tar.addfile(info, io.BytesIO(data))
+    assert all(path.stat().st_size >= 64 * 2**20 for path in folder.glob("*.tar"))
+    base = [*tiny_overrides, "datasets.pool.source=webdataset", "datasets.pool.stream=true", "train.data=pool",
+            "datasets.pool.splits={train: 1}", "eval.datasets=[]", "train.batch_size=16", "train.steps=6",
+            "model.image_size=8"]
+    no_ranges = subprocess.Popen([sys.executable, "-u", "-m", "http.server", "0", "--bind", "127.0.0.1", "--directory",
+                                  str(folder)], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        port = no_ranges.stdout.readline().split("port ")[1].split()[0]
+        places = {"disk": str(folder / "s{0..1}.tar"), "no ranges": f"http://127.0.0.1:{port}/s{{0..1}}.tar",
+                  "ranges": f"{serve_with_ranges(folder)}/s{{0..1}}.tar"}
+        for mode, extra in {"epochs": ["train.loader_workers=1"],
+                            "shards": ["train.sampling=shards", "train.loader_workers=2"]}.items():
+            trained = {}
+            for place, shards in places.items():
+                run = tmp_path / f"{mode}-{place.replace(' ', '-')}"
+                loop.pretrain(load_recipe(None, [*base, *extra, f"datasets.pool.shards={shards}"]), run)
+                trained[place] = load_file(str(latest_checkpoint(run) / "model.safetensors"))
+            assert_same(trained["disk"], trained["no ranges"])
+            assert_same(trained["disk"], trained["ranges"])
+    finally:
+        no_ranges.terminate()
+        no_ranges.wait()
+
+
+@pytest.mark.slow
+def test_two_ranks_read_uneven_shards_and_resume_exactly_under_torchrun(tiny_overrides, tmp_path):
+    """2 ranks × 1 loader worker on shards of 150, 40 and 10 samples, over several epochs: the run never waits
+    on a rank, and resumed from a checkpoint halfway (as after a kill there) it ends at the same weights."""
+    import shutil
+
+    from tests.torchrun import CLI, torchrun
+
+    data_pool = write_pool(tmp_path / "pool", [150, 40, 10])
+    overrides = [o for o in tiny_overrides if not o.startswith(("train.steps", "train.checkpoint_every"))]
+    sets = [a for o in [*overrides, *STREAMED, f"datasets.pool.shards={data_pool}", *SHARDS, "eval.datasets=[]",
+                        "datasets.pool.label_key=null", "train.loader_workers=1", "train.steps=16",
+                        "train.checkpoint_every=8", "train.keep_checkpoints=null"] for a in ("--set", o)]
+    torchrun(*CLI, "pretrain", "--out", str(tmp_path / "whole"), *sets)
+    cursors = json.loads((latest_checkpoint(tmp_path / "whole") / "meta.json").read_text())["stream_cursors"]
+    assert cursors["layout"] == [2, 1] and max(c["epoch"] for c in cursors["cursors"].values()) >= 1
+    shutil.copytree(tmp_path / "whole", tmp_path / "cut")
+    shutil.rmtree(tmp_path / "cut" / "checkpoints" / "step_16")
+    (tmp_path / "cut" / "checkpoints" / "latest").write_text("step_8\n")
+    torchrun(*CLI, "pretrain", "--out", str(tmp_path / "cut"), "--resume")
+    assert_same(load_file(str(latest_checkpoint(tmp_path / "whole") / "model.safetensors")),
+                load_file(str(latest_checkpoint(tmp_path / "cut") / "model.safetensors")))
