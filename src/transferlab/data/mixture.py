@@ -5,7 +5,7 @@ probability 0.2; `train.late_data` gives other weights to the last `train.late_f
 domain upsampling that ends a run on the data it is meant for.
 
 Combining (`combine`). The sources' train splits are concatenated in the order `train.data` names them, and
-`source_ids` records which source each sample came from. Labels are kept apart: a source's labels are offset
+`sizes` records how many samples each source gave (`source_ids`: which source each sample came from). Labels are kept apart: a source's labels are offset
 by the classes of the sources before it and its class names are prefixed with its key (`digits/three`), so
 `positives: auto` (= label) never makes a sample of one source a match of another's, even when their class
 names agree — a "3" of one collection is not declared the same class as a "3" of another. Where that is the
@@ -45,16 +45,18 @@ from transferlab.runtime import derived_generator
 
 @dataclass
 class Mixture:
-    """The combined training set; `names[source_ids[i]]` is the dataset sample i came from."""
+    """The combined training set: its sources' datasets `names`, of `sizes` samples each, one after the other
+    (`sizes` is empty for a pool read whole shards at a time, whose size nobody knows)."""
 
     data: ImageTextData | TextPairData | ShardPool
     names: list[str]
-    source_ids: torch.Tensor
+    sizes: list[int]
     reports: dict[str, DataReport]
 
     @property
-    def sizes(self) -> list[int]:
-        return torch.bincount(self.source_ids, minlength=len(self.names)).tolist()
+    def source_ids(self) -> torch.Tensor:
+        """`names[source_ids[i]]` is the dataset sample i came from (built when asked: a pool's N int64s)."""
+        return torch.repeat_interleave(torch.arange(len(self.names)), torch.tensor(self.sizes, dtype=torch.long))
 
 
 def load_training_data(recipe: Recipe) -> Mixture:
@@ -68,7 +70,7 @@ def load_training_data(recipe: Recipe) -> Mixture:
             raise UserError(f"train.sampling 'shards' reads webdataset shards whole, but dataset '{name}' is a "
                             f"'{spec.source}' source. Use train.sampling 'epochs', or write it as shards.")
         pool = open_shard_pool(spec, name)
-        return Mixture(pool, [name], torch.zeros(0, dtype=torch.long), {name: pool.report})
+        return Mixture(pool, [name], [], {name: pool.report})
     return combine({name: load_splits(name, recipe.datasets[name], size, channels)["train"]
                     for name in recipe.train.sources})
 
@@ -76,10 +78,10 @@ def load_training_data(recipe: Recipe) -> Mixture:
 def combine(parts: dict[str, ImageTextData | TextPairData]) -> Mixture:
     """One training set of `parts` (dataset key -> its train split); a single part is returned as it is."""
     names = list(parts)
-    source_ids = torch.repeat_interleave(torch.arange(len(names)), torch.tensor([len(p) for p in parts.values()]))
+    sizes = [len(part) for part in parts.values()]
     reports = {name: part.report for name, part in parts.items()}
     if len(parts) == 1:
-        return Mixture(parts[names[0]], names, source_ids, reports)
+        return Mixture(parts[names[0]], names, sizes, reports)
     for name, part in parts.items():
         if not len(part):
             raise UserError(f"train.data mixes dataset '{name}', whose train split is empty. Give it data or "
@@ -91,7 +93,7 @@ def combine(parts: dict[str, ImageTextData | TextPairData]) -> Mixture:
     if all(isinstance(part, TextPairData) for part in parts.values()):
         data = TextPairData(name, [text for part in parts.values() for text in part.left],
                             [text for part in parts.values() for text in part.right], merged)
-        return Mixture(data, names, source_ids, reports)
+        return Mixture(data, names, sizes, reports)
     labels = classnames = None
     if all(part.labels is not None and part.classnames is not None for part in parts.values()):
         offsets = [0, *itertools.accumulate(len(part.classnames) for part in parts.values())]
@@ -109,7 +111,7 @@ def combine(parts: dict[str, ImageTextData | TextPairData]) -> Mixture:
                          captions=CaptionColumn.cat([part.captions for part in parts.values()]),
                          labels=labels, classnames=classnames, report=merged,
                          classnames_from=None if labels is None else "the mixed datasets' class names")
-    return Mixture(data, names, source_ids, reports)
+    return Mixture(data, names, sizes, reports)
 
 
 def late_start(steps: int, fraction: float) -> int:

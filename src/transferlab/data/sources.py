@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import logging
 
+import torch
+
 from transferlab.config import (
     BundledSource,
     CifarSource,
@@ -62,8 +64,10 @@ def load_splits(name: str, spec: DataSource, size: int, channels: int) -> dict[s
     if isinstance(spec, PublishedSource):
         return published_roles(name, spec, read_published(name, spec, size, channels))
     data = load_dataset(name, spec, size, channels)
-    return {split: data if len(index) == len(data) else data.subset(index)  # all of it: no copy of a pool's index
-            for split, index in split_indices(len(data), spec.splits, data.labels).items()}
+    if spec.splits.val == spec.splits.test == 0:  # all of it for training: no order drawn over a pool, no copy
+        nothing = torch.zeros(0, dtype=torch.long)
+        return {"train": data, "val": data.subset(nothing), "test": data.subset(nothing)}
+    return {split: data.subset(index) for split, index in split_indices(len(data), spec.splits, data.labels).items()}
 
 
 def read_published(name: str, spec: PublishedSource, size: int, channels: int) -> dict[str, ImageTextData]:
