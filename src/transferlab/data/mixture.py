@@ -5,7 +5,7 @@ probability 0.2; `train.late_data` gives other weights to the last `train.late_f
 domain upsampling that ends a run on the data it is meant for.
 
 Combining (`combine`). The sources' train splits are concatenated in the order `train.data` names them, and
-`sizes` records how many samples each source gave (`source_ids`: which source each sample came from). Labels are kept apart: a source's labels are offset
+`sizes` records how many samples each source gave. Labels are kept apart: a source's labels are offset
 by the classes of the sources before it and its class names are prefixed with its key (`digits/three`), so
 `positives: auto` (= label) never makes a sample of one source a match of another's, even when their class
 names agree — a "3" of one collection is not declared the same class as a "3" of another. Where that is the
