@@ -239,6 +239,10 @@ def open_shard_pool(spec: WebDatasetSource, name: str) -> ShardPool:
     classnames_from, classnames = dataset_file(sources[0], CLASSNAMES, report) if spec.label_key else (None, None)
     counts = published_counts(sources)
     published = sum(counts.values()) if len(counts) == len(sources) else None
+    report.kept = published or 0
+    counted = "samples not counted" if published is None else f"{published} samples by its count files"
+    report.note(f"dataset '{name}' is read whole shards at a time ({len(sources)} shards, {counted}); what reading "
+                f"skips is counted under training_stream", warn=False)
     return ShardPool(name, spec, sources, classnames, None if classnames_from is None else str(classnames_from),
                      spec.templates, report, published)
 
