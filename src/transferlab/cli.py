@@ -580,6 +580,9 @@ def leaderboard(results: Annotated[list[Path], typer.Argument(help="results.json
     terminal = Console()
     for table in _leaderboard_tables(board, terminal.width):
         terminal.print(table)
+    console.print(board.comparison[0].upper() + board.comparison[1:] + "." + (
+        f" Not shown: {', '.join(board.hidden)}, where every model was skipped." if board.hidden else ""),
+        soft_wrap=True, highlight=False)
     for row in board.rows:
         if row.collection:
             console.print(f"{row.label}: {row.collection}", soft_wrap=True, highlight=False)
