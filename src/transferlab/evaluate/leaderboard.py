@@ -2,12 +2,13 @@
 
 `find_results` turns paths (files, run or eval directories, folders searched recursively) into results.json
 files; `build` reads them into a `Leaderboard`: one column per (dataset, task) holding that task's main
-metric (a column where every model was skipped is not shown), per model the average and the average rank (1 is
-best, ties share the mean rank) over the columns every model has — an average over other columns would not
-compare like with like (as MTEB and DataComp's leaderboard rank only over one set of tasks) — and `flags`: every reason two numbers in one column, or two rows, may not measure the same thing
-(different dataset fingerprints or splits, different main metrics, one suite name with two suite hashes,
-collection averages over different tasks, results without provenance). A flag is shown, never dropped;
-`--strict` turns them into an error. `write_csv`, `write_markdown` and leaderboard_page.write_html write it.
+metric (a column where every model was skipped is not shown), per model the average and the average rank (1
+is best, ties share the mean rank) over the columns every model has — an average over other columns would not
+compare like with like (MTEB and DataComp's leaderboard also rank over one set of tasks) — and `flags`: every
+reason two numbers in one column, or two rows, may not measure the same thing (different dataset fingerprints
+or splits, different main metrics, one suite name with two suite hashes, collection averages over different
+tasks, results without provenance). A flag is shown, never dropped; `--strict` turns them into an error.
+`write_csv`, `write_markdown` and leaderboard_page.write_html write it.
 """
 
 from __future__ import annotations
