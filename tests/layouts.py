@@ -30,8 +30,11 @@ def encode(image: np.ndarray, fmt: str = "png") -> bytes:
 
 def write_clip_benchmark(root: Path, splits: dict[str, list[tuple[np.ndarray, int | list[str]]]],
                          classnames: list[str] | None = None, templates: list[str] | None = None,
-                         retrieval: bool = False, max_count: int = 10_000, fmt: str = "png") -> Path:
-    """One dataset folder: per split, (image, label) pairs, or (image, captions) for `retrieval`."""
+                         retrieval: bool = False, max_count: int = 10_000, fmt: str = "png",
+                         metadata: dict[str, np.ndarray] | None = None) -> Path:
+    """One dataset folder: per split, (image, label) pairs, or (image, captions) for `retrieval`; `metadata`:
+    per split a row per sample, stored as its `.npy` member (np.save, as webdataset's encoder and DataComp's
+    WILDS and fairness downloads store it)."""
     root.mkdir(parents=True, exist_ok=True)
     if classnames:
         with open(root / "classnames.txt", "w") as file:
@@ -51,6 +54,10 @@ def write_clip_benchmark(root: Path, splits: dict[str, list[tuple[np.ndarray, in
                 sample["txt"] = "\n".join(caption.replace("\n", r"\n") for caption in target)
             else:
                 sample["cls"] = target
+            if metadata is not None:
+                buffer = io.BytesIO()
+                np.save(buffer, metadata[split][index])
+                sample["npy"] = buffer.getvalue()
             sink.write(sample)
         shards = sink.shard
         sink.close()

@@ -433,7 +433,10 @@ class LoggingSpec(Strict):
 
 # ---------------------------------------------------------------------------------------------- eval
 
-EvalTask = Literal["zeroshot_classification", "linear_probe", "knn", "ncm", "fewshot", "retrieval", "clustering"]
+EvalTask = Literal["zeroshot_classification", "linear_probe", "knn", "ncm", "fewshot", "retrieval", "clustering",
+                   "association"]
+# DataComp's WILDS and fairness evaluators (evaluate/group_metrics.py), by the dataset they score
+GroupProtocol = Literal["iwildcam", "camelyon17", "fmow", "dollar_street", "geode"]
 FewShotMethod = Literal[FEWSHOT_METHODS]
 
 
@@ -490,6 +493,9 @@ class EvalSpec(Strict):
     main_metrics: dict[str, str] = Field(
         default={}, description="a dataset's main metric (tables, averages, leaderboards) in place of its tasks' "
                                 "defaults: acc1 for classifiers, mean_recall@1 for retrieval, nmi for clustering")
+    group_metrics: dict[str, GroupProtocol] = Field(
+        default={}, description="a dataset's DataComp WILDS or fairness metrics (worst-group accuracies, iWildCam's "
+                                "macro F1), added to its zero-shot metrics; the groups come from each sample's .npy")
 
     def tasks_for(self, dataset: str) -> list[str]:
         return self.dataset_tasks.get(dataset, self.tasks)
@@ -497,7 +503,7 @@ class EvalSpec(Strict):
     def dataset_references(self) -> list[tuple[str, str]]:
         """(key, dataset name) for every dataset this section names, to check they are defined."""
         return [("eval.datasets", n) for n in self.datasets] + [(f"eval.{key}", n) for key in (
-            "dataset_tasks", "main_metrics") for n in getattr(self, key)]
+            "dataset_tasks", "main_metrics", "group_metrics") for n in getattr(self, key)]
 
     @field_validator("templates")
     @classmethod

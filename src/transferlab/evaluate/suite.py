@@ -24,6 +24,7 @@ from transferlab.config.schema import Collection
 from transferlab.data.dataset import ImageTextData
 from transferlab.data.fingerprint import dataset_fingerprint
 from transferlab.data.pairs import TextPairData
+from transferlab.data.sample_metadata import read_sample_metadata
 from transferlab.data.sources import load_splits
 from transferlab.errors import UserError
 from transferlab.evaluate.features import caption_embeddings, image_embeddings, query_embeddings
@@ -154,7 +155,8 @@ def embedded_dataset(encoder: Encoder, suite: Suite, name: str, cache_dir: Path 
                                                                 spec.batch_size)),
                 embed_captions=functools.cache(lambda split: caption_embeddings(encoder, splits[split], split,
                                                                                cache_dir, spec.batch_size)),
-                encode_text=encoder.encode_text, model=encoder.module)
+                encode_text=encoder.encode_text, model=encoder.module,
+                group_metadata=functools.cache(lambda split: read_sample_metadata(source, split, splits[split])))
 
 
 def _first_side(encoder: Encoder, data, split: str, cache_dir: Path | None, batch_size: int | None):

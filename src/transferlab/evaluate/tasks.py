@@ -28,6 +28,7 @@ from transferlab.data.loader import decode_all
 from transferlab.errors import UserError
 from transferlab.evaluate.clustering import cluster_metrics
 from transferlab.evaluate.fewshot import fewshot_curve
+from transferlab.evaluate.group_metrics import PROTOCOLS, group_metrics
 from transferlab.evaluate.knn import KNNClassifier, select_k_on_validation
 from transferlab.evaluate.metrics import mean_per_class_recall
 from transferlab.evaluate.ncm import NearestClassMean
@@ -51,6 +52,7 @@ class EmbeddedDataset:
     embed_captions: Callable[[str], tuple[torch.Tensor, torch.Tensor]]  # split -> (captions, caption's image)
     encode_text: Callable[[list[str]], torch.Tensor] | None
     model: torch.nn.Module | None = None  # the encoder's module (CoOp prompts its text tower)
+    group_metadata: Callable[[str], np.ndarray | None] = lambda split: None  # split -> each sample's metadata row
     _classifiers: dict = field(default_factory=dict)  # zero-shot weights by (class names, templates)
 
     @property
@@ -107,9 +109,17 @@ def classification_scores(predicted: np.ndarray, labels: np.ndarray) -> dict[str
 
 
 def zeroshot_classification(embedded: EmbeddedDataset, spec: EvalSpec) -> Result:
+    """acc1, acc5, mean per-class recall; with `eval.group_metrics` naming the dataset, DataComp's metrics of its
+    WILDS or fairness protocol on the same scores too."""
     features, labels = embedded.labelled(embedded.split, "zeroshot_classification")
     weights = embedded.text_classifier(spec.templates, "zeroshot_classification")
-    return zeroshot_classify(torch.as_tensor(features), weights, torch.as_tensor(labels))
+    metrics, predicted = zeroshot_classify(torch.as_tensor(features), weights, torch.as_tensor(labels))
+    protocol = spec.group_metrics.get(embedded.name)
+    if protocol is not None:
+        scores = (torch.as_tensor(features) @ weights.T).numpy()
+        metadata = embedded.group_metadata(embedded.split) if PROTOCOLS[protocol].worst else None
+        metrics.update(group_metrics(protocol, scores, labels, metadata, f"dataset '{embedded.name}'"))
+    return metrics, predicted
 
 
 def linear_probe(embedded: EmbeddedDataset, spec: EvalSpec) -> Result:
