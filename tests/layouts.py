@@ -2,7 +2,9 @@
 
 `write_clip_benchmark` follows `clip_benchmark.webdataset_builder.convert_dataset` / `convert_retrieval_dataset`
 (clip-benchmark 1.6.2): webdataset's ShardWriter with keys "s%07d", `<split>/%d.tar`, nshards.txt, and the
-dataset-level text files written with print(*lines, sep="\\n", end="\\n").
+dataset-level text files written with print(*lines, sep="\\n", end="\\n"). `write_load_dataset_cache` runs a
+`datasets` loading script's builder offline, as `load_dataset(repo, cache_dir=...)` does, so the cache holds
+what DataComp's download of its retrieval sets and WinoGAViL holds (images a script extracted stored as paths).
 """
 
 from __future__ import annotations
@@ -64,3 +66,29 @@ def write_clip_benchmark(root: Path, splits: dict[str, list[tuple[np.ndarray, in
         with open(root / split / "nshards.txt", "w") as file:
             print(shards, end="\n", file=file)
     return root
+
+
+def write_load_dataset_cache(cache_dir: Path, repo: str, features: dict, rows: list[dict], config: str = "default",
+                             split: str = "test") -> Path:
+    """What `datasets.load_dataset(repo, split=split, cache_dir=cache_dir)` leaves for a loading script whose
+    builder has `features` and yields `rows` (an Image feature given a file path stores only the path);
+    returns the build folder `<cache_dir>/<owner>___<name>/<config>/<version>/<hash>`."""
+    import datasets
+
+    class Builder(datasets.GeneratorBasedBuilder):
+        VERSION = datasets.Version("1.1.0")
+        BUILDER_CONFIGS = [datasets.BuilderConfig(name=config, version=VERSION)]
+
+        def _info(self):
+            return datasets.DatasetInfo(features=datasets.Features(features))
+
+        def _split_generators(self, dl_manager):
+            return [datasets.SplitGenerator(name=split, gen_kwargs={})]
+
+        def _generate_examples(self):
+            yield from enumerate(rows)
+
+    name = repo.split("/", 1)[1]
+    builder = Builder(cache_dir=str(cache_dir), dataset_name=name, repo_id=repo, config_name=config, hash="0123abcd")
+    builder.download_and_prepare()
+    return Path(builder.cache_dir)

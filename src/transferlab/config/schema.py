@@ -192,8 +192,17 @@ class CifarSource(PublishedSource):
                                                                           "the 20 superclasses")
 
 
+class WinoGAViLSource(PublishedSource):
+    """WinoGAViL's association instances (a cue, 5 to 12 candidate images, the ones that fit it), as the
+    `datasets` library stores nlphuji/winogavil: a `load_dataset` cache, a `save_to_disk` folder or parquet files;
+    for the `association` task."""
+
+    source: Literal["winogavil"]
+
+
 DataSource = Annotated[BundledSource | FolderSource | WebDatasetSource | TextPairSource | ClipBenchmarkSource
-                       | ImageFolderSource | HFDatasetSource | CifarSource, Field(discriminator="source")]
+                       | ImageFolderSource | HFDatasetSource | CifarSource | WinoGAViLSource,
+                       Field(discriminator="source")]
 
 
 # --------------------------------------------------------------------------------------------- model

@@ -26,6 +26,7 @@ from transferlab.data.fingerprint import dataset_fingerprint
 from transferlab.data.pairs import TextPairData
 from transferlab.data.sample_metadata import read_sample_metadata
 from transferlab.data.sources import load_splits
+from transferlab.data.winogavil import AssociationData
 from transferlab.errors import UserError
 from transferlab.evaluate.features import caption_embeddings, image_embeddings, query_embeddings
 from transferlab.evaluate.provenance import provenance
@@ -34,8 +35,9 @@ from transferlab.evaluate.tasks import TASKS, EmbeddedDataset, without_text
 from transferlab.fileio import atomic_write, read_jsonl_log
 from transferlab.models.encoder import Encoder
 
+# a dataset's eval.main_metrics overrides these
 MAIN_METRICS = {"zeroshot_classification": "acc1", "linear_probe": "acc1", "knn": "acc1", "ncm": "acc1",
-                "retrieval": "mean_recall@1", "clustering": "nmi"}  # a dataset's eval.main_metrics overrides
+                "retrieval": "mean_recall@1", "clustering": "nmi", "association": "jaccard_score_10-12"}
 NEEDS_LABELS = ("zeroshot_classification", "linear_probe", "knn", "ncm", "fewshot", "clustering")
 
 
@@ -110,6 +112,10 @@ def not_applicable(task: str, embedded: EmbeddedDataset) -> str | None:
     if task == "zeroshot_classification" and data.classnames_from is None:
         return (f"dataset '{embedded.name}' names its classes only by their integer labels (no class-name file was "
                 f"found; see its data notes), and zero-shot needs class names")
+    if (task == "association") != isinstance(data, AssociationData):
+        return (f"dataset '{embedded.name}' holds no association instances (cues with candidate images, WinoGAViL's "
+                f"format)" if task == "association" else
+                f"dataset '{embedded.name}' is made of association instances, which only the association task reads")
     if task == "retrieval" and isinstance(data, ImageTextData) and any(not captions for captions in data.captions):
         return (f"dataset '{embedded.name}' has images without captions (label-only data), so there is nothing to "
                 f"retrieve")

@@ -26,6 +26,7 @@ from transferlab.config.catalog import ZEROSHOT_START_METHODS, methods_fitted_on
 from transferlab.data.dataset import ImageTextData
 from transferlab.data.loader import decode_all
 from transferlab.errors import UserError
+from transferlab.evaluate.association import association_metrics, cue_prompt, jaccard_scores
 from transferlab.evaluate.clustering import cluster_metrics
 from transferlab.evaluate.fewshot import fewshot_curve
 from transferlab.evaluate.group_metrics import PROTOCOLS, group_metrics
@@ -228,7 +229,7 @@ def without_text(task: str, spec: EvalSpec, model: str) -> tuple[EvalSpec | None
     nothing) and what is skipped and why (None: nothing). Zero-shot classification and retrieval need text;
     so do the few-shot methods that start from the zero-shot classifier (`ZEROSHOT_START_METHODS`)."""
     reason = f"model '{model}' has no text encoder"
-    if task in ("zeroshot_classification", "retrieval"):
+    if task in ("zeroshot_classification", "retrieval", "association"):
         return None, f"{task} needs a text encoder; {reason}"
     text = [m for m in spec.fewshot.methods if m in ZEROSHOT_START_METHODS] if task == "fewshot" else []
     if not text:
@@ -248,6 +249,14 @@ def retrieval(embedded: EmbeddedDataset, spec: EvalSpec) -> Result:
     return retrieval_recall(images, captions, owner, ks=spec.retrieval.ks), None
 
 
+def association(embedded: EmbeddedDataset, spec: EvalSpec) -> Result:
+    """WinoGAViL's: choose the candidate images that fit each cue (evaluate/association.py)."""
+    instances = embedded.data.instances
+    cues = embedded.encode_text([cue_prompt(instance.cue) for instance in instances])
+    scores = jaccard_scores(embedded.embed(embedded.split), cues.cpu(), instances)
+    return association_metrics(scores, np.array([len(instance.fits) for instance in instances])), None
+
+
 def clustering(embedded: EmbeddedDataset, spec: EvalSpec) -> Result:
     features, labels = embedded.labelled(embedded.split, "clustering")
     metrics = cluster_metrics(features, labels, seeds=range(spec.clustering.seeds))
@@ -256,5 +265,5 @@ def clustering(embedded: EmbeddedDataset, spec: EvalSpec) -> Result:
 
 TASKS: dict[str, Callable[[EmbeddedDataset, EvalSpec], Result]] = {
     "zeroshot_classification": zeroshot_classification, "linear_probe": linear_probe, "knn": knn, "ncm": ncm,
-    "fewshot": fewshot, "retrieval": retrieval, "clustering": clustering,
+    "fewshot": fewshot, "retrieval": retrieval, "clustering": clustering, "association": association,
 }
