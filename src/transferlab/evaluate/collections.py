@@ -196,6 +196,18 @@ def _example(missing: dict[str, str]) -> str:
     return f"For example {key}: {missing[key]}."
 
 
+def collection_scores(tasks: list[dict]) -> dict[str, tuple[str, str, float]]:
+    """(task, main metric, value) per dataset of a results.json's tasks: the first task of each dataset that
+    has its main metric (a classification dataset's first task, zero-shot unless eval.tasks says otherwise), so
+    an average over them has one number per dataset."""
+    scores: dict[str, tuple[str, str, float]] = {}
+    for t in tasks:
+        value = (t.get("metrics") or {}).get(t.get("main"))
+        if value is not None:
+            scores.setdefault(str(t["dataset"]), (str(t["task"]), str(t["main"]), float(value)))
+    return scores
+
+
 def detect_source(folder: Path, kind: str) -> dict:
     """The data source of a dataset folder, by what is in it: CLIP_benchmark's layout (split folders with
     nshards.txt), a `datasets` save, cache or parquet files, CIFAR's binary batches, else an ImageFolder tree;

@@ -28,6 +28,7 @@ from transferlab.data.sample_metadata import read_sample_metadata
 from transferlab.data.sources import load_splits
 from transferlab.data.winogavil import AssociationData
 from transferlab.errors import UserError
+from transferlab.evaluate.collections import collection_scores
 from transferlab.evaluate.features import caption_embeddings, image_embeddings, query_embeddings
 from transferlab.evaluate.provenance import provenance
 from transferlab.evaluate.report import write_report
@@ -123,12 +124,11 @@ def not_applicable(task: str, embedded: EmbeddedDataset) -> str | None:
 
 
 def collection_summary(collection: Collection, tasks: list[dict]) -> dict:
-    """The collection's average: the mean main metric over its datasets that ran (DataComp's average when all
-    of them did), with how many ran and which were absent."""
-    values = {t["dataset"]: t["metrics"][t["main"]] for t in tasks if "main" in t
-              and t["metrics"].get(t["main"]) is not None}
+    """The collection's average: the mean main metric over its datasets that ran, one per dataset (DataComp's
+    average when all of them did), with how many ran and which were absent."""
+    values = [value for _, _, value in collection_scores(tasks).values()]
     return {"name": collection.name, "size": collection.size, "ran": len(values),
-            "average": sum(values.values()) / len(values) if values else None, "missing": collection.missing}
+            "average": sum(values) / len(values) if values else None, "missing": collection.missing}
 
 
 def _data_entry(suite: Suite, name: str, embedded: EmbeddedDataset) -> dict:
