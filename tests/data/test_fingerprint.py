@@ -38,6 +38,8 @@ def test_a_repeated_fingerprint_reads_no_file_again(tree, reads):
     first = fingerprint.dataset_fingerprint(spec)
     assert len(reads) == 6
     assert fingerprint.dataset_fingerprint(spec) == first and len(reads) == 6  # all six from the cache
+    (tree / "cat" / "x.lock").write_bytes(b"")  # a library's lock file is not data
+    assert fingerprint.dataset_fingerprint(spec) == first
     (tree / "cat" / "3.png").write_bytes(b"new")
     assert fingerprint.dataset_fingerprint(spec) != first and reads[6:] == ["3.png"]
 

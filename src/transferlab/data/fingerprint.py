@@ -72,10 +72,11 @@ def _parts(spec: DataSource, cache: DigestCache) -> list[str]:
 
 
 def _tree(root: Path, cache: DigestCache) -> list[str]:
-    """The parts of every file under `root` (a file or a folder), in sorted order; hidden files left out."""
+    """The parts of every file under `root` (a file or a folder), in sorted order; hidden files and lock files
+    (`*.lock`: the `datasets` library creates and removes them in its cache as it runs) left out."""
     if root.is_file():
         return _file(root, root.parent, cache)
-    files = sorted(path for path in root.rglob("*") if path.is_file()
+    files = sorted(path for path in root.rglob("*") if path.is_file() and path.suffix != ".lock"
                    and not any(part.startswith(".") for part in path.relative_to(root).parts))
     return [part for path in files for part in _file(path, root, cache)]
 
