@@ -139,15 +139,15 @@ def collection_suite(name: str, data_root: Path | str | None, overrides: list[st
     if not found:
         raise UserError(f"None of the {len(entries)} datasets of collection '{name}' is at {data_root}. "
                         + _example(missing))
-    kinds = {e.key: e for e in entries if e.key in found}
+    present = {e.key: e for e in entries if e.key in found}
     raw = {"name": name, "datasets": found,
            "eval": {"datasets": list(found), "tasks": ["zeroshot_classification"], "split": "test",
-                    "main_metrics": {key: e.main for key, e in kinds.items()},
-                    "group_metrics": {key: e.protocol for key, e in kinds.items() if e.protocol}},
+                    "main_metrics": {key: e.main for key, e in present.items()},
+                    "group_metrics": {key: e.protocol for key, e in present.items() if e.protocol}},
            "collection": {"name": name, "size": len(entries), "missing": missing}}
     suite = suite_from_dict(raw, f"collection '{name}'", overrides)
     classify = [task for task in suite.eval.tasks if task in CLASSIFICATION_TASKS]
-    per_dataset = {key: KIND_TASKS.get(e.kind, classify) for key, e in kinds.items()}
+    per_dataset = {key: KIND_TASKS.get(e.kind, classify) for key, e in present.items()}
     return suite.model_copy(update={"eval": suite.eval.model_copy(update={"dataset_tasks": per_dataset})})
 
 

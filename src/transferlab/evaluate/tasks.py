@@ -226,8 +226,8 @@ def _coop(model, classnames: list[str] | None):
 
 def without_text(task: str, spec: EvalSpec, model: str) -> tuple[EvalSpec | None, str | None]:
     """What of `task` a model without a text tower (an image backbone) can run: the spec to run it with (None:
-    nothing) and what is skipped and why (None: nothing). Zero-shot classification and retrieval need text;
-    so do the few-shot methods that start from the zero-shot classifier (`ZEROSHOT_START_METHODS`)."""
+    nothing) and what is skipped and why (None: nothing). Zero-shot classification, retrieval and association
+    need text; so do the few-shot methods that start from the zero-shot classifier (`ZEROSHOT_START_METHODS`)."""
     reason = f"model '{model}' has no text encoder"
     if task in ("zeroshot_classification", "retrieval", "association"):
         return None, f"{task} needs a text encoder; {reason}"
@@ -252,7 +252,8 @@ def retrieval(embedded: EmbeddedDataset, spec: EvalSpec) -> Result:
 def association(embedded: EmbeddedDataset, spec: EvalSpec) -> Result:
     """WinoGAViL's: choose the candidate images that fit each cue (evaluate/association.py)."""
     instances = embedded.data.instances
-    cues = embedded.encode_text([cue_prompt(instance.cue) for instance in instances])
+    with torch.no_grad():
+        cues = embedded.encode_text([cue_prompt(instance.cue) for instance in instances])
     scores = jaccard_scores(embedded.embed(embedded.split), cues.cpu(), instances)
     return association_metrics(scores, np.array([len(instance.fits) for instance in instances])), None
 
