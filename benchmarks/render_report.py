@@ -1,12 +1,15 @@
 """Render an HTML report in headless Chromium and screenshot it: a manual check of the report's layout.
 
 Without arguments it builds a representative two-model report from synthetic data (every task, few-shot
-curves, training curves, confusion matrices, embedding maps with short and long class names); given run
-directories (each holding results.json or eval/results.json, and optionally metrics.jsonl) it reports
-those instead. Prints one JSON line: the report, the screenshot and the page height in CSS pixels. Needs
-Debian's chromium (`apt-get install chromium`). Not part of the test suite.
+curves, training curves, confusion matrices, embedding maps with short and long class names); with
+`--collection`, the report of a `--suite datacomp` run over nine of its datasets (synthetic scores; the missing
+datasets as `collection_suite` lists them for a data root holding those nine), screenshot down to its summary
+table; given run directories (each holding results.json or eval/results.json, and optionally metrics.jsonl) it
+reports those instead. Prints one JSON line: the report, the screenshot and the page height in CSS pixels.
+Needs Debian's chromium (`apt-get install chromium`). Not part of the test suite.
 
     python benchmarks/render_report.py [RUN_DIR ...] [--out DIR] [--tsne]
+    python benchmarks/render_report.py --collection --out docs/images   # docs/images/report-collection.png
 """
 
 from __future__ import annotations
@@ -117,6 +120,35 @@ def synthetic_models() -> list[dict]:
     return models
 
 
+COLLECTION_RAN = {  # dataset -> (folder a download gives it, task, main metric, score)
+    "cifar10": ("wds_cifar10_test", "zeroshot_classification", "acc1", 0.912),
+    "vtab/pets": ("wds_vtab-pets_test", "zeroshot_classification", "mean_per_class_recall", 0.874),
+    "imagenet1k": ("wds_imagenet1k_test", "zeroshot_classification", "acc1", 0.632),
+    "stl10": ("wds_stl10_test", "zeroshot_classification", "acc1", 0.958),
+    "retrieval/flickr_1k_test_image_text_retrieval": ("hf_cache/nlphuji___flickr_1k_test_image_text_retrieval",
+                                                      "retrieval", "mean_recall@1", 0.705),
+    "misc/winogavil": ("hf_cache/nlphuji___winogavil", "association", "jaccard_score_10-12", 0.413),
+    "wilds/iwildcam": ("wds_wilds-iwildcam_test", "zeroshot_classification", "F1-macro_all", 0.112),
+    "wilds/fmow": ("wds_wilds-fmow_test", "zeroshot_classification", "acc_worst_region", 0.118),
+    "fairness/geode": ("wds_geode_test", "zeroshot_classification", "acc_wg", 0.847),
+}
+
+
+def collection_models(root: Path) -> list[dict]:
+    """One model's datacomp run over COLLECTION_RAN; the missing datasets as listed for a root holding those."""
+    from transferlab.evaluate.collections import collection_suite
+    from transferlab.evaluate.suite import collection_summary
+
+    for folder, *_ in COLLECTION_RAN.values():
+        (root / folder / "test").mkdir(parents=True, exist_ok=True)
+        (root / folder / "test" / "nshards.txt").write_text("1\n")
+    tasks = [{"task": task, "dataset": dataset, "split": "test", "metrics": {main: value}, "main": main,
+              "seconds": 12.0} for dataset, (_, task, main, value) in COLLECTION_RAN.items()]
+    summary = collection_summary(collection_suite("datacomp", root).collection, tasks)
+    return [{"results": {"model": "openclip:ViT-B-32:datacomp_m_s128m_b4k", "suite": "datacomp",
+                         "created": "2026-11-24T10:00:00+00:00", "tasks": tasks, "collection": summary}}]
+
+
 def run_models(run_dirs: list[Path]) -> list[dict]:
     models = []
     for run_dir in run_dirs:
@@ -156,12 +188,17 @@ def main() -> None:
     parser.add_argument("run_dirs", type=Path, nargs="*")
     parser.add_argument("--out", type=Path, default=None, help="directory for report.html and report.png")
     parser.add_argument("--tsne", action="store_true", help="embedding maps by t-SNE instead of PCA")
+    parser.add_argument("--collection", action="store_true", help="a datacomp collection run's report")
     args = parser.parse_args()
     out = args.out or Path(tempfile.mkdtemp(prefix="render-report-"))
-    models = run_models(args.run_dirs) if args.run_dirs else synthetic_models()
-    report = write_report(out / "report.html", models, embedding_method="tsne" if args.tsne else "pca")
-    height = page_height(report)
-    screenshot = out / "report.png"
+    if args.collection:
+        models = collection_models(Path(tempfile.mkdtemp(prefix="render-report-")) / "datacomp")
+    else:
+        models = run_models(args.run_dirs) if args.run_dirs else synthetic_models()
+    name = "report-collection" if args.collection else "report"
+    report = write_report(out / f"{name}.html", models, embedding_method="tsne" if args.tsne else "pca")
+    height = min(page_height(report), 1450) if args.collection else page_height(report)
+    screenshot = out / f"{name}.png"
     _chromium(f"--window-size={WIDTH},{min(height, MAX_HEIGHT)}", f"--screenshot={screenshot.resolve()}",
               report.resolve().as_uri())
     print(json.dumps({"report": str(report), "report_bytes": report.stat().st_size, "screenshot": str(screenshot),

@@ -2,7 +2,9 @@
 
 `write_clip_benchmark` follows `clip_benchmark.webdataset_builder.convert_dataset` / `convert_retrieval_dataset`
 (clip-benchmark 1.6.2): webdataset's ShardWriter with keys "s%07d", `<split>/%d.tar`, nshards.txt, and the
-dataset-level text files written with print(*lines, sep="\\n", end="\\n").
+dataset-level text files written with print(*lines, sep="\\n", end="\\n"). `write_load_dataset_cache` runs a
+`datasets` loading script's builder offline, as `load_dataset(repo, cache_dir=...)` does, so the cache holds
+what DataComp's download of its retrieval sets and WinoGAViL holds (images a script extracted stored as paths).
 """
 
 from __future__ import annotations
@@ -30,8 +32,11 @@ def encode(image: np.ndarray, fmt: str = "png") -> bytes:
 
 def write_clip_benchmark(root: Path, splits: dict[str, list[tuple[np.ndarray, int | list[str]]]],
                          classnames: list[str] | None = None, templates: list[str] | None = None,
-                         retrieval: bool = False, max_count: int = 10_000, fmt: str = "png") -> Path:
-    """One dataset folder: per split, (image, label) pairs, or (image, captions) for `retrieval`."""
+                         retrieval: bool = False, max_count: int = 10_000, fmt: str = "png",
+                         metadata: dict[str, np.ndarray] | None = None) -> Path:
+    """One dataset folder: per split, (image, label) pairs, or (image, captions) for `retrieval`; `metadata`:
+    per split a row per sample, stored as its `.npy` member (np.save, as webdataset's encoder and DataComp's
+    WILDS and fairness downloads store it)."""
     root.mkdir(parents=True, exist_ok=True)
     if classnames:
         with open(root / "classnames.txt", "w") as file:
@@ -51,9 +56,39 @@ def write_clip_benchmark(root: Path, splits: dict[str, list[tuple[np.ndarray, in
                 sample["txt"] = "\n".join(caption.replace("\n", r"\n") for caption in target)
             else:
                 sample["cls"] = target
+            if metadata is not None:
+                buffer = io.BytesIO()
+                np.save(buffer, metadata[split][index])
+                sample["npy"] = buffer.getvalue()
             sink.write(sample)
         shards = sink.shard
         sink.close()
         with open(root / split / "nshards.txt", "w") as file:
             print(shards, end="\n", file=file)
     return root
+
+
+def write_load_dataset_cache(cache_dir: Path, repo: str, features: dict, rows: list[dict], config: str = "default",
+                             split: str = "test") -> Path:
+    """What `datasets.load_dataset(repo, split=split, cache_dir=cache_dir)` leaves for a loading script whose
+    builder has `features` and yields `rows` (an Image feature given a file path stores only the path);
+    returns the build folder `<cache_dir>/<owner>___<name>/<config>/<version>/<hash>`."""
+    import datasets
+
+    class Builder(datasets.GeneratorBasedBuilder):
+        VERSION = datasets.Version("1.1.0")
+        BUILDER_CONFIGS = [datasets.BuilderConfig(name=config, version=VERSION)]
+
+        def _info(self):
+            return datasets.DatasetInfo(features=datasets.Features(features))
+
+        def _split_generators(self, dl_manager):
+            return [datasets.SplitGenerator(name=split, gen_kwargs={})]
+
+        def _generate_examples(self):
+            yield from enumerate(rows)
+
+    name = repo.split("/", 1)[1]
+    builder = Builder(cache_dir=str(cache_dir), dataset_name=name, repo_id=repo, config_name=config, hash="0123abcd")
+    builder.download_and_prepare()
+    return Path(builder.cache_dir)

@@ -117,7 +117,9 @@ def eval_(models: Annotated[list[str], typer.Argument(help="run, checkpoint or e
               "--suite", help="a suite YAML file, a built-in suite name, or a benchmark collection (datacomp, vtab, "
                               "retrieval; with --data-root) (default: a run's own recipe, else 'default')")] = None,
           data_root: Annotated[Path | None, typer.Option(
-              "--data-root", help="the folder holding a collection's datasets (one folder each)")] = None,
+              "--data-root", help="the folder holding a collection's datasets (one folder each, as their downloads "
+                                  "name them), or hf-hub:clip-benchmark / hf-hub:djghosh to fetch them through the "
+                                  "hub cache")] = None,
           out: Annotated[Path | None, typer.Option("--out", help="where results go (default: <run>/eval for one "
                                                                  "run, else runs/eval-<time>)")] = None,
           set_: SetOpt = None, device: DeviceOpt = None,
@@ -580,6 +582,9 @@ def leaderboard(results: Annotated[list[Path], typer.Argument(help="results.json
     terminal = Console()
     for table in _leaderboard_tables(board, terminal.width):
         terminal.print(table)
+    console.print(board.comparison[0].upper() + board.comparison[1:] + "." + (
+        f" Not shown: {', '.join(board.hidden)}, where every model was skipped." if board.hidden else ""),
+        soft_wrap=True, highlight=False)
     for row in board.rows:
         if row.collection:
             console.print(f"{row.label}: {row.collection}", soft_wrap=True, highlight=False)

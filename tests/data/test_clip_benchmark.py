@@ -139,7 +139,7 @@ def test_hub_dataset_is_fetched_through_huggingface_hub(classification, monkeypa
     def offline(repo_id, repo_type):
         raise LocalEntryNotFoundError("offline")
     monkeypatch.setattr(huggingface_hub, "snapshot_download", offline)
-    with pytest.raises(UserError, match="huggingface-cli download --repo-type dataset clip-benchmark/wds_fruit"):
+    with pytest.raises(UserError, match="hf download --repo-type dataset clip-benchmark/wds_fruit"):
         load_splits("fruit", spec, 12, 3)
 
 

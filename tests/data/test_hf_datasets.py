@@ -157,17 +157,20 @@ def test_bad_rows_stop_or_are_skipped(hf, tmp_path):
     assert data["all"].labels.tolist() == [0] and data["all"].report.kept == 1
     assert data["all"].report.skipped == {"undecodable image": 1, "missing image": 1, "missing label": 1}
 
-def test_an_image_stored_as_a_path_only_is_refused(hf, tmp_path):
+def test_an_image_stored_as_a_path_only_is_read_from_that_file_or_refused(hf, tmp_path):
     outside = tmp_path / "elsewhere" / "x.png"
     outside.parent.mkdir()
-    outside.write_bytes(png(images(1)[0]))
-    rows = {"image": [{"bytes": png(images(1)[0]), "path": None}, {"bytes": None, "path": str(outside)}],
+    pixels = images(2)
+    outside.write_bytes(png(pixels[1]))
+    rows = {"image": [{"bytes": png(pixels[0]), "path": None}, {"bytes": None, "path": str(outside)}],
             "label": [0, 1]}
     features = hf.Features({"image": hf.Image(), "label": hf.ClassLabel(names=NAMES)})
     # to_parquet keeps an image given by path as that path only (save_to_disk would embed its bytes)
     hf.Dataset.from_dict(rows, features=features).to_parquet(str(tmp_path / "paths" / "train-0.parquet"))
-    with pytest.raises(UserError, match=rf"train-0.parquet row 1: the image has only a path \('{outside}'\).*"
-                                        r"save_to_disk"):
+    assert torch.equal(read(tmp_path / "paths")["train"].images[1], chw(pixels[1]))
+    outside.unlink()
+    with pytest.raises(UserError, match=rf"train-0.parquet row 1: the image has only a path \('{outside}'\), which "
+                                        r"is not a file here.*save_to_disk"):
         read(tmp_path / "paths")
 
 
@@ -180,7 +183,7 @@ def test_missing_columns_and_folders(hf, tmp_path):
     with pytest.raises(UserError, match=r"nope does not exist"):
         read(tmp_path / "nope")
     (tmp_path / "empty").mkdir()
-    with pytest.raises(UserError, match=r"empty holds neither a dataset saved with `save_to_disk`.*nor parquet"):
+    with pytest.raises(UserError, match=r"empty holds no dataset saved with `save_to_disk`.*no parquet"):
         read(tmp_path / "empty")
 
 

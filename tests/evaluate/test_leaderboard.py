@@ -74,49 +74,100 @@ def three(tmp_path) -> Path:
     return tmp_path
 
 
-def brute_force(table: dict[str, dict[str, float]]) -> dict[str, tuple[float, float]]:
-    """(average, average rank) per model; a model's rank in a column is 1 + the number of models strictly
-    better + half the number of others equal to it."""
-    columns = {c for cells in table.values() for c in cells}
+def brute_force(table: dict[str, dict[str, float]]) -> dict[str, tuple[float | None, float | None]]:
+    """(average, average rank) per model over the columns every model has (None, None when there is none); a
+    model's rank in a column is 1 + the number of models strictly better + half the number of others equal to it."""
+    shared = set.intersection(*(set(cells) for cells in table.values()))
     out = {}
     for model, cells in table.items():
         ranks = []
-        for column in columns & cells.keys():
-            others = [m[column] for name, m in table.items() if name != model and column in m]
+        for column in shared:
+            others = [m[column] for name, m in table.items() if name != model]
             ranks.append(1 + sum(v > cells[column] for v in others) + 0.5 * sum(v == cells[column] for v in others))
-        out[model] = (sum(cells.values()) / len(cells), sum(ranks) / len(ranks))
+        out[model] = (sum(cells[c] for c in shared) / len(shared), sum(ranks) / len(ranks)) if shared else (None, None)
     return out
+
+
+CELLS = {
+    "alpha": {"cifar10/zeroshot_classification": 0.8, "cifar10/linear_probe": 0.9, "digits/knn": 0.7,
+              "flickr/retrieval": 0.4},
+    "beta": {"cifar10/zeroshot_classification": 0.8, "cifar10/linear_probe": 0.85, "digits/knn": 0.75,
+             "digits/clustering": 0.6},
+    "gamma": {"cifar10/linear_probe": 0.95, "digits/knn": 0.6},
+    "delta": {"cifar10/zeroshot_classification": 0.5, "flickr/retrieval": pytest.approx(0.3),
+              "digits/clustering": 0.6},
+}
 
 
 def test_cells_averages_and_ranks_against_brute_force(three):
     board = build([three / "evals", three / "old"])
     cells = {r.model: {c: v for c, v in r.values.items() if v is not None} for r in board.rows}
-    assert cells == {
-        "alpha": {"cifar10/zeroshot_classification": 0.8, "cifar10/linear_probe": 0.9, "digits/knn": 0.7,
-                  "flickr/retrieval": 0.4},
-        "beta": {"cifar10/zeroshot_classification": 0.8, "cifar10/linear_probe": 0.85, "digits/knn": 0.75,
-                 "digits/clustering": 0.6},
-        "gamma": {"cifar10/linear_probe": 0.95, "digits/knn": 0.6},
-        "delta": {"cifar10/zeroshot_classification": 0.5, "flickr/retrieval": pytest.approx(0.3),
-                  "digits/clustering": 0.6},
-    }
+    assert cells == CELLS
     assert "digits/fewshot" not in [c.name for c in board.columns]
     gamma = next(r for r in board.rows if r.model == "gamma")
     assert "cifar10/zeroshot_classification" in gamma.values and gamma.values["cifar10/zeroshot_classification"] is None
-    expected = brute_force(cells)
-    for row in board.rows:
-        assert row.average == pytest.approx(expected[row.model][0])
-        assert row.average_rank == pytest.approx(expected[row.model][1])
-        assert row.count == len(cells[row.model])
+    # no column is shared by all four: no averages, and the board says why, naming who lacks columns
+    assert board.shared == [] and all(r.average is None and r.average_rank is None for r in board.rows)
+    assert "no column is shared by every model" in board.comparison and "gamma (2 of 5)" in board.comparison
+    assert {r.model: r.count for r in board.rows} == {m: len(c) for m, c in cells.items()}
     # the tie on cifar10 zero-shot: alpha and beta share rank 1.5; the skipped gamma is not ranked there
     assert {r.model: r.ranks.get("cifar10/zeroshot_classification") for r in board.rows} == {
         "alpha": 1.5, "beta": 1.5, "gamma": None, "delta": 3.0}
-    assert [r.model for r in board.rows] == sorted(expected, key=lambda m: -expected[m][0])
+    assert [r.model for r in board.rows] == ["alpha", "beta", "delta", "gamma"]  # no averages: by name
+
+    three_models = build([three / "evals"])
+    expected = brute_force({m: CELLS[m] for m in ("alpha", "beta", "gamma")})
+    assert three_models.shared == ["cifar10/linear_probe", "digits/knn"]
+    for row in three_models.rows:
+        assert (row.average, row.average_rank) == pytest.approx(expected[row.model])
+    assert [r.model for r in three_models.rows] == sorted(expected, key=lambda m: -expected[m][0])
+    assert "over the 2 of 5 columns every model has" in three_models.comparison
+
+
+def test_an_easy_single_task_cannot_outrank_a_full_run(tmp_path):
+    """A model evaluated on one easy task is compared with a full run on that task alone; one evaluated on a task
+    the others lack gets no average at all, so it cannot top the board by having run less."""
+    datasets = ["easy", *(f"hard{i}" for i in range(8))]
+    write(tmp_path / "full", "full", [entry("knn", d, {"acc1": 0.95 if d == "easy" else 0.55}, "acc1")
+                                      for d in datasets], provenance())
+    write(tmp_path / "aaa-single", "aaa-single", [entry("knn", "easy", {"acc1": 0.881}, "acc1")], provenance())
+    board = build([tmp_path])
+    assert [(r.model, r.average, r.count) for r in board.rows] == [("full", 0.95, 9), ("aaa-single", 0.881, 1)]
+    assert board.shared == ["easy/knn"]
+    md = write_markdown(board, tmp_path / "b.md").read_text()
+    assert "| 1 of 9 |" in md and "over the 1 of 9 columns every model has" in md
+
+    write(tmp_path / "aaa-single", "aaa-single", [entry("knn", "other", {"acc1": 0.99}, "acc1")], provenance())
+    board = build([tmp_path])
+    assert all(r.average is None for r in board.rows) and board.shared == []
+    page = CellCollector.parse(write_html(board, tmp_path / "b.html").read_text())
+    averages = [c for c in page.cells if c["title"] and c["title"].startswith("not comparable")]
+    assert len(averages) == 2 and all(c["text"] == "—" for c in averages)
+    assert "no column is shared by every model" in averages[0]["title"]
+
+
+def test_a_column_every_model_skipped_is_not_shown(three):
+    write(three / "evals" / "beta", "beta", [
+        entry("zeroshot_classification", "cifar10", {}, "acc1", skipped="no text tower"),
+        entry("linear_probe", "cifar10", {"acc1": 0.85}, "acc1")], provenance())
+    write(three / "evals" / "alpha", "alpha", [
+        entry("zeroshot_classification", "cifar10", {}, "acc1", skipped="no text tower"),
+        entry("linear_probe", "cifar10", {"acc1": 0.9}, "acc1")], provenance())
+    write(three / "evals" / "gamma", "gamma", [entry("linear_probe", "cifar10", {"acc1": 0.8}, "acc1")], provenance())
+    board = build([three / "evals"])
+    assert [c.name for c in board.columns] == ["cifar10/linear_probe"]
+    assert board.hidden == ["cifar10/zeroshot_classification"]
+    assert all("cifar10/zeroshot_classification" not in r.values for r in board.rows)
+    assert [(r.model, r.count) for r in board.rows] == [("alpha", 1), ("beta", 1), ("gamma", 1)]
+    page = write_html(board, three / "b.html").read_text()
+    assert "cifar10/zeroshot_classification, where every model was skipped" in page
+    code, out = invoke("leaderboard", str(three / "evals"))
+    assert code == 0 and "Not shown: cifar10/zeroshot_classification" in out
 
 
 def test_sort_orders(three):
     paths = [three / "evals", three / "old"]
-    by_rank = build(paths, sort="rank")
+    by_rank = build([three / "evals"], sort="rank")
     assert [r.average_rank for r in by_rank.rows] == sorted(r.average_rank for r in by_rank.rows)
     by_probe = build(paths, sort="cifar10/linear_probe")
     assert [r.model for r in by_probe.rows] == ["gamma", "alpha", "beta", "delta"]  # delta has none: last
@@ -145,7 +196,7 @@ def test_no_provenance_is_flagged_not_hidden(three):
     board = build([three / "evals", three / "old"])
     (flag,) = board.flags
     assert flag.kind == "provenance" and "no provenance" in flag.message and "old" in flag.message
-    assert flag.rows == ["delta"] and next(r for r in board.rows if r.model == "delta").average is not None
+    assert flag.rows == ["delta"] and next(r for r in board.rows if r.model == "delta").count == 3
 
 
 def mismatched(tmp_path: Path) -> list[Path]:
@@ -207,7 +258,7 @@ def test_suite_hash_mismatch_flags_the_row(three):
 
 
 def test_collection_is_shown_and_different_task_sets_flagged(three):
-    collection = {"name": "datacomp", "average": 0.51, "tasks": 38, "ran": 5, "missing": ["imagenet1k"]}
+    collection = {"name": "datacomp", "size": 38, "average": 0.51, "ran": 5, "missing": ["imagenet1k"]}
     write(three / "evals" / "alpha", "alpha", [entry("knn", "digits", {"acc1": 0.7}, "acc1")], provenance(),
           collection=collection)
     write(three / "evals" / "beta", "beta", [entry("knn", "digits", {"acc1": 0.8}, "acc1")], provenance(),
@@ -215,6 +266,8 @@ def test_collection_is_shown_and_different_task_sets_flagged(three):
     board = build([three / "evals"])
     alpha = next(r for r in board.rows if r.model == "alpha")
     assert alpha.collection == "datacomp average 51.0% over 5 of 38"
+    page = write_html(board, three / "b.html").read_text()
+    assert "5 of 38 datasets" in page
     (flag,) = board.flags
     assert flag.kind == "collection" and "datacomp" in flag.message
 

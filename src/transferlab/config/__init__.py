@@ -34,13 +34,14 @@ from transferlab.config.schema import (
     TowerSpec,
     TrainSpec,
     WebDatasetSource,
+    WinoGAViLSource,
 )
 
 __all__ = [
     "IMAGE_ONLY_OBJECTIVES", "AugmentSpec", "BundledSource", "CifarSource", "ClipBenchmarkSource", "DataSource",
     "EvalSpec", "FolderSource", "HFDatasetSource", "ImageFolderSource", "PublishedSource",
     "LoggingSpec", "ModelSpec", "Recipe", "Splits", "Suite", "TextPairSource", "TowerSpec", "TrainSpec",
-    "WebDatasetSource", "apply_override",
+    "WebDatasetSource", "WinoGAViLSource", "apply_override",
     "builtin_recipes", "builtin_suites", "dump_recipe", "load_recipe", "load_suite", "parse_yaml",
     "recipe_from_text", "resolve_paths", "suite_from_dict", "validate_recipe",
 ]

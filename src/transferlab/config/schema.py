@@ -192,8 +192,17 @@ class CifarSource(PublishedSource):
                                                                           "the 20 superclasses")
 
 
+class WinoGAViLSource(PublishedSource):
+    """WinoGAViL's association instances (a cue, 5 to 12 candidate images, the ones that fit it), as the
+    `datasets` library stores nlphuji/winogavil: a `load_dataset` cache, a `save_to_disk` folder or parquet files;
+    for the `association` task."""
+
+    source: Literal["winogavil"]
+
+
 DataSource = Annotated[BundledSource | FolderSource | WebDatasetSource | TextPairSource | ClipBenchmarkSource
-                       | ImageFolderSource | HFDatasetSource | CifarSource, Field(discriminator="source")]
+                       | ImageFolderSource | HFDatasetSource | CifarSource | WinoGAViLSource,
+                       Field(discriminator="source")]
 
 
 # --------------------------------------------------------------------------------------------- model
@@ -440,7 +449,10 @@ class LoggingSpec(Strict):
 
 # ---------------------------------------------------------------------------------------------- eval
 
-EvalTask = Literal["zeroshot_classification", "linear_probe", "knn", "ncm", "fewshot", "retrieval", "clustering"]
+EvalTask = Literal["zeroshot_classification", "linear_probe", "knn", "ncm", "fewshot", "retrieval", "clustering",
+                   "association"]
+# DataComp's WILDS and fairness evaluators (evaluate/group_metrics.py), by the dataset they score
+GroupProtocol = Literal["iwildcam", "camelyon17", "fmow", "dollar_street", "geode"]
 FewShotMethod = Literal[FEWSHOT_METHODS]
 
 
@@ -497,6 +509,9 @@ class EvalSpec(Strict):
     main_metrics: dict[str, str] = Field(
         default={}, description="a dataset's main metric (tables, averages, leaderboards) in place of its tasks' "
                                 "defaults: acc1 for classifiers, mean_recall@1 for retrieval, nmi for clustering")
+    group_metrics: dict[str, GroupProtocol] = Field(
+        default={}, description="a dataset's DataComp WILDS or fairness metrics (worst-group accuracies, iWildCam's "
+                                "macro F1), added to its zero-shot metrics; the groups come from each sample's .npy")
 
     def tasks_for(self, dataset: str) -> list[str]:
         return self.dataset_tasks.get(dataset, self.tasks)
@@ -504,7 +519,7 @@ class EvalSpec(Strict):
     def dataset_references(self) -> list[tuple[str, str]]:
         """(key, dataset name) for every dataset this section names, to check they are defined."""
         return [("eval.datasets", n) for n in self.datasets] + [(f"eval.{key}", n) for key in (
-            "dataset_tasks", "main_metrics") for n in getattr(self, key)]
+            "dataset_tasks", "main_metrics", "group_metrics") for n in getattr(self, key)]
 
     @field_validator("templates")
     @classmethod

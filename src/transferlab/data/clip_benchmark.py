@@ -83,7 +83,7 @@ def local_root(root: str) -> Path:
         return Path(snapshot_download(repo_id=repo, repo_type="dataset"))
     except LocalEntryNotFoundError:
         raise UserError(f"Dataset repository {repo} is not in the Hugging Face cache and the hub cannot be reached "
-                        f"(offline, or HF_HUB_OFFLINE=1). Fetch it where there is a network: `huggingface-cli download "
+                        f"(offline, or HF_HUB_OFFLINE=1). Fetch it where there is a network: `hf download "
                         f"--repo-type dataset {repo}` (then copy the cache, ~/.cache/huggingface/hub, here), or "
                         f"download it to a folder and set `root` to that folder.") from None
     except OSError as err:  # a repository that does not exist, a network failure

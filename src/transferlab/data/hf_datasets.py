@@ -1,18 +1,24 @@
 """Read a Hugging Face `datasets` dataset from disk with pyarrow alone (`datasets` itself is not needed).
 
-Two layouts: a folder written by `DatasetDict.save_to_disk` (dataset_dict.json, then per split a folder of
+Three layouts: a folder written by `DatasetDict.save_to_disk` (dataset_dict.json, then per split a folder of
 Arrow stream files `data-*.arrow` listed in state.json, with the features in dataset_info.json) or by
-`Dataset.save_to_disk` (one such folder: split 'all'); or parquet files as the hub ships them,
+`Dataset.save_to_disk` (one such folder: split 'all'); the cache `load_dataset(..., cache_dir=DIR)` fills
+(`DIR/<owner>___<name>/<config>/<version>/<hash>/<builder>-<split>[-NNNNN-of-NNNNN].arrow` beside
+dataset_info.json: how DataComp's download_evalsets.py keeps its retrieval sets and WinoGAViL, `root` being
+DIR, the `<owner>___<name>` folder or any folder down to the hash); or parquet files as the hub ships them,
 `<split>-*.parquet`, `data/<split>-*.parquet` or `<split>/*.parquet`, the features in the schema metadata
-(b"huggingface"). Images are `Image` features, {"bytes", "path"} structs, decoded from their bytes; class
-names come from the label column's `ClassLabel` feature (string labels: the sorted values; bare integers:
-no names, which zero-shot cannot use).
+(b"huggingface"). Images are `Image` features, {"bytes", "path"} structs, decoded from their bytes, or, when
+a loading script stored only the path of a file it extracted (`<cache>/downloads/extracted/...`), from that
+file (found again under the cache's downloads/ when the cache was moved). Class names come from the label
+column's `ClassLabel` feature (string labels: the sorted values; bare integers: no names, which zero-shot
+cannot use).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -85,7 +91,7 @@ def read_hf_dataset(spec: HFDatasetSource, name: str, size: int, channels: int) 
     if spec.label_column is None and spec.caption_column is None:
         raise UserError(f"Dataset '{name}' has neither labels nor captions: set `datasets.{name}.label_column` (a "
                         f"ClassLabel column) or `datasets.{name}.caption_column`.")
-    splits = _saved(root) or _parquet(root)
+    splits = hf_splits(root)
     columns = _check_columns(name, spec, splits)
     classnames, named_from = _classnames(name, spec, root, splits)
     check_fits(sum(split.rows() for split in splits.values()), channels, size, name, str(root))
@@ -101,9 +107,10 @@ def _read_split(spec: HFDatasetSource, name: str, split: Split, columns: list[st
     samples = []
     for where, image, label, captions in progress(_rows(split, columns, spec), split.files[0].parent.name,
                                                   split.rows()):
-        if image is None or not (image.get("bytes") if isinstance(image, dict) else image):
+        encoded = image_bytes(image, split.files[0].parent)
+        if encoded is None:
             path = image.get("path") if isinstance(image, dict) else None
-            detail = f"the image has only a path ('{path}'), not its bytes" if path else "no image"
+            detail = f"the image has only a path ('{path}'), which is not a file here" if path else "no image"
             bad("missing image", where, f"{detail} in column '{spec.image_column}'",
                 fix="Store the image bytes in the dataset: load it with `datasets` where the files exist and "
                     "`save_to_disk` it (which embeds them; `to_parquet` does not)" if path else None)
@@ -120,7 +127,7 @@ def _read_split(spec: HFDatasetSource, name: str, split: Split, columns: list[st
             if label is None:
                 continue
         try:
-            pixels = decode_image(image["bytes"] if isinstance(image, dict) else image, size, channels)
+            pixels = decode_image(encoded, size, channels)
         except BadImage as err:
             bad(err.reason, where, f"the image in column '{spec.image_column}' cannot be decoded: {err}")
             continue
@@ -129,6 +136,25 @@ def _read_split(spec: HFDatasetSource, name: str, split: Split, columns: list[st
                     known=classnames, known_from=named_from or "")
     data.classnames_from = named_from
     return data
+
+
+def image_bytes(image: Any, folder: Path) -> bytes | None:
+    """The encoded bytes of an `Image` feature's value: its bytes, else the file at its path (an absolute path
+    into a `datasets` cache that was moved is looked for under the downloads/ of an ancestor of `folder`, the
+    folder of the dataset's files); None when there is neither."""
+    if not isinstance(image, dict):
+        return image or None
+    if image.get("bytes"):
+        return image["bytes"]
+    path = Path(image["path"]) if image.get("path") else None
+    if path is None:
+        return None
+    candidates = [path]
+    if "downloads" in path.parts:
+        tail = path.parts[len(path.parts) - path.parts[::-1].index("downloads"):]
+        candidates += [parent / "downloads" / Path(*tail) for parent in folder.parents]
+    found = next((candidate for candidate in candidates if candidate.is_file()), None)
+    return found.read_bytes() if found is not None else None
 
 
 def _rows(split: Split, columns: list[str], spec: HFDatasetSource) -> Iterator[tuple[str, Any, Any, Any]]:
@@ -197,6 +223,31 @@ def _classnames(name: str, spec: HFDatasetSource, root: Path,
                     f"strings or integers). Set `datasets.{name}.label_column` to the label column, or to null.")
 
 
+def hf_splits(root: Path) -> dict[str, Split]:
+    """The splits of a `datasets` folder in any of the three layouts."""
+    return _saved(root) or _cached(root) or _parquet(root)
+
+
+def _cached(root: Path) -> dict[str, Split] | None:
+    """The splits of a `load_dataset` cache under root (the newest build when it holds several), or None."""
+    if root.is_file():
+        return None
+    builds = [info.parent for info in root.rglob("dataset_info.json") if "downloads" not in info.parts
+              and next(info.parent.glob("*.arrow"), None) is not None]
+    if not builds:
+        return None
+    build = max(builds, key=lambda folder: (folder / "dataset_info.json").stat().st_mtime_ns)
+    if len(builds) > 1:
+        log.warning("%s holds %d builds of a `datasets` cache; reading the newest, %s", root, len(builds), build)
+    features = _json(build / "dataset_info.json").get("features")
+    groups: dict[str, list[Path]] = {}
+    for file in sorted(build.glob("*.arrow")):
+        stem = re.sub(r"-\d{5}-of-\d{5}$", "", file.stem)
+        groups.setdefault(stem.rsplit("-", 1)[-1], []).append(file)
+    return {split: Split(files, arrow=True, features=features if isinstance(features, dict) else {},
+                         features_from=str(build / "dataset_info.json")) for split, files in groups.items()}
+
+
 def _saved(root: Path) -> dict[str, Split] | None:
     """The splits of a save_to_disk folder, or None when root is not one."""
     if (root / "dataset_dict.json").is_file():
@@ -244,8 +295,9 @@ def _parquet(root: Path) -> dict[str, Split]:
             groups.setdefault(folder.name, []).extend(sorted(folder.glob("*.parquet")))
         groups = {split: files for split, files in groups.items() if files}
     if not groups:
-        raise UserError(f"{root} holds neither a dataset saved with `save_to_disk` (dataset_dict.json or state.json) "
-                        f"nor parquet files (<split>-*.parquet, data/<split>-*.parquet or <split>/*.parquet). Set "
+        raise UserError(f"{root} holds no dataset saved with `save_to_disk` (dataset_dict.json or state.json), no "
+                        f"`load_dataset` cache (dataset_info.json beside *.arrow files) and no parquet files "
+                        f"(<split>-*.parquet, data/<split>-*.parquet or <split>/*.parquet). Set "
                         f"`datasets.<name>.root` to such a folder.")
     if not any(split in SPLIT_NAMES for split in groups):
         groups = {"all": [file for files in groups.values() for file in files]}

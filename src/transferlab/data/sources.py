@@ -22,6 +22,7 @@ from transferlab.config import (
     Splits,
     TextPairSource,
     WebDatasetSource,
+    WinoGAViLSource,
 )
 from transferlab.data.dataset import ImageTextData
 from transferlab.data.limits import STREAM_ABOVE_BYTES
@@ -89,6 +90,10 @@ def read_published(name: str, spec: PublishedSource, size: int, channels: int) -
         from transferlab.data.cifar import read_cifar
 
         return read_cifar(spec, name, size, channels)
+    if isinstance(spec, WinoGAViLSource):
+        from transferlab.data.winogavil import read_winogavil
+
+        return read_winogavil(spec, name, size, channels)
     raise TypeError(f"unknown published source {type(spec).__name__}")
 
 

@@ -2,11 +2,13 @@
 
 `find_results` turns paths (files, run or eval directories, folders searched recursively) into results.json
 files; `build` reads them into a `Leaderboard`: one column per (dataset, task) holding that task's main
-metric, per model the average over the columns it has and the average rank (1 is best, ties share the mean
-rank), and `flags`: every reason two numbers in one column, or two rows, may not measure the same thing
-(different dataset fingerprints or splits, different main metrics, one suite name with two suite hashes,
-collection averages over different tasks, results without provenance). A flag is shown, never dropped;
-`--strict` turns them into an error. `write_csv`, `write_markdown` and leaderboard_page.write_html write it.
+metric (a column where every model was skipped is not shown), per model the average and the average rank (1
+is best, ties share the mean rank) over the columns every model has — an average over other columns would not
+compare like with like (MTEB and DataComp's leaderboard also rank over one set of tasks) — and `flags`: every
+reason two numbers in one column, or two rows, may not measure the same thing (different dataset fingerprints
+or splits, different main metrics, one suite name with two suite hashes, collection averages over different
+tasks, results without provenance). A flag is shown, never dropped; `--strict` turns them into an error.
+`write_csv`, `write_markdown` and leaderboard_page.write_html write it.
 """
 
 from __future__ import annotations
@@ -83,15 +85,32 @@ class Row:
             return None
         average = c.get("average")
         shown = "—" if not _finite(average) else f"{100 * float(average):.1f}%"
-        return f"{c.get('name', '?')} average {shown} over {c.get('ran', '?')} of {c.get('tasks', '?')}"
+        return f"{c.get('name', '?')} average {shown} over {c.get('ran', '?')} of {c.get('size', '?')}"
 
 
 @dataclass
 class Leaderboard:
+    """`shared`: the columns every row has a value in, the only ones averages and average ranks are over;
+    `hidden`: columns where every model was skipped, which are not shown."""
     rows: list[Row]
     columns: list[Column]
     flags: list[Flag]
     sort: str
+    shared: list[str] = field(default_factory=list)
+    hidden: list[str] = field(default_factory=list)
+
+    @property
+    def comparison(self) -> str:
+        """What the averages are over, in one sentence, naming the models that leave columns out of them."""
+        n, k = len(self.columns), len(self.shared)
+        if k == n:
+            return f"averages and average ranks are over all {n} columns"
+        lacking = [f"{r.label} ({r.count} of {n})" for r in self.rows if r.count < n]
+        why = f"not every model has every column: {', '.join(lacking)}"
+        if not k:
+            return (f"no average: no column is shared by every model, and an average over different columns "
+                    f"does not compare like with like ({why})")
+        return f"averages and average ranks are over the {k} of {n} columns every model has ({why})"
 
     def column_flags(self, name: str) -> list[Flag]:
         return [f for f in self.flags if name in f.columns]
@@ -188,8 +207,9 @@ def _labels(models: list[str], paths: list[Path]) -> list[str]:
     return labels
 
 
-def _read_rows(files: list[Path]) -> tuple[list[Row], list[Column], list[tuple[str, str]]]:
-    """Rows and columns; and (file, message) for tasks a file holds twice (the first is used)."""
+def _read_rows(files: list[Path]) -> tuple[list[Row], list[Column], list[tuple[str, str]], list[str]]:
+    """Rows and the columns some model has a value in; (file, message) for tasks a file holds twice (the first
+    is used); the names of the columns every model skipped."""
     results = [read_results(p) for p in files]
     labels = _labels([str(r["model"]) for r in results], files)
     columns: dict[str, Column] = {}
@@ -210,20 +230,26 @@ def _read_rows(files: list[Path]) -> tuple[list[Row], list[Column], list[tuple[s
                 column.metrics.append(main[0])
             row.values[column.name], row.splits[column.name] = main[1], str(entry.get("split", "?"))
         rows.append(row)
-    return rows, list(columns.values()), doubles
+    hidden = [name for name in columns if all(row.values.get(name) is None for row in rows)]
+    for row in rows:
+        for name in hidden:
+            row.values.pop(name, None)
+    return rows, [c for name, c in columns.items() if name not in hidden], doubles, hidden
 
 
-def _score(rows: list[Row], columns: list[Column]) -> None:
-    """Averages, ranks per column (1 is best, ties share their mean rank) and average ranks."""
+def _score(rows: list[Row], columns: list[Column]) -> list[str]:
+    """Ranks per column (1 is best, ties share their mean rank); averages and average ranks over the columns
+    every row has, which it returns (none shared: no averages)."""
     for column in columns:
         have = [r for r in rows if r.values.get(column.name) is not None]
         for row, rank in zip(have, rankdata([-r.values[column.name] for r in have], method="average"), strict=True):
             row.ranks[column.name] = float(rank)
+    shared = [c.name for c in columns if all(r.values.get(c.name) is not None for r in rows)]
     for row in rows:
-        present = [v for v in row.values.values() if v is not None]
-        row.count = len(present)
-        row.average = float(np.mean(present)) if present else None
-        row.average_rank = float(np.mean(list(row.ranks.values()))) if row.ranks else None
+        row.count = sum(v is not None for v in row.values.values())
+        row.average = float(np.mean([row.values[name] for name in shared])) if shared else None
+        row.average_rank = float(np.mean([row.ranks[name] for name in shared])) if shared else None
+    return shared
 
 
 def _groups(items: list[tuple[str, object]]) -> list[list[str]]:
@@ -326,7 +352,7 @@ def _collection_key(row: Row) -> tuple[str, object] | None:
     c = row.results.get("collection")
     if not isinstance(c, dict) or "name" not in c:
         return None
-    return str(c["name"]), f"{c.get('ran')} of {c.get('tasks')} ran, missing {sorted(c.get('missing') or [])}"
+    return str(c["name"]), f"{c.get('ran')} of {c.get('size')} ran, missing {sorted(c.get('missing') or [])}"
 
 
 def _sorted(rows: list[Row], columns: list[Column], sort: str) -> list[Row]:
@@ -350,9 +376,9 @@ def build(paths: list[Path], sort: str = "average") -> Leaderboard:
     files = find_results(paths)
     if not files:
         raise UserError("No results.json to put on a leaderboard: pass results.json files or folders holding them.")
-    rows, columns, doubles = _read_rows(files)
-    _score(rows, columns)
-    return Leaderboard(_sorted(rows, columns, sort), columns, _check(rows, columns, doubles), sort)
+    rows, columns, doubles, hidden = _read_rows(files)
+    shared = _score(rows, columns)
+    return Leaderboard(_sorted(rows, columns, sort), columns, _check(rows, columns, doubles), sort, shared, hidden)
 
 
 def marks(flags: list[Flag]) -> str:
@@ -405,8 +431,7 @@ def write_markdown(board: Leaderboard, path: Path) -> Path:
         if has_collection:
             cells.insert(5, cell(row.collection or ""))
         lines.append("| " + " | ".join(cells) + " |")
-    lines += ["", f"Main metric per column in %; average over the columns a model has; rank 1 is best. "
-                  f"Sorted by {board.sort}."]
+    lines += ["", f"Main metric per column in %; {board.comparison}; rank 1 is best. Sorted by {board.sort}."]
     if board.flags:
         lines += ["", "⚠ These numbers may not be comparable (* marks the cells that differ):", ""]
         lines += [f"- ⚠{f.number} {cell(f.message)}" for f in board.flags]

@@ -72,13 +72,14 @@ def _collection(row: Row) -> str:
     value = float(average) if isinstance(average, int | float) and math.isfinite(average) else None
     return (f'<td class="collection" data-v="{"" if value is None else value!r}" title="{html.escape(row.collection)}">'
             f'{html.escape(str(c.get("name", "?")))} <strong>{percent(value) or "—"}</strong><br>'
-            f'<small>{html.escape(str(c.get("ran", "?")))} of {html.escape(str(c.get("tasks", "?")))} tasks</small>'
+            f'<small>{html.escape(str(c.get("ran", "?")))} of {html.escape(str(c.get("size", "?")))} datasets</small>'
             "</td>")
 
 
 def _table(board: Leaderboard) -> str:
     has_collection = any(r.collection for r in board.rows)
-    head = [_th("#", first="asc"), _th("model", first="asc"), _th("average", "%"),
+    over = "all columns" if len(board.shared) == len(board.columns) else f"{len(board.shared)} shared columns"
+    head = [_th("#", first="asc"), _th("model", first="asc"), _th("average", f"% over {over}"),
             _th("columns", "of " + str(len(board.columns))), _th("avg rank", "1 is best", first="asc")]
     if has_collection:
         head.append(_th("collection", first="asc"))
@@ -95,7 +96,9 @@ def _table(board: Leaderboard) -> str:
                  f'{html.escape(row.label)} <span class="warn">{html.escape(marks(flags).strip())}</span></td>'
                  if flags else f'<td title="{html.escape(str(row.path))}">{html.escape(row.label)}</td>')
         top = position == 1 and board.sort == "average"
-        cells = [_num(position, str(position)), label, _num(row.average, bold=top),
+        average = _num(row.average, bold=top) if row.average is not None else \
+            _num(None, "—", title=f"not comparable: {board.comparison}")
+        cells = [_num(position, str(position)), label, average,
                  _num(row.count, f"{row.count} of {len(board.columns)}"),
                  _num(row.average_rank, "" if row.average_rank is None else f"{row.average_rank:.2f}")]
         if has_collection:
@@ -116,7 +119,7 @@ def _table(board: Leaderboard) -> str:
 
 def _plot(board: Leaderboard) -> str:
     """Each model's column scores as small dots (orange where flagged) and its average as a large one."""
-    rows = [r for r in board.rows if r.average is not None]
+    rows = [r for r in board.rows if any(v is not None for v in r.values.values())]
     if not rows:
         return ""
     values = [v for r in rows for v in r.values.values() if v is not None]
@@ -146,11 +149,13 @@ def _plot(board: Leaderboard) -> str:
             color = "#e8890c" if board.cell_flags(row.label, column) else "#7d8a99"
             parts.append(f'<circle cx="{x(value):.1f}" cy="{y:.1f}" r="4" fill="{color}" fill-opacity=".6">'
                          f"<title>{html.escape(column)}: {percent(value)}%</title></circle>")
-        parts.append(f'<circle cx="{x(row.average):.1f}" cy="{y:.1f}" r="7" fill="#1f5fae" stroke="white">'
-                     f"<title>average {percent(row.average)}% over {row.count}</title></circle>")
+        if row.average is not None:
+            parts.append(f'<circle cx="{x(row.average):.1f}" cy="{y:.1f}" r="7" fill="#1f5fae" stroke="white">'
+                         f"<title>average {percent(row.average)}% over {len(board.shared)} shared columns</title>"
+                         "</circle>")
     parts.append("</svg>")
-    return (f'<figure>{"".join(parts)}<figcaption>Large dots: a model\'s average over the columns it has; small '
-            f"dots: its score on each column (orange where a flag concerns the cell).</figcaption></figure>")
+    return (f'<figure>{"".join(parts)}<figcaption>Large dots: a model\'s average over the columns every model has; '
+            f"small dots: its score on each column (orange where a flag concerns the cell).</figcaption></figure>")
 
 
 def _flags(board: Leaderboard) -> str:
@@ -175,9 +180,11 @@ def write_html(board: Leaderboard, path: Path) -> Path:
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         f"<title>{html.escape(title)} — transferlab</title><style>{CSS}</style></head><body>",
         f"<h1>{html.escape(title)}</h1>",
-        f'<p class="meta">Each column is a (dataset, task) with its main metric in %; the average is over the '
-        f"columns a model has (n of {len(board.columns)}); ranks are per column among the models that have it, "
-        f"1 is best, ties share their mean. Sorted by {html.escape(board.sort)}; click a header to sort by it.</p>",
+        f'<p class="meta">Each column is a (dataset, task) with its main metric in %; '
+        f"{html.escape(board.comparison)}. Ranks are per column among the models that have it, 1 is best, ties "
+        f"share their mean. Sorted by {html.escape(board.sort)}; click a header to sort by it."
+        + (f" Not shown: {html.escape(', '.join(board.hidden))}, where every model was skipped." if board.hidden
+           else "") + "</p>",
         _flags(board), _table(board), "<h2>Scores per model</h2>", _plot(board), _files(board.rows),
         f"<script>{SCRIPT}</script></body></html>\n"])
     path = Path(path)

@@ -18,6 +18,7 @@ from pathlib import Path
 from matplotlib.figure import Figure
 
 from transferlab.evaluate import plots
+from transferlab.evaluate.collections import collection_scores
 from transferlab.evaluate.style import CSS
 from transferlab.fileio import atomic_write
 
@@ -36,7 +37,7 @@ Item = tuple[str, str, bool]  # <img> tag, caption, whether the figure needs a r
 def is_fraction(task: str, metric: str) -> bool:
     """Whether a metric is an accuracy or recall in [0, 1], shown as a percentage."""
     name = metric.lower()
-    return (name.startswith("acc") or "accuracy" in name or "recall" in name
+    return (name.startswith(("acc", "f1", "jaccard", "avg_jaccard")) or "accuracy" in name or "recall" in name
             or (task == "fewshot" and FEWSHOT_METRIC.match(metric) is not None))
 
 
@@ -211,6 +212,40 @@ def _skipped(tasks: list[dict]) -> list[str]:
     return [f'<p class="meta">Skipped:</p><ul class="meta">{"".join(items)}</ul>'] if items else []
 
 
+def _with_code(text: str) -> str:
+    """`text` escaped, its `backquoted` parts (commands) as <code>."""
+    parts = text.split("`")
+    return "".join(f"<code>{html.escape(part)}</code>" if i % 2 else html.escape(part) for i, part in enumerate(parts))
+
+
+def _collection(results: dict, sub: str) -> list[str]:
+    """A named collection's summary: which, how many of its datasets ran, the average of their main metrics
+    (one per dataset, listed), and the missing ones with where to get them."""
+    c = results.get("collection")
+    if not isinstance(c, dict):
+        return []
+    esc, name, size = html.escape, str(c.get("name", "?")), c.get("size", "?")
+    scores = collection_scores(results.get("tasks", []))
+    average = format_metric("", "accuracy", c.get("average"))
+    whole = len(scores) == size
+    head = (f"all {size} datasets ran; their average main metric is <strong>{esc(average)}</strong>, the "
+            f"collection's average" if whole else
+            f"<strong>{len(scores)} of {esc(str(size))}</strong> datasets ran; the average of their main metrics is "
+            f"<strong>{esc(average)}</strong>, over those {len(scores)} only: not the collection's average over all "
+            f"{esc(str(size))}, and comparable only with results over the same datasets")
+    rows = [f"<tr><td>{esc(dataset)}</td><td>{esc(task)}</td><td>{esc(metric)}</td>{_num_cell(task, metric, value)}"
+            f"</tr>" for dataset, (task, metric, value) in scores.items()]
+    parts = [f"<{sub}>Collection {esc(name)}</{sub}>", f'<div class="collection"><p>{esc(name)}: {head}.</p>',
+             _table(["dataset", "task", "main metric", "value"], rows)]
+    missing = c.get("missing") or {}
+    if missing:
+        items = "".join(f"<li><strong>{esc(str(key))}</strong>: {_with_code(str(why))}</li>"
+                        for key, why in missing.items())
+        parts.append(f'<details open><summary>{len(missing)} not run, and where to get them</summary>'
+                     f'<ul class="missing">{items}</ul></details>')
+    return [*parts, "</div>"]
+
+
 def _model_section(model: dict, label: str, level: int, colors: dict[str, str], method: str) -> list[str]:
     """The heading, meta line and every per-model part; `level` is the heading level of the model's name."""
     esc, sub = html.escape, f"h{level + 1}"
@@ -221,7 +256,7 @@ def _model_section(model: dict, label: str, level: int, colors: dict[str, str], 
              f'<p class="meta">suite {esc(str(results.get("suite", "—")))} · '
              f'created {esc(str(results.get("created", "—")))} · '
              f"{len(tasks)} task{'s' if len(tasks) != 1 else ''} in {seconds:.1f} s</p>",
-             f"<{sub}>Summary</{sub}>",
+             *_collection(results, sub), f"<{sub}>Summary</{sub}>",
              _summary_table(tasks) if tasks else "<p>No tasks were evaluated.</p>", *_skipped(tasks)]
     sections = [
         ("Training", [_training(model["metrics"])] if model.get("metrics") else []),

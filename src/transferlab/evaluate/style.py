@@ -23,4 +23,7 @@ tr.group td { border-top: 2px solid #c4ccd6; }
 figure { margin: 0 0 1em; }
 img { max-width: 100%; height: auto; }
 figcaption { color: #555; font-size: 90%; }
+div.collection { border-left: 4px solid #1f5fae; background: #f5f8fc; padding: .2em 1em .6em; }
+ul.missing { font-size: 90%; } ul.missing li { margin: .3em 0; word-break: break-word; }
+code { font-size: 90%; background: #eef1f5; padding: 0 .2em; }
 """

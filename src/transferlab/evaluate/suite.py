@@ -24,8 +24,11 @@ from transferlab.config.schema import Collection
 from transferlab.data.dataset import ImageTextData
 from transferlab.data.fingerprint import dataset_fingerprint
 from transferlab.data.pairs import TextPairData
+from transferlab.data.sample_metadata import read_sample_metadata
 from transferlab.data.sources import load_splits
+from transferlab.data.winogavil import AssociationData
 from transferlab.errors import UserError
+from transferlab.evaluate.collections import collection_scores
 from transferlab.evaluate.features import caption_embeddings, image_embeddings, query_embeddings
 from transferlab.evaluate.provenance import provenance
 from transferlab.evaluate.report import write_report
@@ -33,8 +36,9 @@ from transferlab.evaluate.tasks import TASKS, EmbeddedDataset, without_text
 from transferlab.fileio import atomic_write, read_jsonl_log
 from transferlab.models.encoder import Encoder
 
+# a dataset's eval.main_metrics overrides these
 MAIN_METRICS = {"zeroshot_classification": "acc1", "linear_probe": "acc1", "knn": "acc1", "ncm": "acc1",
-                "retrieval": "mean_recall@1", "clustering": "nmi"}  # a dataset's eval.main_metrics overrides
+                "retrieval": "mean_recall@1", "clustering": "nmi", "association": "jaccard_score_10-12"}
 NEEDS_LABELS = ("zeroshot_classification", "linear_probe", "knn", "ncm", "fewshot", "clustering")
 
 
@@ -109,6 +113,10 @@ def not_applicable(task: str, embedded: EmbeddedDataset) -> str | None:
     if task == "zeroshot_classification" and data.classnames_from is None:
         return (f"dataset '{embedded.name}' names its classes only by their integer labels (no class-name file was "
                 f"found; see its data notes), and zero-shot needs class names")
+    if (task == "association") != isinstance(data, AssociationData):
+        return (f"dataset '{embedded.name}' holds no association instances (cues with candidate images, WinoGAViL's "
+                f"format)" if task == "association" else
+                f"dataset '{embedded.name}' is made of association instances, which only the association task reads")
     if task == "retrieval" and isinstance(data, ImageTextData) and any(not captions for captions in data.captions):
         return (f"dataset '{embedded.name}' has images without captions (label-only data), so there is nothing to "
                 f"retrieve")
@@ -116,12 +124,11 @@ def not_applicable(task: str, embedded: EmbeddedDataset) -> str | None:
 
 
 def collection_summary(collection: Collection, tasks: list[dict]) -> dict:
-    """The collection's average: the mean main metric over its datasets that ran (DataComp's average when all
-    of them did), with how many ran and which were absent."""
-    values = {t["dataset"]: t["metrics"][t["main"]] for t in tasks if "main" in t
-              and t["metrics"].get(t["main"]) is not None}
+    """The collection's average: the mean main metric over its datasets that ran, one per dataset (DataComp's
+    average when all of them did), with how many ran and which were absent."""
+    values = [value for _, _, value in collection_scores(tasks).values()]
     return {"name": collection.name, "size": collection.size, "ran": len(values),
-            "average": sum(values.values()) / len(values) if values else None, "missing": collection.missing}
+            "average": sum(values) / len(values) if values else None, "missing": collection.missing}
 
 
 def _data_entry(suite: Suite, name: str, embedded: EmbeddedDataset) -> dict:
@@ -154,7 +161,8 @@ def embedded_dataset(encoder: Encoder, suite: Suite, name: str, cache_dir: Path 
                                                                 spec.batch_size)),
                 embed_captions=functools.cache(lambda split: caption_embeddings(encoder, splits[split], split,
                                                                                cache_dir, spec.batch_size)),
-                encode_text=encoder.encode_text, model=encoder.module)
+                encode_text=encoder.encode_text, model=encoder.module,
+                group_metadata=functools.cache(lambda split: read_sample_metadata(source, split, splits[split])))
 
 
 def _first_side(encoder: Encoder, data, split: str, cache_dir: Path | None, batch_size: int | None):

@@ -26,8 +26,10 @@ from transferlab.config.catalog import ZEROSHOT_START_METHODS, methods_fitted_on
 from transferlab.data.dataset import ImageTextData
 from transferlab.data.loader import decode_all
 from transferlab.errors import UserError
+from transferlab.evaluate.association import association_metrics, cue_prompt, jaccard_scores
 from transferlab.evaluate.clustering import cluster_metrics
 from transferlab.evaluate.fewshot import fewshot_curve
+from transferlab.evaluate.group_metrics import PROTOCOLS, group_metrics
 from transferlab.evaluate.knn import KNNClassifier, select_k_on_validation
 from transferlab.evaluate.metrics import mean_per_class_recall
 from transferlab.evaluate.ncm import NearestClassMean
@@ -51,6 +53,7 @@ class EmbeddedDataset:
     embed_captions: Callable[[str], tuple[torch.Tensor, torch.Tensor]]  # split -> (captions, caption's image)
     encode_text: Callable[[list[str]], torch.Tensor] | None
     model: torch.nn.Module | None = None  # the encoder's module (CoOp prompts its text tower)
+    group_metadata: Callable[[str], np.ndarray | None] = lambda split: None  # split -> each sample's metadata row
     _classifiers: dict = field(default_factory=dict)  # zero-shot weights by (class names, templates)
 
     @property
@@ -107,9 +110,17 @@ def classification_scores(predicted: np.ndarray, labels: np.ndarray) -> dict[str
 
 
 def zeroshot_classification(embedded: EmbeddedDataset, spec: EvalSpec) -> Result:
+    """acc1, acc5, mean per-class recall; with `eval.group_metrics` naming the dataset, DataComp's metrics of its
+    WILDS or fairness protocol on the same scores too."""
     features, labels = embedded.labelled(embedded.split, "zeroshot_classification")
     weights = embedded.text_classifier(spec.templates, "zeroshot_classification")
-    return zeroshot_classify(torch.as_tensor(features), weights, torch.as_tensor(labels))
+    metrics, predicted = zeroshot_classify(torch.as_tensor(features), weights, torch.as_tensor(labels))
+    protocol = spec.group_metrics.get(embedded.name)
+    if protocol is not None:
+        scores = (torch.as_tensor(features) @ weights.T).numpy()
+        metadata = embedded.group_metadata(embedded.split) if PROTOCOLS[protocol].worst else None
+        metrics.update(group_metrics(protocol, scores, labels, metadata, f"dataset '{embedded.name}'"))
+    return metrics, predicted
 
 
 def linear_probe(embedded: EmbeddedDataset, spec: EvalSpec) -> Result:
@@ -215,10 +226,10 @@ def _coop(model, classnames: list[str] | None):
 
 def without_text(task: str, spec: EvalSpec, model: str) -> tuple[EvalSpec | None, str | None]:
     """What of `task` a model without a text tower (an image backbone) can run: the spec to run it with (None:
-    nothing) and what is skipped and why (None: nothing). Zero-shot classification and retrieval need text;
-    so do the few-shot methods that start from the zero-shot classifier (`ZEROSHOT_START_METHODS`)."""
+    nothing) and what is skipped and why (None: nothing). Zero-shot classification, retrieval and association
+    need text; so do the few-shot methods that start from the zero-shot classifier (`ZEROSHOT_START_METHODS`)."""
     reason = f"model '{model}' has no text encoder"
-    if task in ("zeroshot_classification", "retrieval"):
+    if task in ("zeroshot_classification", "retrieval", "association"):
         return None, f"{task} needs a text encoder; {reason}"
     text = [m for m in spec.fewshot.methods if m in ZEROSHOT_START_METHODS] if task == "fewshot" else []
     if not text:
@@ -238,6 +249,15 @@ def retrieval(embedded: EmbeddedDataset, spec: EvalSpec) -> Result:
     return retrieval_recall(images, captions, owner, ks=spec.retrieval.ks), None
 
 
+def association(embedded: EmbeddedDataset, spec: EvalSpec) -> Result:
+    """WinoGAViL's: choose the candidate images that fit each cue (evaluate/association.py)."""
+    instances = embedded.data.instances
+    with torch.no_grad():
+        cues = embedded.encode_text([cue_prompt(instance.cue) for instance in instances])
+    scores = jaccard_scores(embedded.embed(embedded.split), cues.cpu(), instances)
+    return association_metrics(scores, np.array([len(instance.fits) for instance in instances])), None
+
+
 def clustering(embedded: EmbeddedDataset, spec: EvalSpec) -> Result:
     features, labels = embedded.labelled(embedded.split, "clustering")
     metrics = cluster_metrics(features, labels, seeds=range(spec.clustering.seeds))
@@ -246,5 +266,5 @@ def clustering(embedded: EmbeddedDataset, spec: EvalSpec) -> Result:
 
 TASKS: dict[str, Callable[[EmbeddedDataset, EvalSpec], Result]] = {
     "zeroshot_classification": zeroshot_classification, "linear_probe": linear_probe, "knn": knn, "ncm": ncm,
-    "fewshot": fewshot, "retrieval": retrieval, "clustering": clustering,
+    "fewshot": fewshot, "retrieval": retrieval, "clustering": clustering, "association": association,
 }
