@@ -38,7 +38,7 @@ MosaicML rows are skipped with the reason):
     /work/wt/peers-venv/bin/pip install mosaicml-streaming   # 0.13.0; check with --dry-run that it adds no torch
 
     python benchmarks/stream_scale.py [--sizes 1000000,10000000 --modes epochs,shards --repeats 1 --keep]
-    python benchmarks/stream_scale.py --tiny     # 20,000 samples, no MosaicML unless --peer-python: the test's run
+    python benchmarks/stream_scale.py --tiny     # 5,000 samples in 2 shards, no MosaicML unless --peer-python
 """
 
 from __future__ import annotations
@@ -65,7 +65,7 @@ GIB = 2**30
 SPARE = 10 * GIB
 MDS_BYTES_PER_SAMPLE = 400  # MDSWriter's copy: the 268-byte PNG, the caption, offsets (323 B measured)
 PEER_PYTHON = Path("/work/wt/peers-venv/bin/python")
-TINY = 20_000
+TINY = 5_000  # --tiny: one pool of this many samples in 2 shards
 
 
 def check_disk(folder: Path, needed: int) -> None:
@@ -233,7 +233,7 @@ class Bench:
 def parse_args(argv: list[str] | None = None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", default="1000000,10000000", help="pool sizes, comma-separated")
-    parser.add_argument("--tiny", action="store_true", help=f"one pool of {TINY:,} samples (2 shards): the test")
+    parser.add_argument("--tiny", action="store_true", help=f"one pool of {TINY:,} samples in 2 shards: the test's")
     parser.add_argument("--modes", default="epochs,shards", help="train.sampling values, comma-separated")
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=256)
@@ -248,6 +248,7 @@ def parse_args(argv: list[str] | None = None):
     parser.add_argument("--keep", action="store_true", help="keep the pools and MDS copies in --workdir")
     args = parser.parse_args(argv)
     args.sizes = [TINY] if args.tiny else [int(size) for size in args.sizes.split(",")]
+    args.per_shard = TINY // 2 if args.tiny else args.per_shard
     args.modes = [mode.strip() for mode in args.modes.split(",") if mode.strip()]
     args.peer_reason = None
     if args.peer_python == "none":
