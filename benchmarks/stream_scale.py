@@ -150,11 +150,10 @@ class Bench:
         self.scratch.mkdir(parents=True, exist_ok=True)
         self.transferlab = str(Path(sys.executable).parent / "transferlab")
 
-    def emit(self, **row) -> dict:
+    def emit(self, **row) -> None:
         row = {"benchmark": "stream_scale", **row, "load_average": round(os.getloadavg()[0], 2)}
         print(json.dumps(row), flush=True)
         self.rows.append(row)
-        return row
 
     def say(self, message: str) -> None:
         print(f"stream_scale: {message}", file=sys.stderr, flush=True)
@@ -209,8 +208,8 @@ class Bench:
         shards = sorted(folder.glob("shard-*.tar"))
         for repeat in range(args.repeats):
             cache = self.scratch / f"plane-cache-{samples}-{repeat}"
-            runs = [("transferlab", "cold"), ("mosaicml", "cold"), ("mosaicml", "warm"), ("transferlab", "warm")]
-            for plane, temperature in runs if repeat % 2 == 0 else runs[::-1][2:] + runs[::-1][:2]:
+            one, other = ("transferlab", "mosaicml")[::1 if repeat % 2 == 0 else -1]  # who goes first alternates
+            for plane, temperature in ((one, "cold"), (other, "cold"), (other, "warm"), (one, "warm")):
                 if plane == "mosaicml" and peer is None:
                     continue
                 read = read_through(sorted(mds.rglob("*.mds")) if plane == "mosaicml" else shards) \
