@@ -7,9 +7,9 @@ Shards hold `per_shard` samples (the last one the rest), uncompressed, named sha
 Nothing goes through tarfile or PIL: every sample's tar record has the same layout (512-byte ustar header, the
 268-byte PNG padded to 512, header, caption padded to 512), so a shard is one uint8 array [samples, 2048] filled
 from a template row; only the key digits, the pixels, the PNG's Adler-32 and IDAT CRC-32 and the two header
-checksums differ per sample, and all but the two zlib checksums are computed for the whole shard at once. The
-PNG's zlib stream uses stored (uncompressed) deflate blocks, which keeps its length fixed; decoders read it as
-any PNG. The shard ends with two zero blocks. Shards are written by several processes.
+checksums differ per sample, and all but the CRC-32 (one zlib.crc32 call a sample) are computed for the whole
+shard at once. The PNG's zlib stream is one stored (uncompressed) deflate block, which keeps its length fixed;
+decoders read it as any PNG. The shard ends with two zero blocks. Shards are written by several processes.
 """
 
 from __future__ import annotations
@@ -57,7 +57,8 @@ def _stored_zlib(raw: bytes) -> bytes:
 SIGNATURE = b"\x89PNG\r\n\x1a\n"
 IHDR = _chunk(b"IHDR", struct.pack(">IIBBBBB", SIDE, SIDE, 8, 2, 0, 0, 0))
 IEND = _chunk(b"IEND", b"")
-PNG_BYTES = len(SIGNATURE + IHDR + _chunk(b"IDAT", _stored_zlib(bytes(RAW))) + IEND)
+PNG_TEMPLATE = SIGNATURE + IHDR + _chunk(b"IDAT", _stored_zlib(bytes(RAW))) + IEND  # black; pixels go in later
+PNG_BYTES = len(PNG_TEMPLATE)
 IDAT_AT = len(SIGNATURE + IHDR) + 4  # where the chunk type "IDAT" starts; its CRC covers type and data
 RAW_AT = IDAT_AT + 4 + 7  # the scanlines, after "IDAT", the zlib header and the stored block's header
 ADLER_AT, CRC_AT = RAW_AT + RAW, RAW_AT + RAW + 4
@@ -74,7 +75,7 @@ def _header(name: str, size: int) -> bytes:
 
 def _template() -> np.ndarray:
     row = (_header("0" * KEY_DIGITS + ".png", PNG_BYTES)
-           + (SIGNATURE + IHDR + _chunk(b"IDAT", _stored_zlib(bytes(RAW))) + IEND).ljust(BLOCK, b"\0")
+           + PNG_TEMPLATE.ljust(BLOCK, b"\0")
            + _header("0" * KEY_DIGITS + ".txt", len(caption(0)))
            + caption(0).encode().ljust(BLOCK, b"\0"))
     return np.frombuffer(row, dtype=np.uint8)
