@@ -32,9 +32,8 @@ import tempfile
 import time
 from pathlib import Path
 
-import psutil
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _proc_memory import watch  # noqa: E402
 from _stream_pool import write_pool  # noqa: E402
 
 MIB = 2**20
@@ -61,45 +60,15 @@ def recipe(pattern: str, steps: int, batch: int, workers: int | None) -> list[st
     return [arg for s in sets for arg in ("--set", s)]
 
 
-def _vmhwm(pid: int) -> int | None:
-    try:
-        with open(f"/proc/{pid}/status") as status:
-            return next(int(line.split()[1]) * 1024 for line in status if line.startswith("VmHWM"))
-    except (OSError, StopIteration):
-        return None
-
-
 def measured_run(command: list[str], cwd: Path, log: Path) -> dict:
     """Run `command`, sampling its process tree's memory every 0.1 s; the peaks and the wall time."""
     started = time.perf_counter()
     with open(log, "w") as out:
         proc = subprocess.Popen(command, cwd=cwd, stdout=out, stderr=subprocess.STDOUT)
-        root = psutil.Process(proc.pid)
-        peak_rss = peak_pss = main_hwm = worker_rss = samples = most_procs = 0
-        while proc.poll() is None:
-            try:
-                tree = [root, *root.children(recursive=True)]
-            except psutil.NoSuchProcess:
-                break
-            rss = pss = 0
-            for p in tree:
-                try:
-                    info = p.memory_full_info()
-                except (psutil.NoSuchProcess, psutil.AccessDenied):
-                    continue
-                rss, pss = rss + info.rss, pss + info.pss
-                if p.pid != root.pid:
-                    worker_rss = max(worker_rss, info.rss)
-            hwm = _vmhwm(proc.pid)
-            main_hwm = max(main_hwm, hwm or 0)
-            peak_rss, peak_pss = max(peak_rss, rss), max(peak_pss, pss)
-            most_procs, samples = max(most_procs, len(tree)), samples + 1
-            time.sleep(0.1)
-    if proc.wait():
+        peaks = watch(proc)
+    if proc.returncode:
         raise SystemExit(f"{' '.join(command)} failed; see {log}:\n{log.read_text()[-3000:]}")
-    return {"seconds": round(time.perf_counter() - started, 1), "peak_tree_rss_mib": round(peak_rss / MIB, 1),
-            "peak_tree_pss_mib": round(peak_pss / MIB, 1), "main_vmhwm_mib": round(main_hwm / MIB, 1),
-            "largest_worker_rss_mib": round(worker_rss / MIB, 1), "processes": most_procs, "samples": samples}
+    return {"seconds": round(time.perf_counter() - started, 1), **peaks.mib()}
 
 
 def main() -> None:
