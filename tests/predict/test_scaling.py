@@ -186,7 +186,7 @@ def test_fit_report_is_json_with_estimates_intervals_and_range(saturating_law):
     assert alpha["low"] <= alpha["estimate"] <= alpha["high"]
     assert report["fitted_range"] == {"C": [1e15, 1e19]}
     assert 0.005 < report["residual_rms_log"] < 0.04  # the noise is 2% in log space
-    assert set(LAWS) == {"saturating_power_law", "overtraining_law", "exponential_error_law"}
+    assert set(LAWS) == {"saturating_power_law", "power_law", "overtraining_law", "exponential_error_law"}
 
 
 def test_plot_fit_writes_pngs(tmp_path, saturating_law, compute_runs, overtraining_law, error_law, grid_runs):
