@@ -230,10 +230,12 @@ def predict(runs: Annotated[Path, typer.Argument(help="a CSV/TSV/JSONL table of 
                                                      "<out>/../runs.jsonl)")],
             target: Annotated[str, typer.Option("--target", help="the column to predict: loss, or a downstream "
                                                                  "metric such as linear_probe/digits/acc1")],
-            law: Annotated[str | None, typer.Option("--law", help="chain (loss law then error law; default for "
-                                                                  "metrics), power (of --x), overtraining (loss)")]
-            = None,
-            x: Annotated[str, typer.Option("--x", help="the column of the power law")] = "flops",
+            law: Annotated[str | None, typer.Option("--law", help="chain (loss law then error law), overtraining "
+                                                                  "(loss), power (E + A·x^-α of --x), loglog (A·x^-α "
+                                                                  "of --x), auto (power or loglog, whichever "
+                                                                  "predicts the largest runs best); default: from "
+                                                                  "the table's columns")] = None,
+            x: Annotated[str, typer.Option("--x", help="the column of the power and loglog laws")] = "flops",
             holdout: Annotated[int, typer.Option("--holdout", help="leave out the K runs with the most compute and "
                                                                    "report the error of their predictions", min=0)]
             = 0,
@@ -247,6 +249,8 @@ def predict(runs: Annotated[Path, typer.Argument(help="a CSV/TSV/JSONL table of 
     _one_process("predict")
     out = out or Path("runs") / f"predict-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
     record = predict_runs(runs, target, law, x, holdout, list(at or []), out, bootstrap)
+    choice = record["law_choice"]
+    console.print(f"law: {record['law']} — {choice.get('reason') or choice['rule']}", soft_wrap=True, highlight=False)
     for name, report in record["fit"].items():
         console.print(f"{name} law fitted on {record['runs_fitted']} runs: " + ", ".join(
             f"{p}={v['estimate']:.4g} [{v['low']:.3g}, {v['high']:.3g}]" if v["low"] is not None

@@ -1,6 +1,7 @@
 """`transferlab predict` on a runs table generated from known laws: held-out large runs predicted."""
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -72,3 +73,80 @@ def test_bad_requests_say_what_to_do(tmp_path, args, message):
                                       "--out", str(tmp_path / "out")])
     assert result.exit_code == 2, result.output
     assert message in " ".join(result.output.split())
+
+
+def write_compute_table(path, floor=0.0, noise=0.01, seed=0, runs=8):
+    """A published study's kind of table: run, flops and an accuracy, no params, samples or loss. The error is
+    floor + 30·(flops/1e18)^-0.3 times log-normal noise."""
+    generator = np.random.default_rng(seed)
+    flops = np.geomspace(1e18, 3e20, runs)
+    error = (floor + 0.6 * (flops / 1e18) ** -0.3) * np.exp(noise * generator.standard_normal(runs))
+    lines = ["run,flops,zeroshot/imagenet1k/acc1"] + [f"r{i},{f:.6g},{1 - e:.6f}" for i, (f, e)
+                                                      in enumerate(zip(flops, error, strict=True))]
+    path.write_text("\n".join(lines) + "\n")
+    return flops, 1 - error
+
+
+def test_a_compute_only_table_is_fitted_without_flags_and_says_which_law_and_why(tmp_path):
+    """A floor of 0.3 under the error bends the curve: the saturating law predicts the largest runs better."""
+    flops, accuracy = write_compute_table(tmp_path / "runs.csv", floor=0.3)
+    result = CliRunner().invoke(app, ["predict", str(tmp_path / "runs.csv"), "--target", "zeroshot/imagenet1k/acc1",
+                                      "--holdout", "2", "--bootstrap", "20", "--out", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    record = json.loads((tmp_path / "out" / "predict.json").read_text())
+    choice = record["law_choice"]
+    assert record["law"] == choice["law"] == "power" and set(record["fit"]) == {"power"}
+    assert "no params, samples and loss" in choice["rule"] and choice["folds"] == 2
+    assert choice["scores"]["power"] < choice["scores"]["loglog"]
+    assert "law: power — power predicted the largest runs best" in " ".join(result.output.split())
+    for row, true in zip(record["held_out"], accuracy[-2:], strict=True):
+        assert row["true"] == pytest.approx(true, abs=1e-6) and row["relative_error"] < 0.02
+        assert row["low"] < row["predicted"] < row["high"]
+
+
+def test_a_straight_log_log_line_keeps_the_simpler_law(tmp_path):
+    write_compute_table(tmp_path / "runs.csv", floor=0.0)
+    result = CliRunner().invoke(app, ["predict", str(tmp_path / "runs.csv"), "--target", "zeroshot/imagenet1k/acc1",
+                                      "--bootstrap", "0", "--out", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    record = json.loads((tmp_path / "out" / "predict.json").read_text())
+    assert record["law"] == "loglog" and record["fit"]["loglog"]["params"]["alpha"]["estimate"] == pytest.approx(
+        0.3, abs=0.03)
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda lines: lines[:2], "leaves 1 run to fit"),
+    (lambda lines: [lines[0].replace("flops", "compute"), *lines[1:]], "has no column 'flops'"),
+    (lambda lines: [*lines, lines[3]], "Runs 3 and 9 of the runs table .* are both named 'r2'"),
+    (lambda lines: [lines[0], *(line.split(",", 1)[1] for line in lines[1:4]), *(line.split(",", 1)[1]
+                                                                              for line in lines[1:])],
+     None),  # without names, identical rows
+    (lambda lines: [*lines[:4], "r3,4e19,nan", *lines[5:]], r"Run 4 \('r3'\) .* has nan in column"),
+    (lambda lines: [*lines[:4], "r3,4e19,", *lines[5:]], r"Run 4 \('r3'\) .* has no value in column"),
+    (lambda lines: [*lines[:4], "r3,4e19,1.0", *lines[5:]], r"Run 4 \('r3'\) .* = 1; it must be a fraction"),
+    (lambda lines: [*lines[:4], "r3,4e19,63.5", *lines[5:]], "a percentage must be divided by 100"),
+    (lambda lines: [*lines[:4], "r3,0,0.5", *lines[5:]], r"Run 4 \('r3'\) .* has flops = 0"),
+])
+def test_malformed_tables_name_the_run(tmp_path, edit, message):
+    write_compute_table(tmp_path / "runs.csv")
+    lines = (tmp_path / "runs.csv").read_text().strip().split("\n")
+    lines = edit(lines)
+    if message is None:  # rows 1-3 (no run column) repeated: the first repeat is data row 4
+        lines = ["flops,zeroshot/imagenet1k/acc1", *lines[1:]]
+        message = "Runs 1 and 4 of the runs table .* are identical in every column"
+    (tmp_path / "runs.csv").write_text("\n".join(lines) + "\n")
+    result = CliRunner().invoke(app, ["predict", str(tmp_path / "runs.csv"), "--target", "zeroshot/imagenet1k/acc1",
+                                      "--law", "loglog", "--bootstrap", "0", "--out", str(tmp_path / "out")])
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+    assert re.search(message, " ".join(result.output.split())), result.output
+
+
+def test_without_a_law_or_the_columns_for_one_the_columns_needed_are_named(tmp_path):
+    (tmp_path / "runs.csv").write_text("run,compute,acc1\na,1e18,0.5\nb,1e19,0.6\nc,1e20,0.7\n")
+    result = CliRunner().invoke(app, ["predict", str(tmp_path / "runs.csv"), "--target", "acc1",
+                                      "--out", str(tmp_path / "out")])
+    assert result.exit_code == 2, result.output
+    output = " ".join(result.output.split())
+    assert "neither 'params', 'samples' and 'loss'" in output and "nor a compute column 'flops'" in output
+    assert "Its columns are: 'acc1', 'compute', 'run'" in output

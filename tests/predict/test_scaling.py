@@ -23,6 +23,9 @@ from transferlab.predict.scaling import (
     OvertrainingLaw,
     SaturatingPowerLaw,
     ScalingExtrapolationWarning,
+    _huber_objective,
+    _minimise,
+    _one_blas_thread,
     chain_predict,
     fit_report,
 )
@@ -131,6 +134,34 @@ def test_chain_predicts_a_held_out_large_run_within_its_interval(overtraining_la
     assert json.loads(json.dumps(chained.to_dict()))["extrapolation"] == [pytest.approx(4.9, rel=0.01)]
 
 
+@pytest.mark.parametrize("fitted", ["saturating_law", "error_law"])
+def test_starting_from_the_best_grid_points_reaches_the_optimum_of_every_grid_point(fitted, request, compute_runs,
+                                                                                   grid_runs):
+    """The brute-force reference runs L-BFGS-B from all grid points (200 and 150) instead of the best 10."""
+    law = request.getfixturevalue(fitted)
+    x, y = compute_runs if fitted == "saturating_law" else grid_runs[2:]
+    features, log_y = law._features({next(iter(law.range_)): np.asarray(x)}), np.log(y)
+    with _one_blas_thread():
+        every = min(_minimise(law, start, features, log_y)[1] for start in law._grid(features, log_y))
+    assert _huber_objective(law.theta_, law, features, log_y)[0] <= every + 1e-9
+
+
+def test_a_new_runs_interval_adds_the_scatter_of_runs_to_the_laws(saturating_law):
+    """Inside the fitted range the law is pinned down by 16 runs and a new run's 2% noise dominates its interval."""
+    law_only = saturating_law.predict(1e17, interval="law")
+    new_run = saturating_law.predict(1e17)
+    assert new_run.high[0] - new_run.low[0] > 1.5 * (law_only.high[0] - law_only.low[0])  # observed 1.96x
+    assert new_run.high[0] / new_run.low[0] == pytest.approx(np.exp(2 * 1.645 * 0.02), rel=0.3)  # ±1.645σ, σ = 2%
+    np.testing.assert_array_equal(new_run.value, law_only.value)
+    n, p = 16, 3
+    draws = np.log(saturating_law.run_scatter(500))
+    assert set(np.round(draws, 12)) <= set(np.round(saturating_law.residuals_log_ * np.sqrt(n / (n - p)), 12))
+    assert len(set(np.round(draws, 12))) > 10  # drawn from many of the 16 residuals
+    np.testing.assert_array_equal(draws, np.log(saturating_law.run_scatter(500)))  # seeded
+    with pytest.raises(UserError, match="give 'run'"):
+        saturating_law.predict(1e16, interval="both")
+
+
 @pytest.mark.slow
 def test_saturating_intervals_cover_the_truth_across_datasets():
     """90% intervals over 20 noisy datasets: observed coverage 19/20 for each of E, A and alpha (~45 s)."""
@@ -186,7 +217,7 @@ def test_fit_report_is_json_with_estimates_intervals_and_range(saturating_law):
     assert alpha["low"] <= alpha["estimate"] <= alpha["high"]
     assert report["fitted_range"] == {"C": [1e15, 1e19]}
     assert 0.005 < report["residual_rms_log"] < 0.04  # the noise is 2% in log space
-    assert set(LAWS) == {"saturating_power_law", "overtraining_law", "exponential_error_law"}
+    assert set(LAWS) == {"saturating_power_law", "power_law", "overtraining_law", "exponential_error_law"}
 
 
 def test_plot_fit_writes_pngs(tmp_path, saturating_law, compute_runs, overtraining_law, error_law, grid_runs):

@@ -69,10 +69,18 @@ def numeric_column(runs: Sequence[dict[str, Any]], name: str, path: str | Path) 
         value = run.get(name)
         if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
             shown = "no value" if value is None else repr(value)
-            raise UserError(f"Run {index + 1} of the runs table {path} has {shown} in column '{name}', which must "
-                            f"be a finite number in every run. Fill it in, or remove the run from the table.")
+            raise UserError(f"{run_label(run, index, capital=True)} of the runs table {path} has {shown} in column "
+                            f"'{name}', which must be a finite number in every run. Fill it in, or remove the run "
+                            f"from the table.")
         values[index] = value
     return values
+
+
+def run_label(run: dict[str, Any], index: int, capital: bool = False) -> str:
+    """How messages name the run at position `index` (from 0): "run 3 ('vit-b-32')", or "run 3" without a name."""
+    name = run.get("run")
+    label = f"{'R' if capital else 'r'}un {index + 1}"
+    return label if name is None else f"{label} ('{name}')"
 
 
 def append_run(path: str | Path, record: dict[str, Any]) -> Path:
