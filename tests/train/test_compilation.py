@@ -25,9 +25,12 @@ def test_compiled_towers_follow_the_eager_loss_curve(tiny_overrides, tmp_path):
     assert losses(tmp_path / "compiled") == pytest.approx(losses(tmp_path / "eager"), rel=1e-4)
     for tower, _ in compiled.towers():
         assert tower._compiled_call_impl is None  # back to eager for evaluation
-    for ours, theirs in zip(compiled.parameters(), eager.parameters(), strict=True):
-        # float rounding differs; Adam turns it into ~1e-4 after 4 steps of at most 2e-3 each
-        assert torch.allclose(ours, theirs, atol=5e-4)
+    differences = torch.cat([(ours - theirs).abs().flatten() for ours, theirs in zip(
+        compiled.parameters(), eager.parameters(), strict=True)])
+    # float rounding differs; Adam turns it into ~1e-6 after 4 steps of at most 2e-3 each, except where a gradient
+    # is so near zero that rounding flips the sign of Adam's step (a handful of the 131k weights): at most 2 x 2e-3
+    # a step there
+    assert (differences > 5e-4).float().mean() < 1e-4 and differences.max() <= 4 * 2 * 2e-3
 
 
 def test_without_a_working_compiler_the_run_trains_uncompiled(tiny_overrides, tmp_path, monkeypatch, capsys):

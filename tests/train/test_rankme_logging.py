@@ -4,12 +4,12 @@ import pytest
 import torch
 
 from transferlab.config import load_recipe
+from transferlab.data.permutation import Permutation
 from transferlab.data.sources import load_splits
 from transferlab.errors import UserError
 from transferlab.fileio import read_jsonl_log
 from transferlab.models.references import load_model
 from transferlab.predict.transferability import rankme
-from transferlab.runtime import derived_generator
 from transferlab.train.loop import pretrain
 
 
@@ -21,7 +21,7 @@ def test_rankme_is_logged_every_n_steps_and_matches_the_checkpoint(tiny_override
 
     # the same probe images through the checkpoint written at step 8, with the RankMe of predict/
     data = load_splits("mnist5k", recipe.datasets["mnist5k"], recipe.model.image_size, 1)["train"]
-    chosen = torch.randperm(len(data), generator=derived_generator(recipe.seed, "rankme-probe", 0))[:64]
+    chosen = torch.from_numpy(Permutation.derived(len(data), recipe.seed, "rankme-probe", 0).take(0, 64))
     encoder = load_model(str(tmp_path / "checkpoints" / "step_8"), torch.device("cpu")).encoder
     with torch.no_grad():
         embeddings = encoder.encode_image(encoder.preprocess(data.images[chosen]))

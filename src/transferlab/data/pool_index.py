@@ -21,6 +21,7 @@ import contextlib
 import fcntl
 import hashlib
 import json
+import mmap
 import multiprocessing
 import os
 import shutil
@@ -150,9 +151,14 @@ def _exclusive(path: Path) -> Iterator[None]:
 
 
 def _map(path: Path, dtype) -> np.ndarray:
+    """The column file mapped copy-on-write, for random access: the kernel maps the pages read, not the 64 KB
+    around each that it would for a sequential reader (which would put most of a large column in every process)."""
     if path.stat().st_size == 0:
         return np.zeros(0, dtype=dtype)
-    return np.memmap(path, dtype=dtype, mode="c")
+    column = np.memmap(path, dtype=dtype, mode="c")
+    if hasattr(mmap, "MADV_RANDOM"):
+        column._mmap.madvise(mmap.MADV_RANDOM)
+    return column
 
 
 def _build(folder: Path, sources: list[str], versions: list[str], scan: ScanSpec) -> PoolIndex:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import gzip
 import json
+import mmap
 import tarfile
 import zlib
 from collections import Counter
@@ -32,6 +33,7 @@ from transferlab.errors import UserError
 
 MAX_MEMBER_BYTES = MAX_IMAGE_BYTES  # a larger member is skipped unread
 MAX_TEXT_BYTES = 4 * MAX_CAPTION_CHARS  # text members are read this far: MAX_CAPTION_CHARS characters of UTF-8
+RELEASE_EVERY = 16 * 2**20  # bytes of a mapped shard read before this process lets go of them
 
 
 class ByteRange(NamedTuple):
@@ -128,9 +130,12 @@ def _laid_out_samples(path: Path, bad: BadSamples, keep: Callable[[str], bool] |
     with shard_bytes(path) as data:
         layout = read_layout(data)
         samples = group_samples(layout, wanted)
+        released = _release(data, len(data))  # the header walk mapped it all; a reader maps what it reads next
         for reason, count in layout.skipped.items():
             bad.report.skipped[reason] += count
         for key, members in samples:
+            if members and max(m.end for m in members.values()) - released > RELEASE_EVERY:
+                released = _release(data, min(m.start for m in members.values()))
             sample: dict[str, bytes | str] = {"__key__": key, "__shard__": str(path)}
             for ext, member in members.items():
                 if not wanted(ext):
@@ -147,6 +152,16 @@ def _laid_out_samples(path: Path, bad: BadSamples, keep: Callable[[str], bool] |
             yield sample
     if layout.corrupt:
         _corrupt(bad, path, tarfile.ReadError(layout.corrupt))
+
+
+def _release(data, upto: int) -> int:
+    """Unmap this process's pages of a mapped shard before byte `upto` (the page cache keeps them): reading a
+    1 GB shard front to back then holds a few MB of it in the process, not all of it. Returns where it is
+    released to."""
+    upto -= upto % mmap.PAGESIZE
+    if isinstance(data, mmap.mmap) and hasattr(mmap, "MADV_DONTNEED") and upto > 0:
+        data.madvise(mmap.MADV_DONTNEED, 0, upto)
+    return upto
 
 
 def _corrupt(bad: BadSamples, path: Path | str, err: Exception) -> None:

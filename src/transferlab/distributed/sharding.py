@@ -11,10 +11,11 @@ checkpoint written with FSDP resumes without it, and the other way round.
 
 from __future__ import annotations
 
+import sys
+
 import torch
 import torch.distributed as dist
 from torch import nn
-from torch.distributed.tensor import DTensor, distribute_tensor
 
 
 def shard_towers(towers: list[nn.Module]) -> None:
@@ -28,7 +29,10 @@ def shard_towers(towers: list[nn.Module]) -> None:
 
 
 def sharded(tensor: torch.Tensor | None) -> bool:
-    return isinstance(tensor, DTensor)
+    """Whether `tensor` is an FSDP shard (a DTensor). torch's DTensor module takes seconds to import and only
+    sharding loads it, so a process that never imported it holds no shard."""
+    module = sys.modules.get("torch.distributed.tensor")
+    return module is not None and isinstance(tensor, module.DTensor)
 
 
 def full_tensors(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -38,6 +42,8 @@ def full_tensors(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 def shard_like(full: dict[str, torch.Tensor], current: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Full tensors (a checkpoint) cut into this rank's shards wherever `current` is sharded."""
+    from torch.distributed.tensor import distribute_tensor
+
     return {key: distribute_tensor(value.to(current[key].device, current[key].dtype), current[key].device_mesh,
                                    current[key].placements) if sharded(current.get(key)) else value
             for key, value in full.items()}
@@ -45,6 +51,8 @@ def shard_like(full: dict[str, torch.Tensor], current: dict[str, torch.Tensor]) 
 
 def shard_optimizer_state(optimizer: torch.optim.Optimizer, state: dict[int, dict[str, torch.Tensor]]) -> None:
     """Full optimizer state tensors (by parameter index) sharded like their parameters, in place."""
+    from torch.distributed.tensor import distribute_tensor
+
     parameters = [p for group in optimizer.param_groups for p in group["params"]]
     for index, slots in state.items():
         parameter = parameters[index]

@@ -45,7 +45,6 @@ from transferlab.errors import Interrupted, UserError
 from transferlab.fileio import atomic_write
 from transferlab.models.dual_encoder import DualEncoder
 from transferlab.optim import ModelEMA, create_optimizer, layer_decay_groups, lr_at, parameter_groups
-from transferlab.predict.transferability import rankme
 from transferlab.runtime import seed_everything
 from transferlab.train.batches import BatchMaker
 from transferlab.train.compilation import compile_towers, uncompile
@@ -349,6 +348,8 @@ def _rankme_probe(data, recipe: Recipe, device: torch.device) -> torch.Tensor:
 @torch.no_grad()
 def _probe_rankme(model: DualEncoder, images: torch.Tensor, autocast) -> float:
     """RankMe (predict/transferability.py) of the probe images' embeddings under the current weights."""
+    from transferlab.predict.transferability import rankme  # scipy: imported by the runs that log RankMe only
+
     model.eval()
     with autocast:
         embeddings = torch.cat([model.encode_image(model.preprocess(chunk)).float() for chunk in images.split(256)])
