@@ -95,7 +95,7 @@ def test_coop_needs_a_model_that_takes_prompts(tmp_path):
                                                                   "patch_size": 8},
                                   "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2,
                                                "layers": 1}}))
-    code, out = invoke(f"openclip:{config}", "--method", "coop", "--shots", 1, "--suite", "default",
+    code, out = invoke(f"openclip:{config}:random", "--method", "coop", "--shots", 1, "--suite", "default",
                        "--out", tmp_path / "x")
     assert code == 2 and "CoOp learns prompt vectors" in out, out
 

@@ -55,7 +55,7 @@ def _hf(root, monkeypatch, parquet: bool):
 def model(tmp_path_factory):
     path = tmp_path_factory.mktemp("model") / "tiny-clip.json"
     path.write_text(json.dumps(TINY_CLIP))
-    return f"openclip:{path}"
+    return f"openclip:{path}:random"
 
 
 @pytest.fixture

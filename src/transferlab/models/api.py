@@ -71,8 +71,8 @@ class Model:
 def load_model(ref: str, device: str = "auto") -> Model:
     """The model `ref` names (see docs/evaluation.md, "Model references"), on `device` (auto, cpu, cuda, mps).
 
-    A tiny open_clip configuration (`openclip:<config.json>` is a seeded random initialisation, so nothing
-    is downloaded) shows the calls; a pretrained reference such as "openclip:ViT-B-32:laion2b_s34b_b79k"
+    A tiny open_clip configuration with random weights (`openclip:<config.json>:random`, so nothing is
+    downloaded) shows the calls; a pretrained reference such as "openclip:ViT-B-32:laion2b_s34b_b79k"
     (fetched once into open_clip's cache) takes the same calls and gives meaningful similarities.
 
     >>> import json, tempfile
@@ -84,9 +84,9 @@ def load_model(ref: str, device: str = "auto") -> Model:
     >>> with tempfile.TemporaryDirectory() as folder:
     ...     config = Path(folder) / "tiny-clip.json"
     ...     _ = config.write_text(json.dumps(tiny))
-    ...     model = load_model(f"openclip:{config}", device="cpu")
+    ...     model = load_model(f"openclip:{config}:random", device="cpu")
     >>> model
-    Model('openclip:tiny-clip')
+    Model('openclip:tiny-clip:random')
     >>> images = model.encode_image([Image.new("RGB", (40, 30), "red"), Image.new("RGB", (30, 40), "blue")])
     >>> texts = model.encode_text(["a red square", "a blue square", "a photo of a cat"])
     >>> images.shape, texts.shape
