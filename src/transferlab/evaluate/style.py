@@ -23,4 +23,5 @@ tr.group td { border-top: 2px solid #c4ccd6; }
 figure { margin: 0 0 1em; }
 img { max-width: 100%; height: auto; }
 figcaption { color: #555; font-size: 90%; }
+.warning { border-left: 4px solid #c0392b; background: #fdf0ee; padding: .5em 1em; margin: 1em 0; }
 """
