@@ -5,8 +5,8 @@ files; `build` reads them into a `Leaderboard`: one column per (dataset, task) h
 metric, per model the average over the columns it has and the average rank (1 is best, ties share the mean
 rank), and `flags`: every reason two numbers in one column, or two rows, may not measure the same thing
 (different dataset fingerprints or splits, different main metrics, one suite name with two suite hashes,
-collection averages over different tasks, results without provenance). A flag is shown, never dropped;
-`--strict` turns them into an error. `write_csv`, `write_markdown` and leaderboard_page.write_html write it.
+collection averages over different tasks, results without provenance, random weights). A flag is shown, never
+dropped; `--strict` turns them into an error. `write_csv`, `write_markdown` and leaderboard_page.write_html write it.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from scipy.stats import rankdata
 
 from transferlab.errors import UserError, did_you_mean
 from transferlab.fileio import atomic_write
+from transferlab.models.weights import is_random, random_notice
 
 # The main metric of a task entry written before results.json named one ("main"); retrieval is special.
 DEFAULT_MAIN = {"zeroshot_classification": "acc1", "linear_probe": "acc1", "knn": "acc1", "ncm": "acc1",
@@ -248,6 +249,9 @@ def _check(rows: list[Row], columns: list[Column], doubles: list[tuple[str, str]
     for row in rows:
         if row.provenance is None:
             add("provenance", f"{shown(row.path)}: {NO_PROVENANCE}", files=[shown(row.path)], rows=[row.label])
+    for row, weights in _random_weights(rows):
+        add("weights", f"{shown(row.path)}: {random_notice(row.model, weights)} Leave it out of a comparison of "
+            f"trained models.", files=[shown(row.path)], rows=[row.label])
     for column in columns:
         have = [r for r in rows if r.values.get(column.name) is not None]
         value_of = {r.label: r.splits[column.name] for r in have}
@@ -296,6 +300,12 @@ def _check(rows: list[Row], columns: list[Column], doubles: list[tuple[str, str]
     for path, message in doubles:
         add("duplicate", message, files=[path])
     return flags
+
+
+def _random_weights(rows: list[Row]) -> list[tuple[Row, dict]]:
+    """The rows whose provenance records random weights (models/weights.py), with that record."""
+    records = [(row, (row.provenance or {}).get("weights")) for row in rows]
+    return [(row, weights) for row, weights in records if is_random(weights)]
 
 
 def main_metric_name(row: Row, column: Column) -> str | None:
