@@ -40,6 +40,7 @@ def test_gda_through_the_command_equals_gda_on_the_same_draw(run, tmp_path):
     assert code == 0, out
     record = json.loads((tmp_path / "a" / "adapt.json").read_text())
     assert (record["method"], record["data"], record["shots"], record["seed"]) == ("gda", "digits", 4, 1)
+    assert record["weights"]["origin"] == "checkpoint"  # where the adapted model's weights came from
     assert {"coef", "intercept", "means", "covariance"} <= set(load_file(tmp_path / "a" / "head.safetensors"))
 
     # the same computation by hand: embeddings, the seeded 4-shot draws of train and val, GDA, test accuracy

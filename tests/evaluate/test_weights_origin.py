@@ -336,3 +336,13 @@ def test_the_leaderboard_flags_random_weights_and_strict_refuses_them(run, clip,
     assert code == 2 and "--strict: 1 thing(s)" in out and "random weights" in out
     code, out = leaderboard("trained", "earlier", strict=True)
     assert code == 0, out
+
+
+def test_rank_and_adapt_say_it_too(clip, suite, tmp_path):
+    for args in (["rank", "openclip:tiny-clip:random", "--data", "shapes"],
+                 ["adapt", "openclip:tiny-clip:random", "--method", "gda", "--data", "shapes", "--shots", "1"]):
+        result = CliRunner().invoke(app, [*args, "--suite", str(suite), "--out", str(tmp_path / args[0])])
+        output = " ".join(result.output.split())
+        assert result.exit_code == 0, output
+        assert output.count(NOTICE) == 1 and "openclip:tiny-clip:random has random weights" in output
+    assert json.loads((tmp_path / "adapt" / "adapt.json").read_text())["weights"]["origin"] == "random"

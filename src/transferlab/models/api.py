@@ -23,12 +23,14 @@ BATCH = 64
 
 
 class Model:
-    """A loaded model: `encode_image`, `encode_text`, and the `Encoder` evaluation uses (`encoder`)."""
+    """A loaded model: `encode_image`, `encode_text`, the `Encoder` evaluation uses (`encoder`) and where its
+    weights came from (`weights`, e.g. `{"origin": "random", "seed": 0, ...}`; models/weights.py)."""
 
     def __init__(self, encoder: Encoder) -> None:
         self.encoder = encoder
         self.name = encoder.name
         self.image_size = encoder.image_size
+        self.weights = encoder.weights
 
     def __repr__(self) -> str:
         return f"Model({self.name!r})"
@@ -85,8 +87,8 @@ def load_model(ref: str, device: str = "auto") -> Model:
     ...     config = Path(folder) / "tiny-clip.json"
     ...     _ = config.write_text(json.dumps(tiny))
     ...     model = load_model(f"openclip:{config}:random", device="cpu")
-    >>> model
-    Model('openclip:tiny-clip:random')
+    >>> model, model.weights["origin"]
+    (Model('openclip:tiny-clip:random'), 'random')
     >>> images = model.encode_image([Image.new("RGB", (40, 30), "red"), Image.new("RGB", (30, 40), "blue")])
     >>> texts = model.encode_text(["a red square", "a blue square", "a photo of a cat"])
     >>> images.shape, texts.shape
