@@ -346,3 +346,12 @@ def test_rank_and_adapt_say_it_too(clip, suite, tmp_path):
         assert result.exit_code == 0, output
         assert output.count(NOTICE) == 1 and "openclip:tiny-clip:random has random weights" in output
     assert json.loads((tmp_path / "adapt" / "adapt.json").read_text())["weights"]["origin"] == "random"
+
+
+def test_a_file_named_random_is_never_taken_for_the_word(clip, tmp_path, monkeypatch):
+    config, weights = clip
+    monkeypatch.chdir(tmp_path)
+    torch.save(load_file(str(weights)), tmp_path / "random")  # a weights-only torch file
+    with pytest.raises(UserError, match=r"also holds a file or folder named random\. Write \./random"):
+        load_model(f"openclip:{config}:random", CPU)
+    assert load_model(f"openclip:{config}:./random", CPU).encoder.weights["origin"] == "file"
