@@ -67,8 +67,8 @@ def load_openclip(spec: str, device: torch.device, seed: int = 0) -> Encoder:
         torch.manual_seed(seed)  # a random init is then reproducible
         with quiet():  # open_clip warns "no pretrained weights loaded" when none are asked for
             model, _, transform = open_clip.create_model_and_transforms(config, pretrained=None)
-        record = origin.random_init(seed, f"asked for with :{RANDOM}" if weights else
-                                    "from a model-config file, which has no published weights")
+        record = origin.random_init(seed) if weights else origin.random_init(
+            seed, "from a model-config file, which has no published weights")
         weights = RANDOM
     elif not weights:
         raise origin.not_named(f"openclip:{config}", "open_clip", open_clip.list_pretrained_tags_by_model(config),

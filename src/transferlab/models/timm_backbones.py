@@ -18,6 +18,8 @@ model has no text tower, so the tasks that need text are skipped (evaluate/suite
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn.functional as F
 
@@ -43,10 +45,11 @@ def load_timm(spec: str, device: torch.device, seed: int = 0) -> Encoder:
         arch, weights = _parse(timm, spec)
         name, model, record = f"{arch}:{weights}", *_build(timm, arch, weights, seed)
         source = {"library": "timm", "architecture": arch}
-    cfg = model.pretrained_cfg
-    if record["origin"] != "random":
-        source.update({"pretrained": cfg.get("tag")} if record["origin"] == "pretrained" else {})
-        source.update({"license": cfg["license"]} if cfg.get("license") else {})
+    cfg = model.pretrained_cfg  # the published checkpoint's, or the hub's or directory's config
+    if record["origin"] == "pretrained":
+        source["pretrained"] = cfg.get("tag")
+    if record["origin"] in ("pretrained", "hub", "directory") and cfg.get("license"):
+        source["license"] = cfg["license"]
     model = model.to(device).eval()
     config = timm.data.resolve_data_config({}, model=model)
     if config["input_size"][0] != 3 or config["input_size"][1] != config["input_size"][2]:
@@ -84,8 +87,7 @@ def _build(timm, arch: str, weights: str, seed: int):
     """timm's head-less model of `arch` with `weights` (random, a file or a tag) and their origin record."""
     if asks_for_random(weights, f"timm:{arch}:{weights}"):
         torch.manual_seed(seed)
-        return timm.create_model(arch, pretrained=False, num_classes=0), origin.random_init(seed, f"asked for with "
-                                                                                                  f":{RANDOM}")
+        return timm.create_model(arch, pretrained=False, num_classes=0), origin.random_init(seed)
     if is_weights_file(weights):
         state = read_weights(weights)
         model = timm.create_model(arch, pretrained=False, num_classes=0)
@@ -115,7 +117,7 @@ def _from_source(timm, spec: str):
     if not where.strip("/"):
         raise UserError(f"timm:{spec} needs a {'directory' if local else 'repository'} after '{prefix}:', e.g. "
                         f"timm:hf-hub:timm/resnet50.a1_in1k.")
-    create = lambda: timm.create_model(spec, pretrained=True, num_classes=0)  # noqa: E731
+    create = functools.partial(timm.create_model, spec, pretrained=True, num_classes=0)
     if not local:
         return _fetched(create, f"timm:{spec}", repr(spec), "timm:<name>:<file>"), origin.hub("timm", where)
     try:

@@ -86,7 +86,7 @@ def not_named(ref: str, library: str, tags: list[str], listing: str, default: st
                      f"for a seeded random initialisation: {ref}:{RANDOM}.")
 
 
-def random_init(seed: int, reason: str) -> dict:
+def random_init(seed: int, reason: str = f"asked for with :{RANDOM}") -> dict:
     return {"origin": "random", "seed": seed, "reason": reason}
 
 
