@@ -319,22 +319,25 @@ def test_run_directories_checkpoints_and_exports(run, suite, tmp_path):
 
 def test_the_leaderboard_flags_random_weights_and_strict_refuses_them(run, clip, suite, tmp_path):
     """A random initialisation next to trained weights on the same suite: the only flag is the random row."""
-    for ref, folder in ((run, "trained"), (run / "checkpoints" / "step_1", "earlier"),
-                        ("openclip:tiny-clip:random", "random")):
-        assert evaluate(ref, suite=suite, out=tmp_path / folder)[0] == 0
+    code, out, _ = evaluate(run, "openclip:tiny-clip:random", suite=suite, out=tmp_path / "both")
+    assert code == 0 and out.count(NOTICE) == 1, out
+    report = (tmp_path / "both" / "report.html").read_text()  # atop the comparison and atop the model's section
+    assert report.count('class="warning"') == 2 and report.index('class="warning"') < report.index("<h2>Comparison")
+    assert evaluate(run / "checkpoints" / "step_1", suite=suite, out=tmp_path / "earlier")[0] == 0
+    (trained,) = (tmp_path / "both").glob("*step_2/results.json")
+    (random,) = (tmp_path / "both").glob("*random/results.json")
 
-    def leaderboard(*folders, strict=False):
-        result = CliRunner().invoke(app, ["leaderboard", *[str(tmp_path / f) for f in folders],
-                                          *(["--strict"] if strict else [])])
+    def leaderboard(*paths, strict=False):
+        result = CliRunner().invoke(app, ["leaderboard", *map(str, paths), *(["--strict"] if strict else [])])
         return result.exit_code, " ".join(result.output.split())
 
-    code, out = leaderboard("trained", "random")
+    code, out = leaderboard(trained, random)
     assert code == 0, out
     assert "warning ⚠1:" in out and "openclip:tiny-clip:random has random weights" in out
     assert "openclip:tiny-clip:random ⚠1" in out and "⚠2" not in out
-    code, out = leaderboard("trained", "random", strict=True)
+    code, out = leaderboard(trained, random, strict=True)
     assert code == 2 and "--strict: 1 thing(s)" in out and "random weights" in out
-    code, out = leaderboard("trained", "earlier", strict=True)
+    code, out = leaderboard(trained, tmp_path / "earlier", strict=True)
     assert code == 0, out
 
 

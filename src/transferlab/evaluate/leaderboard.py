@@ -23,7 +23,7 @@ from scipy.stats import rankdata
 
 from transferlab.errors import UserError, did_you_mean
 from transferlab.fileio import atomic_write
-from transferlab.models.weights import is_random, random_notice
+from transferlab.models.weights import is_random, random_notice, recorded
 
 # The main metric of a task entry written before results.json named one ("main"); retrieval is special.
 DEFAULT_MAIN = {"zeroshot_classification": "acc1", "linear_probe": "acc1", "knn": "acc1", "ncm": "acc1",
@@ -249,9 +249,9 @@ def _check(rows: list[Row], columns: list[Column], doubles: list[tuple[str, str]
     for row in rows:
         if row.provenance is None:
             add("provenance", f"{shown(row.path)}: {NO_PROVENANCE}", files=[shown(row.path)], rows=[row.label])
-    for row, weights in _random_weights(rows):
-        add("weights", f"{shown(row.path)}: {random_notice(row.model, weights)} Leave it out of a comparison of "
-            f"trained models.", files=[shown(row.path)], rows=[row.label])
+        if is_random(recorded(row.results)):  # provenance.weights (models/weights.py)
+            add("weights", f"{shown(row.path)}: {random_notice(row.model, recorded(row.results))} Leave it out of a "
+                f"comparison of trained models.", files=[shown(row.path)], rows=[row.label])
     for column in columns:
         have = [r for r in rows if r.values.get(column.name) is not None]
         value_of = {r.label: r.splits[column.name] for r in have}
@@ -300,12 +300,6 @@ def _check(rows: list[Row], columns: list[Column], doubles: list[tuple[str, str]
     for path, message in doubles:
         add("duplicate", message, files=[path])
     return flags
-
-
-def _random_weights(rows: list[Row]) -> list[tuple[Row, dict]]:
-    """The rows whose provenance records random weights (models/weights.py), with that record."""
-    records = [(row, (row.provenance or {}).get("weights")) for row in rows]
-    return [(row, weights) for row, weights in records if is_random(weights)]
 
 
 def main_metric_name(row: Row, column: Column) -> str | None:

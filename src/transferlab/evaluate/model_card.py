@@ -16,7 +16,7 @@ from pathlib import Path
 from transferlab.errors import UserError
 from transferlab.evaluate.report import format_metric
 from transferlab.fileio import atomic_write
-from transferlab.models.weights import describe, is_random, random_notice
+from transferlab.models.weights import describe, is_random, random_notice, recorded
 
 START = "<!-- transferlab:results:start -->"
 END = "<!-- transferlab:results:end -->"
@@ -71,7 +71,7 @@ def _results_block(results: dict) -> str:
         if t.get("skipped"):
             rows.append((md(t["dataset"]), md(t["split"]), md(task), "skipped", md(t["skipped"])))
     meta = (f"Suite {md(results.get('suite', '—'))}, evaluated {md(results.get('created', '—'))}, weights: "
-            f"{md(describe(_weights(results)))}. Accuracies and recalls are percentages; ± is the half-width of a "
+            f"{md(describe(recorded(results)))}. Accuracies and recalls are percentages; ± is the half-width of a "
             f"95% confidence interval.")
     table = _table(("dataset", "split", "task", "metric", "value"), rows) if rows else "No tasks were evaluated."
     return f"{START}\n## Evaluation results\n\n{meta}\n\n{table}\n{END}"
@@ -96,8 +96,8 @@ def source_facts(source: dict) -> dict:
 def _new_card(results: dict, recipe_summary: dict | None, block: str, usage: str | None = None) -> str:
     trained = recipe_summary is None or "library" not in recipe_summary
     parts = [f"# {md(results.get('model', 'unknown model'))}"]
-    if is_random(_weights(results)):
-        parts.append(f"> **Random weights.** {md(random_notice(str(results.get('model')), _weights(results)))}")
+    if is_random(recorded(results)):
+        parts.append(f"> **Random weights.** {md(random_notice(str(results.get('model')), recorded(results)))}")
     parts.append("A model trained and evaluated with transferlab." if trained else
                  "A model evaluated with transferlab.")
     if recipe_summary:
@@ -106,10 +106,6 @@ def _new_card(results: dict, recipe_summary: dict | None, block: str, usage: str
     if usage:
         parts += ["## Loading", f"```python\n{usage.strip()}\n```"]
     return "\n\n".join([*parts, block]) + "\n"
-
-
-def _weights(results: dict) -> dict | None:
-    return (results.get("provenance") or {}).get("weights")
 
 
 def _replace_block(text: str, block: str, path: Path) -> str:

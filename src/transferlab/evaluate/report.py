@@ -21,7 +21,7 @@ from matplotlib.figure import Figure
 from transferlab.evaluate import plots
 from transferlab.evaluate.style import CSS
 from transferlab.fileio import atomic_write
-from transferlab.models.weights import describe, is_random, random_notice
+from transferlab.models.weights import describe, is_random, random_notice, recorded
 
 # "<method>@<k>shot" is a few-shot mean accuracy and "<method>@<k>shot_ci95" its 95% CI half-width.
 FEWSHOT_METRIC = re.compile(r"^(?P<method>.+)@(?P<shots>[1-9][0-9]*)shot(?P<ci>_ci95)?$")
@@ -219,9 +219,8 @@ def _model_section(model: dict, label: str, level: int, colors: dict[str, str], 
     results = model["results"]
     tasks = results.get("tasks", [])
     seconds = sum(float(t.get("seconds", 0.0)) for t in tasks)
-    weights = (results.get("provenance") or {}).get("weights")
     parts = [f"<h{level}>{esc(label)}</h{level}>", *_random_notice([model], [label]),
-             f'<p class="meta">weights: {esc(describe(weights))}</p>',
+             f'<p class="meta">weights: {esc(describe(recorded(results)))}</p>',
              f'<p class="meta">suite {esc(str(results.get("suite", "—")))} · '
              f'created {esc(str(results.get("created", "—")))} · '
              f"{len(tasks)} task{'s' if len(tasks) != 1 else ''} in {seconds:.1f} s</p>",
@@ -241,8 +240,8 @@ def _model_section(model: dict, label: str, level: int, colors: dict[str, str], 
 
 def _random_notice(models: list[dict], labels: list[str]) -> list[str]:
     """A warning paragraph naming the models whose results come from random weights (models/weights.py)."""
-    notices = [random_notice(label, weights) for model, label in zip(models, labels, strict=True)
-               if is_random(weights := (model["results"].get("provenance") or {}).get("weights"))]
+    notices = [random_notice(label, recorded(model["results"])) for model, label in zip(models, labels, strict=True)
+               if is_random(recorded(model["results"]))]
     return [f'<p class="warning">⚠ {html.escape(notice)}</p>' for notice in notices]
 
 

@@ -128,6 +128,12 @@ def export(path: Path, weights: Path, source: dict) -> dict:
             "run": source.get("run"), "checkpoint": source.get("checkpoint")}
 
 
+def recorded(results: dict) -> dict | None:
+    """The origin record a results.json holds (`provenance.weights`), or None in one written before it did."""
+    provenance = results.get("provenance")
+    return provenance.get("weights") if isinstance(provenance, dict) else None
+
+
 def is_random(weights: dict | None) -> bool:
     return isinstance(weights, dict) and weights.get("origin") == "random"
 
