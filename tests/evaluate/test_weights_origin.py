@@ -285,7 +285,8 @@ def test_hf_directories_hub_snapshots_and_packages(suite, tmp_path, monkeypatch)
     from tests.models.test_hf_transformers import save_clip
 
     snapshot = tmp_path / "models--org--tiny" / "snapshots" / "0123abcd"
-    save_clip(snapshot)
+    model, _, _ = save_clip(snapshot)
+    assert same_state(load_model(f"hf:{snapshot}", CPU).encoder.module, model.state_dict())
     code, out, results = evaluate(f"hf:{snapshot}", suite=suite, out=tmp_path / "dir")
     assert code == 0, out
     assert NOTICE not in out
@@ -310,6 +311,8 @@ def test_run_directories_checkpoints_and_exports(run, suite, tmp_path):
         checkpoint = run / "checkpoints" / f"step_{step}"
         assert weights == {"origin": "checkpoint", "run": str(run), "checkpoint": str(checkpoint), "step": step,
                            "sha256": sha256(checkpoint / "model.safetensors")}
+    saved = load_file(str(run / "checkpoints" / "step_2" / "model.safetensors"))
+    assert same_state(load_model(str(run), CPU).encoder.module, saved)  # the run's latest checkpoint
     export_model(str(run), "safetensors", tmp_path / "export")
     weights = load_model(str(tmp_path / "export"), CPU).encoder.weights
     assert weights == {"origin": "export", "path": str(tmp_path / "export"),
