@@ -37,6 +37,9 @@ def test_run_then_eval_on_the_default_recipe(tmp_path, monkeypatch):
     assert set(results) == {"model", "suite", "created", "provenance", "tasks"}
     assert set(results["provenance"]["datasets"]) == {"mnist5k", "digits"}
     assert {"transferlab", "commit", "libraries", "device", "precision", "suite_hash"} <= set(results["provenance"])
+    weights = results["provenance"]["weights"]  # the trained model is the final checkpoint's
+    assert (weights["origin"], weights["step"]) == ("checkpoint", 40) and "random weights" not in result.output
+    assert weights["checkpoint"] == str((run_dir / "checkpoints" / "step_40").resolve())
     found = {(t["task"], t["dataset"], t["split"]): t["metrics"] for t in results["tasks"]}
     assert set(found) == {(task, dataset, "test") for task in ("zeroshot_classification", "linear_probe")
                           for dataset in ("mnist5k", "digits")}
@@ -58,3 +61,4 @@ def test_run_then_eval_on_the_default_recipe(tmp_path, monkeypatch):
     assert again.exit_code == 0, again.output
     reevaluated = json.loads((run_dir / "eval" / "results.json").read_text())
     assert [t["metrics"] for t in reevaluated["tasks"]] == [t["metrics"] for t in results["tasks"]]
+    assert reevaluated["provenance"]["weights"] == weights

@@ -58,7 +58,7 @@ def test_bad_exports_say_what_to_do(run, tmp_path):
     config = tmp_path / "tiny-export.json"
     config.write_text(json.dumps(TINY_CLIP))
     with pytest.raises(UserError, match="not a transferlab run"):
-        export_model(f"openclip:{config}", "safetensors", tmp_path / "c")
+        export_model(f"openclip:{config}:random", "safetensors", tmp_path / "c")
 
 
 def test_a_damaged_export_says_so(run, tmp_path):

@@ -11,7 +11,6 @@ merging all read or write it); what goes into train_state is train/train_state.p
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -21,17 +20,9 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from transferlab.errors import UserError
-from transferlab.fileio import atomic_write, commit, fsync_dir, temp_path
+from transferlab.fileio import atomic_write, commit, fsync_dir, sha256_file, temp_path
 
 MODEL_FILE, STATE_FILE, META_FILE, LATEST = "model.safetensors", "train_state.safetensors", "meta.json", "latest"
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _save_tensors(tensors: dict[str, torch.Tensor], path: Path) -> None:
@@ -51,7 +42,7 @@ def save_checkpoint(run_dir: Path, step: int, model_state: dict[str, torch.Tenso
     tmp.mkdir()
     _save_tensors(model_state, tmp / MODEL_FILE)
     _save_tensors(train_tensors, tmp / STATE_FILE)
-    meta = {**meta, "step": step, "sha256": {name: _sha256(tmp / name) for name in (MODEL_FILE, STATE_FILE)}}
+    meta = {**meta, "step": step, "sha256": {name: sha256_file(tmp / name) for name in (MODEL_FILE, STATE_FILE)}}
     atomic_write(tmp / META_FILE, json.dumps(meta, indent=1))
     if final.exists():  # left by a run that died between this rename and moving `latest`
         shutil.rmtree(final)
@@ -105,7 +96,7 @@ def read_checkpoint(path: Path, with_train_state: bool = True) -> tuple[dict, di
                         f"checkpoint. Point at another step_<n> directory or the run directory.") from None
     names = [MODEL_FILE] + ([STATE_FILE] if with_train_state else [])
     for name in names:
-        if not (path / name).is_file() or _sha256(path / name) != meta.get("sha256", {}).get(name):
+        if not (path / name).is_file() or sha256_file(path / name) != meta.get("sha256", {}).get(name):
             raise UserError(f"{path / name} is missing or does not match its checksum in meta.json: the "
                             f"checkpoint is damaged. Use an earlier checkpoints/step_<n> directory.")
     model = load_file(str(path / MODEL_FILE))

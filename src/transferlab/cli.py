@@ -110,9 +110,10 @@ def pretrain(recipe: RecipeArg = None, out: OutOpt = None, set_: SetOpt = None, 
 
 @app.command("eval")
 @friendly
-def eval_(models: Annotated[list[str], typer.Argument(help="run, checkpoint or export directories, openclip:<config>"
-                                                           "[:<checkpoint or pretrained tag>], openclip:hf-hub:<repo>, "
-                                                           "hf:<dir, package or hub id>, timm:<name>[:<tag or file>]")],
+def eval_(models: Annotated[list[str], typer.Argument(help="run, checkpoint or export directories, openclip:<arch>:"
+                                                           "<pretrained tag>, openclip:<config>:<file or random>, "
+                                                           "openclip:hf-hub:<repo>, hf:<dir, package or hub id>, "
+                                                           "timm:<name>.<tag>, timm:<name>:<tag, file or random>")],
           suite: Annotated[str | None, typer.Option(
               "--suite", help="a suite YAML file, a built-in suite name, or a benchmark collection (datacomp, vtab, "
                               "retrieval; with --data-root) (default: a run's own recipe, else 'default')")] = None,
@@ -140,6 +141,8 @@ def eval_(models: Annotated[list[str], typer.Argument(help="run, checkpoint or e
         raise UserError(f"--data-root goes with a collection: --suite {' | '.join(COLLECTIONS)}.")
     resolved, overrides = local_device(device or "auto"), list(set_ or [])
     loaded = [load_model(ref, resolved, () if suite else overrides) for ref in models]
+    for item in loaded if main else []:
+        _say_if_random(item.encoder.name, item.encoder.weights)
     chosen = None if suite is None else collection_suite(suite, data_root, overrides) if suite in COLLECTIONS else \
         load_suite(suite, overrides)
     pairs = [(item.encoder, chosen if chosen is not None else
@@ -158,6 +161,15 @@ def eval_(models: Annotated[list[str], typer.Argument(help="run, checkpoint or e
     if model_card:
         _write_model_cards(loaded, all_results, out)
     console.print(f"results: {out}\nreport:  {out / 'report.html'}", soft_wrap=True)
+
+
+def _say_if_random(name: str, weights: dict) -> None:
+    """One line on the console when a model's weights are a random initialisation (models/weights.py)."""
+    from transferlab.models.weights import is_random, random_notice
+
+    if is_random(weights):
+        console.print(f"[bold yellow]random weights:[/] {escape(random_notice(name, weights))}", soft_wrap=True,
+                      highlight=False)
 
 
 def _own_eval_dir(ref: str, item) -> Path:
@@ -198,6 +210,7 @@ def rank(models: Annotated[list[str], typer.Argument(help="runs, checkpoints, op
     rows = []
     for ref in models:
         item = load_model(ref, resolve_device(device or "auto"))
+        _say_if_random(item.encoder.name, item.encoder.weights)
         embedded = embedded_dataset(item.encoder, chosen, data, out / "features")
         results = None if item.run_dir is None else _own_eval_dir(ref, item) / "results.json"
         rows.append({"model": ref, "scores": transferability_scores(embedded, chosen.eval),
@@ -392,6 +405,7 @@ def adapt(models: Annotated[list[str], typer.Argument(help="the model to adapt (
         raise UserError("--set overrides keys of --suite; name the suite (e.g. --suite default) to use it.")
     chosen = load_suite(suite, list(set_ or [])) if suite else None
     record = run_adapt(models, method, data, shots, seed, chosen, out, resolve_device(device or "auto"), parameters)
+    _say_if_random(models[0], record["weights"])
     table = Table(title=f"{method} · {data} · {shots} shots · seed {seed}", title_justify="left")
     for name in record["metrics"]:
         table.add_column(SHORT_NAMES.get(name, name), justify="right", no_wrap=True)
@@ -474,11 +488,15 @@ def _pretrain(recipe, run_dir: Path, resume: bool):
 
 
 def _evaluate_and_show(model, recipe, run_dir: Path, main: bool = True) -> dict:
+    from transferlab.checkpoints import META_FILE, MODEL_FILE, latest_checkpoint
     from transferlab.evaluate.suite import evaluate, suite_of
     from transferlab.models.encoder import from_dual_encoder
+    from transferlab.models.weights import checkpoint
 
     out = run_dir / "eval"
-    (results,) = evaluate([(from_dual_encoder(model, str(run_dir), run_dir), suite_of(recipe))], out)
+    latest = latest_checkpoint(run_dir)  # the final step is always saved, with the weights evaluated here
+    weights = checkpoint(run_dir, latest, json.loads((latest / META_FILE).read_text()), MODEL_FILE)
+    (results,) = evaluate([(from_dual_encoder(model, str(run_dir), run_dir, weights), suite_of(recipe))], out)
     if main:
         _show(results)
         console.print(f"results: {out / 'results.json'}\nreport:  {out / 'report.html'}", soft_wrap=True)
@@ -572,7 +590,8 @@ def leaderboard(results: Annotated[list[Path], typer.Argument(help="results.json
                                                                        "(default: the terminal only)")] = None,
                 strict: Annotated[bool, typer.Option("--strict", help="fail when anything is flagged (different "
                                                                       "dataset fingerprints, splits, suite hashes, "
-                                                                      "missing provenance)")] = False) -> None:
+                                                                      "missing provenance, random weights)")]
+                = False) -> None:
     """Compare many evaluated models: one column per (dataset, task), its main metric; average and average rank."""
     from transferlab.evaluate.leaderboard import build, write_csv, write_markdown
     from transferlab.evaluate.leaderboard_page import write_html

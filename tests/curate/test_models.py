@@ -32,7 +32,7 @@ def png(seed: int) -> bytes:
 def test_near_duplicates_and_score_filter_match_a_direct_computation(tmp_path):
     config = tmp_path / "tiny-clip.json"
     config.write_text(json.dumps(TINY_CLIP))
-    ref = f"openclip:{config}"
+    ref = f"openclip:{config}:random"
     words = ["cat", "dog", "boat", "tree", "house", "car", "bird", "fish"]
     samples = [{"__key__": f"k{i:02d}", "png": png(i), "txt": f"a {words[i % 8]} seen from {i} metres"}
                for i in range(24)]

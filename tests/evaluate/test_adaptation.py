@@ -40,6 +40,7 @@ def test_gda_through_the_command_equals_gda_on_the_same_draw(run, tmp_path):
     assert code == 0, out
     record = json.loads((tmp_path / "a" / "adapt.json").read_text())
     assert (record["method"], record["data"], record["shots"], record["seed"]) == ("gda", "digits", 4, 1)
+    assert record["weights"]["origin"] == "checkpoint"  # where the adapted model's weights came from
     assert {"coef", "intercept", "means", "covariance"} <= set(load_file(tmp_path / "a" / "head.safetensors"))
 
     # the same computation by hand: embeddings, the seeded 4-shot draws of train and val, GDA, test accuracy
@@ -95,7 +96,7 @@ def test_coop_needs_a_model_that_takes_prompts(tmp_path):
                                                                   "patch_size": 8},
                                   "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2,
                                                "layers": 1}}))
-    code, out = invoke(f"openclip:{config}", "--method", "coop", "--shots", 1, "--suite", "default",
+    code, out = invoke(f"openclip:{config}:random", "--method", "coop", "--shots", 1, "--suite", "default",
                        "--out", tmp_path / "x")
     assert code == 2 and "CoOp learns prompt vectors" in out, out
 

@@ -24,7 +24,7 @@ NAMES = ["red square", "green circle", "blue star"]
 def encoder(tmp_path_factory):
     path = tmp_path_factory.mktemp("model") / "tiny-clip.json"
     path.write_text(json.dumps(TINY_CLIP))
-    return load_model(f"openclip:{path}", torch.device("cpu")).encoder
+    return load_model(f"openclip:{path}:random", torch.device("cpu")).encoder
 
 
 @pytest.fixture(scope="module")

@@ -35,12 +35,12 @@ def suite(tmp_path):
 
 def test_text_tasks_are_skipped_with_the_reason(suite, tmp_path):
     out = tmp_path / "out"
-    result = CliRunner().invoke(app, ["eval", "timm:resnet10t", "--suite", str(suite), "--out", str(out),
+    result = CliRunner().invoke(app, ["eval", "timm:resnet10t:random", "--suite", str(suite), "--out", str(out),
                                       "--model-card"])
     assert result.exit_code == 0, result.output
     tasks = {t["task"]: t for t in json.loads((out / "results.json").read_text())["tasks"]}
     assert tasks["zeroshot_classification"]["metrics"] == {} and tasks["retrieval"]["metrics"] == {}
-    assert "needs a text encoder; model 'timm:resnet10t' has no text encoder" in tasks["retrieval"]["skipped"]
+    assert "needs a text encoder; model 'timm:resnet10t:random' has no text encoder" in tasks["retrieval"]["skipped"]
     assert 0 <= tasks["ncm"]["metrics"]["acc1"] <= 1 and "skipped" not in tasks["ncm"]
     assert set(tasks["fewshot"]["metrics"]) == {"ncm@1shot", "ncm@1shot_ci95"}
     assert tasks["fewshot"]["skipped"].startswith("few-shot methods zeroshot, tip_adapter need a text encoder")

@@ -124,7 +124,7 @@ def test_retrieval_maps_each_caption_to_its_image(tmp_path):
 
 
 def test_two_models_side_by_side_with_an_openclip_reference(trained, tiny_clip, tmp_path):
-    result = CliRunner().invoke(app, ["eval", str(trained), f"openclip:{tiny_clip}", "--suite", "default",
+    result = CliRunner().invoke(app, ["eval", str(trained), f"openclip:{tiny_clip}:random", "--suite", "default",
                                       "--out", str(tmp_path), *[a for s in SMALL + ["eval.tasks=[ncm]"]
                                                                 for a in ("--set", s)]])
     assert result.exit_code == 0, result.output
@@ -137,7 +137,7 @@ def test_two_models_side_by_side_with_an_openclip_reference(trained, tiny_clip, 
 def test_openclip_checkpoint_file_round_trip(tiny_clip, tmp_path):
     from safetensors.torch import save_file
 
-    seeded = load_model(f"openclip:{tiny_clip}", torch.device("cpu")).encoder
+    seeded = load_model(f"openclip:{tiny_clip}:random", torch.device("cpu")).encoder
     save_file({k: v.contiguous() for k, v in seeded.module.state_dict().items()}, str(tmp_path / "w.safetensors"))
     loaded = load_model(f"openclip:{tiny_clip}:{tmp_path / 'w.safetensors'}", torch.device("cpu")).encoder
     images = torch.randint(0, 255, (3, 3, 16, 16), dtype=torch.uint8)

@@ -23,7 +23,7 @@ def test_images_in_any_form_and_texts(tmp_path):
     rng = np.random.default_rng(0)
     image = Image.fromarray(rng.integers(0, 256, (41, 27, 3), dtype=np.uint8))
     image.save(tmp_path / "a.png")
-    model = transferlab.load_model(f"openclip:{config}", device="cpu")
+    model = transferlab.load_model(f"openclip:{config}:random", device="cpu")
     pixels = model.encoder.decode(image)[None]
     embeddings = model.encode_image([tmp_path / "a.png", str(tmp_path / "a.png"),
                                      (tmp_path / "a.png").read_bytes(), image])
@@ -38,7 +38,7 @@ def test_images_in_any_form_and_texts(tmp_path):
 
 def test_a_model_without_a_text_tower_says_so():
     pytest.importorskip("timm")
-    model = transferlab.load_model("timm:resnet10t", device="cpu")
+    model = transferlab.load_model("timm:resnet10t:random", device="cpu")
     assert model.encode_image(torch.zeros(1, 3, 176, 176, dtype=torch.uint8)).shape == (1, 512)
     with pytest.raises(UserError, match="encode_text needs a text encoder"):
         model.encode_text(["a cat"])

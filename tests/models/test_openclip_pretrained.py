@@ -199,7 +199,7 @@ def test_a_tokenizer_that_cannot_be_fetched_says_where_and_how(tiny, monkeypatch
     monkeypatch.setattr(open_clip, "get_tokenizer", offline)
     with pytest.raises(UserError, match=r"The tokenizer of openclip:tiny-clip is not in the cache .*"
                                         r"`python -c \"import open_clip; open_clip.get_tokenizer\('tiny-clip'\)\"`"):
-        load_model("openclip:tiny-clip", CPU)
+        load_model("openclip:tiny-clip:random", CPU)
 
 
 def test_suite_decoding_equals_open_clips_default_transform(tiny):

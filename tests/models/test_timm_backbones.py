@@ -63,8 +63,10 @@ def test_a_pretrained_tag_through_timms_download(resnet, monkeypatch):
     encoder = load_model("timm:resnet10t:c3_in1k", CPU).encoder
     assert calls == ["timm/resnet10t.c3_in1k"]
     assert encoder.source["license"] == "apache-2.0" and encoder.source["pretrained"] == "c3_in1k"
+    assert encoder.weights == {"origin": "pretrained", "library": "timm", "tag": "c3_in1k",
+                               "source": "timm/resnet10t.c3_in1k"}
     facts = source_facts(encoder.source)
-    assert facts["license"] == "apache-2.0" and facts["weights"] == "timm/resnet10t.c3_in1k"
+    assert facts["license"] == "apache-2.0" and facts["pretrained"] == "c3_in1k"
     assert facts["preprocessing"].endswith("mean [0.485, 0.456, 0.406]; std [0.229, 0.224, 0.225]")
     assert_same_as_timm(encoder, model)
 
@@ -85,7 +87,7 @@ def test_offline_without_cached_weights_says_where_and_how(monkeypatch):
 
 
 def test_a_random_init_is_seeded():
-    one, two = (load_model("timm:resnet10t", CPU).encoder for _ in range(2))
+    one, two = (load_model("timm:resnet10t:random", CPU).encoder for _ in range(2))
     assert one.fingerprint == two.fingerprint
 
 

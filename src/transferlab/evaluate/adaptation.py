@@ -75,8 +75,8 @@ def adapt(models: list[str], method: str, data: str, shots: int, seed: int, suit
 def _adapt(base: LoadedModel, models: list[str], method: str, data: str, shots: int, seed: int, suite: Suite,
            out: Path, parameters: dict) -> dict:
     task = _Task(base.encoder, suite, data, shots, seed, out)
-    record = {"method": method, "models": models, "data": data, "shots": shots, "seed": seed,
-              "parameters": parameters, "metrics": {}}
+    record = {"method": method, "models": models, "weights": base.encoder.weights, "data": data, "shots": shots,
+              "seed": seed, "parameters": parameters, "metrics": {}}
     if method in FEATURE_METHODS:
         record["metrics"] = _feature_method(task, method, parameters, out)
     elif method in FINETUNE_METHODS:

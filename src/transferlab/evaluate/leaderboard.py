@@ -7,8 +7,8 @@ is best, ties share the mean rank) over the columns every model has — an avera
 compare like with like (MTEB and DataComp's leaderboard also rank over one set of tasks) — and `flags`: every
 reason two numbers in one column, or two rows, may not measure the same thing (different dataset fingerprints
 or splits, different main metrics, one suite name with two suite hashes, collection averages over different
-tasks, results without provenance). A flag is shown, never dropped; `--strict` turns them into an error.
-`write_csv`, `write_markdown` and leaderboard_page.write_html write it.
+tasks, results without provenance, random weights). A flag is shown, never dropped; `--strict` turns them into
+an error. `write_csv`, `write_markdown` and leaderboard_page.write_html write it.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from scipy.stats import rankdata
 
 from transferlab.errors import UserError, did_you_mean
 from transferlab.fileio import atomic_write
+from transferlab.models.weights import is_random, random_notice, recorded
 
 # The main metric of a task entry written before results.json named one ("main"); retrieval is special.
 DEFAULT_MAIN = {"zeroshot_classification": "acc1", "linear_probe": "acc1", "knn": "acc1", "ncm": "acc1",
@@ -274,6 +275,9 @@ def _check(rows: list[Row], columns: list[Column], doubles: list[tuple[str, str]
     for row in rows:
         if row.provenance is None:
             add("provenance", f"{shown(row.path)}: {NO_PROVENANCE}", files=[shown(row.path)], rows=[row.label])
+        if is_random(recorded(row.results)):  # provenance.weights (models/weights.py)
+            add("weights", f"{shown(row.path)}: {random_notice(row.model, recorded(row.results))} Leave it out of a "
+                f"comparison of trained models.", files=[shown(row.path)], rows=[row.label])
     for column in columns:
         have = [r for r in rows if r.values.get(column.name) is not None]
         value_of = {r.label: r.splits[column.name] for r in have}

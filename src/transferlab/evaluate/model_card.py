@@ -1,9 +1,10 @@
 """A Markdown model card, `run_dir/README.md`: what the model is and how it scored.
 
-A new card gets a title, a table of the recipe's facts (image tower, text tower, objective, ...) and the
-results. The results sit between two HTML comments, START and END; when README.md already exists only that
-block is rewritten (or appended, when the file has no markers), so the title, the facts and anything the
-user wrote or edited stay exactly as they are across re-evaluations.
+A new card gets a title (with a warning under it when the results come from random weights), a table of
+the recipe's facts (image tower, text tower, objective, ...) and the results, which name where the weights
+came from (results.json's `provenance.weights`). The results sit between two HTML comments, START and END;
+when README.md already exists only that block is rewritten (or appended, when the file has no markers), so
+the title, the facts and anything the user wrote or edited stay exactly as they are across re-evaluations.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pathlib import Path
 from transferlab.errors import UserError
 from transferlab.evaluate.report import format_metric
 from transferlab.fileio import atomic_write
+from transferlab.models.weights import describe, is_random, random_notice, recorded
 
 START = "<!-- transferlab:results:start -->"
 END = "<!-- transferlab:results:end -->"
@@ -68,8 +70,9 @@ def _results_block(results: dict) -> str:
             rows.append((md(t["dataset"]), md(t["split"]), md(task), md(metric), md(_value(task, metric, metrics))))
         if t.get("skipped"):
             rows.append((md(t["dataset"]), md(t["split"]), md(task), "skipped", md(t["skipped"])))
-    meta = (f"Suite {md(results.get('suite', '—'))}, evaluated {md(results.get('created', '—'))}. "
-            "Accuracies and recalls are percentages; ± is the half-width of a 95% confidence interval.")
+    meta = (f"Suite {md(results.get('suite', '—'))}, evaluated {md(results.get('created', '—'))}, weights: "
+            f"{md(describe(recorded(results)))}. Accuracies and recalls are percentages; ± is the half-width of a "
+            f"95% confidence interval.")
     table = _table(("dataset", "split", "task", "metric", "value"), rows) if rows else "No tasks were evaluated."
     return f"{START}\n## Evaluation results\n\n{meta}\n\n{table}\n{END}"
 
@@ -77,7 +80,7 @@ def _results_block(results: dict) -> str:
 def source_facts(source: dict) -> dict:
     """The facts of a card for a model transferlab did not train (an `Encoder.source`): where it comes from,
     its license where the source states one, and the preprocessing its library publishes for it."""
-    facts = {key: source[key] for key in ("library", "architecture", "model", "hub", "class", "pretrained", "weights")
+    facts = {key: source[key] for key in ("library", "architecture", "model", "hub", "class", "pretrained")
              if source.get(key)}
     facts["license"] = source.get("license") or "not stated by the source"
     prep = source.get("preprocessing") or {}
@@ -92,8 +95,11 @@ def source_facts(source: dict) -> dict:
 
 def _new_card(results: dict, recipe_summary: dict | None, block: str, usage: str | None = None) -> str:
     trained = recipe_summary is None or "library" not in recipe_summary
-    parts = [f"# {md(results.get('model', 'unknown model'))}",
-             "A model trained and evaluated with transferlab." if trained else "A model evaluated with transferlab."]
+    parts = [f"# {md(results.get('model', 'unknown model'))}"]
+    if is_random(recorded(results)):
+        parts.append(f"> **Random weights.** {md(random_notice(str(results.get('model')), recorded(results)))}")
+    parts.append("A model trained and evaluated with transferlab." if trained else
+                 "A model evaluated with transferlab.")
     if recipe_summary:
         rows = [(md(key), md(_setting(value))) for key, value in recipe_summary.items()]
         parts += ["## Model", _table(("property", "value"), rows)]

@@ -1,6 +1,7 @@
 """Where a results.json came from: the code (transferlab's version and git commit, the libraries that
-compute features), the hardware and precision, the suite's content and each dataset's data, so that a
-leaderboard can refuse to compare results that are not alike."""
+compute features), the model's weights (models/weights.py: a pretrained tag and its source, a file and its
+hash, a run and checkpoint, or a random initialisation and its seed), the hardware and precision, the suite's
+content and each dataset's data, so that a leaderboard can refuse to compare results that are not alike."""
 
 from __future__ import annotations
 
@@ -31,7 +32,8 @@ def provenance(encoder: Encoder, suite: Suite, datasets: dict[str, dict]) -> dic
                           **{name: _version(package) for name, package in LIBRARIES.items()}},
             "device": str(parameter.device if parameter is not None else torch.device("cpu")),
             "precision": str(parameter.dtype if parameter is not None else torch.float32).replace("torch.", ""),
-            "suite_hash": suite_hash(suite), "datasets": datasets}
+            "weights": encoder.weights or {"origin": "not recorded"}, "suite_hash": suite_hash(suite),
+            "datasets": datasets}
 
 
 def suite_hash(suite: Suite) -> str:

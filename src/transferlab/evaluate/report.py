@@ -5,7 +5,8 @@ per-task predictions and embedding maps, and writes one HTML file. With several 
 comparison table (best value per row in bold) and combined few-shot plots; then each model gets a section
 with its summary table, training curve, few-shot curves, confusion matrices and embedding maps. Plots are
 PNGs inlined as data: URIs and the CSS is inline, so the file can be mailed, attached to an issue or opened
-offline with nothing next to it. Every string from the inputs is HTML-escaped.
+offline with nothing next to it. Every string from the inputs is HTML-escaped. A model whose results come
+from random weights (results.json's `provenance.weights`) is named in a warning at the top.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from transferlab.evaluate import plots
 from transferlab.evaluate.collections import collection_scores
 from transferlab.evaluate.style import CSS
 from transferlab.fileio import atomic_write
+from transferlab.models.weights import describe, is_random, random_notice, recorded
 
 # "<method>@<k>shot" is a few-shot mean accuracy and "<method>@<k>shot_ci95" its 95% CI half-width.
 FEWSHOT_METRIC = re.compile(r"^(?P<method>.+)@(?P<shots>[1-9][0-9]*)shot(?P<ci>_ci95)?$")
@@ -252,7 +254,8 @@ def _model_section(model: dict, label: str, level: int, colors: dict[str, str], 
     results = model["results"]
     tasks = results.get("tasks", [])
     seconds = sum(float(t.get("seconds", 0.0)) for t in tasks)
-    parts = [f"<h{level}>{esc(label)}</h{level}>",
+    parts = [f"<h{level}>{esc(label)}</h{level}>", *_random_notice([model], [label]),
+             f'<p class="meta">weights: {esc(describe(recorded(results)))}</p>',
              f'<p class="meta">suite {esc(str(results.get("suite", "—")))} · '
              f'created {esc(str(results.get("created", "—")))} · '
              f"{len(tasks)} task{'s' if len(tasks) != 1 else ''} in {seconds:.1f} s</p>",
@@ -268,6 +271,13 @@ def _model_section(model: dict, label: str, level: int, colors: dict[str, str], 
         if items:
             parts += [f"<{sub}>{title}</{sub}>", _figures(items)]
     return parts
+
+
+def _random_notice(models: list[dict], labels: list[str]) -> list[str]:
+    """A warning paragraph naming the models whose results come from random weights (models/weights.py)."""
+    notices = [random_notice(label, recorded(model["results"])) for model, label in zip(models, labels, strict=True)
+               if is_random(recorded(model["results"]))]
+    return [f'<p class="warning">⚠ {html.escape(notice)}</p>' for notice in notices]
 
 
 def _labels(models: list[dict]) -> list[str]:
@@ -306,7 +316,7 @@ def write_report(path: Path, models: list[dict], embedding_method: str = "pca") 
         body = _model_section(models[0], labels[0], 1, colors, embedding_method)
     else:
         title = " vs ".join(labels) if len(models) <= 3 else f"{len(models)} models"
-        body = [f"<h1>Comparison of {len(models)} models</h1>",
+        body = [f"<h1>Comparison of {len(models)} models</h1>", *_random_notice(models, labels),
                 f'<p class="meta">{" · ".join(esc(label) for label in labels)}</p>',
                 "<h2>Comparison</h2>", _comparison_table(models, labels)]
         combined = _fewshot_items({label: fewshot_curves(m["results"].get("tasks", []))

@@ -26,4 +26,5 @@ figcaption { color: #555; font-size: 90%; }
 div.collection { border-left: 4px solid #1f5fae; background: #f5f8fc; padding: .2em 1em .6em; }
 ul.missing { font-size: 90%; } ul.missing li { margin: .3em 0; word-break: break-word; }
 code { font-size: 90%; background: #eef1f5; padding: 0 .2em; }
+.warning { border-left: 4px solid #c0392b; background: #fdf0ee; padding: .5em 1em; margin: 1em 0; }
 """

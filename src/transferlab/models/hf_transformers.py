@@ -32,7 +32,7 @@ def model_type(directory: Path) -> str | None:
     return config.get("model_type") if isinstance(config, dict) else None
 
 
-def load_transformers(directory: Path, name: str, device: torch.device, source: dict) -> Encoder:
+def load_transformers(directory: Path, name: str, device: torch.device, source: dict, weights: dict) -> Encoder:
     from transformers import AutoModel, AutoProcessor
 
     kind = model_type(directory)
@@ -80,7 +80,8 @@ def load_transformers(directory: Path, name: str, device: torch.device, source: 
         fingerprint=weights_fingerprint(model, {"transformers": kind, "preprocess": preprocessing,
                                                 "padding": padding}),
         decode=decode,
-        source={**source, "library": "transformers", "class": type(model).__name__, "preprocessing": preprocessing})
+        source={**source, "library": "transformers", "class": type(model).__name__, "preprocessing": preprocessing},
+        weights=weights)
 
 
 def _features(output) -> torch.Tensor:
