@@ -90,9 +90,10 @@ class Prediction:
 
 class ScalingLaw(abc.ABC):
     """Base of the laws below: a law has a `name`, a `formula`, `params` (names), `fit(...)` and `predict(...)`;
-    once fitted, `params_`, `param_intervals(level)`, `range_`, `n_runs_`, `residual_rms_log_` and `boot_` (the
-    bootstrap refits in internal form). Here live the Huber fit on logs, the bootstrap, the ranges and the
-    extrapolation warnings; a law supplies its internal parameterisation through `_reference` (centring constants
+    once fitted, `params_`, `param_intervals(level)`, `range_`, `n_runs_`, `residuals_log_` (log observed − log
+    fitted, per run), `residual_rms_log_`, `run_scatter(count)` and `boot_` (the bootstrap refits in internal form).
+    Here live the Huber fit on logs, the bootstrap, the prediction intervals, the ranges and the extrapolation
+    warnings; a law supplies its internal parameterisation through `_reference` (centring constants
     and bounds from the fitted runs), `_features`, `_log_model` (log ŷ and its Jacobian), `_value`, `_grid`,
     `_bounds` and `_natural`.
     """
