@@ -258,6 +258,7 @@ def predict(runs: Annotated[Path, typer.Argument(help="a CSV/TSV/JSONL table of 
             out: OutOpt = None) -> None:
     """Fit a scaling law to small runs and predict larger ones; writes OUT/predict.json and OUT/fit.png."""
     from transferlab.predict.command import predict_runs
+    from transferlab.predict.scaling import DEFAULT_LEVEL
 
     _one_process("predict")
     out = out or Path("runs") / f"predict-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
@@ -271,7 +272,7 @@ def predict(runs: Annotated[Path, typer.Argument(help="a CSV/TSV/JSONL table of 
     rows = record["held_out"] + record["at"]
     if rows:
         table = Table(title=f"{record['law']} · {target}", title_justify="left")
-        for column in ("run", "predicted", "interval", "true", "rel. error", "extrapolation"):
+        for column in ("run", "predicted", f"{DEFAULT_LEVEL:.0%} interval", "true", "rel. error", "extrapolation"):
             table.add_column(column, justify="left" if column == "run" else "right")
         for row in rows:
             table.add_row(Path(row["run"]).name or row["run"], f"{row['predicted']:.4g}{'*' * row['clipped']}",
