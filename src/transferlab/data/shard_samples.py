@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import gzip
+import io
 import json
 import mmap
 import tarfile
@@ -34,6 +35,7 @@ from transferlab.errors import UserError
 MAX_MEMBER_BYTES = MAX_IMAGE_BYTES  # a larger member is skipped unread
 MAX_TEXT_BYTES = 4 * MAX_CAPTION_CHARS  # text members are read this far: MAX_CAPTION_CHARS characters of UTF-8
 RELEASE_EVERY = 16 * 2**20  # bytes of a mapped shard read before this process lets go of them
+URL_BUFFER = 4 * 2**20  # bytes a shard read from a URL is read ahead by
 
 
 class ByteRange(NamedTuple):
@@ -71,7 +73,10 @@ def _shard_samples(path: Path | str, bad: BadSamples, keep: Callable[[str], bool
     sample: dict[str, bytes | str] | None = None
     with contextlib.ExitStack() as stack:  # a URL's file object is closed with the shard
         try:
-            source = stack.enter_context(open_url(str(path), sequential=True)) if is_url(path) else path
+            # a URL's stream through a large buffer: tarfile reads in 512-byte steps, each a round trip to
+            # fsspec's event loop otherwise (0.6 ms a sample over HTTP, against 0.1 ms buffered)
+            source = io.BufferedReader(stack.enter_context(open_url(str(path), sequential=True)),
+                                       buffer_size=URL_BUFFER) if is_url(path) else path
             opened = _open_stream(source)
         except OSError as err:
             if isinstance(err, gzip.BadGzipFile):
