@@ -17,9 +17,10 @@ lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/lint-imports
 
-# Reinstall when the dependencies or the C extension's source change (pip compiles curation's optional
-# kernels when a C compiler is at hand). torch comes from the machine's local wheel where one exists.
-$(STAMP): pyproject.toml setup.py src/transferlab/curate/_native.c
+# Reinstall when the dependencies or a C extension's source change (pip compiles curation's optional kernels
+# and the 8-bit optimizers' fused CPU step when a C compiler is at hand). torch comes from the machine's local
+# wheel where one exists.
+$(STAMP): pyproject.toml setup.py src/transferlab/curate/_native.c src/transferlab/optim/_native.c
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -e '.[test]'
 	touch $(STAMP)
