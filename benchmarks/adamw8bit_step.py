@@ -75,15 +75,17 @@ def one_process(model: str, device: str, rounds: int) -> dict:
 
 
 def measure(model: str, device: str, processes: int, rounds: int) -> dict:
-    """The benchmark's row: `processes` fresh processes, their medians combined."""
-    runs = []
+    """The benchmark's row: `processes` fresh processes, their medians combined (0: one run in this process, for a
+    quick look: gpu_node.py --tiny)."""
+    runs = [] if processes else [one_process(model, device, rounds)]
     for _ in range(processes):
         done = subprocess.run([sys.executable, __file__, "--one-process", "--model", model, "--device", device,
                                "--rounds", str(rounds)], capture_output=True, text=True)
         if done.returncode:
             raise RuntimeError(f"adamw8bit_step worker failed:\n{done.stderr[-3000:]}")
         runs.append(json.loads(done.stdout.strip().splitlines()[-1]))
-    row = {"model": model, "device": device, "params": runs[0]["params"], "processes": processes, "rounds": rounds}
+    row = {"model": Path(model).name, "device": device, "params": runs[0]["params"], "processes": processes,
+           "rounds": rounds}
     for name in ("transferlab", "bitsandbytes"):
         values = [run[name] for run in runs]
         row[f"{name}_ms"] = round(median(values), 2)

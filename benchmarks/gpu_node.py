@@ -73,7 +73,7 @@ class Settings:
     eval_batch: int
     eval_workers: int
     adamw_model: str  # adamw8bit_step.py's --model
-    adamw_processes: int
+    adamw_processes: int  # fresh processes measured; 0: one run in this one
     adamw_rounds: int
     repeats: int
     compile: bool
@@ -86,7 +86,7 @@ FULL = Settings(model="ViT-B-32", image_size=224, batch=256, steps=40, log_every
                 repeats=2, compile=True, budget_minutes=8)
 TINY = Settings(model="tiny", image_size=32, batch=8, steps=6, log_every=2, skip=2, precision="bf16",
                 pool_images=64, shards=4, train_workers=1, loader_workers=(1, 2), loader_batch=16, eval_batch=32,
-                eval_workers=1, adamw_model="tiny", adamw_processes=1, adamw_rounds=3, repeats=1, compile=False,
+                eval_workers=1, adamw_model="tiny", adamw_processes=0, adamw_rounds=3, repeats=1, compile=False,
                 budget_minutes=2)
 
 
