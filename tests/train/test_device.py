@@ -8,10 +8,11 @@ import torch
 from torch import nn
 
 from transferlab.config import load_recipe
+from transferlab.models.dual_encoder import DualEncoder
 from transferlab.models.registry import create_image_tower
 from transferlab.optim import Lion
 from transferlab.runtime import tf32_matmuls, to_device
-from transferlab.train import batches, loop, text_rows
+from transferlab.train import batches, loop, objectives, text_rows
 from transferlab.train.device import channels_last_towers, convolutional, step_if
 
 CUDA = torch.device("cuda")
@@ -119,3 +120,26 @@ def test_convolutional_towers_go_channels_last_on_cuda_with_the_same_outputs():
     kernels = [m.weight for m in cnn.modules() if isinstance(m, nn.Conv2d)]
     assert kernels and all(w.is_contiguous(memory_format=torch.channels_last) for w in kernels)
     torch.testing.assert_close(cnn(images), before, rtol=1e-5, atol=1e-5)
+
+
+def test_bf16_autocast_runs_the_towers_and_float32_the_loss_and_temperature(tiny_overrides, tmp_path, monkeypatch):
+    seen: dict[str, set] = {"towers": set(), "loss inputs": set(), "loss": set(), "scale": set(), "autocast": set()}
+    real_encode, real_loss = DualEncoder.encode_image, objectives.ImageText.loss
+
+    def encode_image(self, images, normalize=True):
+        out = real_encode(self, images, normalize)
+        seen["towers"].add(out.dtype)
+        return out
+
+    def loss(self, embeddings, batch, model, with_params):
+        seen["loss inputs"].update(e.dtype for e in embeddings)
+        seen["autocast"].add(torch.is_autocast_enabled("cpu"))
+        out = real_loss(self, embeddings, batch, model, with_params)
+        seen["loss"].add(out.dtype)
+        seen["scale"].add(model.logit_scale.dtype)
+        return out
+    monkeypatch.setattr(DualEncoder, "encode_image", encode_image)
+    monkeypatch.setattr(objectives.ImageText, "loss", loss)
+    loop.pretrain(load_recipe(None, tiny_overrides + ["train.steps=2", "train.precision=bf16"]), tmp_path / "run")
+    assert seen == {"towers": {torch.bfloat16}, "loss inputs": {torch.float32}, "loss": {torch.float32},
+                    "scale": {torch.float32}, "autocast": {False}}

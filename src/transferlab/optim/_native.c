@@ -95,7 +95,7 @@ static void adamw_blocks(float *param, const float *grad, Moment *moment, Moment
                          int64_t last, const double *s) {
     const float w1 = (float)(1.0 - s[1]), beta2 = (float)s[2], w2 = (float)(1.0 - s[2]), eps = (float)s[3];
     const float keep = (float)(1.0 - s[0] * s[4]), step_size = (float)(-s[0] / (1.0 - pow(s[1], s[5])));
-    const float correction2 = (float)sqrt(1.0 - pow(s[2], s[5]));
+    const float correction2 = (float)sqrt(1.0 - pow(s[2], s[5])), inverse2 = 1.0f / correction2;
     float m[BLOCK], r[BLOCK];
     for (int64_t block = first; block < last; block++) {
         int64_t offset = block * BLOCK;
@@ -109,7 +109,7 @@ static void adamw_blocks(float *param, const float *grad, Moment *moment, Moment
             r[i] = sqrtf(v);
             m_amax = fmaxf(m_amax, fabsf(m[i]));
             r_amax = fmaxf(r_amax, r[i]);
-            float denom = r[i] / correction2 + eps;
+            float denom = r[i] * inverse2 + eps; /* the twin divides: equal to float rounding */
             param[offset + i] = param[offset + i] * keep + step_size * m[i] / denom;
         }
         quantize_block(m, size, m_amax, moment, offset, block);

@@ -110,6 +110,7 @@ def _search(code: torch.Tensor, kind: str) -> _TableSearch:
     return cached[1]
 
 
+@functools.cache
 def kernel_codebook(signed: bool) -> tuple[int, ...] | None:
     """Where optim/_native.c finds the CPU code and its two lookup tables (values: stochastic rounding; midpoints:
     nearest): (code, values table, values next boundary, midpoints table, midpoints next boundary) addresses,
