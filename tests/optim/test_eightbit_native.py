@@ -28,7 +28,7 @@ def parameters(seed: int) -> list[nn.Parameter]:
 
 def warmed(name: str, stochastic: bool, monkeypatch) -> tuple[torch.optim.Optimizer, list[nn.Parameter]]:
     """An optimizer after 5 steps (gradients of two scales), its state no longer trivial."""
-    monkeypatch.setattr(eightbit, "THREAD_BLOCKS", 100)  # (600, 300) = 704 blocks: 2 threads when torch has 2
+    monkeypatch.setattr(eightbit, "CHUNK_BLOCKS", 100)  # (600, 300) = 704 blocks: 8 chunks for 2 threads
     params = parameters(0)
     optimizer = MAKERS[name](params, stochastic)
     g = torch.Generator().manual_seed(1)

@@ -7,11 +7,11 @@ of 4. Smaller tensors (biases, norms, the temperature) keep float32 moments, as 
 little and are the most sensitive to rounding. Each step dequantises, updates in float32 and re-quantises.
 
 On the CPU, a float32 parameter with 8-bit moments takes that step in one C pass per block of 256 values
-(optim/_native.c, built at install when a compiler is at hand), split among torch's threads for large
-tensors: no temporary tensors, one read and write of each array. Elsewhere (CUDA, bf16 parameters, no
+(optim/_native.c, built at install when a compiler is at hand), a large tensor's chunks shared among torch's
+threads: no temporary tensors, one read and write of each array. Elsewhere (CUDA, bf16 parameters, no
 compiler, TRANSFERLAB_PURE_PYTHON=1) the same step runs as torch operations. Both draw the rounding noise
 from the same generators and agree to float rounding (tests/optim/test_eightbit_native.py); on a 22M-parameter
-ViT-S the fused step takes a fraction of bitsandbytes' CPU AdamW8bit time (BENCHMARKS.md, "8-bit AdamW").
+ViT-S it is faster than bitsandbytes' CPU AdamW8bit (BENCHMARKS.md, "8-bit AdamW step against bitsandbytes").
 
 Two choices differ from bitsandbytes, both measured on a small MLP regression (tests/optim/test_eightbit.py):
 
@@ -64,7 +64,8 @@ if os.environ.get("TRANSFERLAB_PURE_PYTHON") != "1":
         from transferlab.optim import _native
     except ImportError:  # no C compiler at install: the torch twin runs, with the same updates
         _native = None
-THREAD_BLOCKS = 512  # blocks of 256 values below which splitting a tensor among threads costs more than it saves
+CHUNK_BLOCKS = 256  # blocks of 256 values a thread takes at a time: chunks many enough that a thread the machine
+                   # delays leaves its share to the others, large enough (~0.5 ms) that handing them out is cheap
 
 
 class _EightBit(Optimizer):
@@ -139,8 +140,8 @@ class _EightBit(Optimizer):
 
     def _run_fused(self, kernel: Callable, group: dict, index: int, param: torch.Tensor, state: dict, t: float,
                    moments: list[tuple], *settings: float) -> None:
-        """`kernel` over the parameter's blocks, split among torch's threads when it is large (the C code
-        releases the GIL); the noise bytes come from the twin's generators, so both paths round alike."""
+        """`kernel` over the parameter's blocks, in chunks shared among torch's threads when there are several
+        (the C code releases the GIL); the noise bytes come from the twin's generators, so both paths round alike."""
         n = param.numel()
         noises, args = [], []
         for moment, (name, book) in enumerate(moments):  # numbered as the twin numbers them
@@ -150,14 +151,14 @@ class _EightBit(Optimizer):
             args.append((state[f"{name}_codes"].data_ptr(), state[f"{name}_absmax"].data_ptr(),
                          0 if noise is None else noise.data_ptr(), book))
         blocks = -(-n // BLOCK)
-        parts = max(1, min(torch.get_num_threads(), blocks // THREAD_BLOCKS))
-        bounds = [blocks * k // parts for k in range(parts + 1)]
-        calls = [(param.data_ptr(), param.grad.data_ptr(), *args, n, first, last, *settings)
-                 for first, last in zip(bounds, bounds[1:], strict=False)]
-        if parts == 1:
-            kernel(*calls[0])
+        calls = [(param.data_ptr(), param.grad.data_ptr(), *args, n, first, min(first + CHUNK_BLOCKS, blocks),
+                  *settings) for first in range(0, blocks, CHUNK_BLOCKS)]
+        threads = min(torch.get_num_threads(), len(calls))
+        if threads == 1:
+            for call in calls:
+                kernel(*call)
         else:
-            list(_threads(parts).map(lambda call: kernel(*call), calls))
+            list(_threads(threads).map(lambda call: kernel(*call), calls))
         del noises  # alive until the kernels are done
 
     @staticmethod
