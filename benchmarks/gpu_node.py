@@ -84,7 +84,7 @@ FULL = Settings(model="ViT-B-32", image_size=224, batch=256, steps=40, log_every
                 pool_images=10240, shards=32, train_workers=8, loader_workers=(4, 8, 15), loader_batch=256,
                 eval_batch=256, eval_workers=8, adamw_model="ViT-B-32", adamw_processes=3, adamw_rounds=30,
                 repeats=2, compile=True, budget_minutes=8)
-TINY = Settings(model="tiny", image_size=32, batch=8, steps=6, log_every=2, skip=2, precision="bf16",
+TINY = Settings(model="tiny", image_size=32, batch=8, steps=4, log_every=2, skip=2, precision="bf16",
                 pool_images=64, shards=4, train_workers=1, loader_workers=(1, 2), loader_batch=16, eval_batch=32,
                 eval_workers=1, adamw_model="tiny", adamw_processes=0, adamw_rounds=3, repeats=1, compile=False,
                 budget_minutes=2)
@@ -142,7 +142,7 @@ def row_loader(pool: Path, s: Settings) -> dict:
     for workers in s.loader_workers:
         results = alternated({"transferlab": lambda seed, w=workers: run_transferlab(data, s.loader_batch, w, seed)[0],
                               "webdataset": lambda seed, w=workers: run_webdataset(shards, s.loader_batch, w, False,
-                                                                                   seed)[0]}, max(2, s.repeats))
+                                                                                   seed)[0]}, s.repeats)
         tl, wd = median(results["transferlab"]), median(results["webdataset"])
         row[f"workers_{workers}"] = {"transferlab_images_per_s": round(tl, 1), "webdataset_images_per_s": round(wd, 1),
                                      "ratio": round(tl / wd, 3)}
@@ -155,7 +155,7 @@ def row_zeroshot(work: Path, pool_root: Path, s: Settings, device: str) -> dict:
     missing = runs.missing("clip_benchmark")
     if missing is None:
         contenders["clip_benchmark"] = lambda seed: runs.clip_benchmark_zeroshot(model, pool_root, s, device)
-    results = alternated(contenders, max(2, s.repeats))
+    results = alternated(contenders, s.repeats)
     row = {"images": s.pool_images, "batch": s.eval_batch, "workers": s.eval_workers, "precision": "fp32"}
     for name, rates in results.items():
         row[f"{name}_images_per_s"] = round(median(rates), 1)

@@ -42,8 +42,9 @@ from __future__ import annotations
 
 import math
 import os
+from collections import deque
 from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from itertools import chain
 
 import torch
@@ -138,10 +139,11 @@ class _EightBit(Optimizer):
         books = [(name, kernel_codebook(signed)) for name, signed in self._moments(True).items()]
         return None if any(book is None for _, book in books) else books
 
-    def _run_fused(self, kernel: Callable, group: dict, index: int, param: torch.Tensor, state: dict, t: float,
-                   moments: list[tuple], *settings: float) -> None:
-        """`kernel` over the parameter's blocks, in chunks shared among torch's threads when there are several
-        (the C code releases the GIL); the noise bytes come from the twin's generators, so both paths round alike."""
+    def _start_fused(self, kernel: Callable, group: dict, index: int, param: torch.Tensor, state: dict, t: float,
+                     moments: list[tuple], *settings: float) -> tuple[list[Future], list]:
+        """`kernel` over the parameter's blocks, handed to torch's threads in chunks (the C code releases the GIL;
+        with one thread it runs here); the futures, and the noise they read, which must live until they are done.
+        The noise bytes come from the twin's generators, so both paths round alike."""
         n = param.numel()
         noises, args = [], []
         for moment, (name, book) in enumerate(moments):  # numbered as the twin numbers them
@@ -153,13 +155,12 @@ class _EightBit(Optimizer):
         blocks = -(-n // BLOCK)
         calls = [(param.data_ptr(), param.grad.data_ptr(), *args, n, first, min(first + CHUNK_BLOCKS, blocks),
                   *settings) for first in range(0, blocks, CHUNK_BLOCKS)]
-        threads = min(torch.get_num_threads(), len(calls))
+        threads = torch.get_num_threads()
         if threads == 1:
             for call in calls:
                 kernel(*call)
-        else:
-            list(_threads(threads).map(lambda call: kernel(*call), calls))
-        del noises  # alive until the kernels are done
+            return [], noises
+        return [_threads(threads).submit(kernel, *call) for call in calls], noises
 
     @staticmethod
     def _write(param: torch.Tensor, value: torch.Tensor) -> None:
@@ -203,13 +204,14 @@ class AdamW8bit(_EightBit):
     @torch.no_grad()
     def step(self, closure: Callable[[], float] | None = None) -> float | None:
         loss = _closure_loss(closure)
+        running = _Running()
         for group, index, param, state, t in self._parameters():
             lr, eps, weight_decay = group["lr"], group["eps"], group["weight_decay"]
             beta1, beta2 = group["betas"]
             fused = self._fused(param, state)
             if fused is not None:
-                self._run_fused(_native.adamw, group, index, param, state, t, fused, lr, beta1, beta2, eps,
-                                weight_decay, t)
+                running.add(*self._start_fused(_native.adamw, group, index, param, state, t, fused, lr, beta1, beta2,
+                                               eps, weight_decay, t))
                 continue
             grad = param.grad.float()
             exp_avg = self._load(state, "exp_avg", param.shape, signed=True).lerp_(grad, 1 - beta1)
@@ -225,6 +227,7 @@ class AdamW8bit(_EightBit):
             denom = grad_rms.div_(math.sqrt(1 - beta2 ** t)).add_(eps)
             value.addcdiv_(exp_avg, denom, value=-lr / (1 - beta1 ** t))
             self._write(param, value)
+        running.finish()
         return loss
 
 
@@ -246,12 +249,14 @@ class Lion8bit(_EightBit):
     @torch.no_grad()
     def step(self, closure: Callable[[], float] | None = None) -> float | None:
         loss = _closure_loss(closure)
+        running = _Running()
         for group, index, param, state, t in self._parameters():
             lr, weight_decay = group["lr"], group["weight_decay"]
             beta1, beta2 = group["betas"]
             fused = self._fused(param, state)
             if fused is not None:
-                self._run_fused(_native.lion, group, index, param, state, t, fused, lr, beta1, beta2, weight_decay)
+                running.add(*self._start_fused(_native.lion, group, index, param, state, t, fused, lr, beta1, beta2,
+                                               weight_decay))
                 continue
             grad = param.grad.float()
             exp_avg = self._load(state, "exp_avg", param.shape, signed=True)
@@ -261,7 +266,31 @@ class Lion8bit(_EightBit):
             value = param if param.dtype == torch.float32 else param.float()
             value.mul_(1 - lr * weight_decay).add_(update, alpha=-lr)
             self._write(param, value)
+        running.finish()
         return loss
+
+
+class _Running:
+    """Fused steps handed to the threads, at most two tensors' at a time: while the threads work through them, this
+    thread draws the next tensor's noise and takes the small tensors' steps; each tensor's noise lives until its
+    chunks are done."""
+
+    def __init__(self) -> None:
+        self._tensors: deque[tuple[list[Future], list]] = deque()
+
+    def add(self, futures: list[Future], noises: list) -> None:
+        self._tensors.append((futures, noises))
+        if len(self._tensors) > 2:
+            self._wait_oldest()
+
+    def finish(self) -> None:
+        while self._tensors:
+            self._wait_oldest()
+
+    def _wait_oldest(self) -> None:
+        futures, _ = self._tensors.popleft()
+        for future in futures:
+            future.result()  # raises what a chunk raised
 
 
 _POOLS: dict[int, ThreadPoolExecutor] = {}
