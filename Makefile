@@ -17,10 +17,11 @@ lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/lint-imports
 
-# Reinstall when the dependencies or the C extensions' sources change (pip compiles the optional tar and
-# caption kernels when a C compiler is at hand). torch comes from the machine's local wheel where one exists.
+# Reinstall when the dependencies or a C extension's source change (pip compiles the optional tar and caption
+# kernels and the 8-bit optimizers' fused CPU step when a C compiler is at hand). torch comes from the machine's
+# local wheel where one exists.
 $(STAMP): pyproject.toml setup.py src/transferlab/curate/_native.c src/transferlab/data/_tar.c \
-		src/transferlab/kernels_common.h
+		src/transferlab/optim/_native.c src/transferlab/kernels_common.h
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -e '.[test]'
 	touch $(STAMP)

@@ -25,7 +25,7 @@ WORDS = ("red blue green small large old new dog cat tree house car road sky bea
 
 
 def _write_shard(args: tuple) -> tuple[int, int]:
-    path, first, count, min_side, max_side, quality, seed = args
+    path, first, count, min_side, max_side, quality, seed, classes = args
     rng = np.random.default_rng([seed, first])
     written = 0
     with tarfile.open(path, "w") as tar:
@@ -36,7 +36,10 @@ def _write_shard(args: tuple) -> tuple[int, int]:
             buffer = io.BytesIO()
             img.save(buffer, format="JPEG", quality=quality)
             caption = " ".join(WORDS[j] for j in rng.integers(0, len(WORDS), size=6)) + f" {i}"
-            for ext, payload in (("jpg", buffer.getvalue()), ("txt", caption.encode())):
+            members = [("jpg", buffer.getvalue()), ("txt", caption.encode())]
+            if classes:  # a class label, as CLIP_benchmark's classification layout stores it
+                members.append(("cls", str(i % classes).encode()))
+            for ext, payload in members:
                 info = tarfile.TarInfo(f"{i:09d}.{ext}")
                 info.size, info.mode, info.mtime = len(payload), 0o644, 0
                 tar.addfile(info, io.BytesIO(payload))
@@ -45,12 +48,14 @@ def _write_shard(args: tuple) -> tuple[int, int]:
 
 
 def write_pool(folder: Path, images: int, shards: int, min_side: int = 96, max_side: int = 512,
-               quality: int = 85, processes: int = 2, seed: int = 0) -> dict:
-    """Shards folder/shard-000000.tar ...; returns {"shards": [...], "images", "image_bytes", "seconds"}."""
+               quality: int = 85, processes: int = 2, seed: int = 0, name: str = "shard-{:06d}.tar",
+               classes: int = 0) -> dict:
+    """Shards folder/shard-000000.tar ... (`name` formats a shard's number); with `classes`, sample i also has
+    `<key>.cls` = i mod classes. Returns {"shards": [...], "images", "image_bytes", "seconds"}."""
     folder.mkdir(parents=True, exist_ok=True)
     per = -(-images // shards)
-    jobs = [(str(folder / f"shard-{s:06d}.tar"), s * per, min(per, images - s * per), min_side, max_side,
-             quality, seed) for s in range(shards) if s * per < images]
+    jobs = [(str(folder / name.format(s)), s * per, min(per, images - s * per), min_side, max_side,
+             quality, seed, classes) for s in range(shards) if s * per < images]
     started = time.perf_counter()
     with get_context("fork").Pool(processes) as pool:
         done = pool.map(_write_shard, jobs, chunksize=1)

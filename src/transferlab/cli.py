@@ -416,9 +416,9 @@ def adapt(models: Annotated[list[str], typer.Argument(help="the model to adapt (
 
 
 # what a resumed run may change: nothing that alters what its checkpoints' weights and states mean
-RESUME_SETTABLE = ("device=", "train.lr=", "train.grad_clip=", "train.precision=", "train.max_bad_steps=",
-                   "train.steps=", "train.log_every=", "train.checkpoint_every=", "train.keep_checkpoints=",
-                   "train.profile_steps=")
+RESUME_SETTABLE = ("device=", "train.lr=", "train.grad_clip=", "train.precision=", "train.tf32=",
+                   "train.max_bad_steps=", "train.steps=", "train.log_every=", "train.checkpoint_every=",
+                   "train.keep_checkpoints=", "train.profile_steps=")
 
 
 def _prepare_run(recipe_ref: str | None, out: Path | None, overrides: list[str], resume: bool,

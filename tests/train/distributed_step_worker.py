@@ -25,8 +25,9 @@ from transferlab.data.captions import CaptionTable
 from transferlab.data.sources import load_splits
 from transferlab.runtime import seed_everything
 from transferlab.train.batches import BatchMaker
-from transferlab.train.loop import _text_features, build_model, step_gradients
+from transferlab.train.loop import build_model, step_gradients
 from transferlab.train.objectives import build_objective
+from transferlab.train.text_rows import TextRows
 
 STEP = 3
 TRANSFORMERS = ["model.image.name=vit-tiny", "model.text.name=text-transformer-tiny", "model.text.locked=false"]
@@ -66,8 +67,9 @@ def gradients(case: str) -> tuple[float, dict[str, torch.Tensor], int]:
     batch = batches(STEP)
     batch.views = [view.double() for view in batch.views]
     no_autocast = contextlib.nullcontext()
-    loss = step_gradients(model, objective, batch, _text_features(model, captions, None, no_autocast), spec,
-                          no_autocast, None, [])
+    text = TextRows(model, captions, None, no_autocast, torch.device("cpu"))
+    text.prepare(batch)
+    loss = step_gradients(model, objective, batch, text, spec, no_autocast, None, [])
     (total,) = distributed.sum_scalars([loss])
     named = {**dict(model.named_parameters()), **{f"objective.{k}": v for k, v in objective.named_parameters()}}
     grads = {name: p.grad.full_tensor() if distributed.sharding.sharded(p.grad) else p.grad

@@ -79,14 +79,16 @@ def test_non_finite_steps_are_skipped_counted_and_training_goes_on(tiny_recipe, 
 
 
 def test_too_many_bad_steps_in_a_row_stop_with_the_weights_from_before(tiny_overrides, tmp_path, monkeypatch):
+    """The verdict stays on the device until the next log step (every 2 here): steps 5-7 are bad, the limit is
+    reached after step 7, and step 8, finite, is not applied either; the run stops after it."""
     recipe = load_recipe(None, tiny_overrides + ["train.max_bad_steps=3", "train.checkpoint_every=4"])
-    faulty_from(monkeypatch, set(range(4, 8)), "nan")
-    with pytest.raises(NonFiniteSteps, match=r"Steps 5 to 7 .*step_7 holds the weights from before step 5.*"
+    faulty_from(monkeypatch, {4, 5, 6}, "nan")
+    with pytest.raises(NonFiniteSteps, match=r"Steps 5 to 7 .*step_8 holds the weights from before step 5.*"
                                              r"train\.lr.*--resume"):
         loop.pretrain(recipe, tmp_path)
-    assert latest_checkpoint(tmp_path).name == "step_7"
-    assert_same_weights(weights(tmp_path / "checkpoints" / "step_4"), weights(tmp_path / "checkpoints" / "step_7"))
-    assert json.loads((tmp_path / "checkpoints" / "step_7" / "meta.json").read_text())["skipped_steps"] == 3
+    assert latest_checkpoint(tmp_path).name == "step_8"
+    assert_same_weights(weights(tmp_path / "checkpoints" / "step_4"), weights(tmp_path / "checkpoints" / "step_8"))
+    assert json.loads((tmp_path / "checkpoints" / "step_8" / "meta.json").read_text())["skipped_steps"] == 4
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])

@@ -344,13 +344,16 @@ class TrainSpec(Strict):
                              "the gathered global columns (O(B·N) logits, not O(N²)); the same gradients")
     precision: Literal["fp32", "bf16", "fp16"] = Field(default="fp32", description="bf16 autocast (CPU, GPU) "
                                                        "or fp16 with a gradient scaler (GPU)")
+    tf32: bool = Field(default=True, description="CUDA: float32 matrix products and convolutions may use TF32 "
+                                                 "(several times faster on Ampere and later; no effect on CPUs)")
     augment: AugmentSpec = AugmentSpec()
     log_every: int = Field(default=10, gt=0)
     checkpoint_every: int = Field(default=50, gt=0)
     keep_checkpoints: int | None = Field(default=3, gt=0, description="keep the newest N checkpoints "
                                                                       "(null: all)")
     max_bad_steps: int = Field(default=5, gt=0, description="a step with a NaN/Inf loss or gradient is "
-                                                            "skipped; this many in a row stop the run")
+                                                            "skipped; this many in a row stop the run (at the "
+                                                            "next log or checkpoint step)")
     fsdp: bool = Field(default=False, description="under torchrun: shard the towers' parameters, gradients and "
                                                   "optimizer states across the processes (FSDP)")
     rankme_every: int | None = Field(default=None, gt=0, description="log the RankMe of a fixed probe set's image "

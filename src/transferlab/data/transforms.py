@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from transferlab.config import AugmentSpec
+from transferlab.runtime import to_device
 
 
 def to_unit(images: torch.Tensor) -> torch.Tensor:
@@ -60,22 +61,25 @@ def augment(images: torch.Tensor, spec: AugmentSpec, generator: torch.Generator,
     mine = slice(first, first + len(images))
     _, _, height, width = images.shape
 
-    def uniform(*shape: int) -> torch.Tensor:
-        return (torch.rand(*shape, generator=generator) * 2 - 1).to(images.device)
+    def uniform(*shape: int) -> torch.Tensor:  # drawn on the host, copied without making it wait for a GPU
+        return to_device(torch.rand(*shape, generator=generator) * 2 - 1, images.device)
 
     angle = uniform(batch)[mine] * math.radians(spec.rotate_degrees)
     scale = 1 + uniform(batch)[mine] * spec.scale
     shift = uniform(batch, 2)[mine] * spec.translate * 2  # grid coordinates span [-1, 1]
-    cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
-    theta = torch.stack([torch.stack([cos, -sin, shift[:, 0]], 1), torch.stack([sin, cos, shift[:, 1]], 1)], 1)
-    grid = F.affine_grid(theta, list(images.shape), align_corners=False)
-    images = F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    if spec.rotate_degrees or spec.scale or spec.translate:  # else the identity: no resampling (same draws)
+        cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
+        theta = torch.stack([torch.stack([cos, -sin, shift[:, 0]], 1), torch.stack([sin, cos, shift[:, 1]], 1)], 1)
+        grid = F.affine_grid(theta, list(images.shape), align_corners=False)
+        images = F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    else:
+        images = images.clone()  # a new tensor either way: the loss of resolution below writes into it
 
     degrade = (torch.rand(batch, generator=generator) < spec.low_res_prob)[mine]
     high = min(spec.low_res_max, height - 1)
     sides = torch.randint(min(spec.low_res_min, high), high + 1, (batch,), generator=generator)[mine]
     for side in torch.unique(sides[degrade]).tolist():
-        chosen = torch.nonzero(degrade & (sides == side)).flatten().to(images.device)
+        chosen = to_device(torch.nonzero(degrade & (sides == side)).flatten(), images.device)
         small = F.interpolate(images[chosen], size=(side, max(1, round(side * width / height))), mode="area")
         images[chosen] = F.interpolate(small, size=(height, width), mode="bilinear", align_corners=False)
     return images

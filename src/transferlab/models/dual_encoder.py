@@ -24,6 +24,7 @@ from transferlab.config import ModelSpec, TowerSpec
 from transferlab.data.transforms import normalize, to_unit
 from transferlab.errors import UserError
 from transferlab.models.registry import create_image_tower, create_text_tower
+from transferlab.runtime import to_device
 
 
 class DualEncoder(nn.Module):
@@ -77,11 +78,15 @@ class DualEncoder(nn.Module):
         embedding = self.image_proj(self.image_tower(images))
         return F.normalize(embedding, dim=-1) if normalize else embedding
 
+    def text_tower_for(self, query: bool = False) -> nn.Module:
+        """The tower that embeds captions, or, with `query`, a text-text model's queries (the same one if shared)."""
+        return self.query_tower if query and self.query_tower is not None else self.text_tower
+
     def text_features(self, texts: list[str], query: bool = False, batch_size: int = 256) -> torch.Tensor:
         """Text tower outputs (before projection), computed in chunks; the query tower's if `query`."""
-        tower = self.query_tower if query and self.query_tower is not None else self.text_tower
+        tower = self.text_tower_for(query)
         device = self.logit_scale.device
-        chunks = [tower({k: v.to(device) if isinstance(v, torch.Tensor) else v
+        chunks = [tower({k: to_device(v, device) if isinstance(v, torch.Tensor) else v
                          for k, v in tower.tokenize(texts[i:i + batch_size]).items()})
                   for i in range(0, len(texts), batch_size)]
         return torch.cat(chunks) if chunks else torch.zeros(0, tower.width, device=device)

@@ -52,13 +52,17 @@ class ModelEMA:
 
     @torch.no_grad()
     def update(self, model: nn.Module) -> None:
-        weight = 1 - self.current_decay()
+        """One multi-tensor lerp over the floating-point averages (one kernel launch on a GPU); integers copied."""
+        averages, values = [], []
         for name, value in _tracked(model):
             average = self.shadow[name]
             if average.is_floating_point():
-                average.lerp_(value.to(average.dtype), weight)
+                averages.append(average)
+                values.append(value.to(average.dtype))
             else:
                 average.copy_(value)
+        if averages:
+            torch._foreach_lerp_(averages, values, 1 - self.current_decay())
         self.updates += 1
 
     @torch.no_grad()

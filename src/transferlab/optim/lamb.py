@@ -10,7 +10,8 @@ step is rescaled so that its size is proportional to the tensor's norm (the trus
 Tensors of a group with weight_decay == 0 get ratio 1, i.e. a plain Adam step, unless `always_adapt`:
 in transferlab's groups those are the biases, norm gains and the temperature, whose small or zero norms
 would otherwise freeze them (the choice of NVIDIA's and timm's LAMB). Gradient clipping is left to the
-trainer. States are kept in the parameter's dtype.
+trainer. States are kept in the parameter's dtype. A step runs as torch's multi-tensor (`_foreach`) operations
+over a group's tensors (one kernel launch each on a GPU, not one per tensor); the step counts live on the CPU.
 """
 
 from __future__ import annotations
@@ -40,26 +41,32 @@ class LAMB(Optimizer):
             lr, eps, weight_decay = group["lr"], group["eps"], group["weight_decay"]
             beta1, beta2 = group["betas"]
             adapt = weight_decay != 0 or group["always_adapt"]
-            for param in group["params"]:
-                if param.grad is None:
-                    continue
-                grad, state = param.grad, self.state[param]
+            params = [param for param in group["params"] if param.grad is not None]
+            if not params:
+                continue
+            for param in params:
+                state = self.state[param]
                 if not state:
                     state["step"] = torch.zeros((), dtype=torch.float32)
                     state["exp_avg"] = torch.zeros_like(param, memory_format=torch.preserve_format)
                     state["exp_avg_sq"] = torch.zeros_like(param, memory_format=torch.preserve_format)
                 state["step"] += 1
-                t = state["step"].item()
-                exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
-                exp_avg.lerp_(grad, 1 - beta1)
-                exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
-                denom = (exp_avg_sq / (1 - beta2 ** t)).sqrt_().add_(eps)
-                update = (exp_avg / (1 - beta1 ** t)).div_(denom)
-                if weight_decay:
-                    update.add_(param, alpha=weight_decay)
-                if adapt:
-                    param_norm, update_norm = param.norm(), update.norm()
-                    ratio = torch.where((param_norm > 0) & (update_norm > 0), param_norm / update_norm, 1.0)
-                    update.mul_(ratio)
-                param.add_(update, alpha=-lr)
+            grads = [param.grad for param in params]
+            exp_avgs, exp_avg_sqs = ([self.state[p][name] for p in params] for name in ("exp_avg", "exp_avg_sq"))
+            steps = [self.state[p]["step"].item() for p in params]
+            torch._foreach_lerp_(exp_avgs, grads, 1 - beta1)
+            torch._foreach_mul_(exp_avg_sqs, beta2)
+            torch._foreach_addcmul_(exp_avg_sqs, grads, grads, value=1 - beta2)
+            denoms = torch._foreach_div(exp_avg_sqs, [1 - beta2 ** t for t in steps])
+            torch._foreach_sqrt_(denoms)
+            torch._foreach_add_(denoms, eps)
+            updates = torch._foreach_div(exp_avgs, [1 - beta1 ** t for t in steps])
+            torch._foreach_div_(updates, denoms)
+            if weight_decay:
+                torch._foreach_add_(updates, params, alpha=weight_decay)
+            if adapt:
+                ratios = [torch.where((p > 0) & (u > 0), p / u, 1.0)
+                          for p, u in zip(torch._foreach_norm(params), torch._foreach_norm(updates), strict=True)]
+                torch._foreach_mul_(updates, ratios)
+            torch._foreach_add_(params, updates, alpha=-lr)
         return loss

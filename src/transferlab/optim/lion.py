@@ -8,7 +8,8 @@ With gradient g, momentum m, learning rate η and decoupled weight decay λ, one
 
 Every coordinate moves by exactly η (plus decay), so Lion wants a learning rate 3–10× smaller than AdamW's
 and a weight decay 3–10× larger to keep the same effective decay η·λ. It stores one moment, in the
-parameter's dtype.
+parameter's dtype. A step is five of torch's multi-tensor (`_foreach`) operations per parameter group, one
+kernel launch each on a GPU for all its tensors, rather than five per tensor.
 """
 
 from __future__ import annotations
@@ -35,14 +36,16 @@ class Lion(Optimizer):
         for group in self.param_groups:
             lr, weight_decay = group["lr"], group["weight_decay"]
             beta1, beta2 = group["betas"]
-            for param in group["params"]:
-                if param.grad is None:
-                    continue
-                state = self.state[param]
-                if not state:
-                    state["exp_avg"] = torch.zeros_like(param, memory_format=torch.preserve_format)
-                exp_avg = state["exp_avg"]
-                update = torch.lerp(param.grad, exp_avg, beta1).sign_()  # β1·m + (1 − β1)·g
-                param.mul_(1 - lr * weight_decay).add_(update, alpha=-lr)
-                exp_avg.lerp_(param.grad, 1 - beta2)
+            params = [param for param in group["params"] if param.grad is not None]
+            if not params:
+                continue
+            for param in params:
+                if not self.state[param]:
+                    self.state[param]["exp_avg"] = torch.zeros_like(param, memory_format=torch.preserve_format)
+            grads, moments = [p.grad for p in params], [self.state[p]["exp_avg"] for p in params]
+            updates = torch._foreach_lerp(grads, moments, beta1)  # β1·m + (1 − β1)·g
+            torch._foreach_sign_(updates)
+            torch._foreach_mul_(params, 1 - lr * weight_decay)
+            torch._foreach_add_(params, updates, alpha=-lr)
+            torch._foreach_lerp_(moments, grads, 1 - beta2)
         return loss

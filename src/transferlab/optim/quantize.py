@@ -110,6 +110,25 @@ def _search(code: torch.Tensor, kind: str) -> _TableSearch:
     return cached[1]
 
 
+@functools.cache
+def kernel_codebook(signed: bool) -> tuple[int, ...] | None:
+    """Where optim/_native.c finds the CPU code and its two lookup tables (values: stochastic rounding; midpoints:
+    nearest): (code, values table, values next boundary, midpoints table, midpoints next boundary) addresses,
+    kept alive by the caches; None when a table search would not be exact."""
+    code = cached_code(signed, torch.device("cpu"))
+    values, midpoints = _search(code, "values"), _search(code, "midpoints")
+    if not (values.exact and midpoints.exact):
+        return None
+    return (code.data_ptr(), values.table.data_ptr(), values.next_boundary.data_ptr(), midpoints.table.data_ptr(),
+            midpoints.next_boundary.data_ptr())
+
+
+def rounding_noise(generator: torch.Generator, count: int, device: torch.device) -> torch.Tensor:
+    """`count` random bytes (uint8) for stochastic rounding: 8-bit uniform draws, 8x cheaper than torch.rand."""
+    noise = torch.empty(-(-count // 8), dtype=torch.int64, device=device)
+    return noise.random_(-(1 << 63), (1 << 63) - 1, generator=generator).view(torch.uint8)[:count]
+
+
 def quantize_blockwise(x: torch.Tensor, code: torch.Tensor,
                        generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """(uint8 codes of x's numel, float32 absmax per block of 256) of x, flattened.
@@ -132,12 +151,11 @@ def quantize_blockwise(x: torch.Tensor, code: torch.Tensor,
         # lower <= x < upper are the code values around x. Taking upper with probability
         # (x - lower) / (upper - lower) keeps E[value] = x, so an EMA whose per-step change is below the
         # code spacing still moves on average instead of being rounded back every step. The uniform draw
-        # has 8 bits (random bytes are 8x cheaper than torch.rand), a bias of at most 1/512 of a spacing.
+        # has 8 bits, a bias of at most 1/512 of a spacing.
         lower = _search(code, "values")(scaled).sub_(1).clamp_(0, code.numel() - 2)
         low = code.index_select(0, lower)
         gap = code.index_select(0, lower + 1).sub_(low)
-        noise = torch.empty(-(-scaled.numel() // 8), dtype=torch.int64, device=scaled.device)
-        noise = noise.random_(-(1 << 63), (1 << 63) - 1, generator=generator).view(torch.uint8)[:scaled.numel()]
+        noise = rounding_noise(generator, scaled.numel(), scaled.device)
         threshold = gap.mul_(noise.float().add_(0.5).div_(256))
         indices = lower.add_(scaled.sub_(low) > threshold)
     return indices.to(torch.uint8)[:n], absmax

@@ -26,7 +26,7 @@ from transferlab.data.order import StepRows
 from transferlab.data.transforms import augment, crop_batch, normalize, to_unit
 from transferlab.distributed import World
 from transferlab.errors import UserError
-from transferlab.runtime import derived_generator
+from transferlab.runtime import derived_generator, to_device
 from transferlab.train.objectives import Batch
 
 
@@ -78,25 +78,25 @@ class BatchMaker:
         views = []
         if loaded is not None or self.images is not None:
             if loaded is not None:
-                raw = to_unit(loaded.images.to(device, non_blocking=True))
+                raw = to_unit(to_device(loaded.images, device))  # the loader pinned them on CUDA
             else:
-                raw = to_unit(self.images[index.to(device)])
+                raw = to_unit(self.images[to_device(index, device)])
                 if self.crops is not None:  # the stored copy is cropped (the loader crops streamed images' originals)
                     raw = crop_batch(raw, [self.crops.crop(step, row) for row in range(rows[0], rows[0] + len(raw))])
             for _ in range(self.views):
                 view = augment(raw, self.recipe.train.augment, generator, rows)
                 # in place unless it would change `raw`, which a second view starts from
                 views.append(normalize(view, model.mean, model.std, inplace=view is not raw or self.views == 1))
-        labels = None if self.labels is None else self.labels[index].to(device)
-        batch = Batch(views=views, index=index.to(device), labels=labels, positive_ids=None)
+        labels = None if self.labels is None else to_device(self.labels[index], device)
+        batch = Batch(views=views, index=to_device(index, device), labels=labels, positive_ids=None)
         if self.queries is not None:
-            batch.query_ids = self.queries.sample(everyone, generator)[self.shard].to(device)
+            batch.query_ids = self.queries.sample(everyone, generator)[self.shard]
         if self.captions is not None:
             self._add_caption_rows(batch, everyone, generator)
         return batch
 
     def _add_caption_rows(self, batch: Batch, index: torch.Tensor, generator: torch.Generator) -> None:
-        device = batch.index.device
+        device = self.device
         if self.recipe.train.captions == "sample":  # `index` is the global batch: draws for all, our rows kept
             caption_ids = self.captions.sample(index, generator)[self.shard]
             index = index[self.shard]
@@ -106,9 +106,9 @@ class BatchMaker:
             row_image, caption_ids = self.captions.all_rows(index)
             ids = row_image if self.labels is None or self.recipe.train.positives == "pair" \
                 else self.labels[index][row_image]
-        batch.caption_ids = caption_ids.to(device)
-        batch.row_image = row_image.to(device)
-        batch.positive_ids = None if ids is None else ids.to(device)
+        batch.caption_ids = caption_ids  # on the host: train/text_rows.py makes the text tower's inputs of them
+        batch.row_image = to_device(row_image, device)
+        batch.positive_ids = None if ids is None else to_device(ids, device)
 
     def _positive_ids(self, index: torch.Tensor) -> torch.Tensor | None:
         """Ids whose equality makes matches in the loss (None: only the pair): labels, or first captions' texts."""

@@ -6,7 +6,9 @@
   whole anyway).
 - `BadSteps`: a step whose loss or gradient norm is NaN or Inf is not applied (no optimizer, EMA or memory
   bank update) and is counted; `limit` such steps in a row raise `NonFiniteSteps` after a checkpoint,
-  whose weights are still those from before the first bad step.
+  whose weights are still those from before the first bad step. The decision is a device tensor and the
+  counts stay on the device until the loop reads them at a log or checkpoint step (`read`), so judging a
+  step makes the host wait for nothing; the steps between the limit and that read are not applied either.
 """
 
 from __future__ import annotations
@@ -46,23 +48,33 @@ class StopSignals:
 
 
 class BadSteps:
+    """Which steps may be applied, and the bad ones counted: `total` (all steps not applied), `streak` (bad steps in a
+    row, up to the limit), `first` (the 0-based step that began it) and `exhausted`, as of the last `read()`."""
+
     def __init__(self, limit: int, total: int = 0) -> None:
-        self.limit, self.total, self.streak, self.first = limit, total, 0, None
+        self.limit, self.total, self.streak, self.first, self.exhausted = limit, total, 0, None, False
+        self._counts: torch.Tensor | None = None  # on the device: total, streak, first (-1: none), exhausted
 
-    def ok(self, step: int, loss: torch.Tensor, grad_norm: torch.Tensor | None) -> bool:
-        """Whether step `step` may be applied; counts it otherwise (one device sync)."""
+    def judge(self, step: int, loss: torch.Tensor, grad_norm: torch.Tensor | None) -> torch.Tensor:
+        """Whether step `step` may be applied: a bool tensor on the loss's device, computed there."""
         finite = torch.isfinite(loss) if grad_norm is None else torch.isfinite(loss) & torch.isfinite(grad_norm)
-        if bool(finite):
-            self.streak = 0
-            return True
-        self.total += 1
-        self.streak += 1
-        self.first = step if self.streak == 1 else self.first
-        return False
+        counts = self._counts
+        if counts is None:
+            counts = torch.tensor([self.total, self.streak, -1 if self.first is None else self.first,
+                                   int(self.exhausted)], device=loss.device)
+        exhausted = counts[3] > 0
+        applied = finite & ~exhausted
+        streak = torch.where(exhausted, counts[1], torch.where(finite, 0, counts[1] + 1))
+        first = torch.where(~exhausted & ~finite & (streak == 1), step, counts[2])
+        self._counts = torch.stack([counts[0] + (~applied).long(), streak, first,
+                                    (exhausted | (streak >= self.limit)).long()])
+        return applied
 
-    @property
-    def exhausted(self) -> bool:
-        return self.streak >= self.limit
+    def read(self) -> None:
+        """Bring the counts to the host (one wait for the device; the loop does it at log and checkpoint steps)."""
+        if self._counts is not None:
+            self.total, self.streak, first, exhausted = self._counts.tolist()
+            self.first, self.exhausted = (None if first < 0 else first), bool(exhausted)
 
     def error(self, checkpoint: Path) -> NonFiniteSteps:
         return NonFiniteSteps(

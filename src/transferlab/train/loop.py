@@ -6,7 +6,10 @@ each step: makes the step's batch (a pure function of the step number), back-pro
 loss (in chunks when `train.chunk_size` is set, with exact full-batch gradients), and takes one optimizer
 step. Because every random draw of a step is a function of (seed, step), a resumed run repeats exactly
 the steps an uninterrupted run would have taken. A step with a non-finite loss or gradient is skipped, and
-SIGTERM/SIGINT stop the run at a step boundary with a checkpoint (train/guards.py).
+SIGTERM/SIGINT stop the run at a step boundary with a checkpoint (train/guards.py). On a GPU the host never
+waits for the device inside a step: a batch's tensors reach it through pinned memory with non-blocking copies,
+the verdict on a non-finite step stays on the device (train/device.py), and values are read back only at log
+and checkpoint steps; float32 matrix products may use TF32 (`train.tf32`).
 
 `pretrain` is the loop itself, in a screenful: set up, then per step the batch, the learning rate, the
 optimizer step, the log line and the checkpoint. `Training` holds the run's parts (set up in that order in
@@ -22,6 +25,7 @@ in one small all-reduce; rank 0 alone writes the run directory (logs, data repor
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import math
 import signal
@@ -35,7 +39,7 @@ from tqdm import tqdm
 from transferlab import distributed
 from transferlab.checkpoints import read_newest_usable, save_checkpoint
 from transferlab.config import IMAGE_ONLY_OBJECTIVES, Recipe, dump_recipe
-from transferlab.data.captions import CaptionTable, ColumnCaptionTable, StepCaptions, caption_table
+from transferlab.data.captions import CaptionTable, StepCaptions, caption_table
 from transferlab.data.loader import decode_all
 from transferlab.data.mixture import MixtureSampler, load_training_data
 from transferlab.data.pairs import TextPairData
@@ -45,18 +49,19 @@ from transferlab.errors import Interrupted, UserError
 from transferlab.fileio import atomic_write
 from transferlab.models.dual_encoder import DualEncoder
 from transferlab.optim import ModelEMA, create_optimizer, layer_decay_groups, lr_at, parameter_groups
-from transferlab.runtime import seed_everything
+from transferlab.runtime import seed_everything, tf32_matmuls
 from transferlab.train.batches import BatchMaker
 from transferlab.train.compilation import compile_towers, uncompile
+from transferlab.train.device import channels_last_towers, step_if
 from transferlab.train.feed import DataFeed
 from transferlab.train.guards import BadSteps, StopSignals
 from transferlab.train.large_batch import backward_step
 from transferlab.train.logging import MetricsLogger, flatten
 from transferlab.train.objectives import Batch, build_objective
 from transferlab.train.profiling import StepProfiler
+from transferlab.train.text_rows import TextRows
 from transferlab.train.train_state import optimizer_state, restore_optimizer, restore_rng, rng_state
 
-LOCKED_TEXT_CACHE = 200_000  # distinct captions a locked text tower embeds up front (~300 MB at 384 floats)
 STREAM_REPORT = "training_stream"  # data_report.json's entry for samples skipped while streaming
 
 
@@ -70,8 +75,9 @@ def pretrain(recipe: Recipe, run_dir: Path, resume: bool = False) -> DualEncoder
             lr = training.set_lr(step)
             training.step(step, batch, stop)
 
-            # ---- log and checkpoint (the only places that wait for the device, with the step's check and, under
-            # torchrun, the ranks' agreement on the loss)
+            # ---- log and checkpoint (the only places that wait for the device, but, under torchrun, the ranks'
+            # agreement on the loss; the bad-step counts are read here, so a run stops at the first of them after
+            # train.max_bad_steps bad steps in a row, none of the steps since applied)
             training.profiler.phase("log+checkpoint")
             done = step + 1
             if done % spec.log_every == 0 or done == spec.steps:
@@ -136,8 +142,8 @@ class Training:
         self.parameters = [p for p in trainable.parameters() if p.requires_grad]
         self.buffers = list(model.buffers())
 
-        # ---- what a step is made of: the text features, the batches and, for streamed data, the loader
-        self.text = _text_features(model, captions, queries, self.autocast)
+        # ---- what a step is made of: the text rows, the batches and, for streamed data, the loader
+        self.text = TextRows(model, captions, queries, self.autocast, device)
         self.probe = _rankme_probe(data, recipe, device) if spec.rankme_every else None
         in_memory = None if pairs or shards or data.streamed else data.images.to(device)
         self.batches = BatchMaker(recipe, None if shards else len(data), device, in_memory,
@@ -149,13 +155,14 @@ class Training:
         # ---- logs: metrics.jsonl (and TensorBoard, MLflow), the progress bar, the profile
         self.logger = (MetricsLogger(run_dir, recipe.logging, flatten(recipe.model_dump(mode="json")),
                                      start_step=start) if world.main else None)
-        self.window = _Window(start, device, len(mixture.names))
+        self.window = _Window(start, len(mixture.names))
         self.progress = tqdm(range(start, spec.steps), initial=start, total=spec.steps, desc="pretrain",
                              unit="step", dynamic_ncols=True, disable=not world.main)
         self.profiler = StepProfiler(run_dir, spec.profile_steps, world.main)
 
     def __enter__(self) -> Training:
         self._open = contextlib.ExitStack()
+        self._open.enter_context(tf32_matmuls(self.spec.tf32))
         if self.logger:
             self._open.enter_context(contextlib.closing(self.logger))
         self._open.enter_context(contextlib.closing(self.progress))
@@ -171,6 +178,7 @@ class Training:
         loaded = self.feed.next()
         self.profiler.phase("batch")
         batch = self.batches(step, loaded)
+        self.text.prepare(batch)
         if self.sampler is not None:
             self.window.sources += self.sampler.counts(step)
         return batch
@@ -197,12 +205,12 @@ class Training:
             self.scaler.unscale_(self.optimizer)
         norm = distributed.gradient_norm([p.grad for p in self.parameters if p.grad is not None])
         # with fp16, overflowing gradients are the scaler's to skip (it then lowers the scale)
-        if self.bad.ok(step, loss, None if self.scaler else norm):
-            self._apply(norm, embeddings, batch)
-            self.window.add(loss)
-        else:
+        applied = self.bad.judge(step, loss, None if self.scaler else norm)
+        self._apply(applied, norm, embeddings, batch)
+        self.window.add(loss, applied)
+        with torch.no_grad():
             for buffer, before in zip(self.buffers, kept, strict=True):
-                buffer.copy_(before)
+                buffer.copy_(torch.where(applied, buffer, before))
         if self.scaler:
             self.scaler.update()
 
@@ -214,27 +222,32 @@ class Training:
         stop.received = stop.received or (signal.SIGTERM if stopping else None)
         return torch.tensor(total / self.world.size, device=self.device)
 
-    def _apply(self, norm: torch.Tensor, embeddings: list[torch.Tensor], batch: Batch) -> None:
-        """Clip the gradients, step the optimizer, then what follows a step: the temperature's bound, the
-        objective's state, the EMA."""
+    def _apply(self, applied: torch.Tensor, norm: torch.Tensor, embeddings: list[torch.Tensor], batch: Batch) -> None:
+        """If `applied` (a bool on the device): clip the gradients, step the optimizer, then what follows a step:
+        the temperature's bound, the objective's state, the EMA. The default path (fused AdamW, no EMA, no
+        objective state, no fp16) decides on the device; the others read `applied` once."""
+        read = functools.cache(lambda: bool(applied))
         if self.spec.grad_clip is not None:
             distributed.clip_gradients(self.parameters, self.spec.grad_clip, norm)
         if self.scaler:
-            self.scaler.step(self.optimizer)
+            if read():
+                self.scaler.step(self.optimizer)
         else:
-            self.optimizer.step()
+            step_if(self.optimizer, applied, read)
         with torch.no_grad():  # as in CLIP: the temperature may not fall below 1 / max_logit_scale
             self.model.logit_scale.clamp_(0, math.log(self.recipe.model.max_logit_scale))
-        self.objective.after_step(embeddings, batch)
-        if self.ema is not None:
+        if self.objective.stateful and read():
+            self.objective.after_step(embeddings, batch)
+        if self.ema is not None and read():
             self.ema.update(self.model)
 
     def log(self, done: int, lr: float) -> None:
         """A line of metrics.jsonl (and the progress bar's loss) for the steps since the last line."""
         spec, window = self.spec, self.window
         seconds = time.perf_counter() - window.begin_time
-        values = {"epoch": self.batches.epoch_of(done - 1),
-                  "loss": (window.loss / window.steps).item() if window.steps else None, "lr": lr,
+        self.bad.read()
+        steps, loss = (window.steps.item(), window.loss.item()) if window.steps is not None else (0, 0.0)
+        values = {"epoch": self.batches.epoch_of(done - 1), "loss": loss / steps if steps else None, "lr": lr,
                   "logit_scale": self.model.logit_scale.exp().item(),
                   "samples_per_s": (done - window.begin_step) * spec.batch_size / seconds,
                   "skipped_steps": self.bad.total, **self.feed.window(seconds)}
@@ -246,13 +259,14 @@ class Training:
             values["rankme"] = _probe_rankme(self.model, self.probe, self.autocast)
         if self.logger:
             self.logger.log(done, values)
-        if window.steps:
+        if steps:
             self.progress.set_postfix(loss=f"{values['loss']:.3f}", **({"data wait": f"{values['data_wait']:.0%}"}
                                                                        if self.feed.streamed else {}))
-        self.window = _Window(done, self.device, len(self.mixture.names))
+        self.window = _Window(done, len(self.mixture.names))
 
     def save(self, step: int) -> Path:
         """Write checkpoints/step_<step> (rank 0; the others help gather and wait) and return its path."""
+        self.bad.read()
         return _checkpoint(self.run_dir, step, model=self.model, objective=self.objective, optimizer=self.optimizer,
                            ema=self.ema, scaler=self.scaler, recipe=self.recipe, bad=self.bad, world=self.world,
                            feed=self.feed, reports=self.mixture.reports)
@@ -272,17 +286,18 @@ class Training:
 
 
 class _Window:
-    """What a log line covers: the steps applied since the previous line and their summed loss (on the device),
-    the step and time it began at, and a mixture's rows per source."""
+    """What a log line covers: the steps applied since the previous line and their summed loss (both on the
+    device, None before the first), the step and time it began at, and a mixture's rows per source."""
 
-    def __init__(self, begin_step: int, device: torch.device, sources: int) -> None:
-        self.loss, self.steps, self.begin_step = torch.zeros((), device=device), 0, begin_step
-        self.begin_time = time.perf_counter()
+    def __init__(self, begin_step: int, sources: int) -> None:
+        self.loss = self.steps = None
+        self.begin_step, self.begin_time = begin_step, time.perf_counter()
         self.sources = torch.zeros(sources, dtype=torch.long)
 
-    def add(self, loss: torch.Tensor) -> None:
-        self.loss += loss.detach()
-        self.steps += 1
+    def add(self, loss: torch.Tensor, applied: torch.Tensor) -> None:
+        loss = torch.where(applied, loss.detach(), 0.0)
+        self.loss = loss if self.loss is None else self.loss + loss
+        self.steps = applied.long() if self.steps is None else self.steps + applied
 
 
 def build_model(recipe: Recipe, device: torch.device, world: distributed.World,
@@ -290,6 +305,7 @@ def build_model(recipe: Recipe, device: torch.device, world: distributed.World,
     """The recipe's model on `device` (in `dtype`, float32 by default); under torchrun with BatchNorm over the
     global batch, and with its towers sharded when `train.fsdp` is on; its towers compiled with `train.compile`."""
     model = DualEncoder(recipe.model).to(device, dtype)
+    channels_last_towers([tower for tower in (model.image_tower,) if tower is not None], device)
     if world.size > 1:
         distributed.global_batch_norm(model)
         if recipe.train.fsdp:
@@ -308,25 +324,6 @@ def step_gradients(model: DualEncoder, objective, batch, text, spec, autocast, s
                          scale=scaler.scale if scaler else lambda value: value)
     distributed.average_gradients([*model.parameters(), *objective.parameters()])
     return loss
-
-
-def _text_features(model: DualEncoder, captions: CaptionTable | ColumnCaptionTable | None,
-                   queries: CaptionTable | None, autocast):
-    """ids -> text tower features. LiT: a wholly locked tower embeds each distinct text once, not every step (up to
-    LOCKED_TEXT_CACHE distinct texts: a larger pool's captions are embedded as its batches need them)."""
-    tables = {False: captions, True: queries}
-    caches = {}
-    for query, table in tables.items():
-        texts = None if table is None or not model.text_frozen(query) else table.every_text()
-        if texts is not None and len(texts) <= LOCKED_TEXT_CACHE:
-            with torch.no_grad(), autocast:
-                caches[query] = model.text_features(texts, query).float()
-
-    def text(ids: torch.Tensor, query: bool = False) -> torch.Tensor:
-        if query in caches:
-            return caches[query][ids]
-        return model.text_features(tables[query].texts_of(ids), query)
-    return text
 
 
 def _rankme_probe(data, recipe: Recipe, device: torch.device) -> torch.Tensor:

@@ -26,7 +26,7 @@ from __future__ import annotations
 import abc
 from collections.abc import Callable
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -56,13 +56,15 @@ class Batch:
     index: torch.Tensor  # positions of the samples in the training split [B]
     labels: torch.Tensor | None  # class labels [B]
     positive_ids: torch.Tensor | None  # per text row: equal ids are matches (None: only the pair itself)
-    caption_ids: torch.Tensor | None = None  # per text row: which caption [M]
+    caption_ids: torch.Tensor | None = None  # per text row: which caption [M] (on the host)
     row_image: torch.Tensor | None = None  # per text row: which batch image it describes [M]
-    query_ids: torch.Tensor | None = None  # text-text models: which left text each sample has [B]
+    query_ids: torch.Tensor | None = None  # text-text models: which left text each sample has [B] (on the host)
+    text_rows: dict = field(default_factory=dict)  # the text tower's inputs on the device (train/text_rows.py)
 
 
 class Objective(nn.Module, abc.ABC):
     views = 1
+    stateful = False  # whether after_step updates state (then a skipped step must not reach it)
 
     def inputs(self, model: DualEncoder, batch: Batch, text: Callable, autocast: AbstractContextManager) -> Inputs:
         def encode_view(view: torch.Tensor) -> EncodeRows:
@@ -88,11 +90,11 @@ class ImageText(Objective):
     def inputs(self, model, batch, text, autocast):
         def encode_text(start: int, stop: int) -> torch.Tensor:
             with autocast:
-                return _float(model.project_text(text(batch.caption_ids[start:stop]), normalize=False))
+                return _float(model.project_text(text(batch, start, stop), normalize=False))
 
         def encode_query(start: int, stop: int) -> torch.Tensor:
             with autocast:
-                features = text(batch.query_ids[start:stop], query=True)
+                features = text(batch, start, stop, query=True)
                 return _float(model.project_text(features, normalize=False, query=True))
 
         first = [(encode_query, len(batch.query_ids))] if batch.query_ids is not None else []
@@ -129,6 +131,8 @@ class TwoViews(Objective):
 
 
 class Look(Objective):
+    stateful = True
+
     def __init__(self, embed_dim: int, k: int, bank_size: int, temperature: float) -> None:
         super().__init__()
         # eval mode: the memory bank is filled once per step in after_step, not on every loss evaluation
