@@ -24,6 +24,7 @@ FP = {"cifar10": "c1f4a0", "digits": "d161t5", "flickr": "f11ck4"}
 def provenance(**fingerprints: str) -> dict:
     return {"transferlab": "0.1.0", "commit": "abc123", "dirty": False, "libraries": {"torch": "2.14.1"},
             "device": "cpu", "precision": "float32", "suite_hash": "5017e",
+            "weights": {"origin": "pretrained", "library": "open_clip", "tag": "laion2b_s34b_b79k"},
             "datasets": {name: {"samples": 100, "fingerprint": fp} for name, fp in {**FP, **fingerprints}.items()}}
 
 

@@ -342,6 +342,14 @@ def test_the_leaderboard_flags_random_weights_and_strict_refuses_them(run, clip,
     assert code == 2 and "--strict: 1 thing(s)" in out and "random weights" in out
     code, out = leaderboard(trained, tmp_path / "earlier", strict=True)
     assert code == 0, out
+    old = tmp_path / "old" / "results.json"  # as written before provenance recorded the weights' origin
+    results = json.loads(random.read_text())
+    del results["provenance"]["weights"]
+    old.parent.mkdir()
+    old.write_text(json.dumps(results))
+    code, out = leaderboard(trained, old)
+    assert code == 0 and "⚠1" in out and "written before results.json recorded where the weights came from" in out
+    assert leaderboard(trained, old, strict=True)[0] == 2
 
 
 def test_rank_and_adapt_say_it_too(clip, suite, tmp_path):

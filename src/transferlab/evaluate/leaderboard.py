@@ -7,7 +7,8 @@ is best, ties share the mean rank) over the columns every model has — an avera
 compare like with like (MTEB and DataComp's leaderboard also rank over one set of tasks) — and `flags`: every
 reason two numbers in one column, or two rows, may not measure the same thing (different dataset fingerprints
 or splits, different main metrics, one suite name with two suite hashes, collection averages over different
-tasks, results without provenance, random weights). A flag is shown, never dropped; `--strict` turns them into
+tasks, results without provenance, random weights or
+weights of unrecorded origin). A flag is shown, never dropped; `--strict` turns them into
 an error. `write_csv`, `write_markdown` and leaderboard_page.write_html write it.
 """
 
@@ -35,6 +36,8 @@ SHORT_TASKS = {"zeroshot_classification": "zero-shot", "linear_probe": "probe", 
                "retrieval": "retrieval", "clustering": "clusters"}
 SORTS = ("average", "rank")
 NO_PROVENANCE = "no provenance: cannot check the data is the same"
+NO_ORIGIN = ("written before results.json recorded where the weights came from: they may be a random "
+             "initialisation. Evaluate the model again to record it.")
 
 
 @dataclass
@@ -275,9 +278,12 @@ def _check(rows: list[Row], columns: list[Column], doubles: list[tuple[str, str]
     for row in rows:
         if row.provenance is None:
             add("provenance", f"{shown(row.path)}: {NO_PROVENANCE}", files=[shown(row.path)], rows=[row.label])
-        if is_random(recorded(row.results)):  # provenance.weights (models/weights.py)
-            add("weights", f"{shown(row.path)}: {random_notice(row.model, recorded(row.results))} Leave it out of a "
+        weights = recorded(row.results)  # provenance.weights (models/weights.py)
+        if is_random(weights):
+            add("weights", f"{shown(row.path)}: {random_notice(row.model, weights)} Leave it out of a "
                 f"comparison of trained models.", files=[shown(row.path)], rows=[row.label])
+        elif row.provenance is not None and weights is None:
+            add("weights", f"{shown(row.path)}: {NO_ORIGIN}", files=[shown(row.path)], rows=[row.label])
     for column in columns:
         have = [r for r in rows if r.values.get(column.name) is not None]
         value_of = {r.label: r.splits[column.name] for r in have}
