@@ -172,6 +172,17 @@ def _say_if_random(name: str, weights: dict) -> None:
                       highlight=False)
 
 
+def _say_if_named_random(refs: dict[str, str | None]) -> None:
+    """One line per model a command names with random weights, said before its workers load it."""
+    from transferlab.models.weights import named_random
+
+    for option, ref in refs.items():
+        if ref and named_random(ref):
+            console.print(f"[bold yellow]random weights:[/] {escape(ref)} ({option}) is a random initialisation: "
+                          f"what it decides comes from an untrained network, not a published or trained model.",
+                          soft_wrap=True, highlight=False)
+
+
 def _own_eval_dir(ref: str, item) -> Path:
     """Where `transferlab eval REF` writes by default: <run>/eval for a run, <run>/eval-step_<n> for one of
     its checkpoints."""
@@ -331,6 +342,7 @@ def curate(pool: Annotated[str, typer.Argument(help="the pool's webdataset shard
     from transferlab.curate import curate as run_curate
 
     _one_process("curate")
+    _say_if_named_random({"--near-dup-model": near_dup_model, "--score-model": score_model})
     settings = Settings(metadata=metadata, cap=cap, seed=seed, case_sensitive=case_sensitive,
                         caption_key=caption_key, dedup=dedup,
                         filters=CaptionFilter(min_words, max_words, min_chars, max_chars, min_letters,

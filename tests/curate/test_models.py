@@ -9,11 +9,14 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from typer.testing import CliRunner
 
 from tests.curate.pools import kept_keys, write_shard
+from transferlab.cli import app
 from transferlab.curate import Settings, curate
 from transferlab.data.images import decode_image
 from transferlab.models.references import load_model
+from transferlab.models.weights import named_random
 
 pytest.importorskip("open_clip")
 
@@ -68,3 +71,24 @@ def test_near_duplicates_and_score_filter_match_a_direct_computation(tmp_path):
     assert kept_keys(tmp_path / "out") == {pool[i]["__key__"] for i in best}
     assert record["removed"] == {"no image": 1, "undecodable image": 1, "near-duplicate image": 1,
                                  "near-duplicate caption": 1, "low score": len(survivors) - len(best)}
+
+
+@pytest.mark.parametrize("ref, random", [("openclip:ViT-B-32:random", True), ("timm:resnet50:random", True),
+                                         ("openclip:my-config.json", True), ("openclip:my-config.json:w.pt", False),
+                                         ("openclip:ViT-B-32:laion2b_s34b_b79k", False), ("runs/random-seed", False),
+                                         ("hf:openai/clip-vit-base-patch32", False)])
+def test_a_reference_that_names_random_weights(ref, random):
+    assert named_random(ref) is random
+
+
+def test_curate_says_when_a_model_it_uses_is_random(tmp_path):
+    """Its workers load the models; the console line comes once, from the command, before they start."""
+    config = tmp_path / "tiny-clip.json"
+    config.write_text(json.dumps(TINY_CLIP))
+    shard = write_shard(tmp_path / "pool" / "a.tar", [{"__key__": f"k{i}", "png": png(i), "txt": f"photo {i}"}
+                                                      for i in range(6)])
+    result = CliRunner().invoke(app, ["curate", str(shard), "--out", str(tmp_path / "out"), "--workers", "1",
+                                      "--score-model", f"openclip:{config}", "--score-keep", "0.5", "--device", "cpu"])
+    output = " ".join(result.output.split())
+    assert result.exit_code == 0, output
+    assert output.count("random weights:") == 1 and f"openclip:{config} (--score-model) is a random" in output

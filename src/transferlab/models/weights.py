@@ -72,6 +72,13 @@ def asks_for_random(weights: str, ref: str) -> bool:
     return True
 
 
+def named_random(ref: str) -> bool:
+    """Whether model reference `ref` itself says its weights are random, before anything loads: `...:random`, or
+    an open_clip model-config file with no weights named (`openclip:cfg.json`)."""
+    kind, _, spec = ref.partition(":")
+    return ref.rpartition(":")[2] == RANDOM or (kind == "openclip" and spec.endswith(".json"))
+
+
 def not_named(ref: str, library: str, tags: list[str], listing: str, default: str | None = None) -> UserError:
     """The error for a reference `ref` (`openclip:ViT-B-32`) that names an architecture but no weights."""
     if tags:
