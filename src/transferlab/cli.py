@@ -3,6 +3,7 @@
     transferlab run [RECIPE]           pretrain, then evaluate (the built-in `default` recipe by default)
     transferlab pretrain [RECIPE]      pretrain only
     transferlab eval MODEL [MODEL...]  evaluate runs, checkpoints, openclip:, hf: or timm: models on a suite
+    transferlab adapt MODEL --method M adapt a model to a dataset from a few labelled examples per class (--shots)
     transferlab rank MODEL [MODEL...]  transferability scores of models on a dataset, without training on it
     transferlab predict RUNS --target  scaling-law fits on a table of runs, extrapolated to larger runs
     transferlab curate POOL --out DIR  balance (MetaCLIP), deduplicate and filter an image-text pool of shards
@@ -19,7 +20,6 @@ from __future__ import annotations
 import functools
 import json
 import os
-import shutil
 import sys
 from datetime import datetime
 from pathlib import Path
@@ -427,12 +427,6 @@ def adapt(models: Annotated[list[str], typer.Argument(help="the model to adapt (
     console.print(f"adapted: {out}", soft_wrap=True)
 
 
-# what a resumed run may change: nothing that alters what its checkpoints' weights and states mean
-RESUME_SETTABLE = ("device=", "train.lr=", "train.grad_clip=", "train.precision=", "train.tf32=",
-                   "train.max_bad_steps=", "train.steps=", "train.log_every=", "train.checkpoint_every=",
-                   "train.keep_checkpoints=", "train.profile_steps=")
-
-
 def _prepare_run(recipe_ref: str | None, out: Path | None, overrides: list[str], resume: bool,
                  device: str | None):
     """The run directory and its recipe: a new directory with config.yaml, or an existing one to resume.
@@ -446,13 +440,14 @@ def _prepare_run_here(recipe_ref: str | None, out: Path | None, overrides: list[
                       device: str | None):
     from transferlab.config import dump_recipe, load_recipe
     from transferlab.fileio import atomic_write
+    from transferlab.train.resume import resumed_recipe  # the resume policy: which recipe keys a resume may change
 
     if device:
         overrides = overrides + [f"device={device}"]
     if resume and out is None:
         raise UserError("--resume needs --out: the run directory to continue (or to start, when it is empty).")
     if resume and (out / "config.yaml").is_file():
-        return out, _resumed_recipe(out, recipe_ref, overrides)
+        return out, resumed_recipe(out, recipe_ref, overrides)
     recipe = load_recipe(recipe_ref, overrides)
     if out is None:
         out = Path("runs") / f"{recipe.name}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
@@ -465,31 +460,6 @@ def _prepare_run_here(recipe_ref: str | None, out: Path | None, overrides: list[
     atomic_write(out / "config.yaml", dump_recipe(recipe))
     console.print(f"run directory: {out}")
     return out, recipe
-
-
-def _resumed_recipe(out: Path, recipe_ref: str | None, overrides: list[str]):
-    """The recipe to continue `out` with: RECIPE (or, without one, the saved config.yaml) plus the overrides, which
-    may differ from the saved config only in RESUME_SETTABLE keys. So the command line that started a run also
-    continues it; a changed key is refused by name. The saved config is kept beside an updated one."""
-    from transferlab.config import dump_recipe, load_recipe
-    from transferlab.fileio import atomic_write
-    from transferlab.train.logging import flatten
-
-    saved = load_recipe(out / "config.yaml")
-    recipe = load_recipe(out / "config.yaml" if recipe_ref is None else recipe_ref, overrides)
-    before, after = (flatten(r.model_dump(mode="json")) for r in (saved, recipe))
-    changed = sorted(key for key in before.keys() | after.keys() if before.get(key) != after.get(key))
-    refused = [key for key in changed if not f"{key}=".startswith(RESUME_SETTABLE)]
-    if refused:
-        shown = "; ".join(f"{key}: {before.get(key)!r} → {after.get(key)!r}" for key in refused[:6])
-        raise UserError(f"--resume continues {out}, whose saved config.yaml differs from this command's recipe in "
-                        f"{len(refused)} key(s) a resumed run may not change ({shown}). Only "
-                        f"{', '.join(k.rstrip('=') for k in RESUME_SETTABLE)} may change; pass the recipe and --set "
-                        f"options the run started with, or start a new run in a new --out directory.")
-    if changed and changed != ["device"]:  # the old config is kept beside the new one
-        shutil.copy2(out / "config.yaml", out / f"config.before-{datetime.now().strftime('%Y%m%d-%H%M%S')}.yaml")
-        atomic_write(out / "config.yaml", dump_recipe(recipe))
-    return recipe
 
 
 def _pretrain(recipe, run_dir: Path, resume: bool):

@@ -65,3 +65,67 @@ def test_an_unwritable_cache_still_fingerprints(tree, tmp_path, monkeypatch, rea
     monkeypatch.setenv("TRANSFERLAB_CACHE", str(tmp_path / "a-file"))
     spec = ImageFolderSource(source="imagefolder", root=str(tree))
     assert fingerprint.dataset_fingerprint(spec) == fingerprint.dataset_fingerprint(spec) and len(reads) == 12
+
+
+def rewrite_in_place(path, offset: int) -> None:
+    """Change one byte of `path` at `offset`: the same size, and its mtime set back (only ctime moves)."""
+    old = os.stat(path)
+    content = bytearray(path.read_bytes())
+    content[offset] ^= 0xFF
+    path.write_bytes(bytes(content))
+    os.utime(path, ns=(old.st_atime_ns, old.st_mtime_ns))
+    assert (os.stat(path).st_size, os.stat(path).st_mtime_ns) == (old.st_size, old.st_mtime_ns)
+
+
+def test_shards_and_their_classnames_changed_at_the_same_size_and_mtime_give_new_fingerprints(tmp_path, monkeypatch):
+    """A webdataset pool: a byte of a shard, then the order of its class names (same size, mtime set back), each
+    give a new fingerprint; changed back, the first one again."""
+    import io
+    import tarfile
+
+    from transferlab.config import WebDatasetSource
+
+    monkeypatch.setenv("TRANSFERLAB_CACHE", str(tmp_path / "cache"))
+    pool = tmp_path / "pool"
+    pool.mkdir()
+    for shard in range(2):
+        with tarfile.open(pool / f"s{shard}.tar", "w") as tar:
+            for i in range(3):
+                data = f"caption {shard} {i}".encode()
+                info = tarfile.TarInfo(f"{shard}{i:03d}.txt")
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+    (pool / "classnames.txt").write_text("cat\ndog\n")
+    spec = WebDatasetSource(source="webdataset", shards=str(pool / "s{0..1}.tar"), label_key="cls")
+    first = fingerprint.dataset_fingerprint(spec)
+    shard = pool / "s1.tar"
+    at = shard.read_bytes().index(b"caption 1 2")
+    rewrite_in_place(shard, at)
+    changed = fingerprint.dataset_fingerprint(spec)
+    assert changed != first
+    names = pool / "classnames.txt"
+    old = os.stat(names)
+    names.write_text("dog\ncat\n")
+    os.utime(names, ns=(old.st_atime_ns, old.st_mtime_ns))
+    assert fingerprint.dataset_fingerprint(spec) not in (first, changed)
+    rewrite_in_place(shard, at)
+    names.write_text("cat\ndog\n")
+    assert fingerprint.dataset_fingerprint(spec) == first
+
+
+def test_a_file_above_the_sampling_size_is_told_apart_by_its_first_middle_and_last_chunk(tree, monkeypatch):
+    """Over SAMPLED_ABOVE bytes a file's content is its first, middle and last CHUNK (a documented trade-off: bytes
+    between them are not read); a change at the same size and mtime inside any of the three is seen."""
+    monkeypatch.setattr(fingerprint, "SAMPLED_ABOVE", 4096)
+    monkeypatch.setattr(fingerprint, "CHUNK", 256)
+    big = tree / "cat" / "big.bin"
+    big.write_bytes(bytes(range(256)) * 40)  # 10,240 bytes
+    spec = ImageFolderSource(source="imagefolder", root=str(tree))
+    before = fingerprint.dataset_fingerprint(spec)
+    seen = {before}
+    for offset in (10, 10_240 // 2 + 10, 10_240 - 10):  # inside the first, the middle and the last chunk
+        rewrite_in_place(big, offset)
+        seen.add(fingerprint.dataset_fingerprint(spec))
+        rewrite_in_place(big, offset)
+        assert fingerprint.dataset_fingerprint(spec) == before
+    assert len(seen) == 4

@@ -13,6 +13,7 @@ from safetensors.torch import load_file
 
 from tests.conftest import streamed_mnist5k
 from transferlab.checkpoints import latest_checkpoint
+from transferlab.config import load_recipe
 from transferlab.fileio import read_jsonl_log
 from transferlab.train import loop
 
@@ -48,6 +49,38 @@ def test_resume_after_a_crash_reproduces_the_uninterrupted_weights(tiny_recipe, 
         assert torch.equal(whole[key], cut[key]), key
     # the redone steps are logged once, in order
     assert [m["step"] for m in read_jsonl_log(tmp_path / "cut" / "metrics.jsonl")] == [2, 4, 6, 8]
+
+
+# ~107 training digits: 3 steps of 32 an epoch, so 12 steps are epochs 0-3
+FEW_DIGITS = ["datasets.few.source=digits", "datasets.few.splits={train: 0.06, val: 0.04, test: 0.9}",
+              "train.data=few", "train.steps=12", "train.log_every=1"]
+
+
+def test_a_resume_in_the_third_epoch_reproduces_the_uninterrupted_weights(tiny_overrides, tmp_path, monkeypatch):
+    """The crash lands in epoch 3 and the run resumes from the checkpoint of step 8, in epoch 2: the order of the
+    epochs the resumed process reads must not depend on the epochs it did not walk through."""
+    recipe = load_recipe(None, [*tiny_overrides, *FEW_DIGITS])
+    loop.pretrain(recipe, tmp_path / "whole")
+    real_lr_at = loop.lr_at
+
+    def crash_at_step_10(step, *args):
+        if step == 10:
+            raise Preempted
+        return real_lr_at(step, *args)
+
+    monkeypatch.setattr(loop, "lr_at", crash_at_step_10)
+    with pytest.raises(Preempted):
+        loop.pretrain(recipe, tmp_path / "cut")
+    assert latest_checkpoint(tmp_path / "cut").name == "step_8"
+    monkeypatch.setattr(loop, "lr_at", real_lr_at)
+    loop.pretrain(recipe, tmp_path / "cut", resume=True)
+
+    epochs = {line["step"]: line["epoch"] for line in read_jsonl_log(tmp_path / "cut" / "metrics.jsonl")}
+    assert epochs[9] == 2 and epochs[12] == 3  # logged after steps 8 and 11 (numbered from 0)
+    whole, cut = final_weights(tmp_path / "whole"), final_weights(tmp_path / "cut")
+    assert whole.keys() == cut.keys()
+    for key in whole:
+        assert torch.equal(whole[key], cut[key]), key
 
 
 KILLS, STEPS = 20, 160  # steps to spare: on a fast machine a process gets several steps done before its kill

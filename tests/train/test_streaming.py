@@ -22,6 +22,7 @@ from transferlab.data.remote import RangeReader
 from transferlab.data.shards import read_webdataset, write_webdataset
 from transferlab.errors import UserError
 from transferlab.train import loop
+from transferlab.train.data_report import STREAM_REPORT
 
 STREAMED = ["datasets.pool.source=webdataset", "datasets.pool.label_key=cls",
             "datasets.pool.templates=['a digit {}.', 'the number {}.']", "train.data=pool", "eval.datasets=[pool]"]
@@ -115,7 +116,7 @@ def test_a_bad_image_mid_stream_is_replaced_deterministically_and_counted(tiny_o
     damaged = int(in_shard_1[np.argmin(train.offset[in_shard_1])])
     order = StepRows(len(train), 32, seed=skip.seed)
     draws = sum(int((order(step) == damaged).sum()) for step in range(16))
-    assert draws > 0 and report[loop.STREAM_REPORT]["skipped"] == {"truncated image": draws}
+    assert draws > 0 and report[STREAM_REPORT]["skipped"] == {"truncated image": draws}
     assert_same(weights(tmp_path / "a"), weights(tmp_path / "b"))
     error = recipe(tiny_overrides, tmp_path / "pool", "datasets.pool.stream=true", "train.loader_workers=1",
                    "train.steps=16")
@@ -325,7 +326,7 @@ def test_a_hostile_pool_trains_to_the_end_and_every_skip_is_counted(tiny_overrid
                      "train.loader_workers=0", "train.steps=24", "train.checkpoint_every=12")
     loop.pretrain(hostile, tmp_path / "run")
     report = json.loads((tmp_path / "run" / "data_report.json").read_text())
-    indexed, streamed = report["pool"]["skipped"], report[loop.STREAM_REPORT]["skipped"]
+    indexed, streamed = report["pool"]["skipped"], report[STREAM_REPORT]["skipped"]
     assert indexed == {"missing label": 2, "corrupt shard": 1}
     assert set(streamed) == {"undecodable image", "truncated image", "changed shard", "unreachable shard"}
     assert streamed["changed shard"] > 5 and streamed["unreachable shard"] > 5

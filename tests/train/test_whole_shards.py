@@ -72,9 +72,11 @@ def test_a_reader_resumed_from_its_cursor_continues_its_stream(tmp_path):
     for sample in whole:
         taken.append(sample[1])
         cursors.append(whole.cursor)
-        if len(taken) == 70:  # into the third epoch
+        if len(taken) == 70:  # into the fourth epoch
             break
-    for cut in (0, 6, 13, 20, 31, 55):
+    cuts = (0, 6, 13, 20, 31, 48, 55)
+    assert [cursors[cut].epoch for cut in cuts] == [0, 0, 0, 0, 1, 2, 3]  # resumed in epochs 0-3 (epoch >= 2 too)
+    for cut in cuts:
         resumed = stream_of(pool_path, 1, 2, cursors[cut])
         rest = [sample[1] for _, sample in zip(range(70 - cut - 1), resumed, strict=False)]
         assert rest == taken[cut + 1:], cut

@@ -13,7 +13,8 @@ and checkpoint steps; float32 matrix products may use TF32 (`train.tf32`).
 
 `pretrain` is the loop itself, in a screenful: set up, then per step the batch, the learning rate, the
 optimizer step, the log line and the checkpoint. `Training` holds the run's parts (set up in that order in
-its constructor) and does each of those steps; the functions below it are their pieces.
+its constructor) and does each of those steps; the functions below it are their pieces. What a checkpoint holds,
+how a resumed run restores it and which recipe keys a resume may change are train/resume.py's.
 
 Under torchrun every rank runs this same function on its shard of each global batch (train/batches.py);
 the objective's loss sees the global batch (train/objectives.py), BatchNorm normalises over the global
@@ -26,10 +27,8 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import json
 import math
 import signal
-import sys
 import time
 from pathlib import Path
 
@@ -37,8 +36,7 @@ import torch
 from tqdm import tqdm
 
 from transferlab import distributed
-from transferlab.checkpoints import read_newest_usable, save_checkpoint
-from transferlab.config import IMAGE_ONLY_OBJECTIVES, Recipe, dump_recipe
+from transferlab.config import IMAGE_ONLY_OBJECTIVES, Recipe
 from transferlab.data.captions import CaptionTable, StepCaptions, caption_table
 from transferlab.data.loader import decode_all
 from transferlab.data.mixture import MixtureSampler, load_training_data
@@ -46,12 +44,12 @@ from transferlab.data.pairs import TextPairData
 from transferlab.data.permutation import first_of
 from transferlab.data.shard_stream import ShardPool
 from transferlab.errors import Interrupted, UserError
-from transferlab.fileio import atomic_write
 from transferlab.models.dual_encoder import DualEncoder
 from transferlab.optim import ModelEMA, create_optimizer, layer_decay_groups, lr_at, parameter_groups
 from transferlab.runtime import seed_everything, tf32_matmuls
 from transferlab.train.batches import BatchMaker
 from transferlab.train.compilation import compile_towers, uncompile
+from transferlab.train.data_report import record_data_reports
 from transferlab.train.device import channels_last_towers, step_if
 from transferlab.train.feed import DataFeed
 from transferlab.train.guards import BadSteps, StopSignals
@@ -59,10 +57,8 @@ from transferlab.train.large_batch import backward_step
 from transferlab.train.logging import MetricsLogger, flatten
 from transferlab.train.objectives import Batch, build_objective
 from transferlab.train.profiling import StepProfiler
+from transferlab.train.resume import restore_training, save_training
 from transferlab.train.text_rows import TextRows
-from transferlab.train.train_state import optimizer_state, restore_optimizer, restore_rng, rng_state
-
-STREAM_REPORT = "training_stream"  # data_report.json's entry for samples skipped while streaming
 
 
 def pretrain(recipe: Recipe, run_dir: Path, resume: bool = False) -> DualEncoder:
@@ -115,7 +111,7 @@ class Training:
             raise UserError(f"train.batch_size is {spec.batch_size} but the train split of '{data.name}' has only "
                             f"{len(data)} samples. Lower train.batch_size or add data.")
         if world.main:
-            _record_data_reports(run_dir, mixture.reports)
+            record_data_reports(run_dir, mixture.reports)
         self.sampler = MixtureSampler.for_recipe(spec, recipe.seed, mixture) if spec.mixture else None
         pairs = isinstance(data, TextPairData)
         image_only = spec.objective in IMAGE_ONLY_OBJECTIVES
@@ -135,7 +131,7 @@ class Training:
         self.optimizer = create_optimizer(spec.optimizer, groups, spec.lr, spec.betas, spec.eps)
         self.ema = None if spec.ema_decay is None else ModelEMA(model, spec.ema_decay)
         self.bad = BadSteps(spec.max_bad_steps)
-        saved = _resume(run_dir, model, objective, self.optimizer, self.ema, self.scaler, self.bad) if resume else {}
+        saved = restore_training(self) if resume else {}
         start = saved.get("step", 0)
         distributed.broadcast_module(trainable)  # equal already (same seed or checkpoint); made certain
         trainable.train()
@@ -267,9 +263,7 @@ class Training:
     def save(self, step: int) -> Path:
         """Write checkpoints/step_<step> (rank 0; the others help gather and wait) and return its path."""
         self.bad.read()
-        return _checkpoint(self.run_dir, step, model=self.model, objective=self.objective, optimizer=self.optimizer,
-                           ema=self.ema, scaler=self.scaler, recipe=self.recipe, bad=self.bad, world=self.world,
-                           feed=self.feed, reports=self.mixture.reports)
+        return save_training(self, step)
 
     def final_model(self) -> DualEncoder:
         """The trained model for evaluation: uncompiled, with the EMA weights when EMA is on, whole on every rank."""
@@ -354,22 +348,6 @@ def _probe_rankme(model: DualEncoder, images: torch.Tensor, autocast) -> float:
     return rankme(embeddings.cpu().numpy())
 
 
-def _record_data_reports(run_dir: Path, reports: dict, streamed: dict[str, int] | None = None) -> None:
-    """data_report.json: what the reader of each training dataset kept and skipped by reason (the whole dataset,
-    before the split) and, for streamed data, the samples skipped (and replaced) while training, by reason."""
-    content = {name: report.to_dict() for name, report in reports.items()}
-    if streamed is not None:
-        content[STREAM_REPORT] = {"skipped": streamed}
-    atomic_write(run_dir / "data_report.json", json.dumps(content, indent=1) + "\n")
-    if streamed is not None:
-        return  # the readers' skips were reported when training began
-    for name, report in reports.items():
-        if report.skipped:
-            reasons = ", ".join(f"{count} {reason}" for reason, count in report.skipped.most_common())
-            tqdm.write(f"data: '{name}' kept {report.kept} samples and skipped {sum(report.skipped.values())} "
-                       f"({reasons}); see {run_dir / 'data_report.json'}", file=sys.stderr)
-
-
 def _recording(objective, batch, model: DualEncoder, sink: list[torch.Tensor]):
     """The objective's loss function for this batch, keeping the last embeddings it saw in `sink`."""
     def loss_fn(parts: list[torch.Tensor], with_params: bool) -> torch.Tensor:
@@ -396,54 +374,3 @@ def _check_positives(data, captions, mode: str) -> None:
     if captions is not None and mode == "label" and not labelled:
         raise UserError(f"train.positives is 'label' but dataset '{data.name}' has no labels. Use 'caption' "
                         f"(identical captions match), 'pair' or 'auto'.")
-
-
-def _resume(run_dir: Path, model: DualEncoder, objective, optimizer, ema, scaler, bad: BadSteps) -> dict:
-    """Restore the newest undamaged checkpoint (damaged ones are reported and passed over); its meta.json: the
-    step, the streamed samples skipped until then, and the readers' cursors when reading whole shards."""
-    main = distributed.current().main
-    _, meta, weights, state = read_newest_usable(run_dir, warn=lambda message: main and tqdm.write(message,
-                                                                                                   file=sys.stderr))
-    bad.total = meta.get("skipped_steps", 0)
-    if ema is not None:  # model.safetensors holds the EMA weights; the training weights are in the state
-        weights = {k.removeprefix("live."): v for k, v in state.items() if k.startswith("live.")}
-        ema.load_state_dict({k.removeprefix("ema."): v for k, v in state.items() if k.startswith("ema.")})
-    model.load_saved_state_dict(distributed.shard_like(weights, model.state_dict()))
-    objective.load_state_dict({k.removeprefix("objective."): v for k, v in state.items()
-                               if k.startswith("objective.")})
-    restore_optimizer(optimizer, state, meta["optimizer_param_groups"])
-    if scaler is not None:
-        scaler.load_state_dict(meta["grad_scaler"])
-    restore_rng(state, meta["rng"])
-    return meta
-
-
-def _checkpoint(run_dir: Path, step: int, model: DualEncoder, objective, optimizer, ema, scaler,
-                recipe: Recipe, bad: BadSteps, world: distributed.World, feed: DataFeed, reports: dict) -> Path:
-    """Rank 0 writes checkpoints/step_<step> (every rank holds the same state, or FSDP shards of it, which
-    every rank helps gather) while the others wait."""
-    optim_tensors, param_groups = optimizer_state(optimizer)
-    optim_tensors = distributed.full_tensors(optim_tensors)
-    rng_tensors, rng_json = rng_state()
-    state = {**optim_tensors, **rng_tensors, **{f"objective.{k}": v for k, v in objective.state_dict().items()}}
-    weights = distributed.full_tensors(model.saved_state_dict())
-    stream_skipped = feed.all_skipped() if feed.streamed else None
-    cursors = feed.all_cursors()
-    if not world.main:
-        distributed.barrier()
-        return Path(run_dir) / "checkpoints" / f"step_{step}"
-    if ema is not None:
-        state.update({f"live.{k}": v for k, v in weights.items()})
-        state.update({f"ema.{k}": v for k, v in ema.state_dict().items()})
-        with ema.applied(model):
-            weights = {k: v.clone() for k, v in model.saved_state_dict().items()}
-    meta = {"model": recipe.model.model_dump(mode="json"), "optimizer_param_groups": param_groups,
-            "rng": rng_json, "recipe": dump_recipe(recipe), "ema": ema is not None,
-            "grad_scaler": None if scaler is None else scaler.state_dict(), "skipped_steps": bad.total,
-            "world_size": world.size, "stream_skipped": stream_skipped or {},
-            **({"stream_cursors": cursors} if cursors is not None else {})}
-    if stream_skipped is not None:
-        _record_data_reports(run_dir, reports, stream_skipped)
-    path = save_checkpoint(run_dir, step, weights, state, meta, keep=recipe.train.keep_checkpoints)
-    distributed.barrier()
-    return path
