@@ -19,7 +19,7 @@ CLIP_benchmark runs in its own virtual environment (default `.venv-peers` beside
 use (`--setup-peer-venv` forces it; PEER_SETUP below does it by hand). Every process of both tools runs on
 the CPU in float32 (CLIP_benchmark `--no_amp`) with `--threads` (default 1) torch/OpenMP/BLAS threads.
 
-1. data: the 5,000 mnist5k digits (`transferlab.data.bundled`), grey repeated to RGB, written once as 28x28
+1. data: the 5,000 mnist5k digits (`transferlab.data.readers.bundled`), grey repeated to RGB, written once as 28x28
    PNG files with a CSV (class name, and one DISTINCT descriptive caption per image: stroke weight, width,
    slant, serial number); transferlab reads them as a `folder` source with the default seeded, stratified
    70/10/20 split. The same PNG bytes go into CLIP_benchmark's webdataset layout: `cls/` (train and test
@@ -139,7 +139,7 @@ def write_data(work: Path, image_width: int = 28) -> dict:
     """
     from PIL import Image
 
-    from transferlab.data.bundled import DIGIT_NAMES, load_bundled
+    from transferlab.data.readers.bundled import DIGIT_NAMES, load_bundled
 
     data = load_bundled("mnist5k", "mnist5k", size=28, channels=3)  # 28 -> 28: the original pixels exactly
     labels = data.labels.numpy()
@@ -169,7 +169,7 @@ def write_data(work: Path, image_width: int = 28) -> dict:
 def transferlab_view(table: Path) -> tuple[dict, object, dict]:
     """The suite's dataset spec, the data as transferlab reads it (32 px), and its split indices."""
     from transferlab.config import FolderSource
-    from transferlab.data.sources import load_dataset
+    from transferlab.data.readers.sources import load_dataset
     from transferlab.data.splits import split_indices
 
     spec = FolderSource(source="folder", table=table, label_column="label", caption_column="caption")

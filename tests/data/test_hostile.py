@@ -25,11 +25,11 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from transferlab.config import FolderSource, WebDatasetSource, load_recipe
-from transferlab.data.folder import read_folder
-from transferlab.data.limits import MAX_CAPTION_CHARS
-from transferlab.data.shard_samples import iter_samples
-from transferlab.data.shards import read_webdataset
-from transferlab.data.sources import load_dataset
+from transferlab.data.readers.sources import load_dataset
+from transferlab.data.readers.table import read_folder
+from transferlab.data.readers.webdataset import read_webdataset
+from transferlab.data.stream.shard_samples import iter_samples
+from transferlab.data.tar.limits import MAX_CAPTION_CHARS
 from transferlab.errors import UserError
 from transferlab.train.loop import pretrain
 
@@ -269,7 +269,7 @@ def test_an_integer_label_too_long_for_int_is_a_class_name(tmp_path):
 
 
 def test_an_oversized_member_is_skipped_unread(tmp_path, monkeypatch):
-    from transferlab.data import shard_samples, shard_scan
+    from transferlab.data.stream import shard_samples, shard_scan
 
     for module in (shard_samples, shard_scan):  # the careful reader's limit, and the one that sends shards to it
         monkeypatch.setattr(module, "MAX_MEMBER_BYTES", 100)

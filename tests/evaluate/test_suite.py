@@ -178,7 +178,7 @@ def test_class_names_that_do_not_match_the_labels(trained, tmp_path):
 
     encoder = load_model(str(trained), torch.device("cpu")).encoder
     suite = load_suite("default", SMALL)
-    from transferlab.data.sources import load_splits
+    from transferlab.data.readers.sources import load_splits
 
     splits = load_splits("digits", suite.datasets["digits"], encoder.image_size, encoder.channels)
     splits["test"].classnames = splits["test"].classnames[:5]

@@ -12,14 +12,14 @@ from safetensors.torch import load_file
 
 from transferlab.checkpoints import latest_checkpoint
 from transferlab.config import WebDatasetSource, load_recipe
-from transferlab.data.bundled import load_bundled
-from transferlab.data.crops import CropDraws, _box
 from transferlab.data.images import BadImage, decode_image
-from transferlab.data.loader import StepImages, stream_steps
 from transferlab.data.mixture import load_training_data
-from transferlab.data.order import StepRows
-from transferlab.data.remote import RangeReader
-from transferlab.data.shards import read_webdataset, write_webdataset
+from transferlab.data.readers.bundled import load_bundled
+from transferlab.data.readers.webdataset import read_webdataset, write_webdataset
+from transferlab.data.stream.crops import CropDraws, _box
+from transferlab.data.stream.loader import StepImages, stream_steps
+from transferlab.data.stream.order import StepRows
+from transferlab.data.tar.remote import RangeReader
 from transferlab.errors import UserError
 from transferlab.train import loop
 
@@ -265,7 +265,7 @@ def test_a_streamed_folder_source_trains_like_the_same_folder_in_memory(tiny_ove
 
 
 def test_a_streamed_pool_is_read_through_once_then_indexed_from_the_cache(pool, tmp_path, monkeypatch):
-    from transferlab.data import shard_scan
+    from transferlab.data.stream import shard_scan
 
     monkeypatch.setenv("TRANSFERLAB_CACHE", str(tmp_path / "cache"))
     (tmp_path / "pool").mkdir()

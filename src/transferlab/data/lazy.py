@@ -3,7 +3,7 @@
 A streamed dataset keeps, per sample, where its image lies — a shard (or an image file) and a byte range
 in it — in three numpy arrays (16 bytes a sample), never its pixels. `decode` reads one image and decodes
 it at the model's resolution, its centre square or a random resized crop of the full-resolution image.
-It is what loader workers call (data/loader.py); a subset or a concatenation is another LazyImages over the
+It is what loader workers call (data/stream/loader.py); a subset or a concatenation is another LazyImages over the
 same files, so splits and mixtures stream like the whole set.
 """
 
@@ -17,8 +17,8 @@ import numpy as np
 import torch
 
 from transferlab.data.images import BadImage, Crop, decode_image
-from transferlab.data.remote import RangeReader, stamp
-from transferlab.data.tar_layout import BLOCK, KEY_EXT
+from transferlab.data.tar.layout import BLOCK, KEY_EXT
+from transferlab.data.tar.remote import RangeReader, stamp
 
 WHOLE_FILE = -1  # a length that reads the whole file (folder sources: one image a file)
 

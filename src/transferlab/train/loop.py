@@ -40,11 +40,11 @@ from transferlab import distributed
 from transferlab.checkpoints import read_newest_usable, save_checkpoint
 from transferlab.config import IMAGE_ONLY_OBJECTIVES, Recipe, dump_recipe
 from transferlab.data.captions import CaptionTable, StepCaptions, caption_table
-from transferlab.data.loader import decode_all
 from transferlab.data.mixture import MixtureSampler, load_training_data
-from transferlab.data.pairs import TextPairData
-from transferlab.data.permutation import first_of
-from transferlab.data.shard_stream import ShardPool
+from transferlab.data.readers.text_pairs import TextPairData
+from transferlab.data.stream.loader import decode_all
+from transferlab.data.stream.permutation import first_of
+from transferlab.data.stream.whole_shards import ShardPool
 from transferlab.errors import Interrupted, UserError
 from transferlab.fileio import atomic_write
 from transferlab.models.dual_encoder import DualEncoder

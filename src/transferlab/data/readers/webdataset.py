@@ -2,11 +2,11 @@
 
 Shards are how large image-text collections (LAION, DataComp, CC12M) are distributed, so reading them lets a
 recipe use such data directly; writing them lets a curated collection be handed to any webdataset-based
-trainer. Reading goes through the pool's index (data/pool_index.py: where each sample's image lies, its
+trainer. Reading goes through the pool's index (data/stream/pool_index.py: where each sample's image lies, its
 captions and label; built once per node and cached): a streamed dataset keeps the index and decodes images
 batch by batch, one held in memory decodes every image from it once. Compressed shards (which have no byte
 ranges) and a remote pool held in memory are read front to back instead, by the reader both share
-(data/shard_samples.py).
+(data/stream/shard_samples.py).
 
 `stream: auto` streams a remote pool, and a local one whose images, decoded at the model's size, would take
 more than STREAM_ABOVE_BYTES — decided from the index's sample count, before any image is decoded.
@@ -22,34 +22,22 @@ from pathlib import Path
 from typing import BinaryIO
 
 import torch
-from braceexpand import braceexpand
 
 from transferlab.config import WebDatasetSource
-from transferlab.config.schema import placeholder_template
-from transferlab.data.dataset import DataReport, ImageTextData
+from transferlab.data.dataset import ImageTextData
 from transferlab.data.images import BadImage, decode_image, encode_png
-from transferlab.data.limits import CLASSNAMES, IMAGE_EXTS, STREAM_ABOVE_BYTES, TEMPLATES
-from transferlab.data.loader import decode_each
-from transferlab.data.pool_index import pool_index
-from transferlab.data.remote import is_url, local_path, open_url
-from transferlab.data.samples import BadSamples, assemble, check_fits, no_samples, progress
-from transferlab.data.shard_paths import expand_shards
-from transferlab.data.shard_samples import iter_samples, parse_sample, several_lines_note, starts_compressed
+from transferlab.data.memory import STREAM_ABOVE_BYTES, check_fits
+from transferlab.data.report import BadSamples, DataReport
+from transferlab.data.samples import assemble, no_samples, progress
+from transferlab.data.stream.loader import decode_each
+from transferlab.data.stream.pool_index import pool_index
+from transferlab.data.stream.shard_samples import iter_samples, parse_sample, several_lines_note, starts_compressed
+from transferlab.data.tar.dataset_files import CLASSNAMES, beside, read_classnames, read_lines, read_templates
+from transferlab.data.tar.limits import IMAGE_EXTS
+from transferlab.data.tar.paths import expand_sources
+from transferlab.data.tar.remote import is_url
 from transferlab.errors import UserError
 from transferlab.fileio import atomic_open, atomic_write
-
-
-def expand_sources(pattern: str) -> list[str]:
-    """The shards `pattern` names: local files as `expand_shards` finds them, or URLs (a brace pattern is
-    expanded; a URL's existence is checked when it is read)."""
-    if not is_url(pattern):
-        return [str(path) for path in expand_shards(local_path(pattern))]
-    return list(dict.fromkeys(braceexpand(pattern)))
-
-
-def _beside(source: Path | str, name: str) -> Path | str:
-    """The file `name` in the folder of the shard `source` (a path, or a URL)."""
-    return f"{str(source).rsplit('/', 1)[0]}/{name}" if is_url(source) else Path(source).parent / name
 
 
 def read_webdataset(spec: WebDatasetSource, name: str, size: int, channels: int,
@@ -58,7 +46,7 @@ def read_webdataset(spec: WebDatasetSource, name: str, size: int, channels: int,
     later, batch by batch; else their images decoded into memory at [C, size, size]; "auto" decides (above)."""
     sources = expand_sources(spec.shards)
     report = DataReport()
-    known_from, known = dataset_file(sources[0], CLASSNAMES, report) if spec.label_key else (None, None)
+    known_from, known = read_classnames(sources[0], report) if spec.label_key else (None, None)
     remote = any(is_url(source) for source in sources)
     if stream == "auto" and remote:
         stream = True
@@ -73,11 +61,11 @@ def read_webdataset(spec: WebDatasetSource, name: str, size: int, channels: int,
     if data.labels is not None and data.classnames_from is None:
         report.note(f"dataset '{name}': no {CLASSNAMES} beside the shards or in their parent folder, so its classes "
                     f"are named by their integer labels; zero-shot classification needs class names. Put the "
-                    f"names, one per line in label order, in {_beside(sources[0], CLASSNAMES)}.")
+                    f"names, one per line in label order, in {beside(sources[0], CLASSNAMES)}.")
     if data.labels is not None:
-        templates_from, written = dataset_file(sources[0], TEMPLATES, report)
+        templates_from, templates = read_templates(sources[0], report)
         if templates_from is not None:
-            data.templates = [_template(line, templates_from) for line in written if line]
+            data.templates = templates
     return data
 
 
@@ -136,53 +124,6 @@ def _read_front_to_back(spec: WebDatasetSource, name: str, size: int, channels: 
     return assemble(name, spec.shards, samples, bad, spec.templates, labelled, known, str(known_from))
 
 
-def dataset_file(shard: Path | str, file_name: str,
-                  report: DataReport) -> tuple[Path | str, list[str]] | tuple[None, None]:
-    """A dataset-level file (class names, templates) and its lines, read beside the shards or in their parent
-    folder as in CLIP_benchmark's layout (`<dataset>/<split>/*.tar`, `<dataset>/classnames.txt`); (None,
-    None) when in neither. One found in the parent folder is reported: where names come from is never a
-    silent guess."""
-    beside = _beside(shard, file_name)
-    parent = f"{str(shard).rsplit('/', 2)[0]}/{file_name}" if is_url(shard) else Path(shard).parent.parent / file_name
-    for candidate in (beside, parent):
-        lines = _read_lines(candidate)
-        if lines is not None:
-            if candidate is parent:
-                report.note(f"{file_name} read from the dataset folder above the shards: {candidate}", warn=False)
-            return candidate, lines
-    return None, None
-
-
-def _template(line: str, origin: Path | str) -> str:
-    try:
-        return placeholder_template(line)
-    except ValueError as err:
-        raise UserError(f"{origin}: {err}. Fix that line, or delete the file to use the suite's eval.templates.") \
-            from None
-
-
-def _read_lines(path: Path | str) -> list[str] | None:
-    """The stripped lines of a UTF-8 text file (a URL or a path) without trailing empty ones; None if it
-    cannot be read or is empty."""
-    try:
-        if is_url(path):
-            with open_url(str(path)) as file:
-                raw = file.read()
-        elif Path(path).is_file():
-            raw = Path(path).read_bytes()
-        else:
-            return None
-    except OSError:
-        return None
-    try:
-        names = [line.strip() for line in raw.decode("utf-8-sig").splitlines()]
-    except UnicodeDecodeError:
-        raise UserError(f"{path} is not valid UTF-8. Re-save it as UTF-8, one entry per line.") from None
-    while names and not names[-1]:
-        names.pop()
-    return names or None
-
-
 def write_webdataset(data: ImageTextData, pattern: str | Path, samples_per_shard: int = 1000) -> list[Path]:
     """Write `data` as shards of `samples_per_shard` samples and return their paths.
 
@@ -210,7 +151,7 @@ def write_webdataset(data: ImageTextData, pattern: str | Path, samples_per_shard
         if any("\n" in classname or "\r" in classname for classname in names):
             raise UserError(f"A class name of '{data.name}' holds a line break, which {CLASSNAMES} (one name per "
                             f"line) cannot store. Remove line breaks from the labels.")
-        if names_path.exists() and _read_lines(names_path) != names:
+        if names_path.exists() and read_lines(names_path) != names:
             raise UserError(f"{names_path} already exists with other class names. Write the shards to another "
                             f"folder, or delete that file first.")
     width = max(6, len(str(len(data) - 1)))

@@ -19,8 +19,9 @@ from hypothesis import strategies as st
 from transferlab.config import WebDatasetSource
 from transferlab.data.dataset import ImageTextData
 from transferlab.data.images import encode_png
-from transferlab.data.shard_samples import iter_samples
-from transferlab.data.shards import expand_shards, read_webdataset, write_webdataset
+from transferlab.data.readers.webdataset import read_webdataset, write_webdataset
+from transferlab.data.stream.shard_samples import iter_samples
+from transferlab.data.tar.paths import expand_shards
 from transferlab.errors import UserError
 
 

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from transferlab.config import FolderSource
-from transferlab.data.folder import read_folder
+from transferlab.data.readers.table import read_folder
 from transferlab.errors import UserError
 
 RED, BLUE, GREEN = (255, 0, 0), (0, 0, 255), (0, 255, 0)
@@ -253,9 +253,9 @@ def test_any_csv_gives_data_or_a_user_error(rows, skip):
 
 
 def test_a_collection_too_large_for_memory_is_refused_before_decoding(tmp_path, monkeypatch):
-    from transferlab.data import samples
+    from transferlab.data import memory
 
-    monkeypatch.setattr(samples, "free_memory", lambda: 1000)  # bytes
+    monkeypatch.setattr(memory, "free_memory", lambda: 1000)  # bytes
     Image.new("L", (8, 8)).save(tmp_path / "a.png")
     (tmp_path / "t.csv").write_text("image,caption\na.png,x\n")
     spec = FolderSource(source="folder", table=tmp_path / "t.csv", images=tmp_path)

@@ -10,7 +10,7 @@ The streaming index (data/shard_scan.py) and curation's count stage read shards 
     gather(data, offsets, width)    tar_layout.header_blocks(...).tobytes()
     captions(data, where, limit)    text members stripped and joined by NUL (tar_kernels.joined_captions)
 */
-#include "../kernels_common.h"
+#include "../../kernels_common.h"
 
 #define BLOCK 512
 

@@ -15,11 +15,13 @@ from pathlib import Path
 import torch
 
 from transferlab.config import FolderSource
-from transferlab.data.dataset import DataReport, ImageTextData
+from transferlab.data.dataset import ImageTextData
 from transferlab.data.images import BadImage, decode_image
 from transferlab.data.lazy import LazyImages
-from transferlab.data.samples import BadSamples, Sample, assemble, check_fits, clean_captions, progress
-from transferlab.data.tables import read_table
+from transferlab.data.memory import check_fits
+from transferlab.data.readers.table_rows import read_table
+from transferlab.data.report import BadSamples, DataReport
+from transferlab.data.samples import Sample, assemble, clean_captions, progress
 from transferlab.errors import UserError
 
 
