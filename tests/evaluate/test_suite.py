@@ -111,7 +111,7 @@ def test_retrieval_maps_each_caption_to_its_image(tmp_path):
         rows += [f"{level}.png,{level}", f"{level}.png,{level}"]
     (tmp_path / "pairs.csv").write_text("\n".join(rows) + "\n")
     suite = Suite.model_validate({"name": "toy", "datasets": {"pairs": {
-        "source": "folder", "table": str(tmp_path / "pairs.csv"), "splits": {"train": 0.5, "val": 0, "test": 0.5}}},
+        "source": "table", "table": str(tmp_path / "pairs.csv"), "splits": {"train": 0.5, "val": 0, "test": 0.5}}},
         "eval": {"datasets": ["pairs"], "tasks": ["retrieval"]}})
     module = torch.nn.Linear(1, 1)
     encoder = Encoder(name="toy", module=module, image_size=8, channels=1, preprocess=lambda x: x.float(),

@@ -245,7 +245,7 @@ def test_torchrun_two_processes_with_two_workers_each_on_three_uneven_shards(tin
 
 
 def test_a_streamed_folder_source_trains_like_the_same_folder_in_memory(tiny_overrides, tmp_path):
-    """Folder + CSV sources keep paths in memory and decode per step: the same weights as decoding up front."""
+    """Table (CSV) sources keep paths in memory and decode per step: the same weights as decoding up front."""
     from transferlab.data.images import encode_png
 
     data = load_bundled("mnist5k", "mnist5k", 28, 1, None).subset(torch.arange(300))

@@ -19,8 +19,8 @@ from pathlib import Path
 from transferlab.config import (
     BundledSource,
     DataSource,
-    FolderSource,
     PublishedSource,
+    TableSource,
     TextPairSource,
     WebDatasetSource,
 )
@@ -49,8 +49,8 @@ def _parts(spec: DataSource, cache: DigestCache) -> list[str]:
         return [spec.source, f"{PACKAGES[spec.source]}=={importlib.metadata.version(PACKAGES[spec.source])}"]
     if isinstance(spec, TextPairSource) and spec.table is None:
         return [spec.source, f"python {sys.version.split()[0]}"]
-    if isinstance(spec, (TextPairSource, FolderSource)):
-        roots = [Path(spec.table)] + ([Path(spec.images)] if isinstance(spec, FolderSource) and spec.images else [])
+    if isinstance(spec, (TextPairSource, TableSource)):
+        roots = [Path(spec.table)] + ([Path(spec.images)] if isinstance(spec, TableSource) and spec.images else [])
         return [part for root in roots for part in _tree(root, cache)]
     if isinstance(spec, WebDatasetSource):
         from transferlab.data.tar.paths import expand_sources

@@ -20,7 +20,7 @@ from transferlab.data.images import BadImage, Crop, decode_image
 from transferlab.data.tar.layout import BLOCK, KEY_EXT
 from transferlab.data.tar.remote import RangeReader, stamp
 
-WHOLE_FILE = -1  # a length that reads the whole file (folder sources: one image a file)
+WHOLE_FILE = -1  # a length that reads the whole file (table sources: one image a file)
 
 
 def member_key(shard: str, offset: int) -> str | None:
@@ -70,7 +70,7 @@ class LazyImages:
 
     @classmethod
     def whole_files(cls, paths: list[str], positions: list[int]) -> LazyImages:
-        """The image files `paths[i]` for i in `positions`, each read whole (a folder source's images, one a
+        """The image files `paths[i]` for i in `positions`, each read whole (a table source's images, one a
         file); `positions` are those of the samples a reader kept (samples.assemble's `stack`)."""
         count = len(positions)
         return cls([paths[i] for i in positions], [""] * count, np.arange(count, dtype=np.int32),
@@ -88,7 +88,7 @@ class LazyImages:
                steps=None) -> torch.Tensor:
         """Image i as uint8 [channels, size, size] (or as a model's own `steps` make it, images.decode_image);
         BadImage when it cannot be read or decoded, or its shard is gone, changed since it was indexed, or cut
-        short. A whole-file image (a folder source's) is read by decode_image itself."""
+        short. A whole-file image (a table source's) is read by decode_image itself."""
         number = int(self.source[i])
         problem = self._check(number)
         if problem:

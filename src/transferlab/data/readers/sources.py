@@ -15,11 +15,11 @@ from transferlab.config import (
     CifarSource,
     ClipBenchmarkSource,
     DataSource,
-    FolderSource,
     HFDatasetSource,
     ImageFolderSource,
     PublishedSource,
     Splits,
+    TableSource,
     TextPairSource,
     WebDatasetSource,
     WinoGAViLSource,
@@ -45,11 +45,11 @@ def load_dataset(name: str, spec: DataSource, size: int, channels: int) -> Image
         from transferlab.data.readers.bundled import load_bundled
 
         return load_bundled(spec.source, name, size, channels, spec.templates)
-    if isinstance(spec, FolderSource):
-        from transferlab.data.readers.table import count_rows, read_folder
+    if isinstance(spec, TableSource):
+        from transferlab.data.readers.table import count_rows, read_image_table
 
         stream = spec.stream if spec.stream != "auto" else count_rows(spec) * channels * size**2 > STREAM_ABOVE_BYTES
-        return read_folder(spec, name, size, channels, stream)
+        return read_image_table(spec, name, size, channels, stream)
     if isinstance(spec, TextPairSource):
         return load_text_pairs(spec, name)
     if isinstance(spec, WebDatasetSource):
