@@ -27,7 +27,7 @@ def plain_samples(data, text_exts: tuple[bytes, ...], image_exts: tuple[bytes, .
     """The samples of a plain tar (regular members named key.ext in single headers, as webdataset writers make
     them) as int64 rows: start, end, key length, key hash, the first image member's offset and size, then the
     offset and size of each of `text_exts` (-1: missing); see data/tar/_tar.c. None for any other tar, or where the
-    kernel is not built: `tar_layout.read_layout` and `group_samples` read those."""
+    kernel is not built: `layout.read_layout` and `group_samples` read those."""
     if kernels is None or not len(data):
         return None
     table = kernels.plain_samples(data, text_exts, image_exts, key_state)
