@@ -20,7 +20,7 @@ lint: $(STAMP)
 # Reinstall when the dependencies or a C extension's source change (pip compiles the optional tar and caption
 # kernels and the 8-bit optimizers' fused CPU step when a C compiler is at hand). torch comes from the machine's
 # local wheel where one exists.
-$(STAMP): pyproject.toml setup.py src/transferlab/curate/_native.c src/transferlab/data/_tar.c \
+$(STAMP): pyproject.toml setup.py src/transferlab/curate/_native.c src/transferlab/data/tar/_tar.c \
 		src/transferlab/optim/_native.c src/transferlab/kernels_common.h
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -e '.[test]'

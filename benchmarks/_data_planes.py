@@ -39,9 +39,9 @@ def transferlab_plane():
     """transferlab's streamed loader. This is the one place to adapt when its API changes: it returns
     first_batch(pool, samples, batch, workers) -> (uint8 images [batch, 3, 8, 8], the open loader)."""
     from transferlab.config import WebDatasetSource
-    from transferlab.data.loader import StepImages, stream_steps
-    from transferlab.data.order import StepRows
-    from transferlab.data.shards import read_webdataset
+    from transferlab.data.readers.webdataset import read_webdataset
+    from transferlab.data.stream.loader import StepImages, stream_steps
+    from transferlab.data.stream.order import StepRows
 
     def first_batch(pool: str, samples: int, batch: int, workers: int):
         data = read_webdataset(WebDatasetSource(source="webdataset", shards=pool), "pool", SIDE, 3, stream=True)

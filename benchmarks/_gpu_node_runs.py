@@ -111,7 +111,7 @@ def transferlab_pretrain(work: Path, settings, device: str, case: str, seed: int
     s = settings
     tower = {"name": f"openclip:{openclip_name(work, s)}"}
     if case == "synthetic":
-        data = {"source": "folder", "table": str(work / "synthetic" / "train.csv")}
+        data = {"source": "table", "table": str(work / "synthetic" / "train.csv")}
         augment = {"enabled": False}
     else:  # random resized crops of scale 0.9-1, as open_clip's training preprocessing; no other augmentation
         data = {"source": "webdataset", "shards": str(work / "pool" / "test"), "stream": True}

@@ -17,7 +17,7 @@ import sys
 
 CHILD = """
 import json, sys, time, torch
-from transferlab.data.bundled import load_bundled
+from transferlab.data.readers.bundled import load_bundled
 source = sys.argv[1]
 times, loads = [], []
 for _ in range(2):

@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from transferlab.data.bundled import DIGIT_NAMES, LOADERS
+from transferlab.data.readers.bundled import DIGIT_NAMES, LOADERS
 
 FILLERS = "photo scan image of the a this my old new small big clear blurry picture".split()
 

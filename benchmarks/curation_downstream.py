@@ -40,10 +40,13 @@ import numpy as np
 import torch
 
 from transferlab.config import load_recipe
-from transferlab.data.bundled import DIGIT_NAMES
 from transferlab.data.dataset import ImageTextData
-from transferlab.data.shards import CLASSNAMES, expand_shards, iter_samples, write_webdataset
-from transferlab.data.sources import load_splits
+from transferlab.data.readers.bundled import DIGIT_NAMES
+from transferlab.data.readers.sources import load_splits
+from transferlab.data.readers.webdataset import write_webdataset
+from transferlab.data.stream.shard_samples import iter_samples
+from transferlab.data.tar.dataset_files import CLASSNAMES
+from transferlab.data.tar.paths import expand_shards
 
 TAIL = 3  # classes reported one by one: the pool's smallest
 EVAL_DATASETS = ("mnist5k", "digits")

@@ -22,7 +22,7 @@ import torch
 
 from transferlab.adapt.finetune_classifier import FineTuneClassifier
 from transferlab.config import load_recipe, load_suite
-from transferlab.data.sources import load_splits
+from transferlab.data.readers.sources import load_splits
 from transferlab.evaluate.features import image_embeddings
 from transferlab.evaluate.fewshot import sample_shots
 from transferlab.evaluate.suite import evaluate

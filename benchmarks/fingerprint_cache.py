@@ -67,7 +67,7 @@ def run_eval(folder: Path, cache: Path, out: Path) -> tuple[float, int]:
 
 
 def fingerprint_alone(folder: Path, cache: Path) -> dict:
-    import transferlab.data.remote  # noqa: F401  (imported by the first fingerprint: not part of its cost)
+    import transferlab.data.tar.remote  # noqa: F401  (imported by the first fingerprint: not part of its cost)
     from transferlab.config.schema import ImageFolderSource
     from transferlab.data.fingerprint import dataset_fingerprint
 

@@ -134,7 +134,7 @@ def row_loader(pool: Path, s: Settings) -> dict:
     from stream_loader import run_transferlab, run_webdataset
 
     from transferlab.config import WebDatasetSource
-    from transferlab.data.shards import read_webdataset
+    from transferlab.data.readers.webdataset import read_webdataset
 
     data = read_webdataset(WebDatasetSource(source="webdataset", shards=str(pool)), "pool", 224, 3, stream=True)
     shards = sorted(str(p) for p in pool.glob("*.tar"))

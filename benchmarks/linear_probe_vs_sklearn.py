@@ -24,7 +24,7 @@ from sklearn.linear_model import LogisticRegression
 
 from transferlab.adapt.linear_probe import REFINE_STEPS, LinearProbe, probe_with_validation
 from transferlab.config import Splits
-from transferlab.data.bundled import load_bundled
+from transferlab.data.readers.bundled import load_bundled
 from transferlab.data.splits import split_indices
 
 GRID = [1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0]

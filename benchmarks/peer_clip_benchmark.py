@@ -19,9 +19,9 @@ CLIP_benchmark runs in its own virtual environment (default `.venv-peers` beside
 use (`--setup-peer-venv` forces it; PEER_SETUP below does it by hand). Every process of both tools runs on
 the CPU in float32 (CLIP_benchmark `--no_amp`) with `--threads` (default 1) torch/OpenMP/BLAS threads.
 
-1. data: the 5,000 mnist5k digits (`transferlab.data.bundled`), grey repeated to RGB, written once as 28x28
+1. data: the 5,000 mnist5k digits (`transferlab.data.readers.bundled`), grey repeated to RGB, written once as 28x28
    PNG files with a CSV (class name, and one DISTINCT descriptive caption per image: stroke weight, width,
-   slant, serial number); transferlab reads them as a `folder` source with the default seeded, stratified
+   slant, serial number); transferlab reads them as a `table` source with the default seeded, stratified
    70/10/20 split. The same PNG bytes go into CLIP_benchmark's webdataset layout: `cls/` (train and test
    splits = transferlab's train and test splits, .png + .cls; classnames.txt in transferlab's class order;
    zeroshot_classification_templates.txt = the suite's templates with {c}) and `ret/` (the test split,
@@ -139,7 +139,7 @@ def write_data(work: Path, image_width: int = 28) -> dict:
     """
     from PIL import Image
 
-    from transferlab.data.bundled import DIGIT_NAMES, load_bundled
+    from transferlab.data.readers.bundled import DIGIT_NAMES, load_bundled
 
     data = load_bundled("mnist5k", "mnist5k", size=28, channels=3)  # 28 -> 28: the original pixels exactly
     labels = data.labels.numpy()
@@ -168,11 +168,11 @@ def write_data(work: Path, image_width: int = 28) -> dict:
 
 def transferlab_view(table: Path) -> tuple[dict, object, dict]:
     """The suite's dataset spec, the data as transferlab reads it (32 px), and its split indices."""
-    from transferlab.config import FolderSource
-    from transferlab.data.sources import load_dataset
+    from transferlab.config import TableSource
+    from transferlab.data.readers.sources import load_dataset
     from transferlab.data.splits import split_indices
 
-    spec = FolderSource(source="folder", table=table, label_column="label", caption_column="caption")
+    spec = TableSource(source="table", table=table, label_column="label", caption_column="caption")
     data = load_dataset("mnist", spec, MODEL_CONFIG["vision_cfg"]["image_size"], 3)
     return spec, data, split_indices(len(data), spec.splits, data.labels)
 
@@ -290,7 +290,7 @@ def write_suite(work: Path, spec, args: argparse.Namespace) -> Path:
 
     suite = {
         "name": "peer-clip-benchmark",
-        "datasets": {"mnist": {"source": "folder", "table": str(spec.table), "label_column": spec.label_column,
+        "datasets": {"mnist": {"source": "table", "table": str(spec.table), "label_column": spec.label_column,
                                "caption_column": spec.caption_column, "splits": spec.splits.model_dump()}},
         "eval": {"datasets": ["mnist"], "split": "test", "tasks": TRANSFERLAB_TASKS,
                  "templates": TEMPLATES, "batch_size": args.batch_size, "retrieval": {"ks": RECALL_KS},

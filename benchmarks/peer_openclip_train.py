@@ -11,7 +11,7 @@ case says otherwise, torch's default threads. Cases:
 
 - `csv`: the first steps x batch mnist5k digits written as 28x28 PNG files with a CSV of distinct descriptive
   captions (benchmarks/peer_clip_benchmark.py `write_data`), read by open_clip as `--dataset-type csv` and by
-  transferlab as a `folder` source, each resizing to 224 bicubically. Also compares the loss after the same
+  transferlab as a `table` source, each resizing to 224 bicubically. Also compares the loss after the same
   steps: the mean of the last 5 steps' losses, per seed, averaged over the seeds (the two tools start from the
   same weights for a seed but draw different batch orders, so single runs differ by the order's noise).
 - `synthetic`: open_clip's `--dataset-type synthetic` (one black image, "Dummy caption"); transferlab reads the
@@ -86,7 +86,7 @@ def transferlab_recipe(config: Path, embed_dim: int, table: Path, args, precisio
     tower = {"name": f"openclip:{config}"}
     return {
         "name": "peer-openclip", "seed": seed, "device": "cpu",
-        "datasets": {"bench": {"source": "folder", "table": str(table), "image_column": "image",
+        "datasets": {"bench": {"source": "table", "table": str(table), "image_column": "image",
                                "caption_column": "caption", "splits": {"train": 1.0, "val": 0.0, "test": 0.0}}},
         "model": {"image": tower, "text": {**tower, "locked": False}, "embed_dim": embed_dim, "image_size": 224,
                   "channels": 3, "mean": OPENAI_MEAN, "std": OPENAI_STD, "init_temperature": 0.07},

@@ -40,8 +40,8 @@ TIMINGS = {"seconds", "created"}  # results.json entries that differ between any
 
 
 def write_shards(folder: Path, per_shard: int) -> str:
-    from transferlab.data.bundled import load_bundled
-    from transferlab.data.shards import write_webdataset
+    from transferlab.data.readers.bundled import load_bundled
+    from transferlab.data.readers.webdataset import write_webdataset
 
     templates = yaml.safe_load((ROOT / "configs" / "default.yaml").read_text())["datasets"]["mnist5k"]["templates"]
     data = load_bundled("mnist5k", "mnist5k", 28, 1, templates)  # the shards' captions: the default recipe's

@@ -21,7 +21,7 @@ JPEG image-caption pairs in `--shards` uncompressed tar shards, each image W x H
   `normalize(to_unit(images), mean, std)`, which turns the workers' uint8 pixels into the same normalised
   float batches (that work is on the consumer side here, on the workers' side for webdataset).
 
-`--sampling shards` gives the transferlab side `train.sampling: shards` instead (data/shard_stream.py: whole
+`--sampling shards` gives the transferlab side `train.sampling: shards` instead (data/stream/whole_shards.py: whole
 shards dealt to the workers, read front to back through a shuffle buffer of `--buffer` samples, no index), and
 `--http` serves the pool with `python -m http.server` on 127.0.0.1 (no range requests): both tools then read
 URLs, webdataset through its own `curl` pipe, transferlab through fsspec, one request per shard.
@@ -65,11 +65,11 @@ from _stream_pool import write_pool  # noqa: E402
 
 from transferlab.config import WebDatasetSource  # noqa: E402
 from transferlab.data import transforms  # noqa: E402
-from transferlab.data.crops import CropDraws  # noqa: E402
-from transferlab.data.loader import StepImages, stream_steps  # noqa: E402
-from transferlab.data.order import StepRows  # noqa: E402
-from transferlab.data.shard_stream import ShardSteps, open_shard_pool, stream_shard_steps  # noqa: E402
-from transferlab.data.shards import read_webdataset  # noqa: E402
+from transferlab.data.readers.webdataset import read_webdataset  # noqa: E402
+from transferlab.data.stream.crops import CropDraws  # noqa: E402
+from transferlab.data.stream.loader import StepImages, stream_steps  # noqa: E402
+from transferlab.data.stream.order import StepRows  # noqa: E402
+from transferlab.data.stream.whole_shards import ShardSteps, open_shard_pool, stream_shard_steps  # noqa: E402
 
 OPENAI_MEAN, OPENAI_STD = [0.48145466, 0.4578275, 0.40821073], [0.26862954, 0.26130258, 0.27577711]
 SIZE = 224

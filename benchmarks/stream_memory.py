@@ -40,7 +40,7 @@ MIB = 2**20
 INDEX_ONLY = """
 import json, sys, time
 from transferlab.config import WebDatasetSource
-from transferlab.data.shards import read_webdataset
+from transferlab.data.readers.webdataset import read_webdataset
 started = time.perf_counter()
 data = read_webdataset(WebDatasetSource(source="webdataset", shards=sys.argv[1]), "pool", 64, 3, stream=True)
 seconds = time.perf_counter() - started

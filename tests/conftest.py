@@ -31,8 +31,8 @@ TINY = [
 def streamed_mnist5k(folder) -> list[str]:
     """Overrides that train on mnist5k written as webdataset shards into `folder`, streamed by a loader worker
     with random resized crops: the streaming variant of a recipe."""
-    from transferlab.data.bundled import load_bundled
-    from transferlab.data.shards import write_webdataset
+    from transferlab.data.readers.bundled import load_bundled
+    from transferlab.data.readers.webdataset import write_webdataset
 
     write_webdataset(load_bundled("mnist5k", "mnist5k", 28, 1, None), folder / "s-%d.tar")
     return ["datasets.mnist5k.source=webdataset", f"datasets.mnist5k.shards={folder}", "datasets.mnist5k.label_key=cls",

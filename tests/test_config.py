@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import pytest
@@ -9,7 +10,7 @@ import yaml
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from transferlab.config import Recipe, apply_override, dump_recipe, load_recipe, validate_recipe
+from transferlab.config import Recipe, Suite, TableSource, apply_override, dump_recipe, load_recipe, validate_recipe
 from transferlab.errors import UserError
 
 DEFAULT_YAML = Path(__file__).resolve().parents[1] / "configs" / "default.yaml"
@@ -120,7 +121,18 @@ def test_unknown_key_names_full_key_and_closest_valid_key(override, key, suggest
 
 def test_unknown_source_lists_valid_sources():
     message = error_of("datasets.mnist5k.source=mnist")
-    assert all(tag in message for tag in ("mnist5k", "digits", "folder", "webdataset"))
+    assert all(tag in message for tag in ("mnist5k", "digits", "table", "webdataset"))
+
+
+def test_source_folder_is_read_as_table_with_a_warning_naming_the_new_name(caplog):
+    """`source: folder`, the name of `source: table` before 0.2, still loads (recipes and suites alike)."""
+    with caplog.at_level(logging.WARNING, logger="transferlab.config"):
+        recipe = load_recipe(None, ["datasets.mnist5k.source=folder", "datasets.mnist5k.table=pets.csv"])
+        suite = Suite(datasets={"pets": {"source": "folder", "table": "pets.csv"}}, eval={"datasets": ["pets"]})
+    assert isinstance(recipe.datasets["mnist5k"], TableSource) and recipe.datasets["mnist5k"].source == "table"
+    assert isinstance(suite.datasets["pets"], TableSource) and suite.datasets["pets"].table == Path("pets.csv")
+    assert "datasets.mnist5k: `source: folder` is now `source: table`" in caplog.text
+    assert "datasets.pets: `source: folder` is now `source: table`" in caplog.text
 
 
 def test_train_data_naming_undefined_dataset_suggests_close_name():

@@ -1,4 +1,4 @@
-"""The C kernels of the count stage (data/_tar.c's tar reader, curate/_native.c's caption normaliser and entry
+"""The C kernels of the count stage (data/tar/_tar.c's tar reader, curate/_native.c's caption normaliser and entry
 matcher) against their pure-Python twins: they must give the same results on the same input, and the count
 files of a pool must be the same with and without the extensions."""
 
@@ -22,7 +22,7 @@ from transferlab.curate.filters import CaptionFilter
 from transferlab.curate.metadata import Matcher, normalise, normalise_joined, read_metadata
 from transferlab.curate.native import kernels as native
 from transferlab.curate.settings import Settings
-from transferlab.data import tar_kernels
+from transferlab.data.tar import kernels as tar_kernels
 
 tar = tar_kernels.kernels
 if native is None or tar is None:
@@ -197,7 +197,7 @@ def test_a_metadata_file_reads_the_same_with_and_without_the_extension(tmp_path,
 
 
 def test_gather_takes_the_bytes_header_blocks_takes():
-    from transferlab.data.tar_layout import header_blocks
+    from transferlab.data.tar.layout import header_blocks
 
     data = tar_bytes(PLAIN)
     offsets = np.array([0, 1024, 3072, 512 * 7], dtype=np.int64)
@@ -209,7 +209,7 @@ def test_gather_takes_the_bytes_header_blocks_takes():
 
 @pytest.mark.parametrize("extra", [[], [b"\xff\xfe"], [b"cat\0dog"]])  # all in C; not UTF-8; a NUL: in Python
 def test_captions_read_in_c_equal_the_python_reading(extra, monkeypatch):
-    from transferlab.data.limits import MAX_CAPTION_CHARS
+    from transferlab.data.tar.limits import MAX_CAPTION_CHARS
 
     texts = [b"  a cat  ", "\u3000cat\u3000".encode(), "ΟΔΟΣ".encode(), b"x" * (MAX_CAPTION_CHARS + 50),
              "é".encode() * MAX_CAPTION_CHARS, b" \t\n", b"\x1ccat\x1f", "\u00a0".encode(), b"", b"dog", *extra]
@@ -229,7 +229,7 @@ def test_the_pure_python_switch_turns_the_kernels_off():
     import subprocess
     import sys
 
-    code = "from transferlab.curate import metadata; from transferlab.data import tar_kernels; " \
+    code = "from transferlab.curate import metadata; from transferlab.data.tar import kernels as tar_kernels; " \
            "print(tar_kernels.kernels is None, metadata._native is None)"
     switched = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                               env={**os.environ, "TRANSFERLAB_PURE_PYTHON": "1"})

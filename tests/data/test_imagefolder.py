@@ -13,11 +13,11 @@ from PIL import Image
 from torchvision.datasets import ImageFolder
 
 from transferlab.config import ImageFolderSource
-from transferlab.data import imagefolder
-from transferlab.data.imagefolder import read_imagefolder
 from transferlab.data.lazy import LazyImages
-from transferlab.data.remote import RangeReader
-from transferlab.data.sources import load_splits
+from transferlab.data.readers import imagefolder
+from transferlab.data.readers.imagefolder import read_imagefolder
+from transferlab.data.readers.sources import load_splits
+from transferlab.data.tar.remote import RangeReader
 from transferlab.errors import UserError
 
 
@@ -110,7 +110,7 @@ def test_hidden_and_other_files_are_ignored_and_counted(tmp_path, caplog):
     image(root / "a" / ".cache" / "3.png", 3)
     (root / "a" / "labels.csv").write_text("x")
     (root / "b" / "README").write_text("x")
-    with caplog.at_level(logging.INFO, logger="transferlab.data.imagefolder"):
+    with caplog.at_level(logging.INFO, logger="transferlab.data.readers.imagefolder"):
         data = read(root)["all"]
     assert data.classnames == ["a", "b"] and data.labels.tolist() == [0, 1]
     assert [r.getMessage() for r in caplog.records if "not images" in r.getMessage()] == \

@@ -4,8 +4,8 @@ process, which starts mid-run, must get the rows of epochs >= 2 that a process w
 import numpy as np
 import torch
 
-from transferlab.data.order import StepRows
-from transferlab.data.permutation import Permutation
+from transferlab.data.stream.order import StepRows
+from transferlab.data.stream.permutation import Permutation
 
 SIZE, BATCH, SEED = 103, 8, 5  # 12 steps an epoch; the last 7 samples of each epoch's order are dropped
 

@@ -6,8 +6,8 @@ import json
 import pytest
 
 from transferlab.config import TextPairSource
-from transferlab.data.pairs import docstring_pairs, load_text_pairs
-from transferlab.data.sources import load_splits
+from transferlab.data.readers.sources import load_splits
+from transferlab.data.readers.text_pairs import docstring_pairs, load_text_pairs
 from transferlab.errors import UserError
 
 

@@ -6,7 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import stats
 
-from transferlab.data.permutation import Permutation, first_of
+from transferlab.data.stream.permutation import Permutation, first_of
 
 
 @settings(max_examples=60, deadline=None)

@@ -1,5 +1,5 @@
-"""The pool index (data/pool_index.py, data/shard_scan.py): the C reader against the careful one, count files,
-one build per node, stale caches, and the captions read back from it."""
+"""The pool index (data/stream/pool_index.py, data/stream/shard_scan.py): the C reader against the careful one,
+count files, one build per node, stale caches, and the captions read back from it."""
 
 from __future__ import annotations
 
@@ -15,14 +15,15 @@ import pytest
 import torch
 
 from transferlab.config import WebDatasetSource
-from transferlab.data import pool_index as pool_module
-from transferlab.data import shard_scan, tar_kernels
 from transferlab.data.caption_column import CaptionColumn
 from transferlab.data.captions import CaptionTable, ColumnCaptionTable
-from transferlab.data.dataset import DataReport
 from transferlab.data.images import encode_png
-from transferlab.data.pool_index import PoolIndex, pool_index
-from transferlab.data.shards import read_webdataset
+from transferlab.data.readers.webdataset import read_webdataset
+from transferlab.data.report import DataReport
+from transferlab.data.stream import pool_index as pool_module
+from transferlab.data.stream import shard_scan
+from transferlab.data.stream.pool_index import PoolIndex, pool_index
+from transferlab.data.tar import kernels as tar_kernels
 
 PNG = encode_png(torch.zeros(3, 4, 4, dtype=torch.uint8))
 
@@ -120,7 +121,7 @@ def test_count_files_of_each_convention_are_read_and_a_wrong_count_is_noted(tmp_
     else:
         for name, n in claims.items():
             (tmp_path / name.replace(".tar", "_stats.json")).write_text(json.dumps({"successes": n, "count": 10}))
-    from transferlab.data.count_files import published_counts
+    from transferlab.data.tar.count_files import published_counts
 
     assert published_counts(shards) == {shards[0]: 3, shards[1]: 9}
     data = read_webdataset(WebDatasetSource(source="webdataset", shards=str(tmp_path)), "pool", 4, 3, stream=True)
@@ -220,18 +221,19 @@ def test_the_report_of_a_streamed_pool_counts_what_its_index_skipped(tmp_path):
 
 
 def test_stream_auto_decides_by_the_decoded_size_before_decoding_and_counts_what_it_names(tmp_path, monkeypatch):
-    from transferlab.data import samples, shards
+    from transferlab.data import memory
+    from transferlab.data.readers import webdataset
 
     folder = tmp_path / "pool"
     for j in range(3):
         write_tar(folder / f"{j}.tar", pairs(100 * j, 10))
     spec = WebDatasetSource(source="webdataset", shards=str(folder))
     assert not read_webdataset(spec, "pool", 8, 3, stream="auto").streamed  # 30 x 3 x 8 x 8 bytes: in memory
-    monkeypatch.setattr(shards, "STREAM_ABOVE_BYTES", 30 * 3 * 8 * 8 - 1)
+    monkeypatch.setattr(webdataset, "STREAM_ABOVE_BYTES", 30 * 3 * 8 * 8 - 1)
     decoded = []
-    monkeypatch.setattr(shards, "decode_each", lambda *a: decoded.append(1))
+    monkeypatch.setattr(webdataset, "decode_each", lambda *a: decoded.append(1))
     assert read_webdataset(spec, "pool", 8, 3, stream="auto").streamed and not decoded  # one byte more: streamed
-    monkeypatch.setattr(samples, "free_memory", lambda: 1000)
+    monkeypatch.setattr(memory, "free_memory", lambda: 1000)
     with pytest.raises(Exception, match=r"the 30 images of dataset 'pool' need 0.0 GiB once decoded at 8x8x3 "
                                         r"\(2 copies while they are gathered\).*stream: true"):
         read_webdataset(spec, "pool", 8, 3, stream=False)

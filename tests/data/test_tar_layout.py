@@ -6,7 +6,7 @@ import tarfile
 
 import pytest
 
-from transferlab.data.tar_layout import _plain_layout, _walk_layout, group_samples, read_layout
+from transferlab.data.tar.layout import _plain_layout, _walk_layout, group_samples, read_layout
 
 
 def build(members, format=tarfile.GNU_FORMAT) -> bytes:

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 from transferlab.adapt.gda import GDA
 from transferlab.cli import app
 from transferlab.config import load_recipe
-from transferlab.data.sources import load_splits
+from transferlab.data.readers.sources import load_splits
 from transferlab.evaluate.features import image_embeddings
 from transferlab.evaluate.fewshot import sample_shots
 from transferlab.models.encoder import zeroshot_weights

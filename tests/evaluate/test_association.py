@@ -12,7 +12,7 @@ import torch
 from tests.evaluate.datacomp_reference import datacomp_module
 from tests.layouts import pngs, write_load_dataset_cache
 from transferlab.config import suite_from_dict
-from transferlab.data.winogavil import Instance
+from transferlab.data.readers.winogavil import Instance
 from transferlab.errors import UserError
 from transferlab.evaluate.association import association_metrics, cue_prompt, jaccard_scores
 from transferlab.evaluate.suite import embedded_dataset, run_suite

@@ -12,8 +12,8 @@ import torch
 from tests.layouts import pngs, write_clip_benchmark
 from transferlab.config import suite_from_dict
 from transferlab.config.schema import GroupProtocol
-from transferlab.data.sample_metadata import read_sample_metadata
-from transferlab.data.sources import load_splits
+from transferlab.data.readers.sample_metadata import read_sample_metadata
+from transferlab.data.readers.sources import load_splits
 from transferlab.errors import UserError
 from transferlab.evaluate.group_metrics import PROTOCOLS, group_metrics
 from transferlab.evaluate.suite import embedded_dataset, run_suite

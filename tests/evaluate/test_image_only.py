@@ -26,7 +26,7 @@ def suite(tmp_path):
     path = tmp_path / "suite.yaml"
     path.write_text(json.dumps({
         "name": "shapes",
-        "datasets": {"shapes": {"source": "folder", "table": str(tmp_path / "shapes.csv"), "label_column": "label",
+        "datasets": {"shapes": {"source": "table", "table": str(tmp_path / "shapes.csv"), "label_column": "label",
                                 "splits": {"train": 0.5, "val": 0.25, "test": 0.25}}},
         "eval": {"datasets": ["shapes"], "tasks": ["zeroshot_classification", "ncm", "fewshot", "retrieval"],
                  "fewshot": {"shots": [1], "seeds": 1, "methods": ["ncm", "zeroshot", "tip_adapter"]}}}))

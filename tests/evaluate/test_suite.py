@@ -111,7 +111,7 @@ def test_retrieval_maps_each_caption_to_its_image(tmp_path):
         rows += [f"{level}.png,{level}", f"{level}.png,{level}"]
     (tmp_path / "pairs.csv").write_text("\n".join(rows) + "\n")
     suite = Suite.model_validate({"name": "toy", "datasets": {"pairs": {
-        "source": "folder", "table": str(tmp_path / "pairs.csv"), "splits": {"train": 0.5, "val": 0, "test": 0.5}}},
+        "source": "table", "table": str(tmp_path / "pairs.csv"), "splits": {"train": 0.5, "val": 0, "test": 0.5}}},
         "eval": {"datasets": ["pairs"], "tasks": ["retrieval"]}})
     module = torch.nn.Linear(1, 1)
     encoder = Encoder(name="toy", module=module, image_size=8, channels=1, preprocess=lambda x: x.float(),
@@ -178,7 +178,7 @@ def test_class_names_that_do_not_match_the_labels(trained, tmp_path):
 
     encoder = load_model(str(trained), torch.device("cpu")).encoder
     suite = load_suite("default", SMALL)
-    from transferlab.data.sources import load_splits
+    from transferlab.data.readers.sources import load_splits
 
     splits = load_splits("digits", suite.datasets["digits"], encoder.image_size, encoder.channels)
     splits["test"].classnames = splits["test"].classnames[:5]

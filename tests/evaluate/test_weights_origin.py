@@ -63,7 +63,7 @@ def suite(tmp_path_factory):
     path = folder / "suite.yaml"
     path.write_text(json.dumps({
         "name": "shapes",
-        "datasets": {"shapes": {"source": "folder", "table": str(folder / "shapes.csv"), "label_column": "label",
+        "datasets": {"shapes": {"source": "table", "table": str(folder / "shapes.csv"), "label_column": "label",
                                 "splits": {"train": 0.5, "val": 0.25, "test": 0.25}}},
         "eval": {"datasets": ["shapes"], "tasks": ["ncm"]}}))
     return path

@@ -146,7 +146,7 @@ def test_a_transformers_model_runs_a_suite(tmp_path):
     (tmp_path / "pictures.csv").write_text("\n".join(rows) + "\n")
     (tmp_path / "suite.yaml").write_text(json.dumps({
         "name": "pictures",
-        "datasets": {"pictures": {"source": "folder", "table": str(tmp_path / "pictures.csv"), "label_column": "label",
+        "datasets": {"pictures": {"source": "table", "table": str(tmp_path / "pictures.csv"), "label_column": "label",
                                   "splits": {"train": 0.5, "val": 0.25, "test": 0.25}}},
         "eval": {"datasets": ["pictures"], "tasks": ["zeroshot_classification", "ncm", "retrieval"]}}))
     result = CliRunner().invoke(app, ["eval", f"hf:{tmp_path / 'clip'}", "--suite", str(tmp_path / "suite.yaml"),

@@ -119,7 +119,7 @@ def test_a_suite_gives_the_model_the_pixels_of_timms_own_transform(resnet, tmp_p
         image.save(tmp_path / f"{i}.png")
         rows.append(f"{i}.png,an image,{i % 2}")
     (tmp_path / "t.csv").write_text("\n".join(rows) + "\n")
-    suite = Suite(datasets={"files": {"source": "folder", "table": tmp_path / "t.csv", "label_column": "label",
+    suite = Suite(datasets={"files": {"source": "table", "table": tmp_path / "t.csv", "label_column": "label",
                                       "splits": {"train": 0.5, "val": 0.0, "test": 0.5}}},
                   eval={"datasets": ["files"], "tasks": ["linear_probe"]})
     encoder = load_model(f"timm:resnet10t:{path}", CPU).encoder

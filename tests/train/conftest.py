@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from transferlab.data.bundled import load_bundled
-from transferlab.data.shards import write_webdataset
+from transferlab.data.readers.bundled import load_bundled
+from transferlab.data.readers.webdataset import write_webdataset
 
 
 @pytest.fixture(scope="module")

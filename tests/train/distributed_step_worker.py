@@ -22,7 +22,7 @@ from safetensors.torch import save_file
 from transferlab import distributed
 from transferlab.config import load_recipe
 from transferlab.data.captions import CaptionTable
-from transferlab.data.sources import load_splits
+from transferlab.data.readers.sources import load_splits
 from transferlab.runtime import seed_everything
 from transferlab.train.batches import BatchMaker
 from transferlab.train.loop import build_model, step_gradients

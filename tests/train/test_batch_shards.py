@@ -5,7 +5,7 @@ import torch
 
 from transferlab.config import load_recipe
 from transferlab.data.captions import CaptionTable
-from transferlab.data.sources import load_splits
+from transferlab.data.readers.sources import load_splits
 from transferlab.distributed import World
 from transferlab.errors import UserError
 from transferlab.train.batches import BatchMaker

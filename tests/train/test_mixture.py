@@ -10,9 +10,9 @@ from transferlab.config import load_recipe
 from transferlab.data.captions import CaptionTable
 from transferlab.data.dataset import ImageTextData
 from transferlab.data.mixture import MixtureSampler, combine, late_start, load_training_data
-from transferlab.data.pairs import TextPairData
-from transferlab.data.permutation import Permutation
-from transferlab.data.sources import load_splits
+from transferlab.data.readers.sources import load_splits
+from transferlab.data.readers.text_pairs import TextPairData
+from transferlab.data.stream.permutation import Permutation
 from transferlab.distributed import World
 from transferlab.errors import UserError
 from transferlab.train.batches import BatchMaker

@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from transferlab.config import load_recipe
-from transferlab.data.permutation import Permutation
-from transferlab.data.sources import load_splits
+from transferlab.data.readers.sources import load_splits
+from transferlab.data.stream.permutation import Permutation
 from transferlab.errors import UserError
 from transferlab.fileio import read_jsonl_log
 from transferlab.models.references import load_model

@@ -22,8 +22,8 @@ from safetensors.torch import load_file
 from tests.conftest import TINY
 from transferlab.checkpoints import META_FILE, MODEL_FILE, STATE_FILE, latest_checkpoint
 from transferlab.config import load_recipe
-from transferlab.data.bundled import load_bundled
-from transferlab.data.shards import write_webdataset
+from transferlab.data.readers.bundled import load_bundled
+from transferlab.data.readers.webdataset import write_webdataset
 from transferlab.fileio import read_jsonl_log
 from transferlab.train import loop
 

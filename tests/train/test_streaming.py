@@ -12,14 +12,14 @@ from safetensors.torch import load_file
 
 from transferlab.checkpoints import latest_checkpoint
 from transferlab.config import WebDatasetSource, load_recipe
-from transferlab.data.bundled import load_bundled
-from transferlab.data.crops import CropDraws, _box
 from transferlab.data.images import BadImage, decode_image
-from transferlab.data.loader import StepImages, stream_steps
 from transferlab.data.mixture import load_training_data
-from transferlab.data.order import StepRows
-from transferlab.data.remote import RangeReader
-from transferlab.data.shards import read_webdataset, write_webdataset
+from transferlab.data.readers.bundled import load_bundled
+from transferlab.data.readers.webdataset import read_webdataset, write_webdataset
+from transferlab.data.stream.crops import CropDraws, _box
+from transferlab.data.stream.loader import StepImages, stream_steps
+from transferlab.data.stream.order import StepRows
+from transferlab.data.tar.remote import RangeReader
 from transferlab.errors import UserError
 from transferlab.train import loop
 from transferlab.train.data_report import STREAM_REPORT
@@ -246,7 +246,7 @@ def test_torchrun_two_processes_with_two_workers_each_on_three_uneven_shards(tin
 
 
 def test_a_streamed_folder_source_trains_like_the_same_folder_in_memory(tiny_overrides, tmp_path):
-    """Folder + CSV sources keep paths in memory and decode per step: the same weights as decoding up front."""
+    """Table (CSV) sources keep paths in memory and decode per step: the same weights as decoding up front."""
     from transferlab.data.images import encode_png
 
     data = load_bundled("mnist5k", "mnist5k", 28, 1, None).subset(torch.arange(300))
@@ -266,7 +266,7 @@ def test_a_streamed_folder_source_trains_like_the_same_folder_in_memory(tiny_ove
 
 
 def test_a_streamed_pool_is_read_through_once_then_indexed_from_the_cache(pool, tmp_path, monkeypatch):
-    from transferlab.data import shard_scan
+    from transferlab.data.stream import shard_scan
 
     monkeypatch.setenv("TRANSFERLAB_CACHE", str(tmp_path / "cache"))
     (tmp_path / "pool").mkdir()

@@ -1,5 +1,5 @@
 """`train.sampling: shards`: whole shards dealt to ranks × loader workers each epoch, a shuffle buffer per reader,
-exact resume from the readers' cursors (data/shard_stream.py)."""
+exact resume from the readers' cursors (data/stream/whole_shards.py)."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from tests.train.test_streaming import STREAMED, assert_same
 from transferlab.checkpoints import latest_checkpoint
 from transferlab.config import WebDatasetSource, load_recipe
 from transferlab.data.images import encode_png
-from transferlab.data.shard_stream import Cursor, SlotStream, open_shard_pool
+from transferlab.data.stream.whole_shards import Cursor, SlotStream, open_shard_pool
 from transferlab.errors import UserError
 from transferlab.train import loop
 

@@ -21,7 +21,6 @@ from transferlab.config.schema import (
     ClipBenchmarkSource,
     DataSource,
     EvalSpec,
-    FolderSource,
     HFDatasetSource,
     ImageFolderSource,
     LoggingSpec,
@@ -30,6 +29,7 @@ from transferlab.config.schema import (
     Recipe,
     Splits,
     Suite,
+    TableSource,
     TextPairSource,
     TowerSpec,
     TrainSpec,
@@ -39,7 +39,7 @@ from transferlab.config.schema import (
 
 __all__ = [
     "IMAGE_ONLY_OBJECTIVES", "AugmentSpec", "BundledSource", "CifarSource", "ClipBenchmarkSource", "DataSource",
-    "EvalSpec", "FolderSource", "HFDatasetSource", "ImageFolderSource", "PublishedSource",
+    "EvalSpec", "TableSource", "HFDatasetSource", "ImageFolderSource", "PublishedSource",
     "LoggingSpec", "ModelSpec", "Recipe", "Splits", "Suite", "TextPairSource", "TowerSpec", "TrainSpec",
     "WebDatasetSource", "WinoGAViLSource", "apply_override",
     "builtin_recipes", "builtin_suites", "dump_recipe", "load_recipe", "load_suite", "parse_yaml",

@@ -18,10 +18,10 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from transferlab.config.schema import (
-    FolderSource,
     PublishedSource,
     Recipe,
     Suite,
+    TableSource,
     TextPairSource,
     WebDatasetSource,
 )
@@ -182,7 +182,7 @@ def _explain(error: dict, root: type[BaseModel]) -> str:
         hint = did_you_mean(prefix + str(loc[-1]), [prefix + key for key in valid])
         return f"unknown key '{shown}'.{hint} Valid keys there: {', '.join(valid)}"
     if kind.startswith("union_tag"):
-        expected = error.get("ctx", {}).get("expected_tags", "mnist5k, digits, folder, webdataset")
+        expected = error.get("ctx", {}).get("expected_tags", "mnist5k, digits, table, webdataset")
         return f"'{shown}' needs a 'source' of {expected}"
     message = error["msg"].removeprefix("Value error, ")
     return f"'{shown}': {message}" if shown else message
@@ -239,7 +239,7 @@ def _fields_at(loc: tuple, root: type[BaseModel]) -> list[str]:
 def resolve_paths(recipe: Recipe | Suite, base: Path) -> Recipe | Suite:
     """Make data paths absolute so the saved recipe works from any directory."""
     for source in recipe.datasets.values():
-        if isinstance(source, FolderSource):
+        if isinstance(source, TableSource):
             source.table = (base / source.table).resolve()
             source.images = (base / source.images).resolve() if source.images else source.table.parent
         elif isinstance(source, WebDatasetSource) and "://" not in source.shards \

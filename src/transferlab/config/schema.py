@@ -7,6 +7,7 @@ rejected (`extra="forbid"`); `transferlab.config.loading` turns the errors into 
 
 from __future__ import annotations
 
+import logging
 import math
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -21,6 +22,8 @@ from transferlab.config.catalog import (
     TWO_VIEW_OBJECTIVES,
 )
 from transferlab.errors import did_you_mean
+
+log = logging.getLogger(__name__)
 
 
 class Strict(BaseModel):
@@ -86,7 +89,7 @@ class SourceBase(SourceCommon):
 class Streamable(Strict):
     stream: bool | Literal["auto"] = Field(
         default="auto", description="decode images per step in loader workers instead of all at once into "
-                                    "memory; auto: stream shards over 1 GiB on disk or remote, and folder "
+                                    "memory; auto: stream shards over 1 GiB on disk or remote, and table "
                                     "sources whose decoded images would take over 2 GiB (docs/streaming.md)")
 
 
@@ -100,10 +103,12 @@ class StreamedSource(SourceBase, Streamable):
     pass
 
 
-class FolderSource(StreamedSource):
-    """Images in a folder, listed with their captions in a CSV or JSONL table (one row per image)."""
+class TableSource(StreamedSource):
+    """Images listed with their captions (and labels) in a CSV, TSV or JSON-lines table, one row per image;
+    `source: imagefolder` reads a folder tree of class folders instead. Called `folder` before 0.2 (still read,
+    with a warning: `RENAMED_SOURCES`)."""
 
-    source: Literal["folder"]
+    source: Literal["table"]
     table: Path = Field(description="CSV (.csv, .tsv) or JSON-lines (.jsonl) file of image paths and captions")
     images: Path | None = Field(default=None, description="folder image paths are relative to; "
                                                           "default: the table's folder")
@@ -200,9 +205,30 @@ class WinoGAViLSource(PublishedSource):
     source: Literal["winogavil"]
 
 
-DataSource = Annotated[BundledSource | FolderSource | WebDatasetSource | TextPairSource | ClipBenchmarkSource
+DataSource = Annotated[BundledSource | TableSource | WebDatasetSource | TextPairSource | ClipBenchmarkSource
                        | ImageFolderSource | HFDatasetSource | CifarSource | WinoGAViLSource,
                        Field(discriminator="source")]
+
+
+RENAMED_SOURCES = {"folder": "table"}  # old `source` name -> new one; the old name is read, with a warning, until 0.2
+
+
+def renamed_sources(value: Any) -> Any:
+    """A raw recipe or suite with each dataset's renamed `source` given its new name, and a warning naming it."""
+    datasets = value.get("datasets") if isinstance(value, dict) else None
+    if not isinstance(datasets, dict):
+        return value
+    renamed = {}
+    for name, spec in datasets.items():
+        old = spec.get("source") if isinstance(spec, dict) else None
+        if isinstance(old, str) and old in RENAMED_SOURCES:
+            new = RENAMED_SOURCES[old]
+            log.warning("datasets.%s: `source: %s` is now `source: %s` (images listed in a CSV, TSV or JSONL table; "
+                        "`source: imagefolder` reads a folder tree). It is read as `%s` until transferlab 0.2; write "
+                        "`source: %s` in the recipe.", name, old, new, new, new)
+            spec = {**spec, "source": new}
+        renamed[name] = spec
+    return {**value, "datasets": renamed}
 
 
 # --------------------------------------------------------------------------------------------- model
@@ -547,6 +573,11 @@ class Suite(Strict):
     collection: Collection | None = Field(default=None, description="set by --suite <collection>: what it "
                                                                      "holds and which of its datasets are absent")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed_sources(cls, value: Any) -> Any:
+        return renamed_sources(value)
+
     @model_validator(mode="after")
     def _dataset_names(self) -> Suite:
         for key, name in self.eval.dataset_references():
@@ -571,6 +602,11 @@ class Recipe(Strict):
     train: TrainSpec = TrainSpec()
     eval: EvalSpec = EvalSpec()
     logging: LoggingSpec = LoggingSpec()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed_sources(cls, value: Any) -> Any:
+        return renamed_sources(value)
 
     @model_validator(mode="after")
     def _dataset_names(self) -> Recipe:

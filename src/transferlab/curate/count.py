@@ -10,8 +10,8 @@ read again, so a failed job array can simply be re-run. It also records the byte
 members, so the sample stage copies kept samples without parsing the shard again.
 
 A plain tar (regular members named key.ext in single headers, as webdataset writers make them) is read
-by the C extension `data._tar` where it is built (data/tar_kernels.py), in one pass over its headers; any
-other tar, and every tar where the extension is not built, by `data.tar_layout` (headers parsed in place, no
+by the C extension `data._tar` where it is built (data/tar/kernels.py), in one pass over its headers; any
+other tar, and every tar where the extension is not built, by `data.tar.layout` (headers parsed in place, no
 torch imported).
 Captions are decoded, checked and normalised for a whole shard at once, and a caption is normalised once,
 for both the matcher and the content hash.
@@ -35,9 +35,8 @@ from transferlab.curate.dedup import content_hashes
 from transferlab.curate.metadata import Matcher, normalise, normalise_joined
 from transferlab.curate.reasons import CODE, KEPT
 from transferlab.curate.settings import Settings
-from transferlab.data import tar_kernels
-from transferlab.data.limits import IMAGE_EXTS, MAX_CAPTION_CHARS
-from transferlab.data.tar_layout import (
+from transferlab.data.tar import kernels as tar_kernels
+from transferlab.data.tar.layout import (
     Layout,
     Member,
     UnreadableShard,
@@ -46,6 +45,7 @@ from transferlab.data.tar_layout import (
     read_layout,
     shard_bytes,
 )
+from transferlab.data.tar.limits import IMAGE_EXTS, MAX_CAPTION_CHARS
 
 if TYPE_CHECKING:
     from transferlab.curate.embed import PairEmbedder
@@ -112,7 +112,7 @@ class Samples:
 
 def read_samples(data: bytes, caption_key: str, shard_name: str) -> Samples:
     """The samples of a shard's bytes: in C for a plain tar where the extension is built, else through
-    `tar_layout` (long names, pax records, damage and the rest)."""
+    `data.tar.layout` (long names, pax records, damage and the rest)."""
     table = tar_kernels.plain_samples(data, (caption_key.encode(),), IMAGE_EXT_BYTES, key_state(shard_name))
     if table is not None:
         def keys() -> np.ndarray:  # a key is the start of its sample's first name

@@ -1,7 +1,7 @@
 """Curation's caption kernels (the optional extension `_native`, src/transferlab/curate/_native.c: the caption
 normaliser and the token matcher), or None where it is not built, or when the environment sets
 TRANSFERLAB_PURE_PYTHON=1: then their pure-Python twins run, with the same results (to compare the two, or to
-rule the extension out when something looks wrong). The tar kernels are data/tar_kernels.py's."""
+rule the extension out when something looks wrong). The tar kernels are data/tar/kernels.py's."""
 
 from __future__ import annotations
 

@@ -31,8 +31,8 @@ from transferlab.curate.report import Reporter, report
 from transferlab.curate.sample import output_name, sample_shard
 from transferlab.curate.settings import Settings
 from transferlab.curate.workfiles import WORK
-from transferlab.data.limits import CLASSNAMES, TEMPLATES
-from transferlab.data.shard_paths import expand_shards
+from transferlab.data.tar.dataset_files import CLASSNAMES, TEMPLATES
+from transferlab.data.tar.paths import expand_shards
 from transferlab.errors import UserError
 from transferlab.fileio import atomic_write
 

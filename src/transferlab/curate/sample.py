@@ -35,7 +35,7 @@ from transferlab.curate.count import data_at, headers_digest, read_caption, read
 from transferlab.curate.plan import check_unchanged
 from transferlab.curate.reasons import CODE, KEPT, reason_of
 from transferlab.curate.settings import Settings
-from transferlab.data.tar_layout import BLOCK, shard_bytes
+from transferlab.data.tar.layout import BLOCK, shard_bytes
 from transferlab.errors import UserError
 from transferlab.fileio import atomic_open
 

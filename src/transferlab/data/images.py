@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from transferlab.data.limits import MAX_IMAGE_BYTES
+from transferlab.data.tar.limits import MAX_IMAGE_BYTES
 
 MAX_PIXELS = 20_000 * 20_000  # refuse decompression bombs beyond this many pixels
 MAX_ASPECT = 16  # longer images are resampled from the crop's region only

@@ -3,7 +3,7 @@
 A streamed dataset keeps, per sample, where its image lies — a shard (or an image file) and a byte range
 in it — in three numpy arrays (16 bytes a sample), never its pixels. `decode` reads one image and decodes
 it at the model's resolution, its centre square or a random resized crop of the full-resolution image.
-It is what loader workers call (data/loader.py); a subset or a concatenation is another LazyImages over the
+It is what loader workers call (data/stream/loader.py); a subset or a concatenation is another LazyImages over the
 same files, so splits and mixtures stream like the whole set.
 """
 
@@ -17,10 +17,10 @@ import numpy as np
 import torch
 
 from transferlab.data.images import BadImage, Crop, decode_image
-from transferlab.data.remote import RangeReader, stamp
-from transferlab.data.tar_layout import BLOCK, KEY_EXT
+from transferlab.data.tar.layout import BLOCK, KEY_EXT
+from transferlab.data.tar.remote import RangeReader, stamp
 
-WHOLE_FILE = -1  # a length that reads the whole file (folder sources: one image a file)
+WHOLE_FILE = -1  # a length that reads the whole file (table sources: one image a file)
 
 
 def member_key(shard: str, offset: int) -> str | None:
@@ -70,7 +70,7 @@ class LazyImages:
 
     @classmethod
     def whole_files(cls, paths: list[str], positions: list[int]) -> LazyImages:
-        """The image files `paths[i]` for i in `positions`, each read whole (a folder source's images, one a
+        """The image files `paths[i]` for i in `positions`, each read whole (a table source's images, one a
         file); `positions` are those of the samples a reader kept (samples.assemble's `stack`)."""
         count = len(positions)
         return cls([paths[i] for i in positions], [""] * count, np.arange(count, dtype=np.int32),
@@ -88,7 +88,7 @@ class LazyImages:
                steps=None) -> torch.Tensor:
         """Image i as uint8 [channels, size, size] (or as a model's own `steps` make it, images.decode_image);
         BadImage when it cannot be read or decoded, or its shard is gone, changed since it was indexed, or cut
-        short. A whole-file image (a folder source's) is read by decode_image itself."""
+        short. A whole-file image (a table source's) is read by decode_image itself."""
         number = int(self.source[i])
         problem = self._check(number)
         if problem:

@@ -18,7 +18,7 @@ Sampling (`MixtureSampler`). Each row of a step's global batch draws its source 
 then each source's rows take distinct samples of that source (a fresh random subset every step: with
 replacement across steps, none within a step unless a source has fewer samples than rows drawn from it, as
 a repeated image would be its own negative under `positives: pair`), the first elements of a keyed
-permutation of the source (data/permutation.py: no draw costs memory or time in the source's size). Every
+permutation of the source (data/stream/permutation.py: no draw costs memory or time in the source's size). Every
 draw comes from (seed, step), so a step is a pure function of its number: a resumed run
 repeats it exactly, and the global batch is the same for any number of processes (BatchMaker shards it).
 """
@@ -33,12 +33,13 @@ import torch
 
 from transferlab.config import Recipe, TrainSpec, WebDatasetSource
 from transferlab.data.caption_column import CaptionColumn
-from transferlab.data.dataset import DataReport, ImageTextData
+from transferlab.data.dataset import ImageTextData
 from transferlab.data.lazy import LazyImages
-from transferlab.data.pairs import TextPairData
-from transferlab.data.permutation import first_of
-from transferlab.data.shard_stream import ShardPool, open_shard_pool
-from transferlab.data.sources import load_splits
+from transferlab.data.readers.sources import load_splits
+from transferlab.data.readers.text_pairs import TextPairData
+from transferlab.data.report import DataReport
+from transferlab.data.stream.permutation import first_of
+from transferlab.data.stream.whole_shards import ShardPool, open_shard_pool
 from transferlab.errors import UserError
 from transferlab.runtime import derived_generator
 
@@ -61,7 +62,7 @@ class Mixture:
 
 def load_training_data(recipe: Recipe) -> Mixture:
     """The train split of `train.data` (of each of its datasets, combined), at the model's size and channels; with
-    `train.sampling: shards`, the one pool read whole shards at a time (data/shard_stream.py)."""
+    `train.sampling: shards`, the one pool read whole shards at a time (data/stream/whole_shards.py)."""
     size, channels = recipe.model.image_size, recipe.model.channels
     if recipe.train.sampling == "shards":
         (name,) = recipe.train.sources

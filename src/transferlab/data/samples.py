@@ -1,10 +1,9 @@
-"""What every reader of image-text files shares: the bad-sample policy, caption cleaning, and turning
-the samples it kept into an `ImageTextData` (labels indexed into class names, captions from templates,
-images stacked)."""
+"""What every reader of image-text files shares: caption cleaning, a progress bar, and turning the samples it
+kept into an `ImageTextData` (labels indexed into class names, captions from templates, images stacked). The
+bad-sample policy is data/report.py's `BadSamples`; whether decoded images fit, data/memory.py."""
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -13,38 +12,16 @@ from typing import Any, TypeVar
 import torch
 from tqdm import tqdm
 
-from transferlab.data.dataset import DataReport, ImageTextData
+from transferlab.data.dataset import ImageTextData
 from transferlab.data.lazy import LazyImages
-from transferlab.data.limits import MAX_CAPTION_CHARS
+from transferlab.data.report import BadSamples, DataReport
+from transferlab.data.tar.limits import MAX_CAPTION_CHARS
 from transferlab.errors import UserError
 
 PROGRESS_AFTER = 200  # a bar for fewer images would only flicker
 INTEGER = re.compile(r"[+-]?\d{1,18}")  # a longer run of digits is a name: int() refuses 4,301 digits
 
 T = TypeVar("T")
-
-
-def free_memory() -> int | None:
-    """Bytes of physical memory free now, where the OS says (Linux, macOS); None elsewhere."""
-    try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):
-        return None
-
-
-def check_fits(count: int, channels: int, size: int, name: str, origin: str, streams: bool = False, copies: int = 1,
-               more: bool = False) -> None:
-    """Refuse, before decoding (or, `more`, while decoding a collection whose size is not known yet), a collection
-    whose decoded images would not fit in free memory, `copies` times over (2: decoded one by one, then stacked)."""
-    need, free = copies * count * channels * size * size, free_memory()
-    if free is not None and need > 0.8 * free:
-        fix = f"set `datasets.{name}.stream: true` to decode images batch by batch" if streams else \
-            "lower model.image_size, or train on a subset of the data"
-        images = f"the first {count} images read of dataset '{name}' already need" if more else \
-            f"the {count} images of dataset '{name}' need"
-        twice = f" ({copies} copies while they are gathered)" if copies > 1 else ""
-        raise UserError(f"{origin}: {images} {need / 2**30:.1f} GiB once decoded at {size}x{size}x{channels}{twice}, "
-                        f"more than the {free / 2**30:.1f} GiB of free memory: {fix}.")
 
 
 @dataclass
@@ -56,24 +33,6 @@ class Sample:
     captions: list[str]
     label: str | None
     where: str
-
-
-class BadSamples:
-    """The `bad_samples` policy: raise a UserError saying how to fix a bad sample, or count the skip.
-
-    Calls return None, so a reader can `return bad(...)` from a function that otherwise returns a sample.
-    """
-
-    def __init__(self, name: str | None, mode: str, report: DataReport, unit: str) -> None:
-        self.name, self.mode, self.report, self.unit = name, mode, report, unit
-
-    def __call__(self, reason: str, where: str, detail: str, fix: str | None = None) -> None:
-        if self.mode == "skip":
-            self.report.skip(reason)
-            return None
-        key = f"datasets.{self.name}.bad_samples" if self.name else "bad_samples"
-        raise UserError(f"{where}: {detail}. {fix or f'Fix or remove that {self.unit}'}, or set `{key}: skip` "
-                        f"to skip such {self.unit}s and count them in the data report.")
 
 
 def clean_captions(value: Any) -> list[str] | None:

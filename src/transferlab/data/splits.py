@@ -1,4 +1,5 @@
-"""Seeded train/val/test splits, stratified by class when labels exist.
+"""Seeded train/val/test splits, stratified by class when labels exist; and the names publishers give a
+validation split (`VAL_NAMES`), for the readers that keep a publisher's splits.
 
 Every class is split in the same proportions (rounded per class, at least one training sample each when
 `train` > 0), so every split keeps every class represented; the same seed always gives the same indices.
@@ -9,6 +10,8 @@ from __future__ import annotations
 import torch
 
 from transferlab.config import Splits
+
+VAL_NAMES = ("val", "validation", "valid")  # a published validation split, by the names publishers give it
 
 
 def split_indices(n: int, splits: Splits, labels: torch.Tensor | None = None) -> dict[str, torch.Tensor]:

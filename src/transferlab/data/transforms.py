@@ -31,7 +31,7 @@ def normalize(images: torch.Tensor, mean: list[float], std: list[float], inplace
 
 
 def crop_batch(images: torch.Tensor, crops: list) -> torch.Tensor:
-    """Each image [B, C, S, S] resampled from its `Crop`'s box (data/crops.py), mirrored where it says: the
+    """Each image [B, C, S, S] resampled from its `Crop`'s box (data/stream/crops.py), mirrored where it says: the
     random resized crop of in-memory images, which are stored at the model's resolution already."""
     _, _, height, width = images.shape
     rows = []

@@ -31,8 +31,8 @@ from safetensors.torch import load_file, save_file
 
 from transferlab.config import Suite, dump_recipe
 from transferlab.config.catalog import ADAPTATION_METHODS, ZEROSHOT_START_METHODS, methods_fitted_on
-from transferlab.data.loader import decode_all
-from transferlab.data.sources import load_splits
+from transferlab.data.readers.sources import load_splits
+from transferlab.data.stream.loader import decode_all
 from transferlab.errors import UserError
 from transferlab.evaluate.features import image_embeddings
 from transferlab.evaluate.fewshot import sample_shots

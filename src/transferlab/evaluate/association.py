@@ -17,7 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from transferlab.data.winogavil import Instance
+from transferlab.data.readers.winogavil import Instance
 
 SIZES = {"5": (5, 5), "6": (6, 6), "10": (10, 10), "12": (12, 12), "5-6": (0, 6), "10-12": (10, float("inf"))}
 

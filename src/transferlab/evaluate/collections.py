@@ -168,7 +168,7 @@ def _from_folder(entries: list[Entry], root: str) -> tuple[dict[str, dict], dict
 
 def _from_hub(entries: list[Entry], root: str) -> tuple[dict[str, dict], dict[str, str]]:
     """Each dataset OWNER publishes as CLIP_benchmark's layout, fetched into (or found in) the hub cache."""
-    from transferlab.data.clip_benchmark import local_root
+    from transferlab.data.readers.clip_benchmark import local_root
 
     owner = root[len(HUB):].strip("/")
     if owner not in ("clip-benchmark", "djghosh"):

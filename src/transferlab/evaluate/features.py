@@ -24,8 +24,8 @@ from tqdm import tqdm
 from transferlab import distributed
 from transferlab.data.dataset import ImageTextData
 from transferlab.data.lazy import LazyImages
-from transferlab.data.loader import decode_all
-from transferlab.data.pairs import TextPairData
+from transferlab.data.readers.text_pairs import TextPairData
+from transferlab.data.stream.loader import decode_all
 from transferlab.fileio import commit, temp_path
 from transferlab.models.encoder import Encoder
 

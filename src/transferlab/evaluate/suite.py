@@ -23,10 +23,10 @@ from transferlab.config import Recipe, Suite
 from transferlab.config.schema import Collection
 from transferlab.data.dataset import ImageTextData
 from transferlab.data.fingerprint import dataset_fingerprint
-from transferlab.data.pairs import TextPairData
-from transferlab.data.sample_metadata import read_sample_metadata
-from transferlab.data.sources import load_splits
-from transferlab.data.winogavil import AssociationData
+from transferlab.data.readers.sample_metadata import read_sample_metadata
+from transferlab.data.readers.sources import load_splits
+from transferlab.data.readers.text_pairs import TextPairData
+from transferlab.data.readers.winogavil import AssociationData
 from transferlab.errors import UserError
 from transferlab.evaluate.collections import collection_scores
 from transferlab.evaluate.features import caption_embeddings, image_embeddings, query_embeddings

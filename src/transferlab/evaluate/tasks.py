@@ -24,7 +24,7 @@ from transferlab.adapt.zeroshot_probe import ZeroShotInitProbe
 from transferlab.config import EvalSpec
 from transferlab.config.catalog import ZEROSHOT_START_METHODS, methods_fitted_on
 from transferlab.data.dataset import ImageTextData
-from transferlab.data.loader import decode_all
+from transferlab.data.stream.loader import decode_all
 from transferlab.errors import UserError
 from transferlab.evaluate.association import association_metrics, cue_prompt, jaccard_scores
 from transferlab.evaluate.clustering import cluster_metrics

@@ -1,8 +1,8 @@
 """The samples of a training step: which images (or left texts), their augmented views and caption rows.
 
-Everything random comes from generators derived from (seed, epoch) for the order (data/order.py) and
+Everything random comes from generators derived from (seed, epoch) for the order (data/stream/order.py) and
 (seed, step) for augmentation and caption choice, so a step is a pure function of its number. A streamed
-training set's images arrive decoded from the loader workers (data/loader.py) with the samples they are;
+training set's images arrive decoded from the loader workers (data/stream/loader.py) with the samples they are;
 in-memory images are taken from the stored tensor; both then go through the same augmentation. Under
 torchrun the global batch is the same for any number of processes and rank r takes its r-th contiguous
 shard, with the random draws of the whole batch: the ranks' shards, concatenated, are the single-process
@@ -19,10 +19,10 @@ import torch
 
 from transferlab.config import Recipe
 from transferlab.data.captions import CaptionTable, ColumnCaptionTable, StepCaptions
-from transferlab.data.crops import CropDraws
-from transferlab.data.loader import Loaded
 from transferlab.data.mixture import MixtureSampler
-from transferlab.data.order import StepRows
+from transferlab.data.stream.crops import CropDraws
+from transferlab.data.stream.loader import Loaded
+from transferlab.data.stream.order import StepRows
 from transferlab.data.transforms import augment, crop_batch, normalize, to_unit
 from transferlab.distributed import World
 from transferlab.errors import UserError

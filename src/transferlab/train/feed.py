@@ -2,8 +2,8 @@
 run is waiting for data.
 
 For an in-memory training set `next()` gives None (the batch maker indexes the stored tensor). For a
-streamed one it starts the loader (data/loader.py) at the first step to run — a resumed run starts there
-directly, nothing is replayed; read from whole shards (data/shard_stream.py), its readers start from the
+streamed one it starts the loader (data/stream/loader.py) at the first step to run — a resumed run starts there
+directly, nothing is replayed; read from whole shards (data/stream/whole_shards.py), its readers start from the
 cursors the checkpoint kept — and measures two things for metrics.jsonl and the progress bar:
 `data_wait`, the share of the time since the last log line spent waiting for the loader (near 0: the
 model is the bottleneck; near 1: the data is), and `loader_images_per_s`, what the workers can decode
@@ -23,8 +23,8 @@ from tqdm import tqdm
 from transferlab import distributed
 from transferlab.config import Recipe
 from transferlab.data.dataset import ImageTextData
-from transferlab.data.loader import Loaded, StepImages, default_workers, stream_steps
-from transferlab.data.shard_stream import Cursor, ShardPool, ShardSteps, check_layout, stream_shard_steps
+from transferlab.data.stream.loader import Loaded, StepImages, default_workers, stream_steps
+from transferlab.data.stream.whole_shards import Cursor, ShardPool, ShardSteps, check_layout, stream_shard_steps
 
 
 class DataFeed:

@@ -38,11 +38,11 @@ from tqdm import tqdm
 from transferlab import distributed
 from transferlab.config import IMAGE_ONLY_OBJECTIVES, Recipe
 from transferlab.data.captions import CaptionTable, StepCaptions, caption_table
-from transferlab.data.loader import decode_all
 from transferlab.data.mixture import MixtureSampler, load_training_data
-from transferlab.data.pairs import TextPairData
-from transferlab.data.permutation import first_of
-from transferlab.data.shard_stream import ShardPool
+from transferlab.data.readers.text_pairs import TextPairData
+from transferlab.data.stream.loader import decode_all
+from transferlab.data.stream.permutation import first_of
+from transferlab.data.stream.whole_shards import ShardPool
 from transferlab.errors import Interrupted, UserError
 from transferlab.models.dual_encoder import DualEncoder
 from transferlab.optim import ModelEMA, create_optimizer, layer_decay_groups, lr_at, parameter_groups

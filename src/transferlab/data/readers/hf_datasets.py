@@ -25,10 +25,12 @@ from pathlib import Path
 from typing import Any
 
 from transferlab.config import HFDatasetSource
-from transferlab.data.dataset import DataReport, ImageTextData
+from transferlab.data.dataset import ImageTextData
 from transferlab.data.images import BadImage, decode_image
-from transferlab.data.samples import INTEGER, BadSamples, Sample, assemble, check_fits, clean_captions, progress
-from transferlab.data.sources import VAL_NAMES
+from transferlab.data.memory import check_fits
+from transferlab.data.report import BadSamples, DataReport
+from transferlab.data.samples import INTEGER, Sample, assemble, clean_captions, progress
+from transferlab.data.splits import VAL_NAMES
 from transferlab.errors import UserError, did_you_mean
 
 log = logging.getLogger(__name__)

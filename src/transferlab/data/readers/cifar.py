@@ -19,7 +19,8 @@ from tqdm import tqdm
 from transferlab.config import CifarSource
 from transferlab.data.dataset import ImageTextData
 from transferlab.data.images import resize_tensor
-from transferlab.data.samples import PROGRESS_AFTER, check_fits, template_captions
+from transferlab.data.memory import check_fits
+from transferlab.data.samples import PROGRESS_AFTER, template_captions
 from transferlab.errors import UserError
 
 PIXELS = 3 * 32 * 32

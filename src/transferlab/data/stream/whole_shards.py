@@ -1,7 +1,7 @@
 """`train.sampling: shards`: training from whole shards read in sequence, with no index pass at all — for
 object stores, servers that answer no range requests, and pools too large to index before the first step.
 
-Each epoch e, a seeded permutation of the shards (data/permutation.py, keyed by (seed, e)) is dealt to the
+Each epoch e, a seeded permutation of the shards (data/stream/permutation.py, keyed by (seed, e)) is dealt to the
 job's reading slots — one per (rank, loader worker), S = ranks × workers of them — slot g taking the shards
 at positions g, g + S, g + 2S, ... Every shard of an epoch is read by exactly one slot, once, front to back
 (one request for a URL: no range requests). A slot that finishes its share goes on to its share of the next
@@ -34,16 +34,18 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from transferlab.config import WebDatasetSource
-from transferlab.data.count_files import published_counts
-from transferlab.data.crops import CropDraws
-from transferlab.data.dataset import DataReport
 from transferlab.data.images import BadImage, decode_image
-from transferlab.data.limits import CLASSNAMES, IMAGE_EXTS
-from transferlab.data.loader import Loaded
-from transferlab.data.permutation import Permutation
-from transferlab.data.samples import INTEGER, BadSamples, fill_template
-from transferlab.data.shard_samples import iter_samples, parse_sample
-from transferlab.data.shard_scan import known_index
+from transferlab.data.report import BadSamples, DataReport
+from transferlab.data.samples import INTEGER, fill_template
+from transferlab.data.stream.crops import CropDraws
+from transferlab.data.stream.loader import Loaded
+from transferlab.data.stream.permutation import Permutation
+from transferlab.data.stream.shard_samples import iter_samples, parse_sample
+from transferlab.data.stream.shard_scan import known_index
+from transferlab.data.tar.count_files import published_counts
+from transferlab.data.tar.dataset_files import read_classnames
+from transferlab.data.tar.limits import IMAGE_EXTS
+from transferlab.data.tar.paths import expand_sources
 from transferlab.errors import UserError
 from transferlab.runtime import derived_random
 
@@ -227,8 +229,6 @@ def stream_shard_steps(dataset: ShardSteps, workers: int, prefetch: int, pin_mem
 
 def open_shard_pool(spec: WebDatasetSource, name: str) -> ShardPool:
     """The pool `spec.shards` names, for reading whole shards: nothing is read but its small dataset files."""
-    from transferlab.data.shards import dataset_file, expand_sources  # shards.py reads the pool's files
-
     if spec.splits.train < 1:
         raise UserError(f"train.sampling 'shards' trains on whole shards, so dataset '{name}' cannot hold out a val "
                         f"or test split (its splits are {spec.splits.train:g}/{spec.splits.val:g}/"
@@ -236,7 +236,7 @@ def open_shard_pool(spec: WebDatasetSource, name: str) -> ShardPool:
                         f"datasets, or use train.sampling 'epochs'.")
     sources = expand_sources(spec.shards)
     report = DataReport()
-    classnames_from, classnames = dataset_file(sources[0], CLASSNAMES, report) if spec.label_key else (None, None)
+    classnames_from, classnames = read_classnames(sources[0], report) if spec.label_key else (None, None)
     counts = published_counts(sources)
     published = sum(counts.values()) if len(counts) == len(sources) else None
     report.kept = published or 0

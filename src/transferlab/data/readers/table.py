@@ -1,4 +1,4 @@
-"""Read a folder of images listed in a CSV, TSV or JSON-lines table into an in-memory `ImageTextData`.
+"""`source: table`: images listed in a CSV, TSV or JSON-lines table, read into an `ImageTextData`.
 
 Each row names one image (relative to the images folder), its caption and optionally a class label.
 Rows naming the same image merge into one sample with several captions, which is how caption datasets
@@ -14,16 +14,18 @@ from pathlib import Path
 
 import torch
 
-from transferlab.config import FolderSource
-from transferlab.data.dataset import DataReport, ImageTextData
+from transferlab.config import TableSource
+from transferlab.data.dataset import ImageTextData
 from transferlab.data.images import BadImage, decode_image
 from transferlab.data.lazy import LazyImages
-from transferlab.data.samples import BadSamples, Sample, assemble, check_fits, clean_captions, progress
-from transferlab.data.tables import read_table
+from transferlab.data.memory import check_fits
+from transferlab.data.readers.table_rows import read_table
+from transferlab.data.report import BadSamples, DataReport
+from transferlab.data.samples import Sample, assemble, clean_captions, progress
 from transferlab.errors import UserError
 
 
-def read_folder(spec: FolderSource, name: str, size: int, channels: int, stream: bool = False) -> ImageTextData:
+def read_image_table(spec: TableSource, name: str, size: int, channels: int, stream: bool = False) -> ImageTextData:
     """Read the images and captions listed in `spec.table` into memory, decoded to [C, size, size]; with
     `stream`, only their paths (`LazyImages`, decoded batch by batch later)."""
     table = Path(spec.table)
@@ -82,14 +84,14 @@ def read_folder(spec: FolderSource, name: str, size: int, channels: int, stream:
                     stack=functools.partial(LazyImages.whole_files, paths) if stream else torch.stack)
 
 
-def count_rows(spec: FolderSource) -> int:
+def count_rows(spec: TableSource) -> int:
     """The number of data rows of the source's table (lines, without reading them as records): enough to
     decide whether its decoded images would fit in memory."""
     with open(spec.table, "rb") as file:
         return max(0, sum(1 for line in file if line.strip()) - (Path(spec.table).suffix != ".jsonl"))
 
 
-def _parse_row(record: dict, where: str, spec: FolderSource, caption_column: str | None, templated: bool,
+def _parse_row(record: dict, where: str, spec: TableSource, caption_column: str | None, templated: bool,
                root: Path, bad: BadSamples) -> tuple[Path, str, list[str], str | None] | None:
     raw = record.get(spec.image_column)
     if not isinstance(raw, str) or not raw.strip():

@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from transferlab.data.remote import is_url
+from transferlab.data.tar.remote import is_url
 
 WIDS_KIND = "wids-shard-index-v1"
 

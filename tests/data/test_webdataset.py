@@ -1,11 +1,13 @@
 """webdataset shards: pattern expansion, the write/read round trip, compatibility with the webdataset
-library both ways, unsafe and corrupt tars, and bad samples."""
+library both ways, unsafe and corrupt tars, bad samples, and the module's old path."""
 
 from __future__ import annotations
 
+import importlib
 import io
 import json
 import os
+import sys
 import tarfile
 import tempfile
 from pathlib import Path
@@ -19,8 +21,9 @@ from hypothesis import strategies as st
 from transferlab.config import WebDatasetSource
 from transferlab.data.dataset import ImageTextData
 from transferlab.data.images import encode_png
-from transferlab.data.shard_samples import iter_samples
-from transferlab.data.shards import expand_shards, read_webdataset, write_webdataset
+from transferlab.data.readers.webdataset import read_webdataset, write_webdataset
+from transferlab.data.stream.shard_samples import iter_samples
+from transferlab.data.tar.paths import expand_shards, expand_sources
 from transferlab.errors import UserError
 
 
@@ -208,3 +211,12 @@ def test_any_captions_survive_the_round_trip(texts):
         back = read(folder, size=4, channels=1, bad_samples="skip")
     assert back.captions == [caps for caps in expected if caps]
     assert back.report.skipped.get("empty caption", 0) == expected.count([])
+
+
+def test_the_old_module_path_imports_for_one_more_release_and_names_the_new_one():
+    """`transferlab.data.shards` was documented (README, docs/recipes.md) before data/ was split into rooms."""
+    sys.modules.pop("transferlab.data.shards", None)
+    with pytest.warns(DeprecationWarning, match="transferlab.data.readers.webdataset"):
+        old = importlib.import_module("transferlab.data.shards")
+    assert (old.read_webdataset, old.write_webdataset, old.expand_sources) == \
+        (read_webdataset, write_webdataset, expand_sources)

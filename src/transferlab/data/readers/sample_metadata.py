@@ -15,9 +15,10 @@ import numpy as np
 
 from transferlab.config import ClipBenchmarkSource, DataSource
 from transferlab.data.dataset import ImageTextData
+from transferlab.data.splits import VAL_NAMES
 from transferlab.errors import UserError
 
-PUBLISHED_TEST = ("test", "val", "validation", "valid")  # the folders the test role is read from, in order
+PUBLISHED_TEST = ("test", *VAL_NAMES)  # the folders the test role is read from, in order
 
 
 def read_sample_metadata(spec: DataSource, split: str, data: ImageTextData) -> np.ndarray | None:
@@ -25,9 +26,9 @@ def read_sample_metadata(spec: DataSource, split: str, data: ImageTextData) -> n
     stores none (not CLIP_benchmark's layout, or shards without `.npy` members)."""
     if not isinstance(spec, ClipBenchmarkSource):
         return None
-    from transferlab.data.clip_benchmark import local_root, split_shards
-    from transferlab.data.shard_samples import iter_samples
-    from transferlab.data.shards import expand_sources
+    from transferlab.data.readers.clip_benchmark import local_root, split_shards
+    from transferlab.data.stream.shard_samples import iter_samples
+    from transferlab.data.tar.paths import expand_sources
 
     root = local_root(spec.root)
     names = PUBLISHED_TEST if split == "test" else (split,)

@@ -1,8 +1,8 @@
 """Streamed training batches: loader workers read and decode each step's images while the model trains.
 
-The item of step s is this process's rows of step s's global batch (data/order.py), each image read by
+The item of step s is this process's rows of step s's global batch (data/stream/order.py), each image read by
 byte range and decoded at the model's resolution — its centre square, or a random resized crop of the
-full-resolution image drawn from (seed, step, row) (data/crops.py). Items are made by a torch DataLoader
+full-resolution image drawn from (seed, step, row) (data/stream/crops.py). Items are made by a torch DataLoader
 over the steps, so `loader_workers` processes decode `prefetch` steps ahead each, and memory holds
 workers × prefetch batches, never the pool. Workers send uint8 pixels (a quarter of float32's bytes);
 the training process converts, augments and normalises them on its device, as for in-memory data.
@@ -27,11 +27,11 @@ from dataclasses import dataclass
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from transferlab.data.crops import CropDraws
 from transferlab.data.images import BadImage
 from transferlab.data.lazy import LazyImages
-from transferlab.data.order import StepRows
-from transferlab.data.remote import RangeReader
+from transferlab.data.stream.crops import CropDraws
+from transferlab.data.stream.order import StepRows
+from transferlab.data.tar.remote import RangeReader
 from transferlab.errors import UserError
 from transferlab.runtime import derived_random
 
@@ -49,7 +49,8 @@ def default_workers() -> int:
 class Loaded:
     """One step's decoded rows: uint8 images [b, C, S, S], the samples they are (after replacements), the
     samples skipped by reason, and the seconds the worker spent reading and decoding. Read from whole shards
-    (data/shard_stream.py), the rows bring their captions and labels, and the reading slot's cursor after them."""
+    (data/stream/whole_shards.py), the rows bring their captions and labels, and the reading slot's cursor after
+    them."""
 
     step: int
     images: torch.Tensor

@@ -6,17 +6,17 @@ when this module is missing or when a function returns None ("not the plain case
 The streaming index (data/shard_scan.py) and curation's count stage read shards through them.
 
     plain_samples(data, text_exts, image_exts, key_state)
-                                    tar_layout.read_layout + group_samples, for a plain tar
-    gather(data, offsets, width)    tar_layout.header_blocks(...).tobytes()
+                                    layout.read_layout + group_samples, for a plain tar
+    gather(data, offsets, width)    layout.header_blocks(...).tobytes()
     captions(data, where, limit)    text members stripped and joined by NUL (tar_kernels.joined_captions)
 */
-#include "../kernels_common.h"
+#include "../../kernels_common.h"
 
 #define BLOCK 512
 
 /* ---------- plain_samples ---------- */
 
-/* tar_layout._octal for one field: digits after leading spaces or zeros; -1 for GNU's base-256 form */
+/* layout._octal for one field: digits after leading spaces or zeros; -1 for GNU's base-256 form */
 static int64_t octal(const unsigned char *field, int width) {
     if (field[0] & 0x80)
         return -1;
@@ -206,7 +206,7 @@ done:
 /* ---------- gather ---------- */
 
 /* The `width` bytes at each of `offsets` (bytes of int64, each at most len(data) - width), back to back:
-   tar_layout.header_blocks(data, offsets, width).tobytes() without numpy's row-by-row indexing. */
+   layout.header_blocks(data, offsets, width).tobytes() without numpy's row-by-row indexing. */
 static PyObject *gather(PyObject *self, PyObject *args) {
     Py_buffer view, where;
     Py_ssize_t width;

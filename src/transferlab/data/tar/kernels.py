@@ -1,4 +1,4 @@
-"""The tar shard kernels: the optional C extension `_tar` (src/transferlab/data/_tar.c), or None where it is not
+"""The tar shard kernels: the optional C extension `_tar` (src/transferlab/data/tar/_tar.c), or None where it is not
 built or when the environment sets TRANSFERLAB_PURE_PYTHON=1; beside them, their pure-Python twins, which give
 the same results (to compare the two, or to rule the extension out when something looks wrong).
 
@@ -14,7 +14,7 @@ import numpy as np
 kernels = None
 if os.environ.get("TRANSFERLAB_PURE_PYTHON") != "1":
     try:
-        from transferlab.data import _tar as kernels
+        from transferlab.data.tar import _tar as kernels
     except ImportError:  # no C compiler at install: the pure-Python twins
         kernels = None
 
@@ -26,8 +26,8 @@ def plain_samples(data, text_exts: tuple[bytes, ...], image_exts: tuple[bytes, .
                   key_state: int = 0) -> np.ndarray | None:
     """The samples of a plain tar (regular members named key.ext in single headers, as webdataset writers make
     them) as int64 rows: start, end, key length, key hash, the first image member's offset and size, then the
-    offset and size of each of `text_exts` (-1: missing); see data/_tar.c. None for any other tar, or where the
-    kernel is not built: `tar_layout.read_layout` and `group_samples` read those."""
+    offset and size of each of `text_exts` (-1: missing); see data/tar/_tar.c. None for any other tar, or where the
+    kernel is not built: `layout.read_layout` and `group_samples` read those."""
     if kernels is None or not len(data):
         return None
     table = kernels.plain_samples(data, text_exts, image_exts, key_state)

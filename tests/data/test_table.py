@@ -13,8 +13,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from transferlab.config import FolderSource
-from transferlab.data.folder import read_folder
+from transferlab.config import TableSource
+from transferlab.data.readers.table import read_image_table
 from transferlab.errors import UserError
 
 RED, BLUE, GREEN = (255, 0, 0), (0, 0, 255), (0, 255, 0)
@@ -37,13 +37,13 @@ def jsonl(path: Path, records: list) -> Path:
     return path
 
 
-def spec(path: Path, **options) -> FolderSource:
+def spec(path: Path, **options) -> TableSource:
     options.setdefault("images", path.parent)
-    return FolderSource(source="folder", table=path, **options)
+    return TableSource(source="table", table=path, **options)
 
 
 def read(path: Path, size=4, channels=3, **options):
-    return read_folder(spec(path, **options), "mine", size, channels)
+    return read_image_table(spec(path, **options), "mine", size, channels)
 
 
 def test_csv_reads_images_and_merges_captions_of_the_same_image(tmp_path):
@@ -253,11 +253,11 @@ def test_any_csv_gives_data_or_a_user_error(rows, skip):
 
 
 def test_a_collection_too_large_for_memory_is_refused_before_decoding(tmp_path, monkeypatch):
-    from transferlab.data import samples
+    from transferlab.data import memory
 
-    monkeypatch.setattr(samples, "free_memory", lambda: 1000)  # bytes
+    monkeypatch.setattr(memory, "free_memory", lambda: 1000)  # bytes
     Image.new("L", (8, 8)).save(tmp_path / "a.png")
     (tmp_path / "t.csv").write_text("image,caption\na.png,x\n")
-    spec = FolderSource(source="folder", table=tmp_path / "t.csv", images=tmp_path)
+    spec = TableSource(source="table", table=tmp_path / "t.csv", images=tmp_path)
     with pytest.raises(UserError, match="free memory.*stream: true"):
-        read_folder(spec, "big", size=28, channels=3)
+        read_image_table(spec, "big", size=28, channels=3)

@@ -8,7 +8,7 @@ new index and an old one is never misread. Every process maps the columns read-o
 cache's, shared by all ranks and loader workers of the node, so adding processes adds no index memory, and
 pages a process never touches cost it nothing.
 
-Building it reads every shard once (data/shard_scan.py: the C tar kernel over a local plain tar, at header
+Building it reads every shard once (data/stream/shard_scan.py: the C tar kernel over a local plain tar, at header
 speed), in parallel processes, each shard's columns cached on their own so a pool that grows by a shard reads
 only that shard. The first process of the node to arrive builds it under a file lock; the others (the other
 ranks of a torchrun job) wait on the lock and map what it wrote — nobody indexes twice. The columns are written
@@ -38,13 +38,14 @@ from tqdm import tqdm
 
 from transferlab.config import WebDatasetSource
 from transferlab.data.caption_column import CaptionColumn
-from transferlab.data.count_files import published_counts
-from transferlab.data.dataset import DataReport, ImageTextData
+from transferlab.data.dataset import ImageTextData
 from transferlab.data.lazy import LazyImages
-from transferlab.data.remote import cache_folder, is_url, stamp
+from transferlab.data.report import DataReport
 from transferlab.data.samples import INTEGER, fill_template, no_samples
-from transferlab.data.shard_samples import several_lines_note
-from transferlab.data.shard_scan import FORMAT, ScanSpec, ShardColumns, scan_shard
+from transferlab.data.stream.shard_samples import several_lines_note
+from transferlab.data.stream.shard_scan import FORMAT, ScanSpec, ShardColumns, scan_shard
+from transferlab.data.tar.count_files import published_counts
+from transferlab.data.tar.remote import cache_folder, is_url, stamp
 
 COLUMNS = {  # name -> dtype; `first` has one entry more than there are samples, `ends` one per caption
     "source": np.int32, "offset": np.int64, "length": np.int64, "first": np.int64, "ends": np.int64,

@@ -1,5 +1,5 @@
-"""The shard files a pattern names (a file, a folder, a glob, a brace pattern); torch-free, so curation's
-main process does not import the training stack."""
+"""The shards a pattern names: local files (a file, a folder, a glob, a brace pattern), or URLs; torch-free,
+so curation's main process does not import the training stack."""
 
 from __future__ import annotations
 
@@ -8,7 +8,16 @@ from pathlib import Path
 
 from braceexpand import braceexpand
 
+from transferlab.data.tar.remote import is_url, local_path
 from transferlab.errors import UserError
+
+
+def expand_sources(pattern: str) -> list[str]:
+    """The shards `pattern` names: local files as `expand_shards` finds them, or URLs (a brace pattern is
+    expanded; a URL's existence is checked when it is read)."""
+    if not is_url(pattern):
+        return [str(path) for path in expand_shards(local_path(pattern))]
+    return list(dict.fromkeys(braceexpand(pattern)))
 
 
 def expand_shards(pattern: str) -> list[Path]:

@@ -3,7 +3,7 @@ candidates that fit the cue, read as DataComp evaluates them (mlfoundations/data
 `datasets.load_dataset("nlphuji/winogavil", split="test")`, the columns `cue`, `candidate_images`,
 `candidates` and `associations`).
 
-The files are read with pyarrow in any layout data/hf_datasets.py reads (DataComp's download leaves a
+The files are read with pyarrow in any layout data/readers/hf_datasets.py reads (DataComp's download leaves a
 `load_dataset` cache in `<data root>/hf_cache`, whose images are files the loading script extracted). Every
 instance's candidate images go into one image collection, in order, so the encoder embeds them in one pass;
 `AssociationData.instances` says which images each cue chooses among.
@@ -18,10 +18,12 @@ from pathlib import Path
 import torch
 
 from transferlab.config import WinoGAViLSource
-from transferlab.data.dataset import DataReport, ImageTextData
-from transferlab.data.hf_datasets import hf_splits, image_bytes
+from transferlab.data.dataset import ImageTextData
 from transferlab.data.images import BadImage, decode_image
-from transferlab.data.samples import BadSamples, check_fits, progress
+from transferlab.data.memory import check_fits
+from transferlab.data.readers.hf_datasets import hf_splits, image_bytes
+from transferlab.data.report import BadSamples, DataReport
+from transferlab.data.samples import progress
 from transferlab.errors import UserError
 
 COLUMNS = ("cue", "candidate_images", "candidates", "associations")

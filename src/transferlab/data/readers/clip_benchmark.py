@@ -1,14 +1,15 @@
 """CLIP_benchmark's webdataset layout, read as its own exporter (`clip_benchmark.webdataset_builder`) writes it:
 
-    <root>/classnames.txt                           class names, one per line, in label order
-    <root>/zeroshot_classification_templates.txt    templates with {c} for the class name
-    <root>/dataset_type.txt                         "retrieval", "multilabel"; absent: classification
+    <root>/classnames.txt, zeroshot_classification_templates.txt, dataset_type.txt
+                                                    the dataset's own files: data/tar/dataset_files.py reads
+                                                    each (dataset_type.txt absent: classification)
     <root>/<split>/nshards.txt                      n, the number of shards of the split
     <root>/<split>/0.tar ... <n-1>.tar              .webp/.png/.jpg images with .cls labels or .txt captions
 
-A retrieval `.txt` holds an image's captions one per line. Each split folder is one published split (train,
-test). `root` may also be `hf-hub:<repo>` (e.g. `hf-hub:clip-benchmark/wds_vtab-cifar10`): the dataset
-repository is fetched once through huggingface_hub into its cache and read from there.
+Each split folder is one published split (train, test), read as webdataset shards (data/readers/webdataset.py);
+a retrieval `.txt` holds an image's captions one per line. `root` may also be `hf-hub:<repo>` (e.g.
+`hf-hub:clip-benchmark/wds_vtab-cifar10`): the dataset repository is fetched once through huggingface_hub into
+its cache and read from there.
 """
 
 from __future__ import annotations
@@ -17,18 +18,17 @@ from pathlib import Path
 
 from transferlab.config import ClipBenchmarkSource, WebDatasetSource
 from transferlab.data.dataset import ImageTextData
+from transferlab.data.readers.webdataset import read_webdataset
+from transferlab.data.tar.dataset_files import read_dataset_type
 from transferlab.errors import UserError
 
 HUB_PREFIX = "hf-hub:"
-KINDS = ("classification", "retrieval")
 
 
 def read_clip_benchmark(spec: ClipBenchmarkSource, name: str, size: int, channels: int) -> dict[str, ImageTextData]:
     """Every split folder of the dataset, by its name."""
-    from transferlab.data.sources import load_dataset
-
     root = local_root(spec.root)
-    kind = dataset_type(root)
+    kind = read_dataset_type(root)
     splits = {folder.name: shards for folder in sorted(root.iterdir()) if (shards := split_shards(folder))}
     if not splits:
         raise UserError(f"{root} holds no split folder with shards (<split>/nshards.txt and <split>/0.tar ...), so "
@@ -38,19 +38,10 @@ def read_clip_benchmark(spec: ClipBenchmarkSource, name: str, size: int, channel
         source = WebDatasetSource(source="webdataset", shards=shards, caption_key="txt", caption_lines=True,
                                   label_key="cls" if kind == "classification" else None, templates=spec.templates,
                                   bad_samples=spec.bad_samples, stream=spec.stream)
-        found[split] = load_dataset(name, source, size, channels)
+        found[split] = read_webdataset(source, name, size, channels, source.stream)
         if kind == "retrieval" and any(not captions for captions in found[split].captions):
             raise UserError(f"{root / split}: a sample of retrieval dataset '{name}' has no caption (.txt).")
     return found
-
-
-def dataset_type(root: Path) -> str:
-    path = root / "dataset_type.txt"
-    kind = path.read_text(encoding="utf-8").strip().lower() if path.is_file() else "classification"
-    if kind not in KINDS:
-        raise UserError(f"{path} says '{kind}'; transferlab reads {' and '.join(KINDS)} datasets of CLIP_benchmark's "
-                        f"layout (a multilabel set's .npy labels are not read).")
-    return kind
 
 
 def split_shards(folder: Path) -> str | None:

@@ -5,7 +5,7 @@ Members `<key>.<ext>`, consecutive members with one key forming one sample. Tar 
 member and never extracted: a member with an absolute path, a '..' component, or that is not a regular file (a
 symlink, a device) is skipped and counted as an "unsafe tar member", so a hostile shard cannot touch the file
 system. Members are read into memory only when a sample needs them, and only up to a size limit, so a hostile
-shard cannot exhaust it. A local uncompressed shard is read from its headers in place (data/tar_layout.py);
+shard cannot exhaust it. A local uncompressed shard is read from its headers in place (data/tar/layout.py);
 a compressed or remote one through `tarfile`'s stream, front to back, one request for a URL.
 """
 
@@ -24,12 +24,12 @@ from pathlib import Path, PurePosixPath
 from typing import BinaryIO, NamedTuple
 
 from transferlab.config import WebDatasetSource
-from transferlab.data.dataset import DataReport
 from transferlab.data.images import BadImage
-from transferlab.data.limits import IMAGE_EXTS, MAX_CAPTION_CHARS, MAX_IMAGE_BYTES
-from transferlab.data.remote import is_url, local_path, open_url
-from transferlab.data.samples import BadSamples, Sample, clean_captions
-from transferlab.data.tar_layout import KEY_EXT, group_samples, is_compressed, read_layout, shard_bytes
+from transferlab.data.report import BadSamples, DataReport
+from transferlab.data.samples import Sample, clean_captions
+from transferlab.data.tar.layout import KEY_EXT, group_samples, is_compressed, read_layout, shard_bytes
+from transferlab.data.tar.limits import IMAGE_EXTS, MAX_CAPTION_CHARS, MAX_IMAGE_BYTES
+from transferlab.data.tar.remote import is_url, local_path, open_url
 from transferlab.errors import UserError
 
 MAX_MEMBER_BYTES = MAX_IMAGE_BYTES  # a larger member is skipped unread
@@ -129,7 +129,7 @@ def starts_compressed(shard: Path | str) -> bool:
 
 def _laid_out_samples(path: Path, bad: BadSamples, keep: Callable[[str], bool] | None, text: Collection[str],
                       locate: Collection[str]) -> Iterator[dict[str, bytes | str]]:
-    """`_shard_samples` for an uncompressed local shard, from its headers read in place (data/tar_layout.py):
+    """`_shard_samples` for an uncompressed local shard, from its headers read in place (data/tar/layout.py):
     the same samples, skips and errors, several times faster than tarfile's stream."""
     wanted = keep or (lambda ext: True)
     with shard_bytes(path) as data:

@@ -6,7 +6,7 @@ Two readers give the same columns (tests/data/test_pool_index.py compares them o
 - A plain tar (regular members named key.ext in single headers, as webdataset writers make them) whose samples
   all read cleanly — each has an image of at most MAX_MEMBER_BYTES; a caption (or, with labels, a label) of
   UTF-8 without a NUL; no line break inside a caption that `caption_lines` would split; no .json member with
-  "captions" — is read by the C tar kernel in one pass over its headers (data/_tar.c), and its captions and
+  "captions" — is read by the C tar kernel in one pass over its headers (data/tar/_tar.c), and its captions and
   labels decoded for the whole shard at once: no Python object per sample but the strings themselves.
 - Anything else — an unusual or damaged tar, a sample to count as bad or to refuse, a remote shard, a
   machine without the C kernels — is read sample by sample by `shard_samples` (iter_samples and parse_sample),
@@ -30,12 +30,9 @@ from pathlib import Path
 import numpy as np
 
 from transferlab.config import WebDatasetSource
-from transferlab.data import tar_kernels
-from transferlab.data.dataset import DataReport
-from transferlab.data.limits import IMAGE_EXTS, MAX_CAPTION_CHARS
-from transferlab.data.remote import cache_folder, is_url
-from transferlab.data.samples import INTEGER, BadSamples
-from transferlab.data.shard_samples import (
+from transferlab.data.report import BadSamples, DataReport
+from transferlab.data.samples import INTEGER
+from transferlab.data.stream.shard_samples import (
     MAX_MEMBER_BYTES,
     MAX_TEXT_BYTES,
     ByteRange,
@@ -43,7 +40,10 @@ from transferlab.data.shard_samples import (
     parse_sample,
     refuse_compressed,
 )
-from transferlab.data.tar_layout import UnreadableShard, shard_bytes
+from transferlab.data.tar import kernels as tar_kernels
+from transferlab.data.tar.layout import UnreadableShard, shard_bytes
+from transferlab.data.tar.limits import IMAGE_EXTS, MAX_CAPTION_CHARS
+from transferlab.data.tar.remote import cache_folder, is_url
 
 FORMAT = 2  # of the cached columns; another format is a cache miss, never misread
 IMAGE_EXT_BYTES = tuple(sorted(ext.encode() for ext in IMAGE_EXTS))

@@ -1,7 +1,7 @@
 """Which samples make the global batch of a training step: a pure function of (seed, step).
 
 - `epochs` (the default): each pass over the training set visits every sample once, in an order drawn
-  from (seed, epoch) — a keyed permutation read at the step's positions only (data/permutation.py), so no
+  from (seed, epoch) — a keyed permutation read at the step's positions only (data/stream/permutation.py), so no
   process ever holds a whole pass's order; the last partial batch of a pass is dropped. The in-memory
   default, and what makes a number of steps mean a number of passes.
 - `resampled`: each step draws its batch afresh from (seed, step) — distinct samples within a step, with
@@ -14,22 +14,26 @@ a resumed run, another number of processes, and each loader worker compute them 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import torch
 
-from transferlab.data.permutation import Permutation
+from transferlab.data.stream.permutation import Permutation
 from transferlab.runtime import derived_generator
 
-if TYPE_CHECKING:  # a mixture's draws: data/mixture.py, which reads datasets (this module needs none of that)
-    from transferlab.data.mixture import MixtureSampler
+
+class Draws(Protocol):
+    """A mixture's draws (data/mixture.py's `MixtureSampler`): the rows of a step, source by source."""
+
+    def draw(self, step: int) -> torch.Tensor: ...
 
 
 class StepRows:
-    """`rows(step)`: positions in the training set of the step's global batch (int64 [batch_size])."""
+    """Called with a step, the positions in the training set of that step's global batch (int64 [batch_size]):
+    `rows = StepRows(size, batch_size, seed)`, then `rows(step)`."""
 
     def __init__(self, size: int, batch_size: int, seed: int, sampling: str = "epochs",
-                 mixture: MixtureSampler | None = None) -> None:
+                 mixture: Draws | None = None) -> None:
         self.size, self.batch_size, self.seed, self.sampling, self.mixture = size, batch_size, seed, sampling, mixture
         self.steps_per_epoch = size // batch_size
 

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from transferlab.data.samples import BadSamples
+from transferlab.data.report import BadSamples
 from transferlab.errors import UserError, did_you_mean
 
 TABLE_KINDS = {".csv": ",", ".tsv": "\t", ".jsonl": None}

@@ -19,11 +19,13 @@ from pathlib import Path
 import torch
 
 from transferlab.config import ImageFolderSource
-from transferlab.data.dataset import DataReport, ImageTextData
+from transferlab.data.dataset import ImageTextData
 from transferlab.data.images import BadImage, decode_image
 from transferlab.data.lazy import LazyImages
-from transferlab.data.samples import BadSamples, Sample, assemble, check_fits, progress
-from transferlab.data.sources import STREAM_ABOVE_BYTES, VAL_NAMES
+from transferlab.data.memory import STREAM_ABOVE_BYTES, check_fits
+from transferlab.data.report import BadSamples, DataReport
+from transferlab.data.samples import Sample, assemble, progress
+from transferlab.data.splits import VAL_NAMES
 from transferlab.errors import UserError
 
 log = logging.getLogger(__name__)

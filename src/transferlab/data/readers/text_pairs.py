@@ -17,9 +17,9 @@ from dataclasses import dataclass, field
 import torch
 
 from transferlab.config import TextPairSource
-from transferlab.data.dataset import DataReport
-from transferlab.data.samples import BadSamples, clean_captions
-from transferlab.data.tables import read_table
+from transferlab.data.readers.table_rows import read_table
+from transferlab.data.report import BadSamples, DataReport
+from transferlab.data.samples import clean_captions
 from transferlab.errors import UserError
 
 DOCSTRING_MODULES = (

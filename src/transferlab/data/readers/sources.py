@@ -15,23 +15,22 @@ from transferlab.config import (
     CifarSource,
     ClipBenchmarkSource,
     DataSource,
-    FolderSource,
     HFDatasetSource,
     ImageFolderSource,
     PublishedSource,
     Splits,
+    TableSource,
     TextPairSource,
     WebDatasetSource,
     WinoGAViLSource,
 )
 from transferlab.data.dataset import ImageTextData
-from transferlab.data.limits import STREAM_ABOVE_BYTES
-from transferlab.data.pairs import TextPairData, load_text_pairs
-from transferlab.data.splits import split_indices
+from transferlab.data.memory import STREAM_ABOVE_BYTES
+from transferlab.data.readers.text_pairs import TextPairData, load_text_pairs
+from transferlab.data.splits import VAL_NAMES, split_indices
 from transferlab.errors import UserError
 
 log = logging.getLogger(__name__)
-
 
 
 def load_dataset(name: str, spec: DataSource, size: int, channels: int) -> ImageTextData | TextPairData:
@@ -43,18 +42,18 @@ def load_dataset(name: str, spec: DataSource, size: int, channels: int) -> Image
                             f"so it cannot be trained on; it is for evaluation.")
         return published.get("train", published.get("all"))
     if isinstance(spec, BundledSource):
-        from transferlab.data.bundled import load_bundled
+        from transferlab.data.readers.bundled import load_bundled
 
         return load_bundled(spec.source, name, size, channels, spec.templates)
-    if isinstance(spec, FolderSource):
-        from transferlab.data.folder import count_rows, read_folder
+    if isinstance(spec, TableSource):
+        from transferlab.data.readers.table import count_rows, read_image_table
 
         stream = spec.stream if spec.stream != "auto" else count_rows(spec) * channels * size**2 > STREAM_ABOVE_BYTES
-        return read_folder(spec, name, size, channels, stream)
+        return read_image_table(spec, name, size, channels, stream)
     if isinstance(spec, TextPairSource):
         return load_text_pairs(spec, name)
     if isinstance(spec, WebDatasetSource):
-        from transferlab.data.shards import read_webdataset
+        from transferlab.data.readers.webdataset import read_webdataset
 
         return read_webdataset(spec, name, size, channels, spec.stream)
     raise TypeError(f"unknown data source {type(spec).__name__}")
@@ -75,29 +74,26 @@ def read_published(name: str, spec: PublishedSource, size: int, channels: int) -
     """The splits a published source holds, by their published names ('train', 'test', 'val', ...; 'all' for
     a dataset with no split folders)."""
     if isinstance(spec, ClipBenchmarkSource):
-        from transferlab.data.clip_benchmark import read_clip_benchmark
+        from transferlab.data.readers.clip_benchmark import read_clip_benchmark
 
         return read_clip_benchmark(spec, name, size, channels)
     if isinstance(spec, ImageFolderSource):
-        from transferlab.data.imagefolder import read_imagefolder
+        from transferlab.data.readers.imagefolder import read_imagefolder
 
         return read_imagefolder(spec, name, size, channels)
     if isinstance(spec, HFDatasetSource):
-        from transferlab.data.hf_datasets import read_hf_dataset
+        from transferlab.data.readers.hf_datasets import read_hf_dataset
 
         return read_hf_dataset(spec, name, size, channels)
     if isinstance(spec, CifarSource):
-        from transferlab.data.cifar import read_cifar
+        from transferlab.data.readers.cifar import read_cifar
 
         return read_cifar(spec, name, size, channels)
     if isinstance(spec, WinoGAViLSource):
-        from transferlab.data.winogavil import read_winogavil
+        from transferlab.data.readers.winogavil import read_winogavil
 
         return read_winogavil(spec, name, size, channels)
     raise TypeError(f"unknown published source {type(spec).__name__}")
-
-
-VAL_NAMES = ("val", "validation", "valid")
 
 
 def published_roles(name: str, spec: PublishedSource, published: dict[str, ImageTextData]) -> dict[str, ImageTextData]:
