@@ -1,4 +1,4 @@
-/* What the C kernels of transferlab share (data/_tar.c, curate/_native.c): growable byte buffers, a list of
+/* What the C kernels of transferlab share (data/tar/_tar.c, curate/_native.c): growable byte buffers, a list of
    indices for Python to finish, ASCII whitespace as Python's str.strip sees it, and the FNV-1a / SplitMix64
    hashing of keys and tokens. Included by each kernel module; everything here is static. */
 #ifndef TRANSFERLAB_KERNELS_COMMON_H

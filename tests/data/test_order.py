@@ -1,4 +1,4 @@
-"""A step's rows (data/order.py) depend on (seed, step) alone, never on the steps asked for before: a resumed
+"""A step's rows (data/stream/order.py) depend on (seed, step) alone, never on the steps asked for before: a resumed
 process, which starts mid-run, must get the rows of epochs >= 2 that a process walking from step 0 got."""
 
 import numpy as np

@@ -2,7 +2,7 @@
 
 Every function here has a pure-Python twin that gives the same result (tests/curate/test_native.py checks
 each pair on the same input); the Python side falls back to the twin when this module is missing. The tar
-reading that curation shares with streaming is in data/_tar.c.
+reading that curation shares with streaming is in data/tar/_tar.c.
 
     normalise_ascii(joined, lower)                metadata.normalise of each ASCII caption
     build_matcher(entries) / match(matcher, text) metadata.Matcher: entries found at token boundaries
