@@ -24,7 +24,7 @@ def folder_dataset(tmp_path, rows: list[str], header: str = "image,caption") -> 
 
 
 def folder_args(tmp_path, table: str, tiny_overrides: list[str]) -> list[str]:
-    sets = tiny_overrides + ["datasets.pairs.source=folder", f"datasets.pairs.table={table}", "train.data=pairs",
+    sets = tiny_overrides + ["datasets.pairs.source=table", f"datasets.pairs.table={table}", "train.data=pairs",
                              "train.batch_size=2", "eval.datasets=[digits]"]
     return ["pretrain", "--out", str(tmp_path / "run"), *[a for s in sets for a in ("--set", s)]]
 

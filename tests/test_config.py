@@ -205,7 +205,7 @@ def test_unknown_builtin_name_suggests_closest():
 
 def test_dump_then_load_round_trips(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    recipe = load_recipe(None, ["train.steps=9", "train.betas=[0.8,0.9]", "datasets.mine.source=folder",
+    recipe = load_recipe(None, ["train.steps=9", "train.betas=[0.8,0.9]", "datasets.mine.source=table",
                                 "datasets.mine.table=t.csv", "eval.datasets=[mine, digits]"])
     path = tmp_path / "resolved.yaml"
     path.write_text(dump_recipe(recipe), encoding="utf-8")
@@ -214,7 +214,7 @@ def test_dump_then_load_round_trips(tmp_path, monkeypatch):
 
 def test_relative_folder_table_is_resolved_against_cwd(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    recipe = load_recipe(None, ["datasets.mine.source=folder", "datasets.mine.table=sub/t.csv"])
+    recipe = load_recipe(None, ["datasets.mine.source=table", "datasets.mine.table=sub/t.csv"])
     table = recipe.datasets["mine"].table
     assert table.is_absolute()
     assert table == tmp_path.resolve() / "sub" / "t.csv"
