@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from transferlab.config import Suite, suite_from_dict
+from transferlab.data.tar.dataset_files import DATASET_TYPE
 from transferlab.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -216,7 +217,7 @@ def detect_source(folder: Path, kind: str) -> dict:
         return any(next(folder.glob(pattern), None) is not None for pattern in patterns)
     if kind == "association":
         source = {"source": "winogavil"}
-    elif has("dataset_type.txt", "*/nshards.txt"):
+    elif has(DATASET_TYPE, "*/nshards.txt"):
         source = {"source": "clip-benchmark"}
     elif has("dataset_dict.json", "state.json", "*.parquet", "*/*.parquet", "*/state.json", "**/dataset_info.json"):
         source = {"source": "hf-datasets", **({"label_column": None, "caption_column": "caption"}
