@@ -17,31 +17,31 @@ def pool(tmp_path_factory):
 
 
 @pytest.fixture
-def served(pool):
-    """The pool served over HTTP by `python -m http.server` on 127.0.0.1 (started and stopped here)."""
-    import socket
+def serve_without_ranges():
+    """A function serving a folder with `python -m http.server` on 127.0.0.1 (it answers no range requests), in a
+    process stopped after the test; returns its URL."""
     import subprocess
     import sys
-    import time
-    import urllib.request
 
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    server = subprocess.Popen([sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1", "--directory",
-                               str(pool)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(100):
-            try:
-                urllib.request.urlopen(f"{url}/classnames.txt", timeout=1).close()
-                break
-            except OSError:
-                time.sleep(0.05)
-        yield url
-    finally:
+    servers = []
+
+    def serve(folder) -> str:
+        server = subprocess.Popen([sys.executable, "-u", "-m", "http.server", "0", "--bind", "127.0.0.1",
+                                   "--directory", str(folder)], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                                  text=True)
+        servers.append(server)
+        port = server.stdout.readline().split("port ")[1].split()[0]  # "Serving HTTP on ... port N ...": listening
+        return f"http://127.0.0.1:{port}"
+    yield serve
+    for server in servers:
         server.terminate()
         server.wait()
+
+
+@pytest.fixture
+def served(pool, serve_without_ranges):
+    """The pool served over HTTP by `python -m http.server`; its URL."""
+    return serve_without_ranges(pool)
 
 
 class RangeHandler:

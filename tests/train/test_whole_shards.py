@@ -136,7 +136,8 @@ def test_sigkills_then_resume_over_http_give_the_uninterrupted_weights(tiny_over
 
 @pytest.mark.slow
 def test_64mb_shards_served_with_and_without_ranges_train_to_the_weights_from_disk(tiny_overrides, tmp_path,
-                                                                                    serve_with_ranges):
+                                                                                    serve_with_ranges,
+                                                                                    serve_without_ranges):
     """Shards of 64 MB (past fsspec's 5 MB read-ahead block, where `python -m http.server`'s missing range support
     shows), from disk, from `python -m http.server` (no ranges) and from a server that answers ranges: each mode
     trains to the same weights from all three."""
@@ -155,24 +156,17 @@ def test_64mb_shards_served_with_and_without_ranges_train_to_the_weights_from_di
     base = [*tiny_overrides, "datasets.pool.source=webdataset", "datasets.pool.stream=true", "train.data=pool",
             "datasets.pool.splits={train: 1}", "eval.datasets=[]", "train.batch_size=16", "train.steps=6",
             "model.image_size=8"]
-    no_ranges = subprocess.Popen([sys.executable, "-u", "-m", "http.server", "0", "--bind", "127.0.0.1", "--directory",
-                                  str(folder)], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    try:
-        port = no_ranges.stdout.readline().split("port ")[1].split()[0]
-        places = {"disk": str(folder / "s{0..1}.tar"), "no ranges": f"http://127.0.0.1:{port}/s{{0..1}}.tar",
-                  "ranges": f"{serve_with_ranges(folder)}/s{{0..1}}.tar"}
-        for mode, extra in {"epochs": ["train.loader_workers=1"],
-                            "shards": ["train.sampling=shards", "train.loader_workers=2"]}.items():
-            trained = {}
-            for place, shards in places.items():
-                run = tmp_path / f"{mode}-{place.replace(' ', '-')}"
-                loop.pretrain(load_recipe(None, [*base, *extra, f"datasets.pool.shards={shards}"]), run)
-                trained[place] = load_file(str(latest_checkpoint(run) / "model.safetensors"))
-            assert_same(trained["disk"], trained["no ranges"])
-            assert_same(trained["disk"], trained["ranges"])
-    finally:
-        no_ranges.terminate()
-        no_ranges.wait()
+    places = {"disk": str(folder / "s{0..1}.tar"), "no ranges": f"{serve_without_ranges(folder)}/s{{0..1}}.tar",
+              "ranges": f"{serve_with_ranges(folder)}/s{{0..1}}.tar"}
+    for mode, extra in {"epochs": ["train.loader_workers=1"],
+                        "shards": ["train.sampling=shards", "train.loader_workers=2"]}.items():
+        trained = {}
+        for place, shards in places.items():
+            run = tmp_path / f"{mode}-{place.replace(' ', '-')}"
+            loop.pretrain(load_recipe(None, [*base, *extra, f"datasets.pool.shards={shards}"]), run)
+            trained[place] = load_file(str(latest_checkpoint(run) / "model.safetensors"))
+        assert_same(trained["disk"], trained["no ranges"])
+        assert_same(trained["disk"], trained["ranges"])
 
 
 @pytest.mark.slow
