@@ -24,6 +24,7 @@ from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
+from tests.data.tars import write_tar
 from transferlab.config import TableSource, WebDatasetSource, load_recipe
 from transferlab.data.readers.sources import load_dataset
 from transferlab.data.readers.table import read_image_table
@@ -159,15 +160,6 @@ def shard_members(i: int, kind: str) -> list[tuple[str, bytes]]:
         members = members[1:]
     prefix = {"absolute member": f"{SENTINEL}/", "dotdot member": "../../"}.get(kind, "")
     return [(prefix + name, payload) for name, payload in members]
-
-
-def write_tar(path: Path, members: list[tuple[str, bytes]]) -> Path:
-    with tarfile.open(path, "w") as tar:
-        for name, payload in members:
-            info = tarfile.TarInfo(name)
-            info.size = len(payload)
-            tar.addfile(info, io.BytesIO(payload))
-    return path
 
 
 def shard_dataset(root: Path, kinds: list[str], shards: int = 2) -> str:

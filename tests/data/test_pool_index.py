@@ -3,7 +3,6 @@ count files, one build per node, stale caches, and the captions read back from i
 
 from __future__ import annotations
 
-import io
 import json
 import multiprocessing
 import os
@@ -14,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 
+from tests.data import tars
 from transferlab.config import WebDatasetSource
 from transferlab.data.caption_column import CaptionColumn
 from transferlab.data.captions import CaptionTable, ColumnCaptionTable
@@ -29,13 +29,8 @@ PNG = encode_png(torch.zeros(3, 4, 4, dtype=torch.uint8))
 
 
 def write_tar(path: Path, members: list[tuple[str, bytes]]) -> str:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tarfile.open(path, "w", format=tarfile.USTAR_FORMAT) as tar:
-        for name, data in members:
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    return str(path)
+    """A plain (ustar) shard, the shape the C header walk reads, as the path string a recipe names."""
+    return str(tars.write_tar(path, members, tarfile.USTAR_FORMAT))
 
 
 def pairs(first: int, count: int, caption=lambda i: f"caption {i}".encode(), extra=()) -> list[tuple[str, bytes]]:

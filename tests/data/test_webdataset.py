@@ -18,6 +18,7 @@ import webdataset as wds
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tests.data.tars import write_tar
 from transferlab.config import WebDatasetSource
 from transferlab.data.dataset import ImageTextData
 from transferlab.data.images import encode_png
@@ -37,15 +38,6 @@ def collection(n=5, channels=3, size=8, labelled=True, seed=0) -> ImageTextData:
 
 def read(shards, size=8, channels=3, **options) -> ImageTextData:
     return read_webdataset(WebDatasetSource(source="webdataset", shards=str(shards), **options), "web", size, channels)
-
-
-def tar_of(path: Path, members: list[tuple[str, bytes]]) -> Path:
-    with tarfile.open(path, "w") as tar:
-        for name, payload in members:
-            info = tarfile.TarInfo(name)
-            info.size = len(payload)
-            tar.addfile(info, io.BytesIO(payload))
-    return path
 
 
 PNG = encode_png(torch.full((3, 8, 8), 7, dtype=torch.uint8))
@@ -124,7 +116,7 @@ def test_we_read_shards_of_the_webdataset_tarwriter(tmp_path):
 
 
 def test_iter_samples_streams_dicts_grouped_by_key(tmp_path):
-    path = tar_of(tmp_path / "t.tar", [("a.png", PNG), ("a.txt", b"x"), ("dir/b.seg.png", PNG), ("dir/b.txt", b"y")])
+    path = write_tar(tmp_path / "t.tar", [("a.png", PNG), ("a.txt", b"x"), ("dir/b.seg.png", PNG), ("dir/b.txt", b"y")])
     stream = iter_samples([path])
     first = next(stream)
     assert first == {"__key__": "a", "__shard__": str(path), "png": PNG, "txt": b"x"}
@@ -170,7 +162,7 @@ def test_corrupt_and_truncated_shards(tmp_path):
 
 
 def test_bad_samples_stop_or_are_skipped(tmp_path):
-    path = tar_of(tmp_path / "t.tar", [("a.png", PNG), ("a.txt", b"good"), ("b.txt", b"no image"),
+    path = write_tar(tmp_path / "t.tar", [("a.png", PNG), ("a.txt", b"good"), ("b.txt", b"no image"),
                                        ("c.png", b"broken"), ("c.txt", b"x"), ("d.png", PNG), ("e.png", PNG),
                                        ("e.txt", b"  "), ("f.png", PNG), ("f.txt", b"\xff")])
     with pytest.raises(UserError, match=r"t\.tar, sample 'b': no image member.*datasets\.web\.bad_samples: skip"):
@@ -183,7 +175,7 @@ def test_bad_samples_stop_or_are_skipped(tmp_path):
 
 def test_json_captions_templates_and_classnames_file(tmp_path):
     (tmp_path / "classnames.txt").write_text("cat\ndog\n")
-    path = tar_of(tmp_path / "t.tar", [
+    path = write_tar(tmp_path / "t.tar", [
         ("a.png", PNG), ("a.txt", b"short"), ("a.json", json.dumps({"captions": ["one", "two"]}).encode()),
         ("a.cls", b"1"), ("b.png", PNG), ("b.cls", b"cat"), ("c.png", PNG), ("c.cls", b"5")])
     data = read(path, label_key="cls", templates=["a {}"], bad_samples="skip")
