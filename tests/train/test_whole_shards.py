@@ -3,14 +3,12 @@ exact resume from the readers' cursors (data/stream/whole_shards.py)."""
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import random
 import signal
 import subprocess
 import sys
-import tarfile
 import time
 from pathlib import Path
 
@@ -18,6 +16,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from tests.data.tars import write_tar
 from tests.train.test_streaming import STREAMED, assert_same
 from transferlab.checkpoints import latest_checkpoint
 from transferlab.config import WebDatasetSource, load_recipe
@@ -31,15 +30,10 @@ PNG = encode_png(torch.zeros(1, 4, 4, dtype=torch.uint8))
 
 
 def write_pool(folder: Path, sizes: list[int]) -> str:
-    folder.mkdir(parents=True, exist_ok=True)
     first = 0
     for number, size in enumerate(sizes):
-        with tarfile.open(folder / f"s{number:02d}.tar", "w") as tar:
-            for i in range(first, first + size):
-                for ext, data in (("png", PNG), ("txt", f"sample {i}".encode())):
-                    info = tarfile.TarInfo(f"{i:06d}.{ext}")
-                    info.size = len(data)
-                    tar.addfile(info, io.BytesIO(data))
+        write_tar(folder / f"s{number:02d}.tar", [(f"{i:06d}.{ext}", data) for i in range(first, first + size)
+                                                  for ext, data in (("png", PNG), ("txt", f"sample {i}".encode()))])
         first += size
     return str(folder)
 
@@ -145,13 +139,10 @@ def test_64mb_shards_served_with_and_without_ranges_train_to_the_weights_from_di
     folder.mkdir()
     padding = bytes(2**20)  # a member no reader asks for: 64 of them make a 64 MB shard
     for number in range(2):
-        with tarfile.open(folder / f"s{number}.tar", "w") as tar:
-            for i in range(number * 64, number * 64 + 64):
-                image = encode_png(torch.full((1, 8, 8), i, dtype=torch.uint8))
-                for ext, data in (("png", image), ("txt", f"digit {i % 10}".encode()), ("bin", padding)):
-                    info = tarfile.TarInfo(f"{i:06d}.{ext}")
-                    info.size = len(data)
-                    tar.addfile(info, io.BytesIO(data))
+        write_tar(folder / f"s{number}.tar", [
+            (f"{i:06d}.{ext}", data) for i in range(number * 64, number * 64 + 64)
+            for ext, data in (("png", encode_png(torch.full((1, 8, 8), i, dtype=torch.uint8))),
+                              ("txt", f"digit {i % 10}".encode()), ("bin", padding))])
     assert all(path.stat().st_size >= 64 * 2**20 for path in folder.glob("*.tar"))
     base = [*tiny_overrides, "datasets.pool.source=webdataset", "datasets.pool.stream=true", "train.data=pool",
             "datasets.pool.splits={train: 1}", "eval.datasets=[]", "train.batch_size=16", "train.steps=6",
