@@ -146,33 +146,17 @@ def read_captions(data: bytes, where: np.ndarray) -> tuple[np.ndarray, np.ndarra
     captions = np.full(len(where), "", dtype=object)
     status = np.full(len(where), CODE["missing caption"], dtype=np.uint8)
     present = np.flatnonzero(where[:, 0] >= 0)
-    texts = _joined_captions(data, where, present)
-    if texts is None:
+    decoded = tar_kernels.decoded_texts(data, where, MAX_CAPTION_CHARS)
+    if decoded is None:
         found = [read_caption(data[start:start + size]) for start, size in where[present].tolist()]
         texts, codes = [text for text, _ in found], [KEPT if why is None else CODE[why] for _, why in found]
     else:
+        texts = decoded[1]
         codes = np.where(np.fromiter(map(len, texts), dtype=np.int64, count=len(texts)) > 0, KEPT,
                          CODE["empty caption"])
     if len(present):
         captions[present], status[present] = texts, codes
     return captions, status
-
-
-def _joined_captions(data: bytes, where: np.ndarray, present: np.ndarray) -> list[str] | None:
-    """The present captions stripped and cut to MAX_CAPTION_CHARS, decoded as one text (stripped of ASCII
-    spaces and joined by `tar_kernels.joined_captions`: only the captions that may start or end with a Unicode
-    space, or be too long, are finished here); None when one is not UTF-8 or holds a NUL."""
-    found = tar_kernels.joined_captions(data, where, MAX_CAPTION_CHARS)
-    if found is None:
-        return None
-    joined, unfinished = found
-    try:
-        texts = joined.decode("utf-8").split("\0") if len(present) else []
-    except UnicodeDecodeError:
-        return None
-    for i in unfinished:
-        texts[i] = texts[i].strip()[:MAX_CAPTION_CHARS]
-    return texts
 
 
 def fates(data: bytes, found: Samples, settings: Settings,

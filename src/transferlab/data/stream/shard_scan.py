@@ -197,19 +197,12 @@ def _plain_captions(data, where: np.ndarray, by_line: bool | str,
     present = where[:, 0] >= 0
     if (not labelled and not present.all()) or (where[present, 1] > MAX_TEXT_BYTES).any():
         return None
-    found = tar_kernels.joined_captions(data, where, MAX_CAPTION_CHARS)
+    found = tar_kernels.decoded_texts(data, where, MAX_CAPTION_CHARS)
     if found is None:
         return None
-    joined, unfinished = found
-    try:
-        text = joined.decode("utf-8")
-    except UnicodeDecodeError:
-        return None
+    text, pieces = found
     if by_line is not False and LINE_BREAKS.search(text):
         return None
-    pieces = text.split("\0") if present.any() else []
-    for i in unfinished:
-        pieces[i] = pieces[i].strip()[:MAX_CAPTION_CHARS]
     nonempty = np.fromiter(map(bool, pieces), dtype=bool, count=len(pieces))
     if not labelled and not nonempty.all():
         return None
@@ -224,16 +217,10 @@ def _plain_labels(data, where: np.ndarray, known: tuple[str, ...] | None) -> tup
     None when one is missing, not UTF-8, empty or unknown (the careful reader counts or refuses it)."""
     if (where[:, 0] < 0).any() or (where[:, 1] > MAX_TEXT_BYTES).any():
         return None
-    found = tar_kernels.joined_captions(data, where, MAX_TEXT_BYTES)
+    found = tar_kernels.decoded_texts(data, where, MAX_TEXT_BYTES)
     if found is None:
         return None
-    joined, unfinished = found
-    try:
-        texts = joined.decode("utf-8").split("\0") if len(where) else []
-    except UnicodeDecodeError:
-        return None
-    for i in unfinished:
-        texts[i] = texts[i].strip()
+    texts = found[1]
     vocab: dict[str, int] = {}
     codes = np.fromiter((vocab.setdefault(text, len(vocab)) for text in texts), dtype=np.int32, count=len(texts))
     if "" in vocab:

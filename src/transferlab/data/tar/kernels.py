@@ -49,6 +49,23 @@ def joined_captions(data, where: np.ndarray, limit: int) -> tuple[bytes, list[in
     return b"\0".join(parts), flagged
 
 
+def decoded_texts(data, where: np.ndarray, limit: int) -> tuple[str, list[str]] | None:
+    """The text members at `where` (as `joined_captions`) decoded: the NUL-joined text as read, and each present
+    member stripped and cut to `limit` characters. None when one is not UTF-8 or holds a NUL."""
+    found = joined_captions(data, where, limit)
+    if found is None:
+        return None
+    joined, unfinished = found
+    try:
+        text = joined.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    texts = text.split("\0") if (where[:, 0] >= 0).any() else []
+    for i in unfinished:
+        texts[i] = texts[i].strip()[:limit]
+    return text, texts
+
+
 def gather(data, offsets: np.ndarray, width: int) -> bytes:
     """The `width` bytes at each of `offsets`, back to back."""
     if kernels is not None:
