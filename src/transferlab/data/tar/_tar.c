@@ -1,8 +1,9 @@
 /* Reading webdataset tar shards in C: an optional extension, built when a compiler is at hand.
 
 Every function here has a pure-Python twin that gives the same result (data/tar/kernels.py holds them;
-tests/curate/test_native.py and tests/data/test_pool_index.py check each pair on the same input); the Python side falls back to the twin
-when this module is missing or when a function returns None ("not the plain case, ask the careful reader").
+tests/curate/test_native.py and tests/data/test_pool_index.py check each pair on the same input); the Python
+side falls back to the twin when this module is missing or when a function returns None ("not the plain case,
+ask the careful reader").
 The streaming index (data/stream/shard_scan.py) and curation's count stage read shards through them.
 
     plain_samples(data, text_exts, image_exts, key_state)
