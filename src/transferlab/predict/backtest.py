@@ -12,9 +12,10 @@ contrastive language-image learning", Sec. 3), fitted by least squares on (log�
   those points;
 - `loglog`: the same line through every fitted run.
 
-`summarise` gives per target the mean absolute and relative error of each method and the share of held-out runs
-inside transferlab's interval, and over targets the mean of the per-target mean relative errors and the pooled
-coverage. Errors are those of the metric as reported (an accuracy, not 1 − accuracy).
+`summarise` gives per target the mean absolute and relative error of each method (transferlab and the rows'
+baselines) and the share of held-out runs inside transferlab's interval, and over targets the mean of the
+per-target mean relative errors and the pooled coverage. Errors are those of the metric as reported (an
+accuracy, not 1 − accuracy).
 """
 
 from __future__ import annotations
@@ -33,7 +34,6 @@ from transferlab.predict.command import as_error, predict_table
 from transferlab.predict.scaling import ScalingExtrapolationWarning
 
 PARETO_BINS = 5
-BASELINES = ("pareto", "loglog")
 
 
 @dataclass(frozen=True)
@@ -67,7 +67,7 @@ def backtest(runs: Sequence[dict[str, Any]], targets: Sequence[str], threshold: 
 
 def summarise(rows: Sequence[HeldOutRun]) -> dict[str, Any]:
     """Per target and over all targets: mean absolute and relative error per method, transferlab's coverage."""
-    methods = ("transferlab", *BASELINES)
+    methods = ("transferlab", *dict.fromkeys(name for row in rows for name in row.baselines))
     per_target = {}
     for target in dict.fromkeys(row.target for row in rows):
         members = [row for row in rows if row.target == target]
@@ -128,24 +128,26 @@ def _one(runs: list[dict[str, Any]], series: str, target: str, holdout: int, x: 
     order = np.argsort([run[x] for run in table_runs], kind="stable")
     fitted = [table_runs[i] for i in order[:-holdout]]
     log_c = np.log10([run[x] for run in fitted])
-    error = np.array([_error(run[target], target) for run in fitted])
+    error = np.array([error_of(run[target], target) for run in fitted])
     fits = {"pareto": pareto_line_fit(log_c, np.log10(error)), "loglog": line_fit(log_c, np.log10(error))}
     by_name = {str(run["run"]): run for run in table_runs}
     rows = []
     for row in record["held_out"]:
         log_x = math.log10(by_name[row["run"]][x])
-        baselines = {name: _metric(10 ** (slope * log_x + intercept), target) for name, (slope, intercept)
+        baselines = {name: metric_of(10 ** (slope * log_x + intercept), target) for name, (slope, intercept)
                      in fits.items()}
         rows.append(HeldOutRun(series, target, row["run"], row["true"], row["predicted"], row["low"], row["high"],
                                row["extrapolation"], record["law"], baselines))
     return rows
 
 
-def _error(metric: float, target: str) -> float:
+def error_of(metric: float, target: str) -> float:
+    """The error a metric is fitted as (1 − an accuracy-like metric; a loss as it is)."""
     return 1 - metric if as_error(target) else metric
 
 
-def _metric(error: float, target: str) -> float:
+def metric_of(error: float, target: str) -> float:
+    """The metric of a fitted error (the inverse of `error_of`)."""
     return 1 - error if as_error(target) else error
 
 
