@@ -24,6 +24,9 @@ The repository is MIT-licensed, so the converted table ships, with the license, 
 (its README.md gives the command that regenerates it from a clone):
 
     python -m transferlab.predict.overtraining_study scaling/ runs.csv --data rpj
+
+The held-out protocol `predict` is validated with on it is `HOLDOUT` and `TARGETS` below, used by
+benchmarks/predict_published.py --study overtraining and its test.
 """
 
 from __future__ import annotations
@@ -62,6 +65,12 @@ SUBSET = (
     "bigbench_dyck_languages", "lambada_openai", "bigbench_novel_concepts", "winograd", "bigbench_cs_algorithms",
     "commonsense_qa", "bigbench_qa_wikidata", "hellaswag", "copa", "squad", "piqa",
 )
+
+# --- the held-out protocol (docs/prediction.md; fixed before any held-out run was predicted) ------------------------
+# Each data set is its own series; in each, the 2 runs with the most compute — the 6.9B model at M = 20 and the
+# over-trained 1.4B model — are predicted from all the others (overtraining_backtest.py).
+HOLDOUT = 2
+TARGETS = ("loss", "icl/avg17/acc1", "icl/avg46/acc1")  # the study's loss and its two downstream averages
 
 
 def load_study(folder: str | Path) -> list[dict[str, Any]]:
