@@ -12,8 +12,9 @@ from typer.testing import CliRunner
 from tests.predict.study_tables import GMACS, RUNS, SAMPLES, error, model_name, write_study
 from transferlab.cli import app
 from transferlab.errors import UserError
-from transferlab.predict.openclip_study import load_study, main, write_runs
+from transferlab.predict.openclip_study import load_study, main
 from transferlab.predict.runs_table import load_runs
+from transferlab.predict.study_converter import write_runs
 
 
 def test_one_run_per_row_with_compute_and_every_metric(tmp_path):

@@ -18,9 +18,9 @@ from typer.testing import CliRunner
 from tests.predict.lm_study_tables import C4_LOSS, OTHER_ACC, RUNS, SUBSET_ACC, edit_json, run_name, write_study
 from transferlab.cli import app
 from transferlab.errors import UserError
-from transferlab.predict.openclip_study import write_runs
 from transferlab.predict.overtraining_study import SUBSET, TASKS, load_study, main
 from transferlab.predict.runs_table import load_runs
+from transferlab.predict.study_converter import write_runs
 
 PUBLISHED = Path(__file__).parent / "published" / "gadre2024"
 RPJ_SMALL = run_name(*RUNS[2][:2], RUNS[2][4])  # rpj, d=96_l=8_h=4, M = 20

@@ -26,7 +26,6 @@ The held-out protocol (fixed before any held-out error was computed; docs/predic
 
 from __future__ import annotations
 
-import argparse
 import csv
 import math
 from collections.abc import Sequence
@@ -34,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from transferlab.errors import UserError
+from transferlab.predict.study_converter import convert
 
 RUNS_FILE = "trained_models_info.csv"
 RESULTS_FILE = "zeroshot_results.csv"
@@ -91,18 +91,6 @@ def load_study(folder: str | Path) -> list[dict[str, Any]]:
     return list(runs.values())
 
 
-def write_runs(runs: Sequence[dict[str, Any]], path: str | Path) -> Path:
-    """Write `runs` as a CSV runs table (columns in first-seen order; an absent value is an empty cell)."""
-    path = Path(path)
-    columns = list(dict.fromkeys(name for run in runs for name in run))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, columns, restval="")
-        writer.writeheader()
-        writer.writerows({key: "" if value is None else value for key, value in run.items()} for run in runs)
-    return path
-
-
 def _add_result(run: dict[str, Any], row: dict[str, str], line: int, path: Path,
                 seen: dict[tuple[str, str], int]) -> None:
     key = (row["name"], row["downstream_dataset"])
@@ -158,18 +146,8 @@ def _number(row: dict[str, str], column: str, line: int, path: Path) -> float:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m transferlab.predict.openclip_study",
-                                     description="Turn Cherti et al.'s published runs into a transferlab runs table.")
-    parser.add_argument("folder", type=Path, help=f"a clone of {SOURCE} (holds {RUNS_FILE}, {RESULTS_FILE})")
-    parser.add_argument("out", type=Path, help="the runs table to write (.csv)")
-    parser.add_argument("--data", choices=SERIES, help="keep the runs of one upstream dataset only")
-    args = parser.parse_args(argv)
-    try:
-        runs = [run for run in load_study(args.folder) if args.data in (None, run["data"])]
-        print(f"{len(runs)} runs -> {write_runs(runs, args.out)}")
-    except UserError as error:
-        parser.exit(2, f"error: {error}\n")
-
+    convert(argv, module="openclip_study", study="Cherti et al.", series=SERIES, load_study=load_study,
+            folder=f"a clone of {SOURCE} (holds {RUNS_FILE}, {RESULTS_FILE})")
 
 if __name__ == "__main__":
     main()

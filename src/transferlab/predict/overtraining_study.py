@@ -31,7 +31,6 @@ benchmarks/predict_published.py --study overtraining and its test.
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 from collections.abc import Sequence
@@ -39,7 +38,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from transferlab.errors import UserError
-from transferlab.predict.openclip_study import write_runs
+from transferlab.predict.study_converter import convert
 
 MODELS_DIR = "exp_data/models"
 EVALS_DIR = "exp_data/evals"
@@ -174,18 +173,8 @@ def _number(mapping: Any, key: str, path: Path, prefix: str = "") -> float:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m transferlab.predict.overtraining_study",
-                                     description="Turn Gadre et al.'s published runs into a transferlab runs table.")
-    parser.add_argument("folder", type=Path, help=f"a clone of {SOURCE} (holds {MODELS_DIR}, {EVALS_DIR})")
-    parser.add_argument("out", type=Path, help="the runs table to write (.csv)")
-    parser.add_argument("--data", choices=DATASETS, help="keep the runs of one training data set only")
-    args = parser.parse_args(argv)
-    try:
-        runs = [run for run in load_study(args.folder) if args.data in (None, run["data"])]
-        print(f"{len(runs)} runs -> {write_runs(runs, args.out)}")
-    except UserError as error:
-        parser.exit(2, f"error: {error}\n")
-
+    convert(argv, module="overtraining_study", study="Gadre et al.", series=DATASETS, load_study=load_study,
+            folder=f"a clone of {SOURCE} (holds {MODELS_DIR}, {EVALS_DIR})")
 
 if __name__ == "__main__":
     main()
