@@ -266,6 +266,9 @@ def predict(runs: Annotated[Path, typer.Argument(help="a CSV/TSV/JSONL table of 
             at: Annotated[list[str] | None, typer.Option("--at", help="predict a run: params,samples (chain, "
                                                                       "overtraining) or x (power)")] = None,
             bootstrap: Annotated[int, typer.Option("--bootstrap", help="bootstrap resamples", min=0)] = 200,
+            where: Annotated[list[str] | None, typer.Option("--where", help="fit only the runs with COLUMN=VALUE, "
+                                                                            "e.g. data=rpj (repeat to combine)")]
+            = None,
             out: OutOpt = None) -> None:
     """Fit a scaling law to small runs and predict larger ones; writes OUT/predict.json and OUT/fit.png."""
     from transferlab.predict.command import predict_runs
@@ -273,7 +276,7 @@ def predict(runs: Annotated[Path, typer.Argument(help="a CSV/TSV/JSONL table of 
 
     _one_process("predict")
     out = out or Path("runs") / f"predict-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
-    record = predict_runs(runs, target, law, x, holdout, list(at or []), out, bootstrap)
+    record = predict_runs(runs, target, law, x, holdout, list(at or []), out, bootstrap, where=list(where or []))
     choice = record["law_choice"]
     console.print(f"law: {record['law']} — {choice.get('reason') or choice['rule']}", soft_wrap=True, highlight=False)
     for name, report in record["fit"].items():

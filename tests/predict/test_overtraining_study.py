@@ -192,13 +192,16 @@ def test_the_shipped_average_is_the_studys_error(published):
     assert by_hand == pytest.approx(0.47163718, abs=1e-8)
 
 
-def test_predict_reads_the_shipped_table(tmp_path):
+def test_predict_fits_one_series_of_the_shipped_table(tmp_path):
+    """--where keeps one training data set (the table holds three), as the study fits them."""
     result = CliRunner().invoke(app, ["predict", str(PUBLISHED / "runs.csv"), "--target", "icl/avg17/acc1",
-                                      "--holdout", "3", "--bootstrap", "0", "--out", str(tmp_path / "out")])
+                                      "--where", "data=rpj", "--holdout", "2", "--bootstrap", "0",
+                                      "--out", str(tmp_path / "out")])
     assert result.exit_code == 0, result.output
     assert "law: chain" in result.output  # params, samples and loss: the study's own loss-then-error chain
     record = json.loads((tmp_path / "out" / "predict.json").read_text())
-    assert len(record["held_out"]) == 3 and record["runs_fitted"] == 101
+    assert [row["run"] for row in record["held_out"]] == ["rpj-open_lm_7b-1.0", "rpj-open_lm_1b-32.0"]
+    assert record["runs_fitted"] == 33 and record["where"] == ["data=rpj"]
 
 
 def test_the_license_ships_beside_the_table():

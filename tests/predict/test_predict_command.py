@@ -8,6 +8,8 @@ import pytest
 from typer.testing import CliRunner
 
 from transferlab.cli import app
+from transferlab.errors import UserError
+from transferlab.predict.runs_table import select_runs
 
 E, A_COEF, B_COEF, ETA = 1.8, 40.0, 25.0, 0.12  # L(C, M) = E + (a M^η + b M^−η) C^−η
 EPS, K, GAMMA = 0.9, 5.0, 0.5  # Err(L) = ε − k exp(−γ L): accuracy 0.25 to 0.7 over the grid
@@ -150,3 +152,21 @@ def test_without_a_law_or_the_columns_for_one_the_columns_needed_are_named(tmp_p
     output = " ".join(result.output.split())
     assert "neither 'params', 'samples' and 'loss'" in output and "nor a compute column 'flops'" in output
     assert "Its columns are: 'acc1', 'compute', 'run'" in output
+
+
+def test_where_keeps_the_runs_that_meet_every_condition_and_names_what_is_wrong(tmp_path):
+    runs = [{"run": "a", "data": "c4", "multiplier": 20.0}, {"run": "b", "data": "c4", "multiplier": 320},
+            {"run": "c", "data": "rpj", "multiplier": 20}, {"run": "d", "data": None, "multiplier": 20}]
+    assert [run["run"] for run in select_runs(runs, ["data=c4"], "t.csv")] == ["a", "b"]
+    assert [run["run"] for run in select_runs(runs, ["multiplier=20"], "t.csv")] == ["a", "c", "d"]  # 20.0 == 20
+    assert [run["run"] for run in select_runs(runs, ["data=c4", "multiplier=20"], "t.csv")] == ["a"]
+    assert select_runs(runs, [], "t.csv") == runs
+    with pytest.raises(UserError, match="--where 'data' is not COLUMN=VALUE"):
+        select_runs(runs, ["data"], "t.csv")
+    with pytest.raises(UserError, match="t.csv has no column 'dataset'"):
+        select_runs(runs, ["dataset=c4"], "t.csv")
+    with pytest.raises(UserError, match=r"No run of t.csv left has data=rw; the 4 run\(s\) .* data = c4, rpj, None"):
+        select_runs(runs, ["data=rw"], "t.csv")
+    with pytest.raises(UserError, match=r"left has multiplier=320; the 1 run\(s\) before this condition hold "
+                                        r"multiplier = 20.0"):
+        select_runs(runs, ["data=c4", "multiplier=20", "multiplier=320"], "t.csv")

@@ -27,6 +27,7 @@ from __future__ import annotations
 import json
 import re
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,7 +37,7 @@ import numpy as np
 from transferlab.errors import UserError
 from transferlab.fileio import atomic_write
 from transferlab.predict.plots import plot_fit
-from transferlab.predict.runs_table import load_runs, numeric_column, require_columns, run_label
+from transferlab.predict.runs_table import load_runs, numeric_column, require_columns, run_label, select_runs
 from transferlab.predict.scaling import (
     ExponentialErrorLaw,
     OvertrainingLaw,
@@ -70,9 +71,12 @@ def as_error(target: str) -> bool:
 
 
 def predict_runs(table: Path, target: str, law: str | None, x: str, holdout: int, at: list[str], out: Path,
-                 bootstrap: int = 200, seed: int = 0) -> dict:
-    """Fit, predict the held-out runs and the `at` points, write OUT/predict.json and OUT/fit.png; the record."""
-    record, fit = _fit_and_predict(load_runs(table), table, target, law, x, holdout, at, bootstrap, seed)
+                 bootstrap: int = 200, seed: int = 0, where: Sequence[str] = ()) -> dict:
+    """Fit the runs of `table` that meet every `where` condition (COLUMN=VALUE), predict the held-out runs and the
+    `at` points, write OUT/predict.json and OUT/fit.png; the record."""
+    runs = select_runs(load_runs(table), where, table)
+    record, fit = _fit_and_predict(runs, table, target, law, x, holdout, at, bootstrap, seed)
+    record["where"] = list(where)
     out.mkdir(parents=True, exist_ok=True)
     record["plot"] = str(_plot(fit, target, x, out / "fit.png"))
     atomic_write(out / "predict.json", json.dumps(record, indent=1))

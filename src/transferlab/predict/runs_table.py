@@ -61,6 +61,27 @@ def require_columns(runs: Sequence[dict[str, Any]], columns: Iterable[str], path
                     f"the columns it has instead.")
 
 
+def select_runs(runs: Sequence[dict[str, Any]], where: Iterable[str], path: str | Path) -> list[dict[str, Any]]:
+    """The runs whose columns hold every `COLUMN=VALUE` of `where` (a number matches a number of the same value, so
+    `multiplier=20` matches 20.0; anything else matches as text). A UserError names a malformed condition, a column
+    no run has, or a condition no run meets with the values the column holds."""
+    selected = list(runs)
+    for condition in where:
+        column, sep, wanted = condition.partition("=")
+        column, wanted = column.strip(), wanted.strip()
+        if not sep or not column:
+            raise UserError(f"--where '{condition}' is not COLUMN=VALUE; write e.g. --where data=rpj.")
+        require_columns(runs, [column], path)
+        kept = [run for run in selected if _matches(run.get(column), wanted)]
+        if not kept:
+            held = list(dict.fromkeys(str(run.get(column)) for run in selected))
+            shown = ", ".join(held[:20]) + (", ..." if len(held) > 20 else "")
+            raise UserError(f"No run of {path} left has {column}={wanted}; the {len(selected)} run(s) before this "
+                            f"condition hold {column} = {shown}.")
+        selected = kept
+    return selected
+
+
 def numeric_column(runs: Sequence[dict[str, Any]], name: str, path: str | Path) -> np.ndarray:
     """Column `name` of every run as a float array; a UserError names the first run without a finite number."""
     require_columns(runs, [name], path)
@@ -103,6 +124,13 @@ def append_run(path: str | Path, record: dict[str, Any]) -> Path:
     if created:
         fsync_dir(path.parent)
     return path
+
+
+def _matches(value: Any, wanted: str) -> bool:
+    number = _float(wanted)
+    if number is not None and isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value) == number
+    return value is not None and str(value) == wanted
 
 
 def _read_text(path: Path) -> str:
