@@ -57,12 +57,19 @@ def backtest(runs: Sequence[dict[str, Any]], targets: Sequence[str], threshold: 
              table: str | Path = "runs table") -> list[HeldOutRun]:
     """Every held-out run of every series and target (series in order of first appearance, then targets)."""
     rows = []
-    for name in dict.fromkeys(str(run.get(series)) for run in runs):
-        members = [run for run in runs if str(run.get(series)) == name]
+    for name, members in by_series(runs, series).items():
         holdout = _holdout(members, threshold, compute, x, f"{table} ({series} {name})")
         for target in targets:
             rows += _one(members, name, target, holdout, x, bootstrap, seed, table)
     return rows
+
+
+def by_series(runs: Sequence[dict[str, Any]], series: str) -> dict[str, list[dict[str, Any]]]:
+    """The runs grouped by their value of the column `series` (as text), groups in order of first appearance."""
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for run in runs:
+        groups.setdefault(str(run.get(series)), []).append(run)
+    return groups
 
 
 def summarise(rows: Sequence[HeldOutRun]) -> dict[str, Any]:

@@ -262,15 +262,12 @@ def _points(at: list[str], inputs: list[str]) -> dict[str, np.ndarray]:
 def _plot(fit: _Fit, target: str, x: str, path: Path) -> Path:
     """The fit and its extrapolation: the metric's law of one input, else the error (or loss) law of the chain."""
     y = _target(fit.data[target], target)
-    held = fit.held if len(fit.held) else None
     if fit.law in ONE_INPUT:
-        xs = fit.data[x]
-        return plot_fit(fit.laws[fit.law], xs[fit.fitted], y[fit.fitted], None if held is None else xs[held],
-                        None if held is None else y[held], path=path)
-    if fit.law == "overtraining":
-        pairs = [(fit.data["params"][rows], fit.data["samples"][rows]) for rows in (fit.fitted, fit.held)]
-        return plot_fit(fit.laws["loss"], pairs[0], y[fit.fitted], None if held is None else pairs[1],
-                        None if held is None else y[held], path=path)
-    losses = fit.data["loss"]
-    return plot_fit(fit.laws["error"], losses[fit.fitted], y[fit.fitted], None if held is None else losses[held],
-                    None if held is None else y[held], path=path)
+        law, inputs = fit.laws[fit.law], lambda rows: fit.data[x][rows]
+    elif fit.law == "overtraining":
+        law, inputs = fit.laws["loss"], lambda rows: (fit.data["params"][rows], fit.data["samples"][rows])
+    else:
+        law, inputs = fit.laws["error"], lambda rows: fit.data["loss"][rows]
+    held = len(fit.held) > 0
+    return plot_fit(law, inputs(fit.fitted), y[fit.fitted], inputs(fit.held) if held else None,
+                    y[fit.held] if held else None, path=path)

@@ -31,7 +31,7 @@ import numpy as np
 from scipy.optimize import least_squares
 
 from transferlab.errors import UserError
-from transferlab.predict.backtest import HeldOutRun, error_of, metric_of
+from transferlab.predict.backtest import HeldOutRun, by_series, error_of, metric_of
 from transferlab.predict.command import predict_table
 from transferlab.predict.scaling import ScalingExtrapolationWarning
 
@@ -123,8 +123,8 @@ def backtest_overtraining(runs: Sequence[dict[str, Any]], targets: Sequence[str]
                           table: str | Path = "runs table") -> list[HeldOutRun]:
     """Every held-out run of every series and target (series in order of first appearance, then targets)."""
     rows = []
-    for name in dict.fromkeys(str(run.get(series)) for run in runs):
-        members = sorted((run for run in runs if str(run.get(series)) == name), key=lambda run: run["flops"])
+    for name, group in by_series(runs, series).items():
+        members = sorted(group, key=lambda run: run["flops"])
         if len(members) <= holdout:
             raise UserError(f"{table} ({series} {name}): {len(members)} runs, {holdout} to hold out; nothing is left "
                             f"to fit.")
@@ -135,17 +135,17 @@ def backtest_overtraining(runs: Sequence[dict[str, Any]], targets: Sequence[str]
     return rows
 
 
-def _baselines(fitted: list[dict[str, Any]], where: str) -> dict[str, tuple[LossLaw, list[int], list[int]]]:
+def _baselines(fitted: list[dict[str, Any]], where: str) -> dict[str, tuple[LossLaw, list[int]]]:
+    """Per baseline its fitted loss law and the runs (indices into `fitted`) its error law is fitted on."""
     loss_runs, error_runs = study_runs(fitted, where)
-    everything = list(range(len(fitted)))
     N, D, loss = (np.array([run[key] for run in fitted], dtype=float) for key in ("params", "samples", "loss"))
-    return {"study": (fit_loss_law(N[loss_runs], D[loss_runs], loss[loss_runs]), loss_runs, error_runs),
-            "all_runs": (fit_loss_law(N, D, loss), everything, everything)}
+    return {"study": (fit_loss_law(N[loss_runs], D[loss_runs], loss[loss_runs]), error_runs),
+            "all_runs": (fit_loss_law(N, D, loss), list(range(len(fitted))))}
 
 
 def _one(members: list[dict], fitted: list[dict], held: list[dict], baselines: dict, series: str, target: str,
          bootstrap: int, seed: int, table: str | Path) -> list[HeldOutRun]:
-    columns = ("run", "params", "samples", "loss", target)
+    columns = ("run", "params", "samples", "flops", "loss", target)
     table_runs = [{key: run.get(key) for key in columns} for run in members]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ScalingExtrapolationWarning)
@@ -153,15 +153,15 @@ def _one(members: list[dict], fitted: list[dict], held: list[dict], baselines: d
                                seed=seed)
     N, D = (np.array([run[key] for run in held], dtype=float) for key in ("params", "samples"))
     fitted_loss = np.array([run["loss"] for run in fitted], dtype=float)
+    fitted_error = np.array([error_of(run[target], target) for run in fitted])
     predictions = {}
-    for name, (loss_law, _, error_runs) in baselines.items():
+    for name, (loss_law, error_runs) in baselines.items():
         loss = loss_law(N, D)
         if target == "loss":
             predictions[name] = loss
-            continue
-        error = np.array([error_of(run[target], target) for run in fitted])
-        error_law = fit_error_law(fitted_loss[error_runs], error[error_runs])
-        predictions[name] = np.array([metric_of(e, target) for e in error_law(loss)])
+        else:
+            error_law = fit_error_law(fitted_loss[error_runs], fitted_error[error_runs])
+            predictions[name] = np.array([metric_of(e, target) for e in error_law(loss)])
     by_name = {str(run["run"]): i for i, run in enumerate(held)}
     return [HeldOutRun(series, target, row["run"], row["true"], row["predicted"], row["low"], row["high"],
                        row["extrapolation"], record["law"],
