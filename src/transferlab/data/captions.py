@@ -83,14 +83,14 @@ class ColumnCaptionTable:
         self.column = column
         self.templates = 0 if column.filled is None else len(column.filled[0])
 
-    def _counts(self, samples: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Where each sample's stored captions start, and how many it has (its class's templates when none)."""
+    def _counts(self, samples: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Where each sample's stored captions start, how many it has (its class's templates when none), and
+        whether it has stored captions at all."""
         first = self.column.first
         lo, hi = first[samples], first[samples + 1]
-        counts = hi - lo
-        if self.templates:
-            counts = np.where(counts == 0, self.templates, counts)
-        return lo, counts
+        stored = hi > lo
+        counts = np.where(stored, hi - lo, self.templates) if self.templates else hi - lo
+        return lo, counts, stored
 
     def _ids(self, samples: np.ndarray, lo: np.ndarray, stored: np.ndarray, slot: np.ndarray) -> torch.Tensor:
         if not self.templates:
@@ -101,24 +101,23 @@ class ColumnCaptionTable:
     def sample(self, index: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         """One caption id per image in `index`, uniformly among that image's captions (as CaptionTable draws)."""
         samples = self.column.base(index.numpy())
-        lo, counts = self._counts(samples)
+        lo, counts, stored = self._counts(samples)
         counts_t = torch.from_numpy(counts)
         choice = (torch.rand(len(index), generator=generator) * counts_t).long().clamp(max=counts_t - 1).numpy()
-        return self._ids(samples, lo, self.column.first[samples + 1] > lo, choice)
+        return self._ids(samples, lo, stored, choice)
 
     def all_rows(self, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         samples = self.column.base(index.numpy())
-        lo, counts = self._counts(samples)
+        lo, counts, stored = self._counts(samples)
         row_image = np.repeat(np.arange(len(samples)), counts)
         slot = np.arange(len(row_image)) - (np.cumsum(counts) - counts)[row_image]
-        stored = (self.column.first[samples + 1] > lo)[row_image]
-        return torch.from_numpy(row_image), self._ids(samples[row_image], lo[row_image], stored, slot)
+        return torch.from_numpy(row_image), self._ids(samples[row_image], lo[row_image], stored[row_image], slot)
 
     def first_ids(self, index: torch.Tensor) -> torch.Tensor:
         """A 63-bit hash of each image's first caption: equal texts, equal ids."""
         samples = self.column.base(index.numpy())
-        lo, _ = self._counts(samples)
-        first = self._ids(samples, lo, self.column.first[samples + 1] > lo, np.zeros(len(samples), dtype=np.int64))
+        lo, _, stored = self._counts(samples)
+        first = self._ids(samples, lo, stored, np.zeros(len(samples), dtype=np.int64))
         return _text_ids(self.texts_of(first))
 
     def texts_of(self, ids: torch.Tensor) -> list[str]:
