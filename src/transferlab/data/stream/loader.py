@@ -20,7 +20,7 @@ import os
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -127,7 +127,12 @@ def stream_steps(dataset: StepImages, start: int, stop: int, workers: int, prefe
     finally:
         if workers:
             gc.unfreeze()
-    for loaded in batches:
+    yield from checked(batches)
+
+
+def checked(items: Iterable[Loaded]) -> Iterator[Loaded]:
+    """The items in order; a worker's error (bad_samples: error, an unusable pool) raised here as a UserError."""
+    for loaded in items:
         if loaded.error:
             raise UserError(loaded.error)
         yield loaded

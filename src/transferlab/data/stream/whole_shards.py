@@ -38,7 +38,7 @@ from transferlab.data.images import BadImage, decode_image
 from transferlab.data.report import BadSamples, DataReport
 from transferlab.data.samples import INTEGER, fill_template
 from transferlab.data.stream.crops import CropDraws
-from transferlab.data.stream.loader import Loaded
+from transferlab.data.stream.loader import Loaded, checked
 from transferlab.data.stream.permutation import Permutation
 from transferlab.data.stream.shard_samples import iter_samples, parse_sample
 from transferlab.data.stream.shard_scan import known_index
@@ -221,10 +221,7 @@ def stream_shard_steps(dataset: ShardSteps, workers: int, prefetch: int, pin_mem
     """The Loaded items of the dataset's steps, in order, made by `workers` processes (0: here)."""
     loader = DataLoader(dataset, batch_size=None, num_workers=workers, prefetch_factor=prefetch if workers else None,
                         pin_memory=pin_memory, persistent_workers=False, generator=torch.Generator().manual_seed(0))
-    for loaded in loader:
-        if loaded.error:
-            raise UserError(loaded.error)
-        yield loaded
+    yield from checked(loader)
 
 
 def open_shard_pool(spec: WebDatasetSource, name: str) -> ShardPool:
