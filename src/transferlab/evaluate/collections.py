@@ -22,7 +22,7 @@ DataComp's list is its tasklist.yml less FairFace and UTKFace, which its 38-task
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from transferlab.config import Suite, suite_from_dict
@@ -105,8 +105,8 @@ DATACOMP_VTAB = ["caltech101", "cifar100", "clevr_count_all", "clevr_closest_obj
                  "flowers", "kitti_closest_vehicle_distance", "pcam", "pets", "resisc45", "svhn"]
 DATACOMP = [
     _dc("cifar10", listed="vtab/cifar10", aliases=("cifar-10-batches-bin",)),
-    *[Entry(e.key, e.main, clip_benchmark=e.clip_benchmark, datacomp=True, aliases=e.aliases)
-      for e in VTAB_NATURAL + VTAB_SPECIALIZED + VTAB_STRUCTURED if e.key.split("/")[1] in DATACOMP_VTAB],
+    *[replace(e, datacomp=True) for e in VTAB_NATURAL + VTAB_SPECIALIZED + VTAB_STRUCTURED
+      if e.key.split("/")[1] in DATACOMP_VTAB],
     *[_dc(name, listed=name) for name in ("sun397", "country211", "gtsrb", "imagenet1k", "imagenet_sketch",
                                           "imagenetv2", "imagenet-a", "imagenet-o", "imagenet-r", "mnist", "objectnet",
                                           "voc2007", "renderedsst2", "cars", "stl10")],
