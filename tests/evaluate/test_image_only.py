@@ -3,11 +3,10 @@ in results.json, the report and the model card; everything else runs."""
 
 import json
 
-import numpy as np
 import pytest
-from PIL import Image
 from typer.testing import CliRunner
 
+from tests.evaluate.shapes import write_shapes_suite
 from transferlab.cli import app
 
 pytest.importorskip("timm")
@@ -15,22 +14,9 @@ pytest.importorskip("timm")
 
 @pytest.fixture
 def suite(tmp_path):
-    rng = np.random.default_rng(0)
-    rows = ["image,caption,label"]
-    for index in range(24):
-        label = index % 3
-        pixels = (rng.integers(0, 60, (21 + index, 17, 3)) + 90 * label).astype(np.uint8)
-        Image.fromarray(pixels).save(tmp_path / f"{index}.png")
-        rows.append(f"{index}.png,a shape of kind {label},kind{label}")
-    (tmp_path / "shapes.csv").write_text("\n".join(rows) + "\n")
-    path = tmp_path / "suite.yaml"
-    path.write_text(json.dumps({
-        "name": "shapes",
-        "datasets": {"shapes": {"source": "table", "table": str(tmp_path / "shapes.csv"), "label_column": "label",
-                                "splits": {"train": 0.5, "val": 0.25, "test": 0.25}}},
-        "eval": {"datasets": ["shapes"], "tasks": ["zeroshot_classification", "ncm", "fewshot", "retrieval"],
-                 "fewshot": {"shots": [1], "seeds": 1, "methods": ["ncm", "zeroshot", "tip_adapter"]}}}))
-    return path
+    return write_shapes_suite(tmp_path, 24, (21, 17), {
+        "tasks": ["zeroshot_classification", "ncm", "fewshot", "retrieval"],
+        "fewshot": {"shots": [1], "seeds": 1, "methods": ["ncm", "zeroshot", "tip_adapter"]}})
 
 
 def test_text_tasks_are_skipped_with_the_reason(suite, tmp_path):

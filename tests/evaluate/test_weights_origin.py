@@ -9,13 +9,12 @@ import hashlib
 import importlib.metadata
 import json
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image
 from safetensors.torch import load_file, save_file
 from typer.testing import CliRunner
 
+from tests.evaluate.shapes import write_shapes_suite
 from transferlab.cli import app
 from transferlab.errors import UserError
 from transferlab.models.references import load_model
@@ -52,21 +51,7 @@ def same_state(module, state: dict) -> bool:
 @pytest.fixture(scope="module")
 def suite(tmp_path_factory):
     """Twelve small images of three kinds, nearest class mean only: a suite every image model runs in a second."""
-    folder = tmp_path_factory.mktemp("shapes")
-    rng = np.random.default_rng(0)
-    rows = ["image,caption,label"]
-    for index in range(12):
-        pixels = (rng.integers(0, 60, (20 + index, 18, 3)) + 90 * (index % 3)).astype(np.uint8)
-        Image.fromarray(pixels).save(folder / f"{index}.png")
-        rows.append(f"{index}.png,a shape of kind {index % 3},kind{index % 3}")
-    (folder / "shapes.csv").write_text("\n".join(rows) + "\n")
-    path = folder / "suite.yaml"
-    path.write_text(json.dumps({
-        "name": "shapes",
-        "datasets": {"shapes": {"source": "table", "table": str(folder / "shapes.csv"), "label_column": "label",
-                                "splits": {"train": 0.5, "val": 0.25, "test": 0.25}}},
-        "eval": {"datasets": ["shapes"], "tasks": ["ncm"]}}))
-    return path
+    return write_shapes_suite(tmp_path_factory.mktemp("shapes"), 12, (20, 18), {"tasks": ["ncm"]})
 
 
 @pytest.fixture(scope="module")
