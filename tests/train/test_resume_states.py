@@ -22,8 +22,6 @@ from safetensors.torch import load_file
 from tests.conftest import TINY
 from transferlab.checkpoints import META_FILE, MODEL_FILE, STATE_FILE, latest_checkpoint
 from transferlab.config import load_recipe
-from transferlab.data.readers.bundled import load_bundled
-from transferlab.data.readers.webdataset import write_webdataset
 from transferlab.fileio import read_jsonl_log
 from transferlab.train import loop
 
@@ -40,15 +38,6 @@ STREAMED = ["datasets.pool.source=webdataset", "datasets.pool.label_key=cls",
 
 class Preempted(Exception):
     pass
-
-
-@pytest.fixture(scope="module")
-def pool(tmp_path_factory):
-    """600 sklearn digits as six PNG webdataset shards, streamed per step by the runs that use it."""
-    folder = tmp_path_factory.mktemp("pool")
-    data = load_bundled("digits", "digits", 28, 1, None)
-    write_webdataset(data.subset(torch.arange(600)), folder / "shard-%02d.tar", samples_per_shard=100)
-    return folder
 
 
 # ------------------------------------------------------------------------------------ the states, in recipes
