@@ -80,3 +80,9 @@ def test_a_backtest_on_a_study_that_follows_the_laws_has_a_known_answer():
     summary = summarise(rows)
     assert set(summary["targets"]["loss"]) >= {"transferlab", "study", "all_runs"}
     assert summary["mean_mre"]["study"] < 1e-4 and summary["n"] == 8
+
+
+def test_a_series_with_nothing_left_to_fit_is_named():
+    runs = made_up_study("c4")[:3]
+    with pytest.raises(UserError, match=r"t.csv \(data c4\): 3 runs, 3 to hold out; nothing is left to fit"):
+        backtest_overtraining(runs, ["loss"], 3, bootstrap=0, table="t.csv")
